@@ -1,7 +1,8 @@
 """Regenerate the bundled sample's JSON files from the captions below.
 
 The captions were written by looking at each image; every sentence says only
-what is visible. Run from anywhere:
+what is visible, and English terms map to Chinese as in remoteglm.data.glossary
+(beach -> 海滩, road -> 道路 ...). Run from anywhere:
 
     python data/sample/make_sample.py                  # rewrite the JSON files
     python data/sample/make_sample.py --src DIR        # also copy the images from DIR
@@ -43,7 +44,7 @@ IMAGES = [
     ]),
     ("s2_town.png", "residential", "train", [
         ("Many buildings are located in a small town.", "一个小城镇里有许多建筑。"),
-        ("Some large white buildings are beside the main road.", "主干道旁边有一些白色的大型建筑。"),
+        ("Some large white buildings are beside the main road.", "主要道路旁边有一些白色的大型建筑。"),
         ("Several roads pass through the town.", "几条道路穿过城镇。"),
         ("The houses are surrounded by green trees.", "房屋被绿色的树木环绕。"),
         ("There are farmlands and dark forests around the town.", "城镇周围有农田和深色的森林。"),
@@ -52,22 +53,22 @@ IMAGES = [
         ("It is a piece of blue ocean.", "这是一片蓝色的海洋。"),
         ("The ocean covers the whole image.", "海洋覆盖了整幅图像。"),
         ("There are many small white spots on the sea surface.", "海面上有许多白色的小点。"),
-        ("Fine waves can be seen on the sea surface.", "海面上可以看到细小的波纹。"),
+        ("Fine ripples can be seen on the sea surface.", "海面上可以看到细小的波纹。"),
         ("There is no land in the image.", "图像中没有陆地。"),
     ]),
     ("s2_coastline.png", "beach", "val", [
-        ("A long white beach lies between the ocean and the land.", "一条长长的白色沙滩位于海洋和陆地之间。"),
+        ("A long white beach lies between the ocean and the land.", "一条长长的白色海滩位于海洋和陆地之间。"),
         ("The ocean on the right is light blue.", "右侧的海洋是浅蓝色的。"),
         ("The coastline is almost straight.", "海岸线几乎是笔直的。"),
         ("There is a dark marsh with winding creeks on the left.", "左侧是一片有蜿蜒水道的深色沼泽。"),
-        ("Fine waves can be seen on the sea surface.", "海面上可以看到细小的波纹。"),
+        ("Fine ripples can be seen on the sea surface.", "海面上可以看到细小的波纹。"),
     ]),
     ("s2_marsh.png", "wetland", "train", [
         ("Many winding creeks run through a large marsh.", "许多蜿蜒的水道穿过一大片沼泽。"),
         ("Several wide creeks branch in the marsh.", "几条较宽的水道在沼泽中分叉。"),
         ("The marsh is dark reddish brown.", "沼泽呈深红褐色。"),
-        ("A white beach lies along the right edge of the marsh.", "沼泽的右侧边缘有一条白色的沙滩。"),
-        ("The ocean is on the right side of the beach.", "沙滩的右侧是海洋。"),
+        ("A white beach lies along the right edge of the marsh.", "沼泽的右侧边缘有一条白色的海滩。"),
+        ("The ocean is on the right side of the beach.", "海滩的右侧是海洋。"),
     ]),
     ("s2_inlet.png", "river", "train", [
         ("A winding river flows through the farmlands.", "一条蜿蜒的河流流经农田。"),
