@@ -30,3 +30,36 @@ def single_process_env() -> None:
         os.environ["MASTER_PORT"] = str(free_port())
     # sat and DeepSpeed print a lot at import; keep the user's terminal readable.
     os.environ.setdefault("SAT_LOGLEVEL", "WARNING")
+
+
+def on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def patch_for_cpu_training() -> None:
+    """Let sat's training loop and DeepSpeed run on a machine without CUDA. No-op with CUDA.
+
+    - sat's timers and checkpoint code call torch.cuda.synchronize / get_rng_state /
+      set_rng_state unconditionally: make them no-ops (the CPU RNG is saved separately).
+    - DeepSpeed's CPU communication backend JIT-compiles a shared-memory op (45-70 s) on the
+      first initialize; gloo is enough here, so skip the build.
+    """
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    torch.cuda.synchronize = lambda *a, **k: None
+    torch.cuda.get_rng_state = lambda *a, **k: torch.ByteTensor([0])
+    torch.cuda.set_rng_state = lambda *a, **k: None
+    import deepspeed.comm.torch  # noqa: F401  (the attribute `deepspeed.comm.torch` is torch itself)
+
+    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+
+
+def distributed_backend() -> str:
+    """nccl on GPUs, gloo on CPU."""
+    return "gloo" if on_cpu() else "nccl"
