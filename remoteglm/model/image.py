@@ -1,0 +1,135 @@
+"""Image loading and VisualGLM preprocessing without torchvision.
+
+Same numbers as the official BLIP eval transform: PIL bicubic resize straight to 224x224 (no
+crop, no aspect ratio kept), scale to [0, 1], normalise with the CLIP mean/std.
+
+Input modes are brought to 8-bit RGB first:
+- grayscale / bilevel / palette / CMYK / YCbCr: PIL's own conversion to RGB;
+- with transparency (RGBA, LA, PA, palette with a transparent colour): composited on white, so
+  transparent no-data areas look the way image viewers show them instead of keeping whatever
+  colour the hidden pixels happen to hold;
+- 16-bit integer (I;16*, or I with values in 0..65535): scaled by 255/65535, the full 16-bit range,
+  not clipped at 255; 32-bit integer beyond that range and float images are min-max stretched
+  (float images already in [0, 1] are scaled by 255).
+Multi-frame files (some TIFFs) use the first frame.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from remoteglm.errors import RemoteGLMError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_SIZE = 224
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image]
+
+_FIX = "convert it to an 8-bit RGB PNG or JPEG (e.g. with an image editor or `gdal_translate -ot Byte -scale`)"
+
+
+def _describe(src) -> str:
+    if isinstance(src, (bytes, bytearray)):
+        return f"<{len(src)} bytes of image data>"
+    return str(src)
+
+
+def _open(src: ImageSource) -> Image.Image:
+    if isinstance(src, Image.Image):
+        return src
+    if isinstance(src, (bytes, bytearray)):
+        fp = io.BytesIO(bytes(src))
+    elif isinstance(src, (str, os.PathLike)):
+        p = Path(src).expanduser()
+        if not p.exists():
+            raise RemoteGLMError(f"image file not found: {p}: check the path")
+        if p.is_dir():
+            raise RemoteGLMError(f"{p} is a directory, not an image file: pass the path of one image")
+        fp = p
+    else:
+        raise RemoteGLMError(f"cannot read an image from a {type(src).__name__}: pass a file path, bytes or a PIL image")
+    name = _describe(src)
+    try:
+        img = Image.open(fp)
+        img.seek(0)
+        img.load()  # decode now so truncated/corrupt data fails here with the file name
+    except UnidentifiedImageError:
+        raise RemoteGLMError(f"cannot read image {name}: not a recognised image format (corrupt or not an image); {_FIX}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise RemoteGLMError(f"cannot read image {name}: {str(e).strip() or type(e).__name__} (corrupt or unsupported); {_FIX}") from None
+    return img
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """High-bit-depth single-band pixels -> uint8, by range (see module doc)."""
+    if arr.dtype.kind in "iu":
+        lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
+        if lo >= 0 and hi <= 65535:
+            return np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    arr = arr.astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    if lo >= 0.0 and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    scaled = (np.where(finite, arr, lo) - lo) / (hi - lo if hi > lo else 1.0)
+    return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (module doc says how)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode in ("1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        try:
+            arr = np.asarray(img)
+        except (TypeError, ValueError) as e:
+            raise RemoteGLMError(f"cannot read image {name}: pixel mode {mode} is not supported ({e}); {_FIX}") from None
+        if arr.ndim != 2:
+            raise RemoteGLMError(f"cannot read image {name}: pixel mode {mode} with shape {arr.shape} is not supported; {_FIX}")
+        return Image.fromarray(_to_uint8(arr), mode="L").convert("RGB")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as e:
+        raise RemoteGLMError(f"cannot read image {name}: pixel mode {mode} is not supported ({e}); {_FIX}") from None
+
+
+def load_image(src: ImageSource) -> Image.Image:
+    """Open a path / bytes / PIL image as an 8-bit RGB PIL image; one-line error on bad input."""
+    return to_rgb(_open(src), _describe(src))
+
+
+def preprocess_image(src: ImageSource, image_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Image -> float32 tensor [3, image_size, image_size], CLIP-normalised (VisualGLM's input)."""
+    img = load_image(src)
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).div_(255.0).permute(2, 0, 1)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def preprocess_images(srcs: Sequence[ImageSource], image_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """A batch: float32 tensor [N, 3, image_size, image_size]."""
+    if len(srcs) == 0:
+        return torch.empty(0, 3, image_size, image_size)
+    return torch.stack([preprocess_image(s, image_size) for s in srcs])
