@@ -58,9 +58,11 @@ def _open(src: ImageSource) -> Image.Image:
         raise RemoteGLMError(f"cannot read an image from a {type(src).__name__}: pass a file path, bytes or a PIL image")
     name = _describe(src)
     try:
-        img = Image.open(fp)
-        img.seek(0)
-        img.load()  # decode now so truncated/corrupt data fails here with the file name
+        with Image.open(fp) as opened:
+            opened.seek(0)
+            opened.load()  # decode now so truncated/corrupt data fails here with the file name
+            # a copy owns its pixels, so the file closes here (multi-frame TIFFs keep it open)
+            img = opened.copy()
     except UnidentifiedImageError:
         raise RemoteGLMError(f"cannot read image {name}: not a recognised image format (corrupt or not an image); {_FIX}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

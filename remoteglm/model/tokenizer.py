@@ -15,9 +15,13 @@ Behaviour matched with the official tokenizer:
 About ``num_image_tokens``: the tokenizer class of ChatGLM-6B defaults it to 20000 (the GLM-130B
 icetk layout: 20000 image ids, then the 130k text pieces, so [MASK] = 150000 and vocab 150528).
 ChatGLM-6B since v0.1.0 and VisualGLM-6B dropped the image rows from the embedding (vocab 130528)
-and ship ``"num_image_tokens": 0`` in their tokenizer config, which is what makes
-[MASK] = 130000, <sop> = 130004, <eop> = 130005 and pad = 3. So the default here is 0, the layout
-the VisualGLM-6B weights need; pass 20000 for the legacy 150528-vocab layout.
+and load the tokenizer with ``num_image_tokens`` 0 (ChatGLM-6B issues #965 and #987: the current
+vocabulary has 130344 pieces, "set num_image_tokens to 0"). That is what makes [MASK] = 130000,
+<sop> = 130004, <eop> = 130005 and pad = 3. So the default here is 0, the layout the VisualGLM-6B
+weights need; pass 20000 for the legacy 150528-vocab layout.
+
+The embedding has 130528 rows but only 130344 pieces: ids in between have no text. ``decode``
+treats them (and any id past the vocabulary) as <unk>; generation should mask those logits.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ OFFICIAL_IDS = {
 }
 OFFICIAL_NUM_IMAGE_TOKENS = 0  # what VisualGLM-6B/ChatGLM-6B >= v0.1.0 use (see module doc)
 LEGACY_NUM_IMAGE_TOKENS = 20000  # the GLM-130B icetk layout (vocab 150528)
+OFFICIAL_NUM_PIECES = 130344  # pieces in the real ice_text.model
 OFFICIAL_VOCAB_SIZE = 130528  # rows of the VisualGLM-6B word embedding (pieces padded up)
 
 DEFAULT_CORPUS = Path(__file__).parent / "assets" / "tiny_corpus.txt"
@@ -224,8 +229,10 @@ class ChatGLMTokenizer:
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Text of ``ids`` (list, tensor or int). Pad is always dropped, like the official.
 
-        With ``skip_special_tokens`` image ids and specials are dropped; without, image ids
-        show as ``<image_N>`` and specials as their piece text.
+        With ``skip_special_tokens`` image ids, specials and ids past the vocabulary are dropped;
+        without, image ids show as ``<image_N>``, specials as their piece text, ids past the
+        vocabulary as ``<unk>``. For streaming, decode the whole answer each step and hold back
+        a trailing U+FFFD: a character spelled in byte pieces is incomplete until its last byte.
         """
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
@@ -240,6 +247,8 @@ class ChatGLMTokenizer:
                 run.clear()
 
         for i in (int(x) for x in ids):
+            if i < 0:
+                raise ValueError(f"negative token id {i}")
             if i == self.pad_token_id:
                 continue
             if i < self.num_image_tokens:
@@ -247,8 +256,11 @@ class ChatGLMTokenizer:
                     flush()
                     out.append(f"<image_{i}>")
                 continue
-            if i >= self.vocab_size:
-                raise ValueError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
+            if i >= self.vocab_size:  # an embedding padding row: no text, like <unk>
+                if not skip_special_tokens:
+                    flush()
+                    out.append(self.sp.IdToPiece(self.sp.unk_id()))
+                continue
             if i in self.special_token_ids:
                 if not skip_special_tokens:
                     flush()
@@ -257,6 +269,16 @@ class ChatGLMTokenizer:
             run.append(i - self.num_image_tokens)
         flush()
         return _postprocess("".join(out))
+
+    def batch_decode(self, batch, skip_special_tokens: bool = True) -> list[str]:
+        if hasattr(batch, "tolist"):
+            batch = batch.tolist()
+        return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in batch]
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = {f"<image_{i}>": i for i in range(self.num_image_tokens)}
+        vocab.update({self.sp.IdToPiece(i): i + self.num_image_tokens for i in range(self.num_text_tokens)})
+        return vocab
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]):
         if isinstance(tokens, str):
@@ -277,10 +299,12 @@ class ChatGLMTokenizer:
         return [self._id_to_token(int(i)) for i in ids]
 
     def _id_to_token(self, i: int) -> str:
+        if i < 0:
+            raise ValueError(f"negative token id {i}")
         if i < self.num_image_tokens:
             return f"<image_{i}>"
-        if i >= self.vocab_size:
-            raise ValueError(f"token id {i} is outside the vocabulary (size {self.vocab_size})")
+        if i >= self.vocab_size:  # an embedding padding row
+            return self.sp.IdToPiece(self.sp.unk_id())
         return self.sp.IdToPiece(i - self.num_image_tokens)
 
     def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:

@@ -124,8 +124,13 @@ def test_decode_skips_specials_and_keeps_them_on_request(tiny_tokenizer):
     assert tok.decode(ids) == "海洋"
     assert tok.decode(ids, skip_special_tokens=False) == "[MASK]海洋[gMASK]<sop><eop>"
     assert tok.decode(torch.tensor(body)) == "海洋"
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        tok.decode([tok.vocab_size])
+    # ids past the pieces (the real embedding has 130528 rows for 130344 pieces) read as <unk>
+    assert tok.decode(body + [tok.vocab_size, tok.vocab_size + 100]) == "海洋"
+    assert tok.decode([tok.vocab_size], skip_special_tokens=False) == "<unk>"
+    assert tok.convert_ids_to_tokens(tok.vocab_size + 5) == "<unk>"
+    assert tok.batch_decode(torch.tensor([body, body])) == ["海洋", "海洋"]
+    with pytest.raises(ValueError, match="negative"):
+        tok.decode([-1])
 
 
 def test_chinese_token_ids(tiny_tokenizer):

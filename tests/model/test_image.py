@@ -1,0 +1,176 @@
+"""Image loading and VisualGLM preprocessing on real aerial tiles and generated variants."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from remoteglm.errors import RemoteGLMError
+from remoteglm.model.image import CLIP_MEAN, CLIP_STD, load_image, preprocess_image, preprocess_images
+
+MEAN = np.array(CLIP_MEAN, dtype=np.float32)
+STD = np.array(CLIP_STD, dtype=np.float32)
+
+
+def normalised(rgb) -> np.ndarray:
+    """CLIP normalisation of 8-bit RGB values, computed independently of the module."""
+    return (np.asarray(rgb, dtype=np.float32) / 255.0 - MEAN) / STD
+
+
+def test_real_tiff_matches_reference_math(fixture_images):
+    src = fixture_images / "OSBS_029.tif"  # 400x400 TIFF, like UCM's .tif files
+    x = preprocess_image(src)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    with Image.open(src) as im:
+        ref = np.asarray(im.convert("RGB").resize((224, 224), Image.BICUBIC))
+    expected = normalised(ref).transpose(2, 0, 1)
+    assert np.allclose(x.numpy(), expected, atol=1e-6)
+    # ranges of CLIP normalisation of [0, 1] data
+    assert x.min() >= (0 - MEAN.max()) / STD.min() - 1e-4 and x.max() <= (1 - MEAN.min()) / STD.min() + 1e-4
+
+
+def test_same_pixels_in_tiff_png_bytes_and_pil_give_same_tensor(fixture_images, tmp_path):
+    tif = fixture_images / "OSBS_029.tif"
+    png = tmp_path / "same.png"
+    with Image.open(tif) as im:
+        im.save(png)
+        pil = im.copy()
+    a = preprocess_image(tif)
+    assert torch.equal(a, preprocess_image(png))
+    assert torch.equal(a, preprocess_image(str(png)))
+    assert torch.equal(a, preprocess_image(png.read_bytes()))
+    assert torch.equal(a, preprocess_image(pil))
+    jpg = tmp_path / "lossy.jpg"
+    pil.save(jpg, quality=95)
+    b = preprocess_image(jpg)
+    assert b.shape == a.shape and (b - a).abs().mean() < 0.05  # JPEG is lossy but close
+
+
+def test_already_224_is_not_resampled():
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
+    x = preprocess_image(Image.fromarray(arr))
+    assert np.allclose(x.numpy(), normalised(arr).transpose(2, 0, 1), atol=1e-6)
+
+
+def test_resize_is_a_squash_not_a_crop():
+    arr = np.zeros((100, 400, 3), dtype=np.uint8)  # wide image: left half black, right half white
+    arr[:, 200:] = 255
+    x = preprocess_image(Image.fromarray(arr))
+    assert x.shape == (3, 224, 224)
+    black, white = torch.tensor(normalised([0, 0, 0])), torch.tensor(normalised([255, 255, 255]))
+    # both halves survive (a centre crop would lose the outer columns)
+    assert torch.allclose(x[:, :, 0], black.view(3, 1).expand(3, 224), atol=1e-5)
+    assert torch.allclose(x[:, :, 223], white.view(3, 1).expand(3, 224), atol=1e-5)
+
+
+def test_uniform_colour_of_odd_size_stays_exact():
+    x = preprocess_image(Image.new("RGB", (300, 170), (255, 0, 128)))
+    assert torch.allclose(x, torch.tensor(normalised([255, 0, 128])).view(3, 1, 1).expand(3, 224, 224), atol=1e-5)
+
+
+def test_grayscale_bilevel_and_palette(tmp_path):
+    gray = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) % 256
+    path = tmp_path / "gray.png"
+    Image.fromarray(gray.astype(np.uint8), mode="L").save(path)
+    rgb = np.asarray(load_image(path))
+    assert rgb.shape == (64, 64, 3)
+    assert (rgb[..., 0] == gray).all() and (rgb[..., 1] == gray).all() and (rgb[..., 2] == gray).all()
+    bilevel = tmp_path / "bw.tif"
+    Image.new("1", (10, 10), 1).save(bilevel)
+    assert np.asarray(load_image(bilevel)).min() == 255
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    assert (np.asarray(load_image(pal)) == [10, 200, 30]).all()
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., :3] = [200, 10, 10]
+    rgba[:2, :, 3] = 255  # top rows opaque red
+    rgba[2:, :, 3] = 0  # bottom rows fully transparent (hidden colour is red too)
+    rgba[3, 0, 3] = 128  # half transparent
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    out = np.asarray(load_image(path)).astype(int)
+    assert (out[:2] == [200, 10, 10]).all()
+    assert (out[2, :] == [255, 255, 255]).all()
+    assert np.allclose(out[3, 0], [228, 132, 132], atol=2)  # 50% red over white
+    la = Image.fromarray(np.stack([np.full((2, 2), 50, np.uint8), np.array([[255, 0], [255, 0]], np.uint8)], -1), mode="LA")
+    assert np.asarray(load_image(la))[:, 1].min() == 255 and (np.asarray(load_image(la))[:, 0] == 50).all()
+    pal = Image.new("P", (2, 2), 0)
+    pal.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    pal.putpixel((1, 1), 1)
+    pal.info["transparency"] = 0
+    out = np.asarray(load_image(pal))
+    assert (out[1, 1] == [0, 0, 255]).all() and (out[0, 0] == [255, 255, 255]).all()
+    pal.save(tmp_path / "pal.png", transparency=0)  # the same through a file
+    assert np.array_equal(np.asarray(load_image(tmp_path / "pal.png")), out)
+
+
+def test_multi_frame_tiff_uses_first_frame(tmp_path):
+    path = tmp_path / "frames.tif"
+    first, second = Image.new("RGB", (5, 5), (1, 2, 3)), Image.new("RGB", (5, 5), (9, 9, 9))
+    first.save(path, save_all=True, append_images=[second])
+    assert (np.asarray(load_image(path)) == [1, 2, 3]).all()
+
+
+def test_16_bit_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 300, 32768, 65535]], dtype=np.uint16)
+    for name in ("g16.png", "g16.tif"):
+        path = tmp_path / name
+        Image.fromarray(values).save(path)
+        with Image.open(path) as im:
+            assert im.mode.startswith("I")  # really a 16-bit file
+        out = np.asarray(load_image(path))[0, :, 0]
+        # value * 255 / 65535: 300 is dark (1), not clipped to 255; 65535 is white
+        assert out.tolist() == [0, 1, 128, 255]
+    # 32-bit values beyond 16 bits are stretched to the full range
+    wide = Image.fromarray(np.array([[-5, 100000, 200000]], dtype=np.int32), mode="I")
+    assert np.asarray(load_image(wide))[0, :, 0].tolist() == [0, 128, 255]  # (100000 + 5) / 200005 * 255 = 127.5006
+    # float images already in [0, 1]
+    f = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
+    assert np.asarray(load_image(f))[0, :, 0].tolist() == [0, 128, 255]
+    assert preprocess_image(tmp_path / "g16.png").shape == (3, 224, 224)
+
+
+def test_batch_and_image_size(fixture_images):
+    srcs = [fixture_images / "OSBS_029.tif", fixture_images / "s2_farmland.png"]
+    batch = preprocess_images(srcs)
+    assert batch.shape == (2, 3, 224, 224)
+    assert torch.equal(batch[1], preprocess_image(srcs[1]))
+    assert preprocess_images(srcs, image_size=32).shape == (2, 3, 32, 32)
+    assert preprocess_images([]).shape == (0, 3, 224, 224)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, fixture_images):
+    def error(src) -> str:
+        with pytest.raises(RemoteGLMError) as e:
+            preprocess_image(src)
+        msg = str(e.value)
+        assert "\n" not in msg
+        return msg
+
+    missing = tmp_path / "no_such.tif"
+    msg = error(missing)
+    assert str(missing) in msg and "not found" in msg
+    assert "directory" in error(tmp_path)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG but not really an image" * 10)
+    msg = error(junk)
+    assert str(junk) in msg and "PNG or JPEG" in msg
+    text = tmp_path / "notes.tif"
+    text.write_text("just text")
+    assert str(text) in error(text)
+    # a real JPEG cut in half: the header parses, the pixels do not
+    buf = io.BytesIO()
+    with Image.open(fixture_images / "s2_farmland.png") as im:
+        im.save(buf, format="JPEG")
+    cut = tmp_path / "truncated.jpg"
+    cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    msg = error(cut)
+    assert str(cut) in msg and "truncated" in msg
+    assert "bytes of image data" in error(b"not an image")
+    assert "file path, bytes or a PIL image" in error(12345)
