@@ -1,0 +1,123 @@
+"""Outputs: the Chinese Karpathy-style dataset and the VisualGLM fine-tune files.
+
+``dataset_<name>_zh.json`` keeps every image, split and sentence (English beside Chinese).
+``<name>_{train,val,test}.json`` are lists of ``{"img", "prompt", "label"}`` (plus ``task`` and,
+for val/test, ``references``). ``img`` is relative to the folder of the JSON file; training code
+resolves it against that folder first, then the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from ..errors import RemoteGLMError
+from .datasets import SPLITS, CaptionSet
+from .glossary import tokenize_zh
+from .io import read_json
+from .rewrite import source_key
+from .translate import normalise
+
+# Instructions for one-sentence labels, for paragraph labels (rewrite) and for scene classes.
+SENTENCE_PROMPTS = [
+    "描述这张图片。", "请用一句话描述这张遥感图像。", "这张遥感图像里有什么？", "用一句话概括这张航拍图像的内容。",
+    "简要描述图中的场景。", "这张卫星图像展示了什么？", "请描述这幅遥感影像。", "图中能看到什么？用一句话回答。",
+]
+PARAGRAPH_PROMPTS = [
+    "详细描述这张遥感图像。", "请描述这张航拍图像中的场景和地物。", "这张遥感图像里有哪些地物？请用一段话描述。",
+    "请用一段话描述这幅遥感影像的内容。", "描述这张图片。",
+]
+CLASSIFY_PROMPTS = [
+    "这张遥感图像属于哪一类场景？可选类别：{classes}。只回答类别名称。",
+    "从以下类别中选出这张图像的场景类别：{classes}。",
+    "判断这张航拍图像的场景类型（{classes}），只回答一个类别。",
+]
+
+
+def build_zh_dataset(cs: CaptionSet, translations: dict[str, str], labels: dict[str, str] | None = None,
+                     meta: dict | None = None) -> dict:
+    """The Chinese Karpathy-style dataset: same images, splits and sentence counts as ``cs``."""
+    names_zh = dict(zip(cs.classes, cs.classes_zh))
+    images, sentid = [], 0
+    for im in cs.images:
+        sents = []
+        for en in im.sentences:
+            zh = translations[normalise(en)]
+            sents.append({"raw": zh, "raw_en": en, "tokens": tokenize_zh(zh), "sentid": sentid})
+            sentid += 1
+        entry = {"filename": im.filename, "imgid": im.imgid, "split": im.split,
+                 "class": im.cls, "class_zh": names_zh.get(im.cls), "sentences": sents}
+        if labels is not None:
+            entry["label"] = labels[source_key([s["raw"] for s in sents])]
+        images.append(entry)
+    return {"dataset": cs.name, **(meta or {}), "classes": cs.classes, "classes_zh": cs.classes_zh, "images": images}
+
+
+def load_zh_dataset(path: str | Path) -> dict:
+    """Read a ``dataset_<name>_zh.json`` written by this pipeline, checking its shape."""
+    data = read_json(path, "Chinese dataset")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise RemoteGLMError(f"{path}: not a Chinese dataset (no 'images' list); build it with translation_en2zh.py")
+    for im in data["images"]:
+        if not isinstance(im, dict) or not im.get("sentences") or "raw" not in im["sentences"][0]:
+            name = im.get("filename", "?") if isinstance(im, dict) else "?"
+            raise RemoteGLMError(f"{path}: image {name} has no Chinese sentences; rebuild it with translation_en2zh.py")
+    return data
+
+
+def image_path(image_dir: str | Path, filename: str, json_dir: str | Path) -> str:
+    """Path of an image relative to the folder of the JSON that names it (absolute across drives)."""
+    full = Path(image_dir, filename).absolute()
+    try:
+        return Path(os.path.relpath(full, Path(json_dir).absolute())).as_posix()
+    except ValueError:  # Windows: another drive
+        return full.as_posix()
+
+
+def _pick(pool: list[str], seed: int, *key: object) -> str:
+    # A string seed gives the same choice for the same record on every machine and run order.
+    return random.Random("|".join(map(str, (seed, *key)))).choice(pool)
+
+
+def build_finetune_records(zh: dict, image_dir: str | Path, json_dir: str | Path, seed: int = 42,
+                           classify: bool = True) -> dict[str, list[dict]]:
+    """VisualGLM fine-tune records per split from a Chinese dataset (see module docstring).
+
+    train: one record per distinct Chinese sentence of an image (or one per image with its
+    rewritten ``label``); val/test: one description record per image with all sentences as
+    ``references``. With ``classify``, one scene-class record per image with a known class.
+    """
+    class_list = "、".join(zh.get("classes_zh") or [])
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for im in zh["images"]:
+        split, fn = im["split"], im["filename"]
+        if split not in out:
+            raise RemoteGLMError(f"image {fn} has split '{split}'; expected train, val or test")
+        img = image_path(image_dir, fn, json_dir)
+        zh_sents = list(dict.fromkeys(s["raw"] for s in im["sentences"]))
+        if split == "train" and not im.get("label"):
+            for k, sent in enumerate(zh_sents):
+                out[split].append({"img": img, "prompt": _pick(SENTENCE_PROMPTS, seed, fn, k), "label": sent,
+                                   "task": "caption"})
+        else:
+            paragraph = bool(im.get("label"))
+            rec = {"img": img, "prompt": _pick(PARAGRAPH_PROMPTS if paragraph else SENTENCE_PROMPTS, seed, fn, 0),
+                   "label": im.get("label") or zh_sents[0], "task": "caption"}
+            if split != "train":
+                rec["references"] = [s["raw"] for s in im["sentences"]]
+            out[split].append(rec)
+        if classify and class_list and im.get("class_zh"):
+            prompt = _pick(CLASSIFY_PROMPTS, seed, fn, "cls").format(classes=class_list)
+            out[split].append({"img": img, "prompt": prompt, "label": im["class_zh"], "task": "classify"})
+    check_no_leak(out)
+    return out
+
+
+def check_no_leak(records: dict[str, list[dict]]) -> None:
+    """Raise if any image is in train and in val or test (RemoteGLM's data had this bug)."""
+    train = {r["img"] for r in records.get("train", [])}
+    for split in ("val", "test"):
+        leaked = train & {r["img"] for r in records.get(split, [])}
+        if leaked:
+            raise RemoteGLMError(f"{len(leaked)} {split} image(s) also in train (e.g. {sorted(leaked)[0]})")

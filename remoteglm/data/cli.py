@@ -1,0 +1,84 @@
+"""Command line of translation_en2zh.py (kept here so it can be imported and tested)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import RemoteGLMError, cli_entry
+from .llm import LLMConfig
+from .pipeline import PipelineConfig, print_summary, run
+from .translate import TranslateConfig
+
+EPILOG = """examples:
+  # OpenAI (key from OPENAI_API_KEY; never printed or saved)
+  python translation_en2zh.py --input data/UCM_captions/dataset.json
+  # DeepSeek / Qwen (DashScope compatible mode) / local vLLM or Ollama
+  python translation_en2zh.py --base-url https://api.deepseek.com/v1 --model deepseek-chat
+  python translation_en2zh.py --base-url https://dashscope.aliyuncs.com/compatible-mode/v1 --model qwen-plus
+  python translation_en2zh.py --base-url http://127.0.0.1:8000/v1 --model Qwen2.5-7B-Instruct
+  # estimate calls and tokens first; try 20 images; add RemoteGLM-style paragraphs
+  python translation_en2zh.py --dry-run
+  python translation_en2zh.py --limit 20
+  python translation_en2zh.py --input data/Sydney_captions/dataset.json --rewrite
+
+Every answer is cached as it arrives (--cache): stop the job at any time and run the same
+command again; it continues where it stopped and a finished job makes no LLM calls.
+If some items still fail after retries the job exits non-zero and says how many remain:
+run it again until it finishes."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="translation_en2zh.py",
+        description="Translate English remote-sensing captions (UCM / Sydney / RSICD) into Chinese with any "
+        "OpenAI-compatible LLM and write the Chinese dataset plus VisualGLM fine-tune files.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io = p.add_argument_group("data")
+    io.add_argument("--input", type=Path, default=Path("data/UCM_captions/dataset.json"),
+                    help="Karpathy dataset.json or RemoteGLM list [{imged_id, caption}] (default: %(default)s)")
+    io.add_argument("--images", type=Path, default=None,
+                    help="image folder (default: imgs/, images/ or RSICD_images/ beside --input); only checked, never read")
+    io.add_argument("--name", default=None, help="dataset name UCM, Sydney or RSICD (default: from the input path)")
+    io.add_argument("--out-dir", type=Path, default=None, help="output folder (default: data/<name>_zh)")
+    io.add_argument("--limit", type=int, default=None, help="only the first N images (a trial run)")
+    io.add_argument("--seed", type=int, default=42, help="seed of the prompt choice in the fine-tune files (default: 42)")
+    io.add_argument("--no-classify", action="store_true", help="leave scene-classification records out of the fine-tune files")
+    llm = p.add_argument_group("LLM endpoint")
+    llm.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+                     help="OpenAI-compatible base URL, usually ending in /v1 (default: $OPENAI_BASE_URL or %(default)s)")
+    llm.add_argument("--model", default="gpt-4o-mini", help="model name (default: %(default)s)")
+    llm.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default: %(default)s)")
+    llm.add_argument("--batch-size", type=int, default=20, help="sentences per request (default: %(default)s)")
+    llm.add_argument("--timeout", type=float, default=60.0, help="seconds per request before retrying (default: %(default)s)")
+    llm.add_argument("--retries", type=int, default=6,
+                     help="retries per request on 429/5xx/timeouts, exponential backoff + jitter (default: %(default)s)")
+    llm.add_argument("--cache", type=Path, default=Path("data/cache/llm_cache.sqlite"),
+                     help="SQLite cache of answers, shared by all datasets (default: %(default)s)")
+    job = p.add_argument_group("job")
+    job.add_argument("--rewrite", action="store_true",
+                     help="also merge each image's sentences into one checked paragraph (the fine-tune label)")
+    job.add_argument("--dry-run", action="store_true", help="estimate calls and tokens; call nothing, write nothing")
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    for flag, value in (("--concurrency", a.concurrency), ("--batch-size", a.batch_size)):
+        if value < 1:
+            raise RemoteGLMError(f"{flag} must be at least 1 (got {value})")
+    if a.timeout <= 0 or a.retries < 0:
+        raise RemoteGLMError("--timeout must be > 0 and --retries >= 0")
+    cfg = PipelineConfig(
+        input=a.input, images=a.images, name=a.name, out_dir=a.out_dir, cache=a.cache,
+        llm=LLMConfig(base_url=a.base_url, model=a.model, timeout=a.timeout, max_retries=a.retries),
+        translate=TranslateConfig(batch_size=a.batch_size, concurrency=a.concurrency),
+        rewrite=a.rewrite, classify=not a.no_classify, dry_run=a.dry_run, limit=a.limit, seed=a.seed,
+        progress=not a.no_progress,
+    )
+    print_summary(run(cfg))
+    return 0

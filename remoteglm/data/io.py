@@ -1,0 +1,52 @@
+"""Small file helpers: JSON read with one-line errors, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import RemoteGLMError
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file; missing file or bad JSON become one RemoteGLMError line."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (it is a folder; pass the .json file inside it)" if path.is_dir() else ""
+        raise RemoteGLMError(f"{what} not found: {path}{hint}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RemoteGLMError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 JSON") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RemoteGLMError(
+            f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the file or re-download it"
+        ) from None
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text via a temp file in the same folder + os.replace: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
+    """Atomically write ``obj`` as UTF-8 JSON (Chinese kept readable, not \\u-escaped)."""
+    return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")

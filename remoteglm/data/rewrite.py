@@ -1,0 +1,173 @@
+"""The optional ``rewrite`` step: one fluent paragraph per image, faithful to its sentences.
+
+RemoteGLM's paragraphs often carry mood words (感觉, 生机, 宁静 ...) or objects no caption
+mentions. Each paragraph here is checked against its source sentences; a failing one is asked
+again with the problems named, and after the last try the image falls back to its translated
+sentences joined together.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from .cache import ResultCache
+from .glossary import jieba_with_terms
+from .llm import LLMClient, LLMUnavailable, parallel
+
+PROMPT_VERSION = "rewrite-v1"
+KIND = "rewrite"
+
+# Mood, judgement and scenery words RemoteGLM's labels invent; allowed only if a source says it.
+BANNED = (
+    "感觉", "感受", "生机", "勃勃", "美丽", "宁静", "活力", "氛围", "气息", "和谐", "壮观", "迷人",
+    "优美", "繁华", "热闹", "宜人", "惬意", "舒适", "安详", "静谧", "祥和", "美景", "景色", "风景",
+    "如画", "令人", "让人", "仿佛", "似乎", "好像", "充满", "展现", "彰显", "映衬", "点缀", "生动",
+    "秀丽", "壮丽", "漂亮", "美好", "梦幻", "诗意", "宏伟", "繁忙", "悠闲", "温馨", "清新",
+)
+# Nouns any faithful paragraph may use without a source saying them.
+GENERIC_NOUNS = {
+    "图像", "图片", "画面", "场景", "影像", "照片", "遥感", "区域", "地区", "部分", "地方", "位置",
+    "周围", "旁边", "附近", "中间", "中心", "一侧", "两侧", "两边", "左侧", "右侧", "上方", "下方",
+    "整体", "其中", "一些", "许多", "很多", "数量", "形状", "颜色", "方向", "这里", "那里",
+}
+
+SYSTEM_PROMPT = """你负责把同一张遥感图像的几句中文描述合并成一段通顺的中文描述。
+要求：
+1. 只使用这些句子里已有的信息：不得添加句子中没有的物体、颜色、数量或位置关系。
+2. 不得加入感受、评价或氛围描写（例如 感觉、生机、美丽、宁静、活力、氛围），除非原句本身这样说。
+3. 重复的信息只说一次；沿用原句中的用词。
+4. 只输出这一段话，不要编号、引号或解释。"""
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@dataclass
+class RewriteConfig:
+    concurrency: int = 8
+    rounds: int = 3  # tries per image before falling back to the joined sentences
+
+
+@dataclass
+class RewriteResult:
+    labels: dict[str, str]  # source key -> paragraph
+    rewritten: int = 0  # accepted paragraphs (new this run)
+    fallbacks: int = 0  # images that fell back to their joined sentences (new this run)
+    rejected: int = 0  # replies that failed the checks (new this run)
+    cache_hits: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # key -> endpoint error (rerun later)
+    examples: list[str] = field(default_factory=list)  # a few rejection reasons, for the report
+    aborted: str = ""  # why the run stopped early (endpoint unreachable), if it did
+
+
+def source_key(sentences: list[str]) -> str:
+    """The cache key of an image's Chinese sentences (order kept, repeats dropped)."""
+    return "\n".join(dict.fromkeys(s.strip() for s in sentences if s.strip()))
+
+
+def fallback_label(sentences: list[str]) -> str:
+    """The translated sentences joined, each ending with 。: faithful by construction."""
+    return "".join(s if s.endswith(("。", "！", "？")) else s + "。" for s in source_key(sentences).split("\n"))
+
+
+def build_messages(sentences: list[str], problems: list[str] | None = None) -> list[dict]:
+    user = "描述：\n" + json.dumps({"sentences": sentences}, ensure_ascii=False)
+    if problems:
+        user = f"上一次的段落有问题（{'；'.join(problems)}），请重新合并。\n" + user
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def check_rewrite(paragraph: str, sources: list[str]) -> list[str]:
+    """Problems with a paragraph: empty, English, banned words or nouns no source sentence has."""
+    text = paragraph.strip()
+    if not _CJK.search(text):
+        return ["段落为空或没有中文"]
+    src = "".join(sources)
+    problems = []
+    banned = [w for w in BANNED if w in text and w not in src]
+    if banned:
+        problems.append(f"加入了原句没有的词：{'、'.join(banned)}")
+    if re.search(r"[A-Za-z]{2,}", text):
+        problems.append("含有英文")
+    import jieba.posseg as pseg
+
+    jieba_with_terms()
+    chars = set(src)
+    invented = []
+    for word, flag in pseg.cut(text):
+        if not flag.startswith("n") or word in GENERIC_NOUNS or word in src or word in banned:
+            continue
+        # A noun whose every character appears in the sources is a re-segmentation, not new content.
+        if len(word) > 1 and all(c in chars for c in word):
+            continue
+        invented.append(word)
+    if invented:
+        problems.append(f"原句没有提到：{'、'.join(dict.fromkeys(invented))}")
+    if len(text) > 1.5 * len(src) + 20:
+        problems.append("段落比原句总和还长很多")
+    return problems
+
+
+class Rewriter:
+    def __init__(self, client: LLMClient | None, cache: ResultCache, cfg: RewriteConfig, model: str):
+        self.client, self.cache, self.cfg, self.model = client, cache, cfg, model
+
+    def _one(self, key: str) -> tuple[str, str, int, str]:
+        """(label, status 'ok'|'fallback'|'failed', rejected replies, reason)."""
+        sources = key.split("\n")
+        problems: list[str] = []
+        rejected = 0
+        for _ in range(self.cfg.rounds):
+            try:
+                reply = self.client.chat(build_messages(sources, problems))
+            except LLMUnavailable as e:
+                return "", "failed", rejected, str(e)
+            paragraph = reply.strip().strip('"“”')
+            problems = check_rewrite(paragraph, sources)
+            if not problems:
+                self.cache.put_many(KIND, self.model, PROMPT_VERSION, {key: paragraph}, status="ok")
+                return paragraph, "ok", rejected, ""
+            rejected += 1
+        label = fallback_label(sources)
+        self.cache.put_many(KIND, self.model, PROMPT_VERSION, {key: label}, status="fallback")
+        return label, "fallback", rejected, "；".join(problems)
+
+    def run(self, images_sentences: list[list[str]], progress: bool = True) -> RewriteResult:
+        keys = list(dict.fromkeys(source_key(s) for s in images_sentences))
+        hits = self.cache.get_many(KIND, self.model, PROMPT_VERSION, keys)
+        res = RewriteResult(labels={k: v for k, (v, _) in hits.items()}, cache_hits=len(hits))
+        todo = []
+        for k in keys:
+            if k in hits:
+                continue
+            if "\n" not in k:  # one distinct sentence: nothing to merge, no call needed
+                res.labels[k] = fallback_label([k])
+            else:
+                todo.append(k)
+        bar = tqdm(total=len(todo), unit="img", desc="rewrite", disable=not progress or not todo, dynamic_ncols=True)
+
+        def on_result(key, out):
+            label, status, rejected, reason = out
+            res.rejected += rejected
+            if status == "failed":
+                res.failed[key] = reason
+                res.aborted = res.aborted or reason
+            else:
+                res.labels[key] = label
+                res.rewritten += status == "ok"
+                res.fallbacks += status == "fallback"
+            if reason and status == "fallback" and len(res.examples) < 5:
+                res.examples.append(reason)
+            bar.update(1)
+
+        def one(key):
+            if res.aborted:  # the endpoint is down: do not hammer it with the rest
+                return "", "failed", 0, res.aborted
+            return self._one(key)
+
+        parallel(one, todo, self.cfg.concurrency, on_result)
+        bar.close()
+        return res

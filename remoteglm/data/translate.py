@@ -1,0 +1,208 @@
+"""The ``translate`` step: one faithful Chinese sentence per distinct English sentence.
+
+Sentences are normalised and de-duplicated (UCM: 10.5k -> ~2.0k), sent several per request as
+numbered JSON, and every reply item is validated; failing items are asked again in smaller
+batches. Valid answers go to the cache as each reply arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from .cache import ResultCache
+from .glossary import find_terms, missing_terms
+from .llm import LLMClient, LLMUnavailable, parallel
+
+PROMPT_VERSION = "translate-v1"  # bump when the prompt changes: old cached answers are then not reused
+KIND = "translate"
+
+SYSTEM_PROMPT = """You translate English captions of remote-sensing (aerial / satellite) images into Simplified Chinese.
+Rules:
+1. Translate every numbered item into exactly one fluent Chinese sentence ending with "。".
+2. Be faithful: add nothing, drop nothing, no embellishment, no mood or judgement words the English does not say.
+3. Use these term translations exactly: {terms}
+4. No English words may remain (single capital letters describing shapes, such as T or L, may stay).
+5. Reply with only one JSON object mapping each number to its translation, e.g. {{"1": "……。", "2": "……。"}} -
+   the same numbers as the input, nothing before or after it."""
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
+
+
+@dataclass
+class TranslateConfig:
+    batch_size: int = 20  # sentences per request
+    concurrency: int = 8  # requests in flight
+    rounds: int = 3  # first ask + re-asks for items that fail validation
+
+
+@dataclass
+class TranslateResult:
+    translations: dict[str, str]  # normalised English -> Chinese
+    failed: dict[str, str] = field(default_factory=dict)  # normalised English -> last problem
+    distinct: int = 0
+    cache_hits: int = 0
+    new: int = 0
+    aborted: str = ""  # why the run stopped early (endpoint unreachable), if it did
+
+
+def normalise(sentence: str) -> str:
+    """Collapse spaces, drop the trailing full stop, lower-case an ordinary first capital."""
+    s = re.sub(r"\s+", " ", sentence).strip()
+    s = re.sub(r"(\s*[.。])+$", "", s).strip()
+    if len(s) > 1 and s[0].isupper() and not s[1].isupper():
+        s = s[0].lower() + s[1:]
+    return s
+
+
+def distinct_sentences(sentences: list[str]) -> list[str]:
+    """Normalised sentences in first-seen order, each once."""
+    return list(dict.fromkeys(normalise(s) for s in sentences if normalise(s)))
+
+
+def glossary_line(sentences: list[str]) -> str:
+    terms: dict[str, str] = {}
+    for s in sentences:
+        terms.update(find_terms(s))
+    return "; ".join(f"{en} = {zh}" for en, zh in sorted(terms.items())) or "(none in this batch)"
+
+
+def build_messages(sentences: list[str], notes: dict[int, str] | None = None) -> list[dict]:
+    """Chat messages for one batch: glossary in the system prompt, items as numbered JSON."""
+    items = {str(i + 1): s for i, s in enumerate(sentences)}
+    user = "Translate these captions."
+    if notes:
+        fixes = "; ".join(f"{i}: {p}" for i, p in sorted(notes.items()))
+        user += f" Your previous answer had problems - fix them: {fixes}."
+    user += "\n" + json.dumps(items, ensure_ascii=False)
+    return [{"role": "system", "content": SYSTEM_PROMPT.format(terms=glossary_line(sentences))},
+            {"role": "user", "content": user}]
+
+
+class ReplyError(ValueError):
+    """The reply as a whole is unusable (not JSON, wrong numbering)."""
+
+
+def parse_reply(text: str, n: int) -> list[str]:
+    """The n translations from a numbered-JSON reply (code fences and chatter around it tolerated)."""
+    body = _FENCE.sub("", text.strip())
+    start, end = body.find("{"), body.rfind("}")
+    if start < 0 or end < start:
+        raise ReplyError("reply is not a JSON object")
+    try:
+        obj = json.loads(body[start : end + 1])
+    except json.JSONDecodeError as e:
+        raise ReplyError(f"reply is malformed JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ReplyError("reply is not a JSON object")
+    expected = {str(i + 1) for i in range(n)}
+    if set(map(str, obj)) != expected:
+        raise ReplyError(f"reply has {len(obj)} items for {n} sentences")
+    return [str(obj[str(i + 1)]).strip() for i in range(n)]
+
+
+def check_translation(english: str, chinese: str) -> list[str]:
+    """Problems with one translation; empty when it is acceptable."""
+    if not chinese:
+        return ["empty translation"]
+    problems = []
+    if not _CJK.search(chinese):
+        problems.append("no Chinese in the translation")
+    allowed = {w for w in re.findall(r"[A-Za-z]+", english) if w.isupper()}
+    leftover = [w for w in re.findall(r"[A-Za-z]{2,}", chinese) if w not in allowed]
+    if leftover:
+        problems.append(f"English left untranslated: {' '.join(leftover[:5])}")
+    missing = missing_terms(english, chinese)
+    if missing:
+        problems.append(f"glossary term missing: {', '.join(missing)}")
+    return problems
+
+
+def _batches(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def estimate(todo: list[str], batch_size: int) -> dict[str, int]:
+    """Rough calls/tokens for translating ``todo`` (about 4 English chars per token)."""
+    calls = math.ceil(len(todo) / batch_size) if todo else 0
+    system_tokens = len(SYSTEM_PROMPT) // 4 + 60  # plus a few glossary terms
+    tokens_in = calls * system_tokens + sum(len(s) // 4 + 6 for s in todo)
+    tokens_out = sum(int(len(s) * 0.4) + 8 for s in todo)  # ~0.4 Chinese tokens per English char
+    return {"sentences": len(todo), "calls": calls, "tokens_in": tokens_in, "tokens_out": tokens_out}
+
+
+class Translator:
+    """Translate normalised sentences through an LLM, cache-first."""
+
+    def __init__(self, client: LLMClient | None, cache: ResultCache, cfg: TranslateConfig, model: str):
+        self.client, self.cache, self.cfg, self.model = client, cache, cfg, model
+
+    def cached(self, sentences: list[str]) -> dict[str, str]:
+        hits = self.cache.get_many(KIND, self.model, PROMPT_VERSION, sentences)
+        return {s: r for s, (r, _) in hits.items()}
+
+    def _ask(self, job: tuple[list[str], dict[int, str]]) -> tuple[dict[str, str], dict[str, str], str]:
+        """One request: (accepted, failed -> problem, endpoint error). Accepted ones are cached now."""
+        batch, notes = job
+        try:
+            reply = self.client.chat(build_messages(batch, notes))
+        except LLMUnavailable as e:
+            return {}, {s: str(e) for s in batch}, str(e)
+        try:
+            outs = parse_reply(reply, len(batch))
+        except ReplyError as e:
+            return {}, {s: str(e) for s in batch}, ""
+        ok, bad = {}, {}
+        for en, zh in zip(batch, outs):
+            problems = check_translation(en, zh)
+            if problems:
+                bad[en] = "; ".join(problems)
+            else:
+                ok[en] = zh
+        self.cache.put_many(KIND, self.model, PROMPT_VERSION, ok)
+        return ok, bad, ""
+
+    def run(self, sentences: list[str], progress: bool = True) -> TranslateResult:
+        distinct = distinct_sentences(sentences)
+        done = self.cached(distinct)
+        res = TranslateResult(translations=dict(done), distinct=len(distinct), cache_hits=len(done))
+        todo = [s for s in distinct if s not in done]
+        if not todo:
+            return res
+        bar = tqdm(total=len(todo), unit="sent", desc="translate", disable=not progress, dynamic_ncols=True)
+        problems: dict[str, str] = {}
+        size = self.cfg.batch_size
+        for rnd in range(self.cfg.rounds):
+            if not todo or res.aborted:
+                break
+            # Re-asks go in smaller batches: a wrong item count usually comes from long batches.
+            jobs = [(b, {i + 1: problems[s] for i, s in enumerate(b) if s in problems}) for b in _batches(todo, size)]
+            failed: dict[str, str] = {}
+
+            def on_result(job, result):
+                ok, bad, endpoint_error = result
+                res.translations.update(ok)
+                res.new += len(ok)
+                failed.update(bad)
+                if endpoint_error and not res.aborted:
+                    res.aborted = endpoint_error
+                bar.update(len(ok))
+                bar.set_postfix(retry=len(failed), refresh=False)
+
+            def ask(job):
+                if res.aborted:  # the endpoint is down: do not hammer it with the rest
+                    return {}, {s: res.aborted for s in job[0]}, ""
+                return self._ask(job)
+
+            parallel(ask, jobs, self.cfg.concurrency, on_result)
+            problems = failed
+            todo = [s for s in todo if s in failed]
+            size = max(1, size // 2)
+        bar.close()
+        res.failed = {s: problems[s] for s in todo}
+        return res

@@ -1,0 +1,156 @@
+"""The translate step against a real HTTP server: batching, validation, retries, cache."""
+
+import sqlite3
+import time
+
+import pytest
+from datahelp import FIXTURES
+from fake_llm import fake_translate
+
+from remoteglm.data.cache import ResultCache
+from remoteglm.data.datasets import load_captions
+from remoteglm.data.glossary import GLOSSARY, find_terms, missing_terms, write_jieba_userdict, tokenize_zh
+from remoteglm.data.llm import LLMClient, LLMConfig, LLMUnavailable
+from remoteglm.data.translate import (
+    ReplyError, TranslateConfig, Translator, check_translation, distinct_sentences, estimate, normalise, parse_reply,
+)
+from remoteglm.errors import RemoteGLMError
+
+SENTS = ["There is a piece of farmland .", "Many storage tanks are beside a road .", "there is a piece of farmland",
+         "Two baseball diamonds with some trees", "A runway with airplanes parked"]
+
+
+def client(url, **kw):
+    return LLMClient(LLMConfig(base_url=url, model="fake", backoff=0.01, **kw))
+
+
+def test_normalise_and_dedupe_real_ucm():
+    cs = load_captions(FIXTURES / "UCM-en.json")
+    sents = cs.sentences()
+    distinct = distinct_sentences(sents)
+    assert len(sents) == 10500 and 1900 <= len(distinct) <= 2100
+    assert normalise("  There is a  piece of farmland .  ") == "there is a piece of farmland"
+    assert normalise("BIG river.") == "BIG river"
+    assert distinct_sentences(SENTS)[0] == "there is a piece of farmland" and len(distinct_sentences(SENTS)) == 4
+
+
+def test_glossary_matching():
+    terms = find_terms("Many storage tanks and a mobile home park near the baseball diamonds")
+    assert terms == {"storage tank": "储油罐", "mobile home park": "移动房屋区", "baseball diamond": "棒球场"}
+    assert find_terms("an airplane") == {"airplane": "飞机"}  # not "plane" inside it
+    assert missing_terms("two storage tanks", "两个油箱。") == ["storage tank->储油罐"]
+    assert missing_terms("some roads", "一些路。") == []  # generic word: short form accepted
+    assert {"storage tank", "runway", "baseball diamond", "tennis court", "overpass"} <= set(GLOSSARY)
+
+
+def test_parse_and_check_reply():
+    assert parse_reply('```json\n{"1": "甲。", "2": "乙。"}\n```', 2) == ["甲。", "乙。"]
+    with pytest.raises(ReplyError, match="malformed"):
+        parse_reply('{"1": "甲。",}', 1)
+    with pytest.raises(ReplyError, match="2 items for 3"):
+        parse_reply('{"1": "甲。", "2": "乙。"}', 3)
+    with pytest.raises(ReplyError):
+        parse_reply("sorry, I cannot", 1)
+    assert check_translation("a runway", "一条跑道。") == []
+    assert "English left" in check_translation("a runway", "一条跑道 with cars。")[0]
+    assert "no Chinese" in check_translation("a runway", "a runway")[0]
+    assert "glossary term missing: runway->跑道" in check_translation("a runway", "一条道路。")
+    assert check_translation("a T-junction with an L shaped road", fake_translate("a T-junction")) == []
+    assert check_translation("an L shaped building", "一座L形的建筑。") == []  # capital shape letters allowed
+
+
+def test_translator_batches_and_cache(fake_llm, tmp_path):
+    srv = fake_llm()
+    sents = load_captions(FIXTURES / "UCM-en.json").sentences()[:500]
+    distinct = distinct_sentences(sents)
+    with ResultCache(tmp_path / "c.sqlite") as cache:
+        tr = Translator(client(srv.base_url), cache, TranslateConfig(batch_size=10, concurrency=4), "fake")
+        res = tr.run(sents, progress=False)
+        assert res.failed == {} and res.new == len(distinct) and set(res.translations) == set(distinct)
+        assert srv.requests == -(-len(distinct) // 10)  # ceil: one request per batch, no more
+        assert max(srv.sentence_requests.values()) == 1
+        assert all(check_translation(s, res.translations[s]) == [] for s in distinct)
+        assert tr.client.usage.tokens_in > 0 and tr.client.usage.tokens_out > 0
+        # rerun: everything from the cache, zero requests
+        res2 = Translator(client(srv.base_url), cache, TranslateConfig(batch_size=10), "fake").run(sents, progress=False)
+        assert srv.requests == -(-len(distinct) // 10) and res2.cache_hits == len(distinct) and res2.new == 0
+    # another model is another cache key
+    with ResultCache(tmp_path / "c.sqlite") as cache:
+        assert Translator(None, cache, TranslateConfig(), "other-model").cached(distinct) == {}
+
+
+def test_reply_faults_are_reasked(fake_llm, tmp_path):
+    srv = fake_llm(faults={"malformed": 1, "wrong_count": 1, "english": 2})
+    with ResultCache(tmp_path / "c.sqlite") as cache:
+        tr = Translator(client(srv.base_url), cache, TranslateConfig(batch_size=4, concurrency=1), "fake")
+        res = tr.run([f"{n} storage tanks beside a road" for n in ("two", "three", "four", "five", "six", "many")] * 2,
+                     progress=False)
+    assert res.failed == {} and len(res.translations) == 6
+    assert sorted(srv.fault_log) == ["english", "english", "malformed", "wrong_count"]
+    assert all("with" not in zh and "储油罐" in zh for zh in res.translations.values())
+    # items of faulty replies were asked again (and only those): 6 first asks + re-asks
+    assert srv.sentence_requests.total() > 6 and srv.requests > 2
+
+
+def test_items_still_failing_are_reported_not_cached(fake_llm, tmp_path):
+    srv = fake_llm(faults={"english": 99})
+    with ResultCache(tmp_path / "c.sqlite") as cache:
+        res = Translator(client(srv.base_url), cache, TranslateConfig(batch_size=2, rounds=2), "fake").run(
+            ["a runway", "a beach"], progress=False)
+        assert list(res.failed) == ["a runway"] and "English left" in res.failed["a runway"]
+        assert set(res.translations) == {"a beach"} and cache.count("translate") == 1
+
+
+def test_retry_after_is_honoured(fake_llm):
+    srv = fake_llm(faults={"429": 1}, retry_after="1")
+    c = client(srv.base_url)
+    t = time.monotonic()
+    c.chat([{"role": "user", "content": 'x {"1": "a beach"}'}])
+    assert time.monotonic() - t >= 0.95  # backoff alone would be 0.01 s
+    assert (c.usage.calls, c.usage.retries, c.usage.replies) == (2, 1, 1)
+
+
+def test_5xx_timeouts_and_bad_bodies_are_retried(fake_llm):
+    srv = fake_llm(faults={"500": 2, "slow": 1, "body": 1}, slow_seconds=1.5)
+    c = client(srv.base_url, timeout=0.5)
+    out = c.chat([{"role": "user", "content": 'x {"1": "a beach"}'}])
+    assert "海滩" in out and c.usage.calls == 5 and c.usage.retries == 4
+    assert sorted(srv.fault_log) == ["500", "500", "body", "slow"]
+
+
+def test_gives_up_after_retries_and_on_auth(fake_llm):
+    srv = fake_llm(faults={"500": 10})
+    with pytest.raises(LLMUnavailable, match="HTTP 500 after 3 tries"):
+        client(srv.base_url, max_retries=2).chat([{"role": "user", "content": 'x {"1": "a"}'}])
+    with pytest.raises(LLMUnavailable, match="connection error"):
+        client("http://127.0.0.1:9/v1", max_retries=1).chat([{"role": "user", "content": "x"}])
+    with pytest.raises(RemoteGLMError, match="not found"):
+        client(srv.base_url.replace("/v1", "/nope")).chat([{"role": "user", "content": "x"}])
+
+
+def test_key_required_for_remote_endpoints_only(monkeypatch):
+    from remoteglm.data.llm import api_key_for
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert api_key_for("http://127.0.0.1:8000/v1") == "not-needed"
+    with pytest.raises(RemoteGLMError, match="OPENAI_API_KEY"):
+        api_key_for("https://api.deepseek.com/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    assert api_key_for("https://api.deepseek.com/v1") == "sk-secret"
+
+
+def test_estimate_and_cache_schema(tmp_path):
+    e = estimate(["a road"] * 45, batch_size=20)
+    assert e["calls"] == 3 and e["tokens_in"] > 0 and e["tokens_out"] > 0
+    with ResultCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many("translate", "m", "v1", {"a": "甲"})
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:  # committed: visible to another connection
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT result FROM results").fetchall() == [("甲",)]
+
+
+def test_jieba_terms(tmp_path):
+    assert "储油罐" in tokenize_zh("两个储油罐在道路旁边。")
+    path = write_jieba_userdict(tmp_path / "userdict.txt")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert "储油罐 2000 n" in lines and "高尔夫球场 2000 n" in lines
