@@ -1,0 +1,476 @@
+"""Load and save VisualGLM checkpoints from a local directory, sat or HF format.
+
+sat format (official ``visualglm-6b.zip``, RemoteGLM/XrayGLM fine-tunes)::
+
+    DIR/latest                           text: the iteration, e.g. "300"
+    DIR/model_config.json                model_class, arch args, eva_args, qformer_args, lora_rank, layer_range ...
+    DIR/300/mp_rank_00_model_states.pt   {"module": state_dict, ...}
+
+HF format (``THUDM/visualglm-6b``)::
+
+    DIR/config.json, DIR/pytorch_model-0000k-of-0000n.bin + pytorch_model.bin.index.json
+    (or model*.safetensors), DIR/ice_text.model
+
+``load_model`` is the one public entry point: it detects the format, checks everything a user
+gets wrong with the originals (the .pt file instead of the directory, a missing ``latest``,
+missing shards, a config that does not match the weights) and says what to do, in one line.
+Heavy imports (sat) happen only after the directory checked out, so bad paths fail fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from remoteglm.errors import RemoteGLMError
+from remoteglm.model.config import VisualGLMConfig
+from remoteglm.model.hf import hf_to_sat, sat_to_hf
+from remoteglm.model.lora import lora_layers_in
+
+SAT_CONFIG = "model_config.json"
+SAT_LATEST = "latest"
+SAT_WEIGHTS = "mp_rank_00_model_states.pt"
+HF_CONFIG = "config.json"
+HF_INDEX = ("pytorch_model.bin.index.json", "model.safetensors.index.json")
+HF_SINGLE = ("pytorch_model.bin", "model.safetensors")
+TOKENIZER_FILE = "ice_text.model"
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+_TOKENIZER_HINT = (
+    "pass --tokenizer PATH/TO/ice_text.model (the file ships in the THUDM/chatglm-6b and "
+    "THUDM/visualglm-6b Hugging Face repos) or copy it into the checkpoint directory"
+)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read from disk: sat-named state dict and its config."""
+
+    fmt: str  # "sat" or "hf"
+    directory: Path
+    config: VisualGLMConfig
+    state_dict: dict[str, torch.Tensor]
+    files: list[Path] = field(default_factory=list)
+
+
+# ---- format detection and path errors ----------------------------------------------------------
+def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
+    """("sat" | "hf", directory) for a checkpoint path, or a RemoteGLMError saying what to pass."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise RemoteGLMError(f"checkpoint not found: {p}: pass the directory of a sat (model_config.json + latest) or HF (config.json) checkpoint")
+    if p.is_file():
+        if p.suffix in WEIGHT_SUFFIXES or p.name == SAT_LATEST or p.name in (SAT_CONFIG, HF_CONFIG):
+            d = p.parent
+            if p.suffix == ".pt" and not (d / SAT_CONFIG).exists() and (d.parent / SAT_CONFIG).exists():
+                d = d.parent  # DIR/300/mp_rank_00_model_states.pt -> DIR
+            raise RemoteGLMError(f"{p} is a file inside a checkpoint; pass the checkpoint directory instead: {d}")
+        raise RemoteGLMError(f"{p} is a file, not a checkpoint directory: pass the directory that holds model_config.json (sat) or config.json (HF)")
+    if (p / SAT_CONFIG).is_file():
+        return "sat", p
+    if (p / HF_CONFIG).is_file():
+        return "hf", p
+    if (p / SAT_WEIGHTS).is_file() and (p.parent / SAT_CONFIG).is_file():
+        raise RemoteGLMError(f"{p} is an iteration folder of a sat checkpoint; pass its parent directory: {p.parent}")
+    inner = sorted(c for c in p.iterdir() if c.is_dir() and ((c / SAT_CONFIG).is_file() or (c / HF_CONFIG).is_file()))
+    if len(inner) == 1:
+        raise RemoteGLMError(f"{p} holds no checkpoint itself but {inner[0].name}/ does; pass {inner[0]}")
+    raise RemoteGLMError(f"{p} is not a checkpoint directory: no {SAT_CONFIG} (sat format) and no {HF_CONFIG} (HF format)")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RemoteGLMError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}); restore it from the original download") from None
+    if not isinstance(d, dict):
+        raise RemoteGLMError(f"{path} should hold a JSON object")
+    return d
+
+
+def _check_not_lfs_pointer(f: Path) -> None:
+    if f.stat().st_size < 1024:
+        head = f.read_bytes()[:100]
+        if head.startswith(b"version https://git-lfs"):
+            raise RemoteGLMError(f"{f} is a Git LFS pointer, not the weights: run `git lfs pull` in {f.parent} (or download the file)")
+
+
+def _torch_load(f: Path, trusted_pickle: bool) -> Any:
+    _check_not_lfs_pointer(f)
+    # sat checkpoints pickle argparse.Namespace and DeepSpeed client state beside the weights,
+    # which weights_only=True refuses; they are the user's own files, so full unpickling is used
+    # for them only. HF shards are plain tensors and load with weights_only=True.
+    kw = dict(map_location="cpu", weights_only=not trusted_pickle)
+    try:
+        return torch.load(f, mmap=True, **kw)  # mmap: a 15 GB file is not read into RAM twice
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be mmapped: retry plainly
+        pass
+    try:
+        return torch.load(f, **kw)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RemoteGLMError(f"cannot read {f}: {msg} (truncated or corrupt download?)") from None
+
+
+# ---- sat format ----------------------------------------------------------------------------------
+def sat_weights_file(d: Path) -> Path:
+    """DIR/{latest}/mp_rank_00_model_states.pt, with a precise error for each missing piece."""
+    iters = sorted((c.name for c in d.iterdir() if c.is_dir() and (c / SAT_WEIGHTS).is_file()), key=_iter_key)
+    latest = d / SAT_LATEST
+    if not latest.is_file():
+        if iters:
+            fix = f"write the iteration to use into it, e.g. `echo {iters[-1]} > {latest}` (iteration folders found: {', '.join(iters)})"
+        else:
+            fix = f"and no iteration folder with {SAT_WEIGHTS} either: the download is incomplete"
+        raise RemoteGLMError(f"{d} has {SAT_CONFIG} but no '{SAT_LATEST}' file: {fix}")
+    it = latest.read_text(encoding="utf-8").strip()
+    if not it:
+        raise RemoteGLMError(f"{latest} is empty: write the iteration number into it (folders found: {', '.join(iters) or 'none'})")
+    f = d / it / SAT_WEIGHTS
+    if not f.is_file():
+        found = f"iteration folders found: {', '.join(iters)}" if iters else f"no iteration folder holds {SAT_WEIGHTS}"
+        raise RemoteGLMError(f"{latest} says iteration {it!r} but {f} does not exist ({found}); fix {SAT_LATEST} or restore the folder")
+    return f
+
+
+def _iter_key(name: str):
+    return (0, int(name)) if name.isdigit() else (1, name)
+
+
+def read_sat(d: Path) -> Checkpoint:
+    config = VisualGLMConfig.from_sat_dict(_read_json(d / SAT_CONFIG), source=str(d / SAT_CONFIG))
+    f = sat_weights_file(d)
+    obj = _torch_load(f, trusted_pickle=True)
+    if not isinstance(obj, dict) or "module" not in obj:
+        keys = ", ".join(list(obj)[:5]) if isinstance(obj, dict) else type(obj).__name__
+        raise RemoteGLMError(f"{f} has no 'module' entry (found: {keys}); it is not a sat model-states file")
+    return Checkpoint("sat", d, config, dict(obj["module"]), [f])
+
+
+# ---- HF format -----------------------------------------------------------------------------------
+def hf_weight_files(d: Path) -> list[Path]:
+    """The weight files of an HF directory, checking that every shard in the index exists."""
+    for index_name in HF_INDEX:
+        index = d / index_name
+        if index.is_file():
+            wmap = _read_json(index).get("weight_map")
+            if not isinstance(wmap, dict) or not wmap:
+                raise RemoteGLMError(f"{index} has no weight_map; restore it from the original download")
+            shards = sorted(set(wmap.values()))
+            missing = [s for s in shards if not (d / s).is_file()]
+            if missing:
+                raise RemoteGLMError(
+                    f"{d} is incomplete: shard {missing[0]} listed in {index_name} is missing"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                    + "; download it again (e.g. `git lfs pull`) before loading"
+                )
+            return [d / s for s in shards]
+    for name in HF_SINGLE:
+        if (d / name).is_file():
+            return [d / name]
+    shards = sorted(d.glob("pytorch_model-*.bin")) + sorted(d.glob("model-*.safetensors"))
+    if shards:
+        raise RemoteGLMError(f"{d} has weight shards but no {HF_INDEX[0]} / {HF_INDEX[1]}; download the index file too")
+    raise RemoteGLMError(f"{d} has {HF_CONFIG} but no weights (pytorch_model*.bin or model*.safetensors)")
+
+
+def _load_weights_file(f: Path) -> dict:
+    if f.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        _check_not_lfs_pointer(f)
+        try:
+            return load_file(str(f))
+        except Exception as e:  # noqa: BLE001
+            raise RemoteGLMError(f"cannot read {f}: {e} (truncated or corrupt download?)") from None
+    return _torch_load(f, trusted_pickle=False)
+
+
+def read_hf(d: Path) -> Checkpoint:
+    config = VisualGLMConfig.from_hf_dict(_read_json(d / HF_CONFIG), source=str(d / HF_CONFIG))
+    files = hf_weight_files(d)
+    sd: dict = {}
+    for f in files:
+        sd.update(_load_weights_file(f))
+    return Checkpoint("hf", d, config, hf_to_sat(sd, config.num_attention_heads), files)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a sat or HF checkpoint directory into a sat-named state dict (no model built)."""
+    fmt, d = detect_format(path)
+    return read_sat(d) if fmt == "sat" else read_hf(d)
+
+
+# ---- tokenizer -----------------------------------------------------------------------------------
+def resolve_tokenizer(directory: Path, tokenizer=None, config: VisualGLMConfig | None = None):
+    """The tokenizer object: given, from a path, or ``ice_text.model`` in the checkpoint dir."""
+    from remoteglm.model.tokenizer import ChatGLMTokenizer
+
+    if tokenizer is None:
+        f = directory / TOKENIZER_FILE
+        if not f.is_file():
+            raise RemoteGLMError(f"{directory} has no {TOKENIZER_FILE} (official sat checkpoints do not ship it): {_TOKENIZER_HINT}")
+        tokenizer = ChatGLMTokenizer.from_pretrained(f)
+    elif isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = ChatGLMTokenizer.from_pretrained(tokenizer)
+    if config is not None:
+        if tokenizer.vocab_size > config.vocab_size:
+            raise RemoteGLMError(
+                f"tokenizer {tokenizer.vocab_file} has {tokenizer.vocab_size} tokens but the checkpoint's vocabulary "
+                f"is {config.vocab_size}: it is the wrong ice_text.model for this model"
+            )
+        for name in ("bos_token_id", "mask_token_id", "gmask_token_id", "pad_token_id"):
+            if getattr(tokenizer, name) != getattr(config, name):
+                raise RemoteGLMError(
+                    f"tokenizer {tokenizer.vocab_file} gives {name} {getattr(tokenizer, name)} but the checkpoint says "
+                    f"{getattr(config, name)}: it is the wrong ice_text.model for this model"
+                )
+    return tokenizer
+
+
+# ---- building a model from a checkpoint --------------------------------------------------------------
+def _parse_dtype(dtype, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if str(dtype).lower() not in names:
+        raise RemoteGLMError(f"unknown dtype {dtype!r}: use fp32, fp16 or bf16")
+    return names[str(dtype).lower()]
+
+
+def _parse_device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise RemoteGLMError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RemoteGLMError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return dev
+
+
+def _is_buffer_key(k: str) -> bool:
+    return k.endswith("rotary_emb.inv_freq")
+
+
+def load_state_dict_checked(model, state_dict: dict, source: str) -> None:
+    """Load with the checks sat skips: unknown names, missing names, shape mismatches (one line each)."""
+    expected = model.state_dict()
+    qlora = any(k.endswith("quant_state") for k in expected) or any(k.endswith("quant_state") for k in state_dict)
+    sd = dict(state_dict)
+    has_lora = any(".original." in k for k in expected)
+    if has_lora:  # plain weights may go into LoRA-wrapped layers (sat allows loading a base model so)
+        for k in list(sd):
+            if k not in expected and re.search(r"\.(weight|bias)$", k):
+                alt = re.sub(r"\.(weight|bias)$", r".original.\1", k)
+                if alt in expected:
+                    sd[alt] = sd.pop(k)
+    unexpected = [k for k in sd if k not in expected and not _is_buffer_key(k) and not k.endswith("quant_state")]
+    if unexpected:
+        more = f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""
+        raise RemoteGLMError(
+            f"{source}: unexpected tensor(s) {', '.join(unexpected[:3])}{more}: the weights do not belong to this "
+            "model config (a different model, or LoRA/P-tuning settings missing from the config)"
+        )
+    lora_ok = has_lora and not any(".matrix_" in k for k in sd)  # base weights into fresh LoRA layers
+    missing = [k for k in expected if k not in sd and not _is_buffer_key(k) and not (lora_ok and ".matrix_" in k)
+               and not k.endswith("quant_state")]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise RemoteGLMError(f"{source}: missing tensor(s) {', '.join(missing[:3])}{more}: the checkpoint is incomplete or for another model")
+    if not qlora:
+        for k, v in sd.items():
+            if k in expected and tuple(v.shape) != tuple(expected[k].shape):
+                raise RemoteGLMError(
+                    f"{source}: tensor {k} has shape {tuple(v.shape)} in the weights but {tuple(expected[k].shape)} "
+                    "from the config: the config does not match the weights (check hidden_size, num_layers, vocab_size, lora_rank)"
+                )
+    model.load_state_dict(sd, strict=False)
+
+
+def model_from_checkpoint(ckpt: Checkpoint, device="cpu", dtype=None):
+    """Build the model ``ckpt.config`` describes (LoRA layers included) and load ``ckpt``'s weights."""
+    from remoteglm.model.lora import add_lora
+    from remoteglm.model.visualglm import build_model, keep_rotary_fp32
+
+    dev = _parse_device(device)
+    dt = _parse_dtype(dtype, dev)
+    config = ckpt.config
+    lora = lora_layers_in(ckpt.state_dict)
+    qlora = config.use_qlora or any(k.endswith("quant_state") for k in ckpt.state_dict)
+    # Build on CPU when QLoRA (bitsandbytes quantises on the move to the GPU).
+    model = build_model(config, device="cpu" if qlora else dev, dtype=dt, skip_init=True)
+    if lora is not None:
+        rank, layers = lora
+        if config.lora_rank and config.lora_rank != rank:
+            raise RemoteGLMError(
+                f"{ckpt.directory / SAT_CONFIG}: lora_rank is {config.lora_rank} but the weights hold rank-{rank} LoRA matrices; fix lora_rank"
+            )
+        all_layers = list(range(config.num_layers))
+        add_lora(model, rank, lora_alpha=config.lora_alpha,
+                 layer_range=None if layers == all_layers else layers, qlora=qlora)
+    elif qlora:
+        raise RemoteGLMError(f"{ckpt.directory}: use_qlora is set but the weights hold no LoRA matrices")
+    load_state_dict_checked(model, ckpt.state_dict, str(ckpt.files[0] if ckpt.files else ckpt.directory))
+    if qlora:
+        model.to(dev)
+    keep_rotary_fp32(model)
+    model.eval()
+    return model
+
+
+def load_model(path: str | os.PathLike, tokenizer=None, device: str = "cpu", dtype=None):
+    """Load a VisualGLM checkpoint directory (sat or HF) -> ``(model, tokenizer, config)``.
+
+    ``tokenizer``: a ChatGLMTokenizer, a path to ``ice_text.model`` (or its directory), or None
+    for the one inside the checkpoint directory. ``dtype`` defaults to fp32 on CPU and fp16 on
+    CUDA ("fp16", "bf16", "fp32" or a torch dtype). LoRA layers in the weights (``matrix_A``/
+    ``matrix_B``) are rebuilt from the weights themselves, ``layer_range`` included.
+    """
+    fmt, d = detect_format(path)
+    _parse_device(device)
+    # Cheap checks first: config, files and tokenizer, before reading gigabytes.
+    if fmt == "sat":
+        config = VisualGLMConfig.from_sat_dict(_read_json(d / SAT_CONFIG), source=str(d / SAT_CONFIG))
+        sat_weights_file(d)
+    else:
+        config = VisualGLMConfig.from_hf_dict(_read_json(d / HF_CONFIG), source=str(d / HF_CONFIG))
+        hf_weight_files(d)
+    tok = resolve_tokenizer(d, tokenizer, config)
+    ckpt = read_sat(d) if fmt == "sat" else read_hf(d)
+    model = model_from_checkpoint(ckpt, device=device, dtype=dtype)
+    del ckpt
+    return model, tok, model.config
+
+
+# ---- saving ------------------------------------------------------------------------------------------
+def _atomic_write_bytes(path: Path, writer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _state_dict_of(model_or_sd) -> dict:
+    if isinstance(model_or_sd, dict):
+        return model_or_sd
+    return {k: v.detach() for k, v in model_or_sd.state_dict().items()}
+
+
+def _config_of(model_or_sd, config):
+    if config is None:
+        config = getattr(model_or_sd, "config", None)
+    if config is None:
+        raise ValueError("pass the config when saving a bare state dict")
+    return config
+
+
+def save_sat_checkpoint(model, config: VisualGLMConfig | None, out_dir: str | os.PathLike, iteration: int = 0, tokenizer=None) -> Path:
+    """Write ``out_dir/{iteration}/mp_rank_00_model_states.pt``, ``model_config.json`` and
+    ``latest`` (each atomically; ``latest`` last, so a crash never points at a partial file).
+    ``model`` may be a model or a sat-named state dict. Returns ``out_dir``.
+    """
+    out = Path(out_dir)
+    config = _config_of(model, config)
+    sd = _state_dict_of(model)
+    lora = lora_layers_in(sd)
+    if lora is not None and not config.has_lora:
+        raise ValueError("the state dict holds LoRA matrices but the config says use_lora false")
+    weights = out / str(iteration) / SAT_WEIGHTS
+    _atomic_write_bytes(weights, lambda tmp: torch.save({"module": sd, "iteration": int(iteration)}, tmp))
+    _atomic_write_text(out / SAT_CONFIG, json.dumps(config.to_sat_dict(), indent=2, ensure_ascii=False) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(out)
+    _atomic_write_text(out / SAT_LATEST, f"{iteration}\n")
+    return out
+
+
+def _parse_size(size) -> int:
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", str(size).upper())
+    if not m:
+        raise RemoteGLMError(f"bad shard size {size!r}: use bytes or e.g. 2GB, 500MB")
+    mult = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9}[m.group(2)]
+    return int(float(m.group(1)) * mult)
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    # A view would drag its whole base storage into the shard (or break safetensors).
+    t = t.contiguous()
+    if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+        t = t.clone()
+    return t
+
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def save_hf_checkpoint(
+    model,
+    config: VisualGLMConfig | None,
+    tokenizer,
+    out_dir: str | os.PathLike,
+    shard_size: int | str = "2GB",
+    safe_serialization: bool = False,
+) -> Path:
+    """Write the HF layout: ``config.json``, weight shards (+ index when more than one) and
+    ``ice_text.model``. LoRA must be merged first (HF VisualGLM has no LoRA layers).
+    """
+    out = Path(out_dir)
+    config = _config_of(model, config)
+    sd = _state_dict_of(model)
+    if lora_layers_in(sd) is not None:
+        raise RemoteGLMError("the model has LoRA layers: merge them first (remoteglm.model.lora.merge_lora) to save in HF format")
+    if tokenizer is None:
+        raise RemoteGLMError(f"an HF checkpoint needs its {TOKENIZER_FILE}: pass the tokenizer")
+    hf = sat_to_hf(sd, config.num_layers, config.num_attention_heads, config.hidden_size)
+    limit = _parse_size(shard_size)
+    shards: list[dict] = [{}]
+    size = 0
+    for k, v in hf.items():
+        nbytes = v.numel() * v.element_size()
+        if shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += nbytes
+    ext = "safetensors" if safe_serialization else "bin"
+    stem = "model" if safe_serialization else "pytorch_model"
+    n = len(shards)
+    names = [f"{stem}.{ext}"] if n == 1 else [f"{stem}-{i + 1:05d}-of-{n:05d}.{ext}" for i in range(n)]
+    for name, shard in zip(names, shards):
+        shard = {k: _own_storage(v) for k, v in shard.items()}
+        if safe_serialization:
+            from safetensors.torch import save_file
+
+            _atomic_write_bytes(out / name, lambda tmp, s=shard: save_file(s, tmp, metadata={"format": "pt"}))
+        else:
+            _atomic_write_bytes(out / name, lambda tmp, s=shard: torch.save(s, tmp))
+    if n > 1:
+        index = {
+            "metadata": {"total_size": sum(v.numel() * v.element_size() for v in hf.values())},
+            "weight_map": {k: name for name, shard in zip(names, shards) for k in shard},
+        }
+        _atomic_write_text(out / f"{stem}.{ext}.index.json", json.dumps(index, indent=2) + "\n")
+    dtype = _DTYPE_NAMES.get(sd[next(k for k in sd if k.endswith("word_embeddings.weight"))].dtype, "float32")
+    tokenizer.save(out)
+    _atomic_write_text(out / HF_CONFIG, json.dumps(config.to_hf_dict(torch_dtype=dtype), indent=2, ensure_ascii=False) + "\n")
+    return out

@@ -1,0 +1,56 @@
+"""The tiny VisualGLM checkpoint: same architecture and file layout as visualglm-6b, toy sizes.
+
+Used by the tests and as the default base model of ``bash finetune.sh`` on a CPU-only machine.
+Random weights (sat's initialisation), so it talks nonsense until trained; deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from remoteglm.errors import RemoteGLMError, cli_entry
+
+
+def create_tiny_checkpoint(out_dir: str | Path, seed: int = 0, tokenizer_texts: Iterable[str] | None = None) -> Path:
+    """Train the tiny tokenizer, build a random ``visualglm-tiny`` and save it in sat format with
+    ``ice_text.model`` inside. Returns ``out_dir`` (loadable with ``load_model(out_dir)``).
+    """
+    from remoteglm.model.checkpoint import save_sat_checkpoint
+    from remoteglm.model.config import get_config
+    from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
+    from remoteglm.model.visualglm import build_model
+
+    out = Path(out_dir)
+    if out.is_file():
+        raise RemoteGLMError(f"{out} is a file; pass a directory for the tiny checkpoint")
+    out.mkdir(parents=True, exist_ok=True)
+    tok = ChatGLMTokenizer.from_pretrained(train_tiny_tokenizer(out / "ice_text.model", texts=tokenizer_texts, seed=seed))
+    config = get_config("visualglm-tiny").with_tokenizer(tok)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = build_model(config, device="cpu", dtype=torch.float32)
+    finally:
+        torch.random.set_rng_state(state)  # do not disturb the caller's random stream
+    save_sat_checkpoint(model, config, out, iteration=0, tokenizer=tok)
+    return out
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Create the tiny VisualGLM checkpoint (sat format, with ice_text.model).")
+    ap.add_argument("out_dir", help="directory to write (created if missing)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    out = create_tiny_checkpoint(args.out_dir, seed=args.seed)
+    print(f"tiny checkpoint written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
