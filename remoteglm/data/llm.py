@@ -80,10 +80,8 @@ class LLMClient:
     """``chat(messages) -> text`` with bounded retries; counts calls and tokens."""
 
     def __init__(self, cfg: LLMConfig):
-        import openai
-
         self.cfg = cfg
-        self._openai = openai
+        self._openai = None
         self._client = None  # made on the first call: a fully cached rerun needs no key
         self.usage = Usage()
         self._lock = threading.Lock()
@@ -91,6 +89,9 @@ class LLMClient:
     def _sdk(self):
         with self._lock:
             if self._client is None:
+                import openai  # imported late: a fully cached rerun never needs it
+
+                self._openai = openai
                 # Our own retry loop (Retry-After, jitter, counting), so the SDK's is switched off.
                 self._client = self._openai.OpenAI(
                     base_url=self.cfg.base_url, api_key=api_key_for(self.cfg.base_url),
@@ -109,7 +110,8 @@ class LLMClient:
         time.sleep(min(delay, self.cfg.max_backoff))
 
     def chat(self, messages: list[dict], max_tokens: int | None = None) -> str:
-        oa, sdk = self._openai, self._sdk()
+        sdk = self._sdk()
+        oa = self._openai
         last = ""
         for attempt in range(self.cfg.max_retries + 1):
             self._count(calls=1)

@@ -98,7 +98,7 @@ def check_rewrite(paragraph: str, sources: list[str]) -> list[str]:
     chars = set(src)
     invented = []
     for word, flag in pseg.cut(text):
-        if not flag.startswith("n") or word in GENERIC_NOUNS or word in src or word in banned:
+        if not flag.startswith("n") or word in GENERIC_NOUNS or word in src or any(word in b for b in banned):
             continue
         # A noun whose every character appears in the sources is a re-segmentation, not new content.
         if len(word) > 1 and all(c in chars for c in word):
