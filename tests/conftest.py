@@ -11,3 +11,15 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny VisualGLM checkpoint directory in sat format, ``ice_text.model`` inside, built once
+    per session (``load_model(tiny_checkpoint)`` works). Shared: copy it before modifying it."""
+    from remoteglm.model.tiny import create_tiny_checkpoint
+
+    return create_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint") / "visualglm-tiny")

@@ -16,6 +16,8 @@ The image tower lives in a word-embedding mixin named ``eva`` holding ``.model``
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -47,7 +49,9 @@ class EVAViT(ViTModel):
     """EVA-CLIP ViT-g/14 without its last layer; returns all 257 token states."""
 
     def __init__(self, args, transformer=None, **kwargs):
-        super().__init__(args, transformer=transformer, parallel_output=True, **kwargs)
+        with warnings.catch_warnings():  # sat builds a 0-class head first ("zero-element tensor")
+            warnings.simplefilter("ignore", UserWarning)
+            super().__init__(args, transformer=transformer, parallel_output=True, **kwargs)
         self.del_mixin("cls")
         self.add_mixin("cls", LNFinalMixin(args.hidden_size))
 

@@ -1,0 +1,170 @@
+"""Command-line chat with VisualGLM (``python cli_demo.py``).
+
+Interactive: asks for an image path, answers the default prompt about it, then chats with
+streaming output and history. Commands: ``clear`` / ``清空`` (clear history), ``new`` / ``换图``
+(another image), ``quit`` / ``stop`` / ``退出`` (exit). Piped stdin works the same, line by line.
+With ``--image`` and ``--prompt`` and no terminal on stdin it answers once and exits (scripting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.serve.generation import CLI_DEFAULTS, DEFAULT_PROMPT, DEFAULT_PROMPT_EN
+
+QUIT = {"quit", "exit", "stop", "q", "退出"}
+CLEAR = {"clear", "清空"}
+NEW_IMAGE = {"new", "换图"}
+
+BANNER = """\
+欢迎使用 VisualGLM-6B 命令行对话。先输入图像路径（直接回车为纯文本对话），然后提问；回答逐字输出。
+  clear / 清空  清空对话历史    new / 换图  换一张图像    quit / stop / 退出  退出
+Welcome to the VisualGLM-6B command-line chat. Enter an image path (Enter alone: text only), then ask.
+  clear: clear the history    new: load another image    quit / stop: exit"""
+
+IMAGE_PROMPT = "图像路径 / image path: "
+USER_PROMPT = "用户 / User: "
+BOT_PREFIX = "VisualGLM: "
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description="Chat with VisualGLM-6B about an image in the terminal.")
+    ap.add_argument("--from_pretrained", required=True, metavar="DIR", help="checkpoint directory (sat or HF format)")
+    ap.add_argument("--tokenizer", metavar="PATH", help="ice_text.model (default: the one in the checkpoint directory)")
+    ap.add_argument("--image", metavar="PATH", help="image to talk about first")
+    ap.add_argument("--prompt", help=f"first question about the image (default {DEFAULT_PROMPT!r}, English {DEFAULT_PROMPT_EN!r})")
+    ap.add_argument("--english", action="store_true", help="English prompt format (Q:/A:), Chinese tokens suppressed")
+    ap.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM to 4 or 8 bits (not yet supported)")
+    ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    ap.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--temperature", type=float, default=CLI_DEFAULTS["temperature"])
+    ap.add_argument("--top_p", type=float, default=CLI_DEFAULTS["top_p"])
+    ap.add_argument("--top_k", type=int, default=CLI_DEFAULTS["top_k"])
+    ap.add_argument("--repetition_penalty", type=float, default=CLI_DEFAULTS["repetition_penalty"])
+    ap.add_argument("--max_length", type=int, default=CLI_DEFAULTS["max_length"])
+    ap.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling (deterministic)")
+    ap.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    return ap
+
+
+def _read(prompt: str) -> str | None:
+    try:
+        return input(prompt)
+    except EOFError:
+        return None
+
+
+def _stream_answer(session, query: str) -> None:
+    print(BOT_PREFIX, end="", flush=True)
+    shown = ""
+    try:
+        for partial in session.stream(query):
+            if partial.startswith(shown):
+                print(partial[len(shown):], end="", flush=True)
+                shown = partial
+    except KeyboardInterrupt:
+        print(" [interrupted / 已中断]", end="")
+    except RemoteGLMError as e:  # e.g. the history outgrew max_length: say so, keep chatting
+        print(flush=True)
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return
+    print(flush=True)
+
+
+def _set_image(session, path: str | None) -> bool:
+    try:
+        session.set_image(path)
+    except RemoteGLMError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def interactive(session, image: str | None, first_prompt: str) -> None:
+    print(BANNER, flush=True)
+    need_image, pending = True, None
+    if image is not None:
+        if _set_image(session, image):
+            need_image, pending = False, first_prompt
+    while True:
+        if need_image:
+            line = _read(IMAGE_PROMPT)
+            if line is None:
+                break
+            path = line.strip().strip("'\"")
+            if path.lower() in QUIT:
+                break
+            if not _set_image(session, path or None):
+                continue
+            need_image, pending = False, (first_prompt if path else None)
+        if pending is not None:
+            query, pending = pending, None
+            print(f"{USER_PROMPT}{query}", flush=True)
+        else:
+            line = _read(USER_PROMPT)
+            if line is None:
+                break
+            query = line.strip()
+            if not query:
+                continue
+            if query.lower() in QUIT:
+                break
+            if query.lower() in CLEAR:
+                session.clear()
+                print("已清空历史 / history cleared", flush=True)
+                continue
+            if query.lower() in NEW_IMAGE:
+                need_image = True
+                continue
+        _stream_answer(session, query)
+    print("再见 / bye", flush=True)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quant:
+        raise RemoteGLMError(
+            f"--quant {args.quant} is not yet supported: run without --quant (fp16 needs about 15 GB of GPU memory)"
+        )
+    import torch
+
+    from remoteglm.model.checkpoint import load_model
+    from remoteglm.serve.chat import ChatSession
+
+    one_shot = args.image is not None and args.prompt is not None and not sys.stdin.isatty()
+    first_prompt = args.prompt or (DEFAULT_PROMPT_EN if args.english else DEFAULT_PROMPT)
+    if one_shot:  # fail on a bad image before spending time on the model
+        from remoteglm.model.image import load_image
+
+        load_image(args.image)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
+    model, tokenizer, _ = load_model(args.from_pretrained, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
+    session = ChatSession(
+        model, tokenizer, defaults=CLI_DEFAULTS,
+        generator=torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed) if args.seed is not None else None,
+        english=args.english, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty, max_length=args.max_length, do_sample=not args.greedy,
+    )
+    if one_shot:
+        session.set_image(args.image)
+        shown = ""
+        for partial in session.stream(first_prompt):
+            if partial.startswith(shown):
+                sys.stdout.write(partial[len(shown):])
+                sys.stdout.flush()
+                shown = partial
+        print()
+        return 0
+    try:
+        interactive(session, args.image, first_prompt)
+    except KeyboardInterrupt:
+        print("\n再见 / bye", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

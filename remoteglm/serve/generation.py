@@ -1,0 +1,332 @@
+"""Prompting and generation for VisualGLM: the official prompt, GLM positions/mask, KV cache,
+greedy and sampling, streaming, batched generation. One file, reused by the CLI, the web demo,
+the API server and evaluation.
+
+Prompt (official)::
+
+    <img>[32 image slots]</img>问：{q1}\\n答：{a1}\\n问：{q}\\n答：[gMASK]<sop>
+    English mode: Q:{q}\\nA:   (and Chinese tokens are suppressed while generating)
+
+The slots hold pad ids whose embeddings the model replaces with the image embeddings;
+``pre_image = len(tokenize("<img>"))``. GLM attention: bidirectional over everything before
+``<sop>``, causal from ``<sop>`` on; 2-D positions: (position, block position) where the answer
+keeps the [gMASK] position and counts 1, 2, ... in the block dimension.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, fields, replace
+from typing import Iterator, Sequence
+
+import torch
+
+from remoteglm.errors import RemoteGLMError
+
+# Official defaults: chat() in VisualGLM's model/chat.py, and its cli_demo.py.
+CHAT_DEFAULTS = dict(top_p=0.7, top_k=30, temperature=0.95, repetition_penalty=1.2, max_length=2048)
+CLI_DEFAULTS = dict(top_p=0.4, top_k=100, temperature=0.8, repetition_penalty=1.2, max_length=2048)
+DEFAULT_PROMPT = "描述这张图片。"
+DEFAULT_PROMPT_EN = "Describe the image."
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings. ``max_length`` counts prompt + answer tokens, like the official code."""
+
+    max_length: int = 2048
+    max_new_tokens: int | None = None
+    do_sample: bool = True
+    temperature: float = 0.95
+    top_p: float = 0.7
+    top_k: int = 30
+    repetition_penalty: float = 1.2
+    english: bool = False
+
+    @classmethod
+    def make(cls, base: dict | None = None, **overrides) -> "GenerationConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
+        cfg = cls(**(base or CHAT_DEFAULTS))
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        if cfg.do_sample and cfg.temperature <= 0:
+            cfg = replace(cfg, do_sample=False)  # temperature 0 means greedy
+        if cfg.max_length < 2 or (cfg.max_new_tokens is not None and cfg.max_new_tokens < 1):
+            raise RemoteGLMError(f"max_length must be >= 2 and max_new_tokens >= 1 (got {cfg.max_length}, {cfg.max_new_tokens})")
+        if not 0 < cfg.top_p <= 1 or cfg.top_k < 0 or cfg.repetition_penalty <= 0:
+            raise RemoteGLMError("top_p must be in (0, 1], top_k >= 0 and repetition_penalty > 0")
+        return cfg
+
+
+# ---- prompt ------------------------------------------------------------------------------------
+def format_prompt(query: str, history: Sequence[tuple[str, str]] | None = None, english: bool = False) -> str:
+    """The text after ``<img></img>``: earlier turns, then the question and the answer cue."""
+    q, a = ("Q:", "A:") if english else ("问：", "答：")
+    turns = "".join(f"{q}{old_q}\n{a}{old_a}\n" for old_q, old_a in (history or []))
+    return f"{turns}{q}{query}\n{a}"
+
+
+def encode_prompt(tokenizer, query: str, history=None, english: bool = False, image_length: int | None = 32) -> tuple[list[int], int | None]:
+    """Token ids ending in [gMASK, <sop>], and ``pre_image`` (None when ``image_length`` is None: no slots)."""
+    text = "</img>" + format_prompt(query, history, english)
+    if image_length is None:
+        ids = tokenizer.encode("<img>" + text, add_special_tokens=False)
+        return tokenizer.build_inputs_with_special_tokens(ids), None
+    head = tokenizer.encode("<img>", add_special_tokens=False)
+    tail = tokenizer.encode(text, add_special_tokens=False)
+    ids = head + [tokenizer.pad_token_id] * image_length + tail
+    return tokenizer.build_inputs_with_special_tokens(ids), len(head)
+
+
+# ---- GLM mask and positions ----------------------------------------------------------------------
+class GLMInputs:
+    """GLM inputs for a batch of left-padded prompts of padded length ``n`` (``<sop>`` at n-1)."""
+
+    def __init__(self, n: int, pad_lengths: Sequence[int], device):
+        self.n, self.ctx, self.mask_pos = n, n - 1, n - 2
+        self.pads = torch.tensor(list(pad_lengths), dtype=torch.long, device=device)
+        self.device = device
+
+    def full(self, length: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask [B,1,L,L] and positions [B,2,L] for the first ``length`` tokens (length >= n)."""
+        b, dev = self.pads.numel(), self.device
+        j = torch.arange(length, device=dev)
+        is_pad = j[None, :] < self.pads[:, None]  # [B, L]
+        mask = torch.ones(length, length, device=dev, dtype=dtype).tril()
+        mask[:, : self.ctx] = 1  # the prompt is seen bidirectionally
+        mask = mask.expand(b, length, length).clone()
+        mask[is_pad[:, None, :].expand(-1, length, -1)] = 0  # nobody attends to padding
+        mask[is_pad[:, :, None].expand(-1, -1, length)] = 0
+        pos = torch.where(j[None] < self.ctx, j[None] - self.pads[:, None], self.mask_pos - self.pads[:, None])
+        pos = pos.masked_fill(is_pad, 0)
+        block = (j - self.ctx + 1).clamp(min=0).expand(b, -1)
+        return mask[:, None], torch.stack([pos, block], dim=1)
+
+    def step(self, index: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask [B,1,1,index+1] and positions [B,2,1] of the token at ``index`` (>= n), KV-cached."""
+        b = self.pads.numel()
+        cols = torch.arange(index + 1, device=self.device)
+        mask = (cols[None, :] >= self.pads[:, None]).to(dtype)[:, None, None, :]
+        pos = (self.mask_pos - self.pads)[:, None]
+        block = torch.full((b, 1), index - self.ctx + 1, dtype=torch.long, device=self.device)
+        return mask, torch.stack([pos, block], dim=1)
+
+
+# ---- sampling -----------------------------------------------------------------------------------
+def process_logits(logits: torch.Tensor, generated: torch.Tensor, cfg: GenerationConfig, banned: torch.Tensor | None) -> torch.Tensor:
+    """Repetition penalty on already generated tokens (CTRL rule: positive logits divided, negative
+    multiplied; sat divides both, which rewards repeats with negative logits), then bans."""
+    logits = logits.float().clone()
+    if cfg.repetition_penalty != 1.0 and generated.numel():
+        score = logits.gather(1, generated)
+        score = torch.where(score > 0, score / cfg.repetition_penalty, score * cfg.repetition_penalty)
+        logits.scatter_(1, generated, score)
+    if banned is not None:
+        logits[:, banned] = -float("inf")
+    return logits
+
+
+def choose_tokens(logits: torch.Tensor, cfg: GenerationConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Greedy argmax, or temperature + top-k + top-p (nucleus) sampling. [B, V] -> [B]."""
+    if not cfg.do_sample:
+        return logits.argmax(-1)
+    logits = logits / cfg.temperature
+    if cfg.top_k > 0:
+        kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -float("inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > cfg.top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), -float("inf"))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+_BANNED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def banned_ids(tokenizer, vocab_size: int, english: bool, device) -> torch.Tensor:
+    """Ids never to generate: embedding rows past the tokenizer (padding of the vocab) and, in
+    English mode, tokens holding Chinese (the official code bans the id range 63823..130000)."""
+    key = (vocab_size, english)
+    cache = _BANNED.setdefault(tokenizer, {})
+    if key not in cache:
+        ban = torch.zeros(vocab_size, dtype=torch.bool)
+        ban[min(tokenizer.vocab_size, vocab_size):] = True
+        if english:
+            ids = [i for i in tokenizer.chinese_token_ids if i < vocab_size] if hasattr(tokenizer, "chinese_token_ids") else [
+                i for i in range(min(tokenizer.vocab_size, vocab_size)) if tokenizer.is_chinese_token(i)]
+            ban[torch.tensor(sorted(ids), dtype=torch.long)] = True
+        cache[key] = ban
+    return cache[key].to(device)
+
+
+# ---- the token loop --------------------------------------------------------------------------------
+@torch.no_grad()
+def generate_tokens(
+    model,
+    input_ids: torch.Tensor,
+    pad_lengths: Sequence[int],
+    cfg: GenerationConfig,
+    eos_token_id: int,
+    *,
+    image_embeds: torch.Tensor | None = None,
+    pre_image: int | torch.Tensor | None = None,
+    banned: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(tokens [B], logits [B, V])`` step by step until every row emitted ``<eop>`` or the
+    length limit. Rows that finished keep yielding ``<eop>``. With ``use_cache`` each step runs
+    only the new token against the cached keys/values; without, the whole sequence is recomputed
+    (the reference the cache is tested against).
+    """
+    p = next(model.parameters())
+    dev, dtype = p.device, p.dtype
+    ids = input_ids.to(dev)
+    b, n = ids.shape
+    rows = GLMInputs(n, pad_lengths, dev)
+    longest = n - int(rows.pads.min())
+    if longest >= cfg.max_length:
+        raise RemoteGLMError(f"the prompt is {longest} tokens, not less than max_length {cfg.max_length}: clear the history or raise max_length")
+    # max_length counts each row's own tokens, not the padding of the batch.
+    limits = rows.pads + cfg.max_length
+    if cfg.max_new_tokens is not None:
+        limits = limits.clamp(max=n + cfg.max_new_tokens)
+    if image_embeds is not None:
+        image_embeds = image_embeds.to(dev)
+    pre = torch.as_tensor(pre_image, device=dev) if pre_image is not None else None
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    past = None
+    while True:
+        length = ids.shape[1]
+        if past is None or not use_cache:
+            mask, pos = rows.full(length, dtype)
+            out = model(ids, pos, mask, image_embeds=image_embeds, pre_image=pre)
+        else:
+            mask, pos = rows.step(length - 1, dtype)
+            out = model(ids[:, -1:], pos, mask, past_key_values=past)
+        if use_cache:
+            past = tuple(layer["past_key_values"] for layer in out[1:])
+        logits = process_logits(out[0][:, -1], ids[:, n:], cfg, banned)
+        nxt = choose_tokens(logits, cfg, generator)
+        nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
+        done |= (nxt == eos_token_id) | (length + 1 >= limits)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        yield nxt, logits
+        if bool(done.all()):
+            break
+
+
+# ---- images -------------------------------------------------------------------------------------------
+def image_embeddings(model, image) -> torch.Tensor | None:
+    """Image embeddings [1, 32, hidden] from a path, bytes, PIL image or preprocessed tensor
+    ([3,H,W] or [1,3,H,W]); None stays None (text-only chat)."""
+    if image is None:
+        return None
+    if isinstance(image, torch.Tensor):
+        pixels = image
+    else:
+        from remoteglm.model.image import preprocess_image
+
+        pixels = preprocess_image(image, image_size=model.config.vit.image_size)
+    with torch.no_grad():
+        return model.encode_image(pixels)
+
+
+# ---- chat ------------------------------------------------------------------------------------------
+def stream_chat(
+    model,
+    tokenizer,
+    image,
+    query: str,
+    history: Sequence[tuple[str, str]] | None = None,
+    *,
+    image_embeds: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    defaults: dict | None = None,
+    **gen,
+) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """Yield ``(partial_response, history + [(query, partial_response)])`` as tokens arrive.
+
+    ``image``: path / bytes / PIL / pixel tensor / None; or pass ``image_embeds`` (from
+    ``image_embeddings``) to reuse one image across turns. ``gen``: GenerationConfig fields
+    (defaults: the official chat() values).
+    """
+    cfg = GenerationConfig.make(defaults, **gen)
+    history = list(history or [])
+    if image_embeds is None:
+        image_embeds = image_embeddings(model, image)
+    ids, pre_image = encode_prompt(tokenizer, query, history, cfg.english, model.image_length if image_embeds is not None else None)
+    banned = banned_ids(tokenizer, model.config.vocab_size, cfg.english, next(model.parameters()).device)
+    answer: list[int] = []
+    shown = ""
+    for tok, _ in generate_tokens(
+        model, torch.tensor([ids]), [0], cfg, tokenizer.eos_token_id,
+        image_embeds=image_embeds, pre_image=pre_image, banned=banned, generator=generator,
+    ):
+        t = int(tok[0])
+        if t == tokenizer.eos_token_id:
+            break
+        answer.append(t)
+        text = tokenizer.decode(answer).strip()
+        if text != shown and not text.endswith("\ufffd"):  # wait for the rest of a multi-byte char
+            shown = text
+            yield shown, history + [(query, shown)]
+    final = tokenizer.decode(answer).strip()
+    yield final, history + [(query, final)]
+
+
+def chat(model, tokenizer, image, query: str, history=None, **kw) -> tuple[str, list[tuple[str, str]]]:
+    """One answer: ``(response, history + [(query, response)])``. Same options as stream_chat."""
+    response, new_history = "", list(history or []) + [(query, "")]
+    for response, new_history in stream_chat(model, tokenizer, image, query, history, **kw):
+        pass
+    return response, new_history
+
+
+def generate_batch(
+    model,
+    tokenizer,
+    images: Sequence,
+    queries: Sequence[str],
+    histories: Sequence | None = None,
+    *,
+    batch_size: int = 8,
+    defaults: dict | None = None,
+    generator: torch.Generator | None = None,
+    **gen,
+) -> list[str]:
+    """Answers for many (image, query) pairs, ``batch_size`` at a time, left-padded. Greedy unless
+    ``do_sample=True`` (evaluation wants determinism). ``images`` may be all None (text only).
+    """
+    if len(images) != len(queries):
+        raise ValueError(f"{len(images)} images but {len(queries)} queries")
+    gen.setdefault("do_sample", False)
+    cfg = GenerationConfig.make(defaults, **gen)
+    histories = list(histories) if histories is not None else [None] * len(queries)
+    with_image = [im is not None for im in images]
+    if any(with_image) and not all(with_image):
+        raise ValueError("generate_batch needs an image for every query, or none at all")
+    dev = next(model.parameters()).device
+    banned = banned_ids(tokenizer, model.config.vocab_size, cfg.english, dev)
+    answers: list[str] = []
+    for s in range(0, len(queries), batch_size):
+        chunk = range(s, min(s + batch_size, len(queries)))
+        embeds = None
+        if with_image[0]:
+            embeds = torch.cat([image_embeddings(model, images[i]) for i in chunk])
+        enc = [encode_prompt(tokenizer, queries[i], histories[i], cfg.english, model.image_length if embeds is not None else None) for i in chunk]
+        n = max(len(e[0]) for e in enc)
+        pads = [n - len(e[0]) for e in enc]
+        ids = torch.tensor([[tokenizer.pad_token_id] * p + e[0] for p, e in zip(pads, enc)])
+        pre = torch.tensor([p + e[1] for p, e in zip(pads, enc)]) if embeds is not None else None
+        steps = [toks for toks, _ in generate_tokens(model, ids, pads, cfg, tokenizer.eos_token_id, image_embeds=embeds,
+                                                     pre_image=pre, banned=banned, generator=generator)]
+        for row in torch.stack(steps, 1).tolist() if steps else [[] for _ in chunk]:
+            row = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
+            answers.append(tokenizer.decode(row).strip())
+    return answers
