@@ -52,7 +52,8 @@ class Summary:
     usage: Usage = field(default_factory=Usage)
     outputs: list[Path] = field(default_factory=list)
     estimate: dict | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # whole job
+    llm_seconds: float = 0.0  # translate (+ rewrite) steps only
 
 
 def default_image_dir(input_path: Path) -> Path:
@@ -103,6 +104,7 @@ def run(cfg: PipelineConfig) -> Summary:
         client = LLMClient(cfg.llm)  # connects (and needs a key) only when something is not cached
         translator.client = client
         s.usage = client.usage
+        t_llm = time.time()
         tr = translator.run(cs.sentences(), progress=cfg.progress)
         s.distinct, s.cache_hits, s.translated, s.failed = tr.distinct, tr.cache_hits, tr.new, len(tr.failed)
         if tr.failed:
@@ -123,6 +125,7 @@ def run(cfg: PipelineConfig) -> Summary:
                 reason = rr.aborted or next(iter(rr.failed.values()))
                 raise _remaining_error(len(rr.failed), len(rr.failed) + len(rr.labels), "image paragraphs", reason, cfg.cache)
             labels = rr.labels
+        s.llm_seconds = time.time() - t_llm
     finally:
         cache.close()
 

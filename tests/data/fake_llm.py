@@ -137,6 +137,7 @@ class FakeLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, like real servers
+            disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
 
             def log_message(self, *args):  # quiet
                 pass
