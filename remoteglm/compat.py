@@ -30,6 +30,21 @@ def single_process_env() -> None:
         os.environ["MASTER_PORT"] = str(free_port())
     # sat and DeepSpeed print a lot at import; keep the user's terminal readable.
     os.environ.setdefault("SAT_LOGLEVEL", "WARNING")
+    quiet_warnings()
+
+
+def quiet_warnings() -> None:
+    """Silence warnings that are expected here and tell the user nothing actionable."""
+    import warnings
+
+    import torch
+
+    if not torch.cuda.is_available():
+        # Without this DeepSpeed warns on every import that it fell back to the CPU.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator.*")
+    # sat builds 1-row embeddings for the ViT/Q-Former "vocabularies" it never uses.
+    warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
 
 
 def on_cpu() -> bool:
@@ -63,3 +78,10 @@ def patch_for_cpu_training() -> None:
 def distributed_backend() -> str:
     """nccl on GPUs, gloo on CPU."""
     return "gloo" if on_cpu() else "nccl"
+
+
+def trust_sat_checkpoint_pickles() -> None:
+    """sat's own checkpoint loader calls torch.load without weights_only, which torch >= 2.6
+    refuses for sat files (they pickle numpy RNG states). Used only when resuming from a run
+    folder this toolkit wrote."""
+    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
