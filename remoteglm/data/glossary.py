@@ -90,6 +90,8 @@ ACCEPTED: dict[str, tuple[str, ...]] = {
     "car": ("汽车", "车"), "building": ("建筑", "楼"), "sea": ("海",), "wave": ("浪",),
     "boat": ("船", "艇"), "ship": ("船", "舰"), "bridge": ("桥",), "mountain": ("山",),
     "residential": ("住宅", "居民"), "roof": ("屋顶", "顶"), "bush": ("灌木",),
+    "lawn": ("草坪", "草地"), "turf": ("草皮", "草坪"), "intersection": ("十字路口", "路口"),
+    "crossroad": ("十字路口", "路口"), "pond": ("池塘", "水塘"),
 }
 
 

@@ -119,7 +119,7 @@ def run(cfg: PipelineConfig) -> Summary:
             rr = rw.run(zh_per_image, progress=cfg.progress)
             s.rewritten, s.rewrite_fallbacks, s.rewrite_rejected = rr.rewritten, rr.fallbacks, rr.rejected
             for why in rr.examples:
-                _say(f"rewrite rejected: {why}")
+                _say(f"rewrite fell back (example): {why}")
             if rr.failed:
                 print_summary(s)
                 reason = rr.aborted or next(iter(rr.failed.values()))

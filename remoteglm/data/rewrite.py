@@ -147,7 +147,8 @@ class Rewriter:
                 res.labels[k] = fallback_label([k])
             else:
                 todo.append(k)
-        bar = tqdm(total=len(todo), unit="img", desc="rewrite", disable=not progress or not todo, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="img", desc="rewrite", disable=not progress or not todo,
+                   dynamic_ncols=True, mininterval=1.0)
 
         def on_result(key, out):
             label, status, rejected, reason = out
@@ -159,7 +160,7 @@ class Rewriter:
                 res.labels[key] = label
                 res.rewritten += status == "ok"
                 res.fallbacks += status == "fallback"
-            if reason and status == "fallback" and len(res.examples) < 5:
+            if reason and status == "fallback" and len(res.examples) < 5 and reason not in res.examples:
                 res.examples.append(reason)
             bar.update(1)
 

@@ -174,7 +174,8 @@ class Translator:
         todo = [s for s in distinct if s not in done]
         if not todo:
             return res
-        bar = tqdm(total=len(todo), unit="sent", desc="translate", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="sent", desc="translate", disable=not progress, dynamic_ncols=True,
+                   mininterval=1.0)
         problems: dict[str, str] = {}
         size = self.cfg.batch_size
         for rnd in range(self.cfg.rounds):

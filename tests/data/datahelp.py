@@ -35,9 +35,11 @@ def karpathy_from_list(items: list[dict], splits: list[str]) -> dict:
     return {"dataset": "ucm", "images": images}
 
 
-def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 120, key: str | None = None, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("OPENAI_API_KEY", None)
     env.pop("REMOTEGLM_DEBUG", None)
+    if key:
+        env["OPENAI_API_KEY"] = key
     return subprocess.run([sys.executable, str(CLI), "--no-progress", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=kw.get("cwd"))

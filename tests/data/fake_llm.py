@@ -3,7 +3,7 @@
 It "translates" with the project glossary plus a small word list, "rewrites" by joining the
 Chinese sentences, counts every request and every sentence it is asked, and injects faults on
 demand: ``faults={"429": 2, "500": 1, "slow": 1, "malformed": 1, "wrong_count": 1, "english": 1,
-"mood": 3, "body": 1}`` - each number is how many of the next matching requests get that fault.
+"mood": 3, "body": 1, "401": 1}`` - each number is how many of the next matching requests get that fault.
 
 Run by hand: ``python tests/data/fake_llm.py --port 8000 --latency 0.05``.
 """
@@ -72,6 +72,7 @@ class FakeLLM:
         self.by_kind: Counter = Counter()  # 'translate' / 'rewrite' requests
         self.sentence_requests: Counter = Counter()  # English sentence -> times asked
         self.fault_log: list[str] = []
+        self.last_auth = ""  # the Authorization header of the last request
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -144,7 +145,10 @@ class FakeLLM:
 
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                fake.last_auth = self.headers.get("Authorization", "")
+                if fake._take("401"):
+                    status, headers, data = 401, {}, b'{"error": {"message": "Incorrect API key provided"}}'
+                elif self.path.rstrip("/") != "/v1/chat/completions":
                     status, headers, data = 404, {}, b'{"error": {"message": "not found"}}'
                 else:
                     status, headers, data = fake._handle(json.loads(raw))

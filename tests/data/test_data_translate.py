@@ -126,6 +126,10 @@ def test_gives_up_after_retries_and_on_auth(fake_llm):
         client("http://127.0.0.1:9/v1", max_retries=1).chat([{"role": "user", "content": "x"}])
     with pytest.raises(RemoteGLMError, match="not found"):
         client(srv.base_url.replace("/v1", "/nope")).chat([{"role": "user", "content": "x"}])
+    srv = fake_llm(faults={"401": 1})
+    with pytest.raises(RemoteGLMError, match="refused the key") as e:
+        client(srv.base_url).chat([{"role": "user", "content": 'x {"1": "a"}'}])
+    assert srv.fault_log == ["401"] and "not-needed" not in str(e.value)  # no retry on a bad key; key not echoed
 
 
 def test_key_required_for_remote_endpoints_only(monkeypatch):
