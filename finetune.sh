@@ -10,11 +10,12 @@
 #   NUM_GPUS      GPUs to use (deepspeed launcher)           [all visible; 0 = CPU]
 #   QLORA=1       NF4-quantised base (QLoRA)                 [0]
 #   LORA_RANK     LoRA rank                                   [10]
+#   LORA_ALPHA    LoRA alpha (scale = alpha/rank)             [1, official; tiny default = rank]
 #   LAYER_RANGE   ChatGLM layer indices, e.g. "0 14"          [all layers]
 #   TRAIN_ITERS   optimizer steps                             [300; tiny default 120]
 #   BATCH_SIZE    micro-batch per GPU                         [4]
 #   LR            peak learning rate                          [1e-4; tiny default 1e-2]
-#   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt / answer tokens  [64 / 256]
+#   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt text / answer tokens (image slots extra) [128 / 256]
 #   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,7 +29,7 @@ QLORA=${QLORA:-0}
 LORA_RANK=${LORA_RANK:-10}
 LAYER_RANGE=${LAYER_RANGE:-}
 BATCH_SIZE=${BATCH_SIZE:-4}
-MAX_SOURCE_LEN=${MAX_SOURCE_LEN:-64}
+MAX_SOURCE_LEN=${MAX_SOURCE_LEN:-128}
 MAX_TARGET_LEN=${MAX_TARGET_LEN:-256}
 DEMO_IMAGE=${DEMO_IMAGE:-data/sample/images/s2_farmland.png}
 
@@ -36,6 +37,7 @@ if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
   # The tiny model is random: it needs a far higher learning rate to learn anything in a minute.
   TRAIN_ITERS=${TRAIN_ITERS:-120}
   LR=${LR:-1e-2}
+  LORA_ALPHA=${LORA_ALPHA:-$LORA_RANK}
   if [[ ! -f "$TINY_DIR/latest" ]]; then
     echo ">> creating the tiny VisualGLM checkpoint in $TINY_DIR (random weights, for trying the pipeline)"
     python -m remoteglm.model.tiny "$TINY_DIR"
@@ -43,13 +45,14 @@ if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
 else
   TRAIN_ITERS=${TRAIN_ITERS:-300}
   LR=${LR:-1e-4}
+  LORA_ALPHA=${LORA_ALPHA:-1}
 fi
 
 GPUS_SEEN=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 NUM_GPUS=${NUM_GPUS:-$GPUS_SEEN}
 
 args=(--from_pretrained "$MODEL_DIR" --train_data $TRAIN_DATA --save "$SAVE_DIR"
-      --train_iters "$TRAIN_ITERS" --batch_size "$BATCH_SIZE" --lr "$LR" --lora_rank "$LORA_RANK"
+      --train_iters "$TRAIN_ITERS" --batch_size "$BATCH_SIZE" --lr "$LR" --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA"
       --max_source_length "$MAX_SOURCE_LEN" --max_target_length "$MAX_TARGET_LEN")
 [[ -n "$VALID_DATA" ]] && args+=(--valid_data $VALID_DATA --eval_interval $(( TRAIN_ITERS / 2 > 0 ? TRAIN_ITERS / 2 : 1 )) --eval_iters 4)
 [[ -n "$LAYER_RANGE" ]] && args+=(--layer_range $LAYER_RANGE)

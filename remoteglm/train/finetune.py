@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train_data", required=True, nargs="+", help="fine-tune JSON ({img, prompt, label} list) or dataset_*_zh.json")
     g.add_argument("--valid_data", nargs="*", default=None, help="held-out JSON for the eval loss")
     g.add_argument("--image_root", help="folder for relative image paths (default: the JSON file's folder)")
-    g.add_argument("--max_source_length", type=int, default=64,
-                   help="prompt text tokens (the 32 image slots come on top; official counted them in) [64]")
+    g.add_argument("--max_source_length", type=int, default=128,
+                   help="prompt text tokens (the 32 image slots come on top; the official 64 counted them in) [128]")
     g.add_argument("--max_target_length", type=int, default=256, help="answer tokens [256]")
     g.add_argument("--num_workers", type=int, default=2, help="DataLoader workers that decode images [2]")
     g = p.add_argument_group("LoRA / QLoRA")
@@ -118,7 +118,7 @@ def _sat_args(opts, config, ds_config: dict, save_dir: Path):
     args.eval_batch_size = opts.batch_size
     args.deepspeed_activation_checkpointing = not opts.no_gradient_checkpointing
     args.resume_dataloader = True
-    args.summary_dir = str(save_dir / "runs")
+    args.summary_dir = str(save_dir)  # sat adds runs/<run name>
     if not compat.on_cpu() and args.deepspeed_activation_checkpointing:
         import deepspeed
         from sat import mpu
@@ -269,7 +269,8 @@ def run(opts) -> int:
     def after_save(iteration, engine, optimizer, args):
         run_dir = Path(args.save)
         state["run_dir"] = run_dir
-        lora_setup.write_model_config(run_dir, model, tokenizer)
+        if rank == 0:
+            lora_setup.write_model_config(run_dir, model, tokenizer)
         lora_setup.save_optimizer(run_dir, iteration, optimizer)
         if rank == 0:
             progress.bar.write(f"saved step {iteration} -> {run_dir}")
