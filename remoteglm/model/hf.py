@@ -64,7 +64,7 @@ def sat_to_hf(state_dict: dict, num_layers: int, num_heads: int, hidden_size: in
     if inv_freq is None:
         inv_freq = hf_rotary_inv_freq(hidden_size, num_heads)
     for i in range(num_layers):
-        out[f"transformer.layers.{i}.attention.rotary_emb.inv_freq"] = inv_freq
+        out[f"transformer.layers.{i}.attention.rotary_emb.inv_freq"] = inv_freq.clone()  # safetensors refuses shared tensors
     return out
 
 

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--top_p", type=float, default=CLI_DEFAULTS["top_p"])
     ap.add_argument("--top_k", type=int, default=CLI_DEFAULTS["top_k"])
     ap.add_argument("--repetition_penalty", type=float, default=CLI_DEFAULTS["repetition_penalty"])
-    ap.add_argument("--max_length", type=int, default=CLI_DEFAULTS["max_length"])
+    ap.add_argument("--max_length", type=int, default=CLI_DEFAULTS["max_length"], help="prompt + answer tokens")
+    ap.add_argument("--max_new_tokens", type=int, default=None, help="cap on answer tokens (default: none)")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling (deterministic)")
     ap.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     return ap
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer, defaults=CLI_DEFAULTS,
         generator=torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed) if args.seed is not None else None,
         english=args.english, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, max_length=args.max_length, do_sample=not args.greedy,
+        repetition_penalty=args.repetition_penalty, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
+        do_sample=not args.greedy,
     )
     if one_shot:
         session.set_image(args.image)
