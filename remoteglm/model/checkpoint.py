@@ -32,7 +32,7 @@ import torch
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.config import VisualGLMConfig
 from remoteglm.model.hf import hf_to_sat, sat_to_hf
-from remoteglm.model.lora import lora_layers_in
+from remoteglm.model.lora import dequantize_state_dict, is_quantized_state_dict, lora_layers_in
 
 SAT_CONFIG = "model_config.json"
 SAT_LATEST = "latest"
@@ -304,10 +304,14 @@ def model_from_checkpoint(ckpt: Checkpoint, device="cpu", dtype=None):
     dev = _parse_device(device)
     dt = _parse_dtype(dtype, dev)
     config = ckpt.config
-    lora = lora_layers_in(ckpt.state_dict)
-    qlora = config.use_qlora or any(k.endswith("quant_state") for k in ckpt.state_dict)
-    # Build on CPU when QLoRA (bitsandbytes quantises on the move to the GPU).
-    model = build_model(config, device="cpu" if qlora else dev, dtype=dt, skip_init=True)
+    sd = ckpt.state_dict
+    if is_quantized_state_dict(sd):
+        # A QLoRA fine-tune: its NF4 weights are dequantised, so it loads as an ordinary LoRA model
+        # (bitsandbytes' saved quantisation state does not load back into sat's NF4 layers).
+        sd = dequantize_state_dict(sd, dt)
+        config.use_qlora, config.use_lora = False, lora_layers_in(sd) is not None
+    lora = lora_layers_in(sd)
+    model = build_model(config, device=dev, dtype=dt, skip_init=True)
     if lora is not None:
         rank, layers = lora
         if config.lora_rank and config.lora_rank != rank:
@@ -315,13 +319,8 @@ def model_from_checkpoint(ckpt: Checkpoint, device="cpu", dtype=None):
                 f"{ckpt.directory / SAT_CONFIG}: lora_rank is {config.lora_rank} but the weights hold rank-{rank} LoRA matrices; fix lora_rank"
             )
         all_layers = list(range(config.num_layers))
-        add_lora(model, rank, lora_alpha=config.lora_alpha,
-                 layer_range=None if layers == all_layers else layers, qlora=qlora)
-    elif qlora:
-        raise RemoteGLMError(f"{ckpt.directory}: use_qlora is set but the weights hold no LoRA matrices")
-    load_state_dict_checked(model, ckpt.state_dict, str(ckpt.files[0] if ckpt.files else ckpt.directory))
-    if qlora:
-        model.to(dev)
+        add_lora(model, rank, lora_alpha=config.lora_alpha, layer_range=None if layers == all_layers else layers)
+    load_state_dict_checked(model, sd, str(ckpt.files[0] if ckpt.files else ckpt.directory))
     keep_rotary_fp32(model)
     model.eval()
     return model
@@ -371,7 +370,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def _state_dict_of(model_or_sd) -> dict:
     if isinstance(model_or_sd, dict):
         return model_or_sd
-    return {k: v.detach() for k, v in model_or_sd.state_dict().items()}
+    # QLoRA layers add bitsandbytes QuantState objects beside their tensors
+    return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in model_or_sd.state_dict().items()}
 
 
 def _config_of(model_or_sd, config):

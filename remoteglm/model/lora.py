@@ -52,6 +52,8 @@ def add_lora(
     p = model.transformer.word_embeddings.weight
     with contextlib.redirect_stdout(io.StringIO()):  # sat prints one line per replaced layer
         model.add_mixin(LORA_MIXIN, mixin, reinit=True)
+    if qlora:  # bitsandbytes quantises a Params4bit when it is moved (CPU included)
+        model.transformer.to(p.device)
     # New A/B matrices are created fp32 on CPU; follow the model.
     for i in mixin.layer_range:
         att = model.transformer.layers[i].attention
@@ -107,6 +109,33 @@ def merge_lora(model):
         cfg.use_lora = cfg.use_qlora = False
         cfg.lora_rank, cfg.layer_range = 0, None
     return model
+
+
+def is_quantized_state_dict(state_dict) -> bool:
+    """True when a sat state dict holds bitsandbytes NF4 layers (a QLoRA fine-tune)."""
+    return any(k.endswith(".quant_state") for k in state_dict)
+
+
+def dequantize_state_dict(state_dict: dict, dtype=torch.float32) -> dict:
+    """NF4 weights of a QLoRA checkpoint -> plain ``dtype`` weights, bitsandbytes' extra entries
+    dropped; the result loads into an ordinary (LoRA) model, where it can be merged or re-quantised.
+    """
+    import bitsandbytes.functional as bnbf
+
+    out = dict(state_dict)
+    for key in [k for k in state_dict if k.endswith(".quant_state")]:
+        prefix = key[: -len("quant_state")]
+        qs = state_dict[key]
+        if not isinstance(qs, bnbf.QuantState):
+            raise RemoteGLMError(
+                f"{key} was saved by an old bitsandbytes (quant_state is a {type(qs).__name__}); load and merge that "
+                "QLoRA checkpoint with the bitsandbytes version that trained it, then load the merged model"
+            )
+        w = state_dict[prefix + "weight"]
+        out[prefix + "weight"] = bnbf.dequantize_4bit(w, qs).to(dtype)
+        for k in [k for k in out if k.startswith(prefix + "weight.") or k == key]:
+            del out[k]
+    return out
 
 
 def lora_layers_in(state_dict) -> tuple[int, list[int]] | None:

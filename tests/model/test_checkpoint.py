@@ -241,3 +241,26 @@ def test_error_bad_config_and_device(tiny_checkpoint, tmp_path):
     assert "is not a VisualGLM model" in _msg(d)
     if not torch.cuda.is_available():
         assert "CUDA is not available" in _msg(tiny_checkpoint, device="cuda")
+
+
+def test_qlora_checkpoint_loads_dequantized_and_merges(tiny_checkpoint, probe, tmp_path):
+    """A QLoRA fine-tune (NF4 ChatGLM linears + LoRA) saves, loads back as a plain LoRA model with
+    the same outputs, and merges in memory."""
+    from remoteglm.model.lora import merge_lora
+
+    model, tok, _ = load_model(tiny_checkpoint)
+    add_lora(model, rank=4, layer_range=[1], qlora=True)
+    assert model.transformer.layers[0].mlp.dense_h_to_4h.weight.dtype == torch.uint8  # NF4-packed
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".matrix_B." in name:
+                p.normal_(0, 2.0)
+    ref = logits(model, probe)
+    save_sat_checkpoint(model, None, tmp_path / "q", tokenizer=tok)
+    assert json.loads((tmp_path / "q" / "model_config.json").read_text())["use_qlora"] is True
+    m2, _, cfg2 = load_model(tmp_path / "q")
+    assert cfg2.use_lora and not cfg2.use_qlora and "lora" in m2.mixins
+    assert torch.allclose(logits(m2, probe), ref, atol=1e-5)
+    merge_lora(model)
+    assert not any(".matrix_" in k for k in model.state_dict())
+    assert torch.allclose(logits(model, probe), ref, atol=1e-4)
