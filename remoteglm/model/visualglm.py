@@ -27,7 +27,14 @@ from remoteglm.compat import single_process_env
 single_process_env()  # sat builds a process group on import of a model; keep it on loopback
 
 from sat.model.base_model import BaseMixin, BaseModel  # noqa: E402
-from sat.model.official.chatglm_model import ChatGLMModel  # noqa: E402
+from sat.model.official.chatglm_model import (  # noqa: E402
+    ChatGLMAttnMixin,
+    ChatGLMFinalMixin,
+    ChatGLMLayerMixin,
+    ChatGLMModel,
+    gelu,
+)
+from sat.mpu.layers import ColumnParallelLinear  # noqa: E402
 from sat.model.official.vit_model import ViTModel  # noqa: E402
 
 from remoteglm.model.config import VisualGLMConfig  # noqa: E402
@@ -124,6 +131,18 @@ class ImageMixin(BaseMixin):
 
 
 # ---- the full model ----------------------------------------------------------------------------
+class LMHeadMixin(ChatGLMFinalMixin):
+    """sat's ``chatglm-final`` mixin, but built in the model's dtype/device and without random
+    init when weights will be loaded (sat's own allocates a 2 GB fp32 head and initialises it)."""
+
+    def __init__(self, vocab_size, hidden_size, params_dtype=torch.float32, skip_init=False, device="cpu"):
+        BaseMixin.__init__(self)
+        self.lm_head = ColumnParallelLinear(
+            hidden_size, vocab_size, gather_output=True, bias=False, module=self, name="lm_head",
+            params_dtype=params_dtype, skip_init=skip_init, device=device,
+        )
+
+
 class VisualGLMModel(ChatGLMModel):
     """sat ChatGLMModel + the ``eva`` image mixin. Output: ``[logits, *per_layer_dicts]`` as sat.
 
@@ -133,7 +152,15 @@ class VisualGLMModel(ChatGLMModel):
 
     def __init__(self, config: VisualGLMConfig, params_dtype=torch.float32, skip_init=False, gpu_init=False):
         args = config.glm_args(skip_init, gpu_init)
-        super().__init__(args, params_dtype=params_dtype)
+        # ChatGLMModel.__init__, step by step, so that the LM head honours dtype/device/skip_init.
+        BaseModel.__init__(self, args, activation_func=gelu, params_dtype=params_dtype)
+        del self.transformer.position_embeddings  # rotary positions instead
+        device = torch.cuda.current_device() if gpu_init else "cpu"
+        self.add_mixin("chatglm-final", LMHeadMixin(args.vocab_size, args.hidden_size, params_dtype, skip_init, device))
+        self.add_mixin("chatglm-attn", ChatGLMAttnMixin(args.hidden_size, args.num_attention_heads))
+        self.add_mixin("chatglm-layer", ChatGLMLayerMixin(args.num_layers))
+        self.bos_token_id, self.mask_token_id = args.bos_token_id, args.mask_token_id
+        self.gmask_token_id, self.pad_token_id = args.gmask_token_id, args.pad_token_id
         self.config = config
         self.image_length = config.image_length
         self.add_mixin("eva", ImageMixin(config, params_dtype=params_dtype, skip_init=skip_init, gpu_init=gpu_init))

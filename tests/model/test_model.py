@@ -250,3 +250,26 @@ def test_lora_names_zero_start_and_merge(fresh, loaded):
     with torch.no_grad():
         merged = model(ids, image=img, pre_image=pre)[0]
     assert torch.allclose(merged, tuned, atol=1e-4)
+
+
+def test_full_size_model_builds_in_place_with_official_shapes():
+    """visualglm-6b builds in fp16 with skip_init: 7.8B parameters, never initialised or held in
+    fp32 (pages stay untouched, so this costs well under a second and no real memory)."""
+    from remoteglm.model.visualglm import build_model
+
+    model = build_model(get_config("visualglm-6b"), dtype=torch.float16, skip_init=True)
+    try:
+        n = sum(p.numel() for p in model.parameters())
+        assert 7.79e9 < n < 7.81e9
+        assert {p.dtype for p in model.parameters()} == {torch.float16}
+        sd = model.state_dict()
+        assert sd["transformer.layers.27.attention.query_key_value.weight"].shape == (3 * 4096, 4096)
+        assert sd["mixins.chatglm-final.lm_head.weight"].shape == (130528, 4096)
+        assert sd["mixins.eva.model.vit.transformer.layers.38.mlp.dense_h_to_4h.weight"].shape == (6144, 1408)
+        assert "mixins.eva.model.vit.transformer.layers.39.input_layernorm.weight" not in sd  # last EVA layer dropped
+        assert sd["mixins.eva.model.vit.transformer.position_embeddings.weight"].shape == (257, 1408)
+        assert sd["mixins.eva.model.qformer.transformer.layers.10.cross_attention.key_value.weight"].shape == (2 * 768, 1408)
+        assert "mixins.eva.model.qformer.transformer.layers.11.cross_attention.query.weight" not in sd
+        assert sd["mixins.eva.model.glm_proj.weight"].shape == (4096, 768)
+    finally:
+        del model
