@@ -76,6 +76,8 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
         return "sat", p
     if (p / HF_CONFIG).is_file():
         return "hf", p
+    if (p / SAT_LATEST).is_file():
+        raise RemoteGLMError(f"{p} looks like a sat checkpoint (it has '{SAT_LATEST}') but has no {SAT_CONFIG}: copy that file from the original download or training run")
     if (p / SAT_WEIGHTS).is_file() and (p.parent / SAT_CONFIG).is_file():
         raise RemoteGLMError(f"{p} is an iteration folder of a sat checkpoint; pass its parent directory: {p.parent}")
     inner = sorted(c for c in p.iterdir() if c.is_dir() and ((c / SAT_CONFIG).is_file() or (c / HF_CONFIG).is_file()))

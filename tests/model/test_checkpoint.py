@@ -174,6 +174,8 @@ def test_error_missing_latest_and_iteration(tiny_checkpoint, tmp_path):
     (d / "latest").write_text("300\n")
     msg = _msg(d)
     assert "iteration '300'" in msg and "iteration folders found: 0" in msg
+    (d / "model_config.json").unlink()
+    assert "has no model_config.json: copy that file" in _msg(d)
 
 
 def test_error_not_a_checkpoint_and_nested(tiny_checkpoint, tmp_path):
