@@ -224,11 +224,11 @@ def run(opts) -> int:
 
     # Data first: a bad file should fail before minutes of model loading.
     t0 = time.time()
-    model, tokenizer, config = load_model(opts.from_pretrained, tokenizer=opts.tokenizer, device="cpu", dtype=dtype)
-    encoder = SampleEncoder(tokenizer, opts.max_source_length, opts.max_target_length, config.image_length)
     records = {"train": [r for path in opts.train_data for r in load_records(path, "train", opts.seed, opts.image_root)]}
     if opts.valid_data:
         records["valid"] = [r for path in opts.valid_data for r in load_records(path, "val", opts.seed, opts.image_root)]
+    model, tokenizer, config = load_model(opts.from_pretrained, tokenizer=opts.tokenizer, device="cpu", dtype=dtype)
+    encoder = SampleEncoder(tokenizer, opts.max_source_length, opts.max_target_length, config.image_length)
 
     cache = None
     if not opts.no_feature_cache:
@@ -242,6 +242,7 @@ def run(opts) -> int:
         for k, ds in datasets.items():
             print(f"{k} data: {ds.report()}", file=sys.stderr)
 
+    torch.manual_seed(opts.seed)  # LoRA's A matrices are random: same seed, same run
     lora_setup.prepare(model, opts, config)
     if cache is not None:
         lora_setup.park_image_encoder(model)

@@ -1,0 +1,232 @@
+"""Fine-tuning on the CPU with the tiny model: real sat training_main + DeepSpeed, real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "sample"
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop("MASTER_PORT", None)
+    env["OMP_NUM_THREADS"] = "1"  # tiny tensors: extra threads only fight over the 2 cores
+    return env
+
+
+def finetune(ckpt: Path, save: Path, *extra: str, cache: Path | None = None, timeout=300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "finetune_visualglm.py"), "--from_pretrained", str(ckpt), "--save", str(save),
+           "--num_workers", "0", *extra]
+    if cache is not None:
+        cmd += ["--feature_cache", str(cache)]
+    return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def summary(save: Path) -> dict:
+    run = Path((save / "LAST_RUN").read_text().strip())
+    return json.loads((run / "train_summary.json").read_text())
+
+
+def ok(r: subprocess.CompletedProcess) -> None:
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def two_samples(tmp_path_factory) -> Path:
+    """Two records on one real image: small enough to overfit in a few dozen steps."""
+    recs = json.loads((SAMPLE / "sample_train.json").read_text(encoding="utf-8"))[:2]
+    d = tmp_path_factory.mktemp("two")
+    for r in recs:
+        r["img"] = str(SAMPLE / r["img"])
+    p = d / "two.json"
+    p.write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tiny_checkpoint, two_samples, tmp_path_factory) -> Path:
+    save = tmp_path_factory.mktemp("overfit")
+    r = finetune(tiny_checkpoint, save, "--train_data", str(two_samples), "--train_iters", "30", "--batch_size", "2",
+                 "--lr", "1e-2", "--lora_alpha", "10", "--warmup", "0", cache=save / "cache")
+    ok(r)
+    return save
+
+
+def test_loss_falls_when_overfitting(overfit_run):
+    s = summary(overfit_run)
+    losses = [l for _, l, _ in s["losses"]]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < losses[0] - 0.15, losses
+
+
+def test_checkpoint_has_official_layout_and_loads_in_cli_demo(overfit_run):
+    run = Path(summary(overfit_run)["run_dir"])
+    assert (run / "latest").read_text().strip() == "30"
+    cfg = json.loads((run / "model_config.json").read_text())
+    assert cfg["model_class"] == "FineTuneVisualGLMModel"
+    assert cfg["use_lora"] is True and cfg["lora_rank"] == 10 and cfg["layer_range"] is None
+    assert {"eva_args", "qformer_args", "image_length"} <= cfg.keys()
+    sd = torch.load(run / "30" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+    assert "transformer.layers.0.attention.query_key_value.matrix_A.2" in sd
+    assert "mixins.eva.model.vit.transformer.layers.0.attention.query_key_value.weight" in sd  # parked encoder saved
+    r = subprocess.run([sys.executable, str(ROOT / "cli_demo.py"), "--from_pretrained", str(run),
+                        "--image", str(SAMPLE / "images" / "s2_farmland.png"), "--prompt", "描述这张图片。",
+                        "--max_length", "80"], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, timeout=120)
+    ok(r)
+    assert r.stdout.strip(), r.stderr
+
+
+def test_merged_logits_equal_unmerged(overfit_run, tmp_path):
+    from remoteglm.model.checkpoint import load_model
+    from remoteglm.model.image import preprocess_image
+    from remoteglm.train.merge import merge_checkpoint
+
+    run = Path(summary(overfit_run)["run_dir"])
+    out = merge_checkpoint(run, tmp_path / "merged")
+    lora, tok, cfg = load_model(run)
+    merged, _, mcfg = load_model(out)
+    assert cfg.has_lora and not mcfg.has_lora
+    assert not any(".matrix_A." in n for n, _ in merged.named_parameters())
+    pre = tok.encode("<img>", add_special_tokens=False)
+    ids = torch.tensor([pre + [tok.pad_token_id] * 32 + tok.encode("</img>问：描述这张图片。\n答：")])
+    img = preprocess_image(SAMPLE / "images" / "s2_farmland.png")[None]
+    with torch.no_grad():
+        a = lora(input_ids=ids, image=img, pre_image=len(pre))[0]
+        b = merged(input_ids=ids, image=img, pre_image=len(pre))[0]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_changed_the_model(overfit_run, tiny_checkpoint):
+    from remoteglm.model.checkpoint import load_model
+
+    run = Path(summary(overfit_run)["run_dir"])
+    tuned, tok, _ = load_model(run)
+    base, _, _ = load_model(tiny_checkpoint)
+    ids = torch.tensor([tok.encode("问：描述这张图片。\n答：")])
+    with torch.no_grad():
+        assert (tuned(input_ids=ids)[0] - base(input_ids=ids)[0]).abs().max() > 1e-3
+
+
+def _losses(save: Path) -> list[tuple[int, float, float]]:
+    return [tuple(x) for x in summary(save)["losses"]]
+
+
+def test_resume_after_kill_continues_at_step_and_lr(tiny_checkpoint, tmp_path):
+    sample = str(SAMPLE / "sample_train.json")
+    args = ["--train_data", sample, "--train_iters", "9", "--save_interval", "3", "--batch_size", "2", "--lr", "1e-2"]
+    cache = tmp_path / "cache"
+    full = tmp_path / "full"
+    ok(finetune(tiny_checkpoint, full, *args, cache=cache))
+    reference = _losses(full)
+
+    # Same run, killed (SIGKILL) once step 3 is on disk, then resumed.
+    part = tmp_path / "part"
+    cmd = [sys.executable, str(ROOT / "finetune_visualglm.py"), "--from_pretrained", str(tiny_checkpoint),
+           "--save", str(part), "--num_workers", "0", "--feature_cache", str(cache), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            done = list(part.glob("*/3/optim_rank_00.pt"))
+            if done:
+                break
+            time.sleep(0.2)
+        assert done, "step 3 was never saved"
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run = done[0].parent.parent
+    for later in run.iterdir():  # the killed run may have got further; go back to step 3
+        if later.is_dir() and later.name.isdigit() and int(later.name) > 3:
+            shutil.rmtree(later)
+    (run / "latest").write_text("3")
+    r = finetune(tiny_checkpoint, part, *args, "--resume", str(run), cache=cache)
+    ok(r)
+    resumed = _losses(part)
+    assert [i for i, _, _ in resumed] == list(range(4, 10))
+    for (i, loss, lr), (j, ref_loss, ref_lr) in zip(resumed, reference[3:]):
+        assert i == j
+        assert lr == pytest.approx(ref_lr, rel=1e-9)
+        # Same data, weights, Adam moments and LR: the same numbers (restarting the data order
+        # or the optimizer state moves these losses by 1e-3 or more).
+        assert loss == pytest.approx(ref_loss, abs=1e-6)
+    assert (run / "9" / "mp_rank_00_model_states.pt").exists()
+    assert (run / "latest").read_text().strip() == "9"
+
+
+def test_feature_cache_run_equals_uncached(tiny_checkpoint, tmp_path):
+    sample = str(SAMPLE / "sample_train.json")
+    args = ["--train_data", sample, "--train_iters", "3", "--batch_size", "2", "--lr", "1e-2"]
+    cached, plain = tmp_path / "cached", tmp_path / "plain"
+    ok(finetune(tiny_checkpoint, cached, *args, cache=tmp_path / "cache"))
+    ok(finetune(tiny_checkpoint, plain, *args, "--no_feature_cache"))
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 6  # six distinct training images
+    a, b = _losses(cached), _losses(plain)
+    assert [x[0] for x in a] == [x[0] for x in b] == [1, 2, 3]
+    for (_, la, _), (_, lb, _) in zip(a, b):
+        assert la == pytest.approx(lb, abs=1e-5)
+
+
+def test_qlora_trains_and_merges(tiny_checkpoint, two_samples, tmp_path):
+    from remoteglm.model.checkpoint import load_model
+    from remoteglm.train.merge import merge_checkpoint
+
+    save = tmp_path / "q"
+    ok(finetune(tiny_checkpoint, save, "--train_data", str(two_samples), "--train_iters", "8", "--batch_size", "2",
+                "--lr", "1e-2", "--lora_alpha", "10", "--use_qlora", cache=tmp_path / "cache"))
+    s = summary(save)
+    assert s["final_loss_avg10"] < s["first_loss"]
+    run = Path(s["run_dir"])
+    assert json.loads((run / "model_config.json").read_text())["use_qlora"] is True
+    sd = torch.load(run / "8" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
+    assert sd["transformer.layers.0.mlp.dense_h_to_4h.weight"].dtype == torch.uint8  # saved as NF4
+    model, tok, cfg = load_model(run)
+    assert cfg.has_lora  # NF4 base is dequantised on load (an ordinary LoRA model)
+    merged_dir = merge_checkpoint(run, tmp_path / "merged")
+    merged, _, _ = load_model(merged_dir)
+    ids = torch.tensor([tok.encode("问：描述这张图片。\n答：")])
+    with torch.no_grad():
+        a, b = model(input_ids=ids)[0], merged(input_ids=ids)[0]
+    # NF4 matmuls dequantise per block in their own order; equal up to float rounding.
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_two_rank_deepspeed_launch_on_cpu(tiny_checkpoint, tmp_path):
+    from remoteglm.compat import free_port
+
+    save = tmp_path / "dist"
+    cmd = ["deepspeed", "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "--num_gpus", "2",
+           "--no_local_rank", str(ROOT / "finetune_visualglm.py"), "--from_pretrained", str(tiny_checkpoint),
+           "--train_data", str(SAMPLE / "sample_train.json"), "--train_iters", "2", "--batch_size", "2",
+           "--save", str(save), "--num_workers", "0", "--feature_cache", str(tmp_path / "cache")]
+    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    ok(r)
+    run = Path((save / "LAST_RUN").read_text().strip())
+    assert (run / "2" / "optim_rank_00.pt").exists() and (run / "2" / "optim_rank_01.pt").exists()
+
+
+def test_bad_inputs_give_one_line(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"img": "x.png", "prompt": "p"', encoding="utf-8")
+    r = finetune(tiny_checkpoint, tmp_path / "o", "--train_data", str(bad))
+    assert r.returncode == 2 and "malformed JSON" in r.stderr and "Traceback" not in r.stderr
+    pt = next(tiny_checkpoint.glob("*/mp_rank_00_model_states.pt"))
+    r = finetune(pt, tmp_path / "o", "--train_data", str(SAMPLE / "sample_train.json"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and str(tiny_checkpoint) in r.stderr
+    r = finetune(tiny_checkpoint, tmp_path / "o", "--train_data", str(SAMPLE / "sample_train.json"),
+                 "--resume", str(tmp_path))
+    assert r.returncode == 2 and "latest" in r.stderr and "Traceback" not in r.stderr

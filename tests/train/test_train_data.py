@@ -1,0 +1,95 @@
+"""Sample layout, truncation accounting and bad-image handling of the fine-tune dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from remoteglm.errors import RemoteGLMError
+from remoteglm.model.tokenizer import ChatGLMTokenizer
+from remoteglm.train.data import IGNORE_INDEX, FinetuneDataset, SampleEncoder, collate, load_records
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "sample"
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_checkpoint):
+    return ChatGLMTokenizer.from_pretrained(tiny_checkpoint)
+
+
+def test_layout_matches_official(tok):
+    enc = SampleEncoder(tok, max_source_length=64, max_target_length=32)
+    e = enc.encode("描述这张图片。", "有许多农田。")
+    pre = tok.encode("<img>", add_special_tokens=False)
+    post = tok.encode("</img>问：描述这张图片。\n答：", add_special_tokens=False)
+    ans = tok.encode("有许多农田。", add_special_tokens=False)
+    assert e.input_ids == pre + [tok.pad_token_id] * 32 + post + [tok.gmask_token_id, tok.bos_token_id] + ans + [tok.eos_token_id]
+    ctx = e.input_ids.index(tok.bos_token_id) + 1
+    assert e.labels[:ctx] == [IGNORE_INDEX] * ctx  # no loss on prompt, image slots, [gMASK], <sop>
+    assert e.labels[ctx:] == ans + [tok.eos_token_id]
+    assert enc.pre_image == len(pre)
+    assert not e.prompt_truncated and not e.label_truncated
+
+
+def test_truncation_keeps_answer_cue_and_is_counted(tok):
+    enc = SampleEncoder(tok, max_source_length=20, max_target_length=8)
+    long_q = "这张遥感图像属于以下哪一类场景：农田、住宅区、海洋、海滩、湿地、河流、森林、道路？请只回答类别名称。"
+    e = enc.encode(long_q, "农田")
+    tail = tok.encode("\n答：", add_special_tokens=False)
+    src = e.input_ids[: e.input_ids.index(tok.gmask_token_id)]
+    assert e.prompt_truncated and src[-len(tail):] == tail  # the "答：" cue survives the cut
+    assert len(src) - enc.pre_image - 32 <= 20  # image slots do not count against the budget
+    e2 = enc.encode("描述", "有许多不同颜色的农田和一些道路和房屋。")
+    assert e2.label_truncated and len(e2.labels) - e2.labels.count(IGNORE_INDEX) == 8 - 1  # cut to 6 + <eop>
+
+
+def test_dataset_skips_missing_and_corrupt_images(tok, tmp_path):
+    shutil.copy(SAMPLE / "images" / "s2_farmland.png", tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    recs = [{"img": "good.png", "prompt": "描述这张图片。", "label": "农田。"},
+            {"img": "missing.png", "prompt": "描述这张图片。", "label": "海洋。"},
+            {"img": "broken.png", "prompt": "描述这张图片。", "label": "河流。"}]
+    (tmp_path / "t.json").write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
+    ds = FinetuneDataset(load_records(tmp_path / "t.json"), SampleEncoder(tok))
+    assert len(ds) == 1 and ds.skipped == 2
+    assert "2 skipped" in ds.report()
+    item = ds[0]
+    assert item["image"].shape == (3, 224, 224)
+    batch = collate([item, ds[0]], tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == 2 and batch["image"].shape == (2, 3, 224, 224)
+
+
+def test_collate_pads_right_with_ignored_labels(tok):
+    enc = SampleEncoder(tok)
+    a, b = enc.encode("描述", "农田。"), enc.encode("描述这张图片。", "有许多不同颜色的农田。")
+    batch = collate([{"input_ids": a.input_ids, "labels": a.labels}, {"input_ids": b.input_ids, "labels": b.labels}],
+                    tok.pad_token_id)
+    n = len(a.input_ids)
+    assert batch["input_ids"].shape == (2, max(n, len(b.input_ids)))
+    assert (batch["input_ids"][0, n:] == tok.pad_token_id).all()
+    assert (batch["labels"][0, n:] == IGNORE_INDEX).all()
+
+
+def test_karpathy_dataset_gives_one_record_per_sentence_of_the_split():
+    recs = load_records(SAMPLE / "dataset_sample_zh.json", split="train")
+    data = json.loads((SAMPLE / "dataset_sample_zh.json").read_text(encoding="utf-8"))
+    train = [im for im in data["images"] if im["split"] == "train"]
+    assert len(recs) == sum(len(im["sentences"]) for im in train)
+    assert {r.img.name for r in recs} == {Path(im["filename"]).name for im in train}
+    assert all(r.img.exists() for r in recs)
+
+
+@pytest.mark.parametrize("content,needle", [("[{\"img\": 1", "malformed JSON"), ("{\"x\": 1}", "unknown format"),
+                                            ("[{\"img\": \"a.png\", \"prompt\": \"p\"}]", "item 0")])
+def test_bad_files_are_one_clear_error(tmp_path, content, needle):
+    p = tmp_path / "f.json"
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(RemoteGLMError, match=needle):
+        load_records(p)
+    with pytest.raises(RemoteGLMError, match="no such file"):
+        load_records(tmp_path / "nope.json")
