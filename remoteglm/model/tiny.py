@@ -35,6 +35,11 @@ def create_tiny_checkpoint(out_dir: str | Path, seed: int = 0, tokenizer_texts: 
     torch.manual_seed(seed)
     try:
         model = build_model(config, device="cpu", dtype=torch.float32)
+        # sat's N(0, 0.02) head gives a 64-wide model logits within ~±1 of each other, so LoRA on
+        # attention can barely move the loss. A trained model's head is far larger; scaling this one
+        # lets the one-minute default fine-tune visibly learn.
+        with torch.no_grad():
+            model.get_mixin("chatglm-final").lm_head.weight.mul_(8.0)
     finally:
         torch.random.set_rng_state(state)  # do not disturb the caller's random stream
     save_sat_checkpoint(model, config, out, iteration=0, tokenizer=tok)
