@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Chat with VisualGLM-6B about an image in the terminal (thin wrapper: remoteglm/serve/cli.py).
 
-    python cli_demo.py --from_pretrained DIR [--tokenizer ice_text.model] [--image PATH] [--prompt TEXT] [--english]
+    python cli_demo.py --from_pretrained DIR [--tokenizer ice_text.model] [--image PATH] [--prompt TEXT] [--english] [--quant 4|8]
 """
 
 import sys

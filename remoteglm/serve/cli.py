@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image", metavar="PATH", help="image to talk about first")
     ap.add_argument("--prompt", help=f"first question about the image (default {DEFAULT_PROMPT!r}, English {DEFAULT_PROMPT_EN!r})")
     ap.add_argument("--english", action="store_true", help="English prompt format (Q:/A:), Chinese tokens suppressed")
-    ap.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM to 4 or 8 bits (not yet supported)")
+    ap.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM's linear layers to 4 (NF4) or 8 (int8) bits with bitsandbytes")
     ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     ap.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 on CPU)")
     ap.add_argument("--temperature", type=float, default=CLI_DEFAULTS["temperature"])
@@ -126,13 +126,9 @@ def interactive(session, image: str | None, first_prompt: str) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quant:
-        raise RemoteGLMError(
-            f"--quant {args.quant} is not yet supported: run without --quant (fp16 needs about 15 GB of GPU memory)"
-        )
     import torch
 
-    from remoteglm.model.checkpoint import load_model
+    from remoteglm.model.quant import describe_quant, load_model_quantized
     from remoteglm.serve.chat import ChatSession
 
     one_shot = args.image is not None and args.prompt is not None and not sys.stdin.isatty()
@@ -143,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         load_image(args.image)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
-    model, tokenizer, _ = load_model(args.from_pretrained, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
+    model, tokenizer, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
+    if args.quant:
+        print(f"ChatGLM weights: {describe_quant(model)}", file=sys.stderr, flush=True)
     session = ChatSession(
         model, tokenizer, defaults=CLI_DEFAULTS,
         generator=torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed) if args.seed is not None else None,

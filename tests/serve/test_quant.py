@@ -1,0 +1,191 @@
+"""int4 (NF4) / int8 quantisation of the tiny model: which layers, accuracy, memory, save/load,
+LoRA, and --quant in cli_demo.
+
+Tolerances (why these numbers):
+- One layer, Gaussian-like weights (sat's init): NF4 puts each weight on one of 16 levels at
+  normal quantiles of its 64-block's absmax; its RMS rounding error is ~10% of the weights' std,
+  so a layer's output error relative to its output norm is ~0.09 (QLoRA's figure; 0.089-0.097 here).
+  Bound: 0.03 < err < 0.13 (the lower bound proves the layer really is 4-bit). int8 rounds to
+  absmax/127 per output row: RMS error = step/sqrt(12), ~0.3-0.5% of the output. Bound:
+  1e-4 < err < 0.015.
+- The whole model: errors of 2 x 4 quantised layers reach the logits diluted by the residual
+  stream and LayerNorms; measured 0.12% (NF4) / 0.01% (int8) relative error. Bounds 2% / 0.5%
+  and top-1 agreement over all prompt positions >= 90% / 99% catch a broken layer (a transposed or
+  mis-scaled weight gives ~100% error) without flaking on rounding.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from remoteglm.errors import RemoteGLMError
+from remoteglm.model import quant
+from remoteglm.model.checkpoint import load_model, save_sat_checkpoint
+from remoteglm.model.lora import add_lora
+from remoteglm.serve.generation import chat, encode_prompt, image_embeddings
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = ROOT / "tests" / "fixtures" / "images" / "OSBS_029.tif"
+QUESTION = "描述这张图片。"
+
+
+def logits_of(model, tok):
+    ids, pre = encode_prompt(tok, QUESTION, None, False, model.image_length)
+    with torch.no_grad():
+        return model(torch.tensor([ids]), image_embeds=image_embeddings(model, IMAGE), pre_image=pre)[0][0].float()
+
+
+def rel(a, b) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    model, tok, _ = tiny
+    return logits_of(model, tok)
+
+
+@pytest.fixture(scope="module", params=[4, 8])
+def quantized(request, tiny_checkpoint):
+    model, tok, _ = load_model(tiny_checkpoint)
+    float_layers = {name: getattr(owner, attr) for owner, attr, name in quant._targets(model)}
+    quant.quantize_model(model, request.param)
+    return request.param, model, tok, float_layers
+
+
+def test_only_chatglm_linears_are_quantized(quantized):
+    import bitsandbytes as bnb
+
+    bits, model, _, float_layers = quantized
+    kind = bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt
+    quantized_names = {n for n, m in model.named_modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))}
+    assert quantized_names == set(float_layers) and len(quantized_names) == 4 * model.config.num_layers
+    assert all(isinstance(m, kind) for n, m in model.named_modules() if n in quantized_names)
+    # the vision side, the embeddings and the head keep their float weights
+    for name, p in model.named_parameters():
+        if name.startswith(("mixins.eva.", "transformer.word_embeddings", "mixins.chatglm-final")):
+            assert p.dtype == torch.float32, name
+    assert model.config.extra["quantization"]["bits"] == bits
+    assert quant.describe_quant(model) == ("int4 (NF4)" if bits == 4 else "int8 (LLM.int8)")
+    with pytest.raises(RemoteGLMError, match="already quantised"):
+        quant.quantize_model(model, bits)
+
+
+def test_each_layer_is_close_to_its_float_original(quantized):
+    bits, model, _, float_layers = quantized
+    modules = dict(model.named_modules())
+    lo, hi = (0.03, 0.13) if bits == 4 else (1e-4, 0.015)
+    x = torch.randn(5, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    for name, lin in float_layers.items():
+        q = modules[name]
+        with torch.no_grad():
+            xin = x if lin.weight.shape[1] == x.shape[1] else torch.randn(5, lin.weight.shape[1], generator=torch.Generator().manual_seed(1))
+            err = rel(q(xin), torch.nn.functional.linear(xin, lin.weight, lin.bias))
+        assert lo < err < hi, f"{name}: relative error {err:.4f} outside ({lo}, {hi}) for int{bits}"
+
+
+def test_logits_stay_close_and_the_model_generates(quantized, reference):
+    bits, model, tok, _ = quantized
+    out = logits_of(model, tok)
+    err, top1 = rel(out, reference), float((out.argmax(-1) == reference.argmax(-1)).float().mean())
+    assert err < (0.02 if bits == 4 else 0.005), err
+    assert top1 >= (0.9 if bits == 4 else 0.99), top1
+    answer, history = chat(model, tok, IMAGE, QUESTION, do_sample=False, max_new_tokens=12)
+    assert answer and history == [(QUESTION, answer)]
+
+
+def test_quantized_weights_take_less_memory(quantized, tiny):
+    bits, model, _, float_layers = quantized
+    fp32 = sum(lin.weight.numel() * 4 + (lin.bias.numel() * 4 if lin.bias is not None else 0) for lin in float_layers.values())
+    modules = dict(model.named_modules())
+    q = sum(quant.model_memory_bytes(modules[n]) for n in float_layers)
+    # NF4: 0.5 byte/weight + 1/64 byte absmax + small tables; int8: 1 byte/weight + a scale per row
+    assert q < (0.2 if bits == 4 else 0.3) * fp32, (q, fp32)
+    assert quant.model_memory_bytes(model) < quant.model_memory_bytes(tiny[0])
+    assert quant.memory_by_device(model).keys() == {"cpu"}
+
+
+def test_head_int8_and_embeddings_in_host_ram(tiny_checkpoint, reference):
+    model, tok, _ = load_model(tiny_checkpoint)
+    quant.quantize_model(model, 4, lm_head=True, offload_embeddings=True)
+    assert isinstance(model.transformer.word_embeddings, quant.HostEmbedding)
+    assert "transformer.word_embeddings.weight" in model.state_dict()
+    assert next(model.parameters()).dtype == torch.float32  # callers read the dtype there
+    out = logits_of(model, tok)
+    assert rel(out, reference) < 0.05
+    assert float((out.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.9
+    assert chat(model, tok, IMAGE, QUESTION, do_sample=False, max_new_tokens=8)[0]
+
+
+def test_save_and_load_without_requantizing(quantized, tmp_path):
+    bits, model, tok, _ = quantized
+    out = quant.save_quantized(model, tmp_path / f"q{bits}", tokenizer=tok)
+    assert quant.is_quantized_checkpoint(out) == bits
+    # weights on disk are the quantised ones
+    sd = torch.load(out / "0" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    w = sd["transformer.layers.0.mlp.dense_h_to_4h.weight"]
+    assert w.dtype == (torch.uint8 if bits == 4 else torch.int8)
+    loaded, _, cfg = quant.load_model_quantized(out)
+    assert cfg.extra["quantization"]["bits"] == bits
+    assert torch.equal(logits_of(loaded, tok), logits_of(model, tok))
+    with pytest.raises(RemoteGLMError, match=f"holds an int{bits} model"):
+        quant.load_model_quantized(out, quant=12 - bits)
+
+
+def test_lora_checkpoint_quantizes_base_and_keeps_lora(tiny_checkpoint, tmp_path):
+    model, tok, _ = load_model(tiny_checkpoint)
+    add_lora(model, 4)
+    g = torch.Generator().manual_seed(3)
+    for name, p in model.named_parameters():
+        if "matrix_B" in name:
+            p.data.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    save_sat_checkpoint(model, None, tmp_path / "lora", tokenizer=tok)
+    ref = logits_of(model, tok)
+    kept, _, _ = load_model(tmp_path / "lora")
+    quant.quantize_model(kept, 4)
+    lin = kept.transformer.layers[0].attention.query_key_value
+    assert type(lin.original).__name__ == "Linear4bit" and lin.matrix_A[0].dtype == torch.float32
+    merged, _, _ = load_model(tmp_path / "lora")
+    quant.quantize_model(merged, 4, merge_lora=True)
+    assert "lora" not in merged.mixins
+    for m in (kept, merged):
+        out = logits_of(m, tok)
+        assert rel(out, ref) < 0.02
+    saved = quant.save_quantized(kept, tmp_path / "lora-q4", tokenizer=tok)
+    again, _, _ = quant.load_model_quantized(saved)
+    assert "lora" in again.mixins
+    assert torch.equal(logits_of(again, tok), logits_of(kept, tok))
+
+
+def test_bad_requests_are_one_line_errors(tiny_checkpoint, tmp_path):
+    model, _, _ = load_model(tiny_checkpoint)
+    with pytest.raises(RemoteGLMError, match="must be 4 or 8"):
+        quant.quantize_model(model, 3)
+    with pytest.raises(RemoteGLMError, match="not quantised"):
+        quant.save_quantized(model, tmp_path / "x")
+
+
+def test_quantize_command_and_cli_demo_quant(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    """`python -m remoteglm.model.quant` writes a checkpoint that cli_demo loads as is, and
+    `cli_demo --quant 8` answers like the in-process int8 model (in-process mains: same code)."""
+    from remoteglm.serve.cli import main as cli_main
+
+    assert quant.main([str(tiny_checkpoint), str(tmp_path / "q8"), "--bits", "8"]) == 0
+    assert "int8 checkpoint written to" in capsys.readouterr().out
+    model, tok, _ = load_model(tiny_checkpoint)
+    quant.quantize_model(model, 8)
+    expected = chat(model, tok, IMAGE, QUESTION, do_sample=False, max_new_tokens=12, repetition_penalty=1.2)[0]
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))
+    args = ["--image", str(IMAGE), "--prompt", QUESTION, "--greedy", "--max_new_tokens", "12"]
+    for src in (["--from_pretrained", str(tiny_checkpoint), "--quant", "8"], ["--from_pretrained", str(tmp_path / "q8")]):
+        assert cli_main(src + args) == 0
+        out = capsys.readouterr()
+        assert out.out == expected + "\n"
+        assert "ChatGLM weights: int8" in out.err or "--quant" not in src
+    assert cli_main(["--from_pretrained", str(tmp_path / "q8"), "--quant", "4"] + args) == 2
+    assert "holds an int8 model; run with --quant 8" in capsys.readouterr().err
+    assert quant.main([str(tmp_path / "q8"), str(tmp_path / "q8b"), "--bits", "4"]) == 2
+    assert "already quantised" in capsys.readouterr().err
