@@ -187,6 +187,32 @@ def _device_and_dtype(opts):
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}", (torch.bfloat16 if opts.bf16 else torch.float16)
 
 
+def _load_base(opts, dtype):
+    """The base model. ``random:<registry name>`` builds a randomly initialised model of that size
+    instead (benchmarks: memory and speed are those of the real weights); it needs --tokenizer."""
+    import dataclasses
+
+    import torch
+
+    from remoteglm.model.checkpoint import load_model
+
+    name = opts.from_pretrained
+    if not name.startswith("random:"):
+        return load_model(name, tokenizer=opts.tokenizer, device="cpu", dtype=dtype)
+    from remoteglm.model.config import get_config
+    from remoteglm.model.tokenizer import ChatGLMTokenizer
+    from remoteglm.model.visualglm import build_model
+
+    if not opts.tokenizer:
+        raise RemoteGLMError("random:<size> needs --tokenizer (any ice_text.model, e.g. the tiny one)")
+    tok = ChatGLMTokenizer.from_pretrained(opts.tokenizer)
+    config = get_config(name.split(":", 1)[1])
+    vocab = max(config.vocab_size, tok.vocab_size)
+    config = dataclasses.replace(config.with_tokenizer(tok), vocab_size=vocab)
+    torch.manual_seed(opts.seed)
+    return build_model(config, device="cpu", dtype=dtype), tok, config
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
@@ -201,7 +227,6 @@ def run(opts) -> int:
     import torch
 
     from remoteglm import compat
-    from remoteglm.model.checkpoint import load_model
     from remoteglm.train import lora_setup, sat_patches
     from remoteglm.train.data import FinetuneDataset, SampleEncoder, collate, load_records
     from remoteglm.train.feature_cache import FeatureCache
@@ -227,7 +252,7 @@ def run(opts) -> int:
     records = {"train": [r for path in opts.train_data for r in load_records(path, "train", opts.seed, opts.image_root)]}
     if opts.valid_data:
         records["valid"] = [r for path in opts.valid_data for r in load_records(path, "val", opts.seed, opts.image_root)]
-    model, tokenizer, config = load_model(opts.from_pretrained, tokenizer=opts.tokenizer, device="cpu", dtype=dtype)
+    model, tokenizer, config = _load_base(opts, dtype)
     encoder = SampleEncoder(tokenizer, opts.max_source_length, opts.max_target_length, config.image_length)
 
     cache = None
@@ -284,6 +309,9 @@ def run(opts) -> int:
         inner = model.module if hasattr(model, "module") else model
         if train and state["first"]:
             state["first"] = False
+            state["t_train"] = time.time()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
             progress.bar.reset(total=args.train_iters)
             progress.bar.update(args.iteration)
             if resume_dir is not None:
@@ -334,9 +362,19 @@ def run(opts) -> int:
     if rank == 0 and run_dir is not None:
         first = progress.losses[0][1] if progress.losses else math.nan
         last = sum(l for _, l, _ in progress.losses[-10:]) / max(1, len(progress.losses[-10:]))
+        import resource
+
+        steps = len(progress.losses)
+        train_s = time.time() - state.get("t_train", t0)
+        world = int(os.environ.get("WORLD_SIZE", 1))
         summary = {"run_dir": str(run_dir), "steps": opts.train_iters, "first_loss": first,
                    "final_loss_avg10": last, "eval_loss": progress.eval_loss,
-                   "seconds": round(time.time() - t0, 1), "losses": progress.losses}
+                   "seconds": round(time.time() - t0, 1), "train_seconds": round(train_s, 2),
+                   "samples_per_second": round(steps * opts.batch_size * opts.gradient_accumulation_steps * world / train_s, 3),
+                   "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                   "trainable_parameters": getattr(model, "trainable_parameters", None),
+                   "losses": progress.losses}
         tmp = run_dir / "train_summary.json.tmp"
         tmp.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
         os.replace(tmp, run_dir / "train_summary.json")
