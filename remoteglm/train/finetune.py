@@ -219,7 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     from remoteglm import compat
 
     compat.single_process_env()
-    compat.patch_for_cpu_training()
     return run(opts)
 
 
@@ -227,9 +226,7 @@ def run(opts) -> int:
     import torch
 
     from remoteglm import compat
-    from remoteglm.train import lora_setup, sat_patches
     from remoteglm.train.data import FinetuneDataset, SampleEncoder, collate, load_records
-    from remoteglm.train.feature_cache import FeatureCache
 
     opts.save_interval = opts.save_interval or opts.train_iters
     opts.eval_interval = opts.eval_interval or opts.save_interval
@@ -252,6 +249,15 @@ def run(opts) -> int:
     records = {"train": [r for path in opts.train_data for r in load_records(path, "train", opts.seed, opts.image_root)]}
     if opts.valid_data:
         records["valid"] = [r for path in opts.valid_data for r in load_records(path, "val", opts.seed, opts.image_root)]
+    if not opts.from_pretrained.startswith("random:"):
+        from remoteglm.model.checkpoint import detect_format
+
+        detect_format(opts.from_pretrained)
+    # Only now the heavy imports (sat, DeepSpeed: seconds): bad input above fails at once.
+    compat.patch_for_cpu_training()
+    from remoteglm.train import lora_setup, sat_patches
+    from remoteglm.train.feature_cache import FeatureCache
+
     model, tokenizer, config = _load_base(opts, dtype)
     encoder = SampleEncoder(tokenizer, opts.max_source_length, opts.max_target_length, config.image_length)
 

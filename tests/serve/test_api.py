@@ -24,7 +24,9 @@ IMAGES = ROOT / "tests" / "fixtures" / "images"
 PNG, TIF = IMAGES / "s2_farmland.png", IMAGES / "OSBS_029.tif"
 KEY = "sk-test-remoteglm"
 CAP = 16  # --max_new_tokens of the server: short answers keep the tests fast
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+# Without this process's distributed settings: its rendezvous port is taken.
+ENV = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
+ENV.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
 
 
 def data_url(path: Path) -> str:
@@ -69,7 +71,11 @@ def server(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def url(server):
     proc, port, ready, lines = server
-    if not ready.wait(120):
+    end = time.monotonic() + 120
+    while not ready.wait(0.2):
+        if proc.poll() is not None or time.monotonic() > end:
+            break
+    if not ready.is_set():
         pytest.fail("API server did not start:\n" + "".join(lines[-20:]))
     assert lines[-1].strip().endswith(f"at http://127.0.0.1:{port}/v1  (POST /chat/completions, GET /models)")
     return f"http://127.0.0.1:{port}/v1"
