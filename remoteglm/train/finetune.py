@@ -275,6 +275,10 @@ def run(opts) -> int:
 
     torch.manual_seed(opts.seed)  # LoRA's A matrices are random: same seed, same run
     lora_setup.prepare(model, opts, config)
+    # The model was built from its checkpoint config, not from sat's args: switch sat's
+    # per-layer activation checkpointing on here (ChatGLM layers; the image encoder is frozen).
+    model.transformer.checkpoint_activations = not opts.no_gradient_checkpointing
+    model.transformer.checkpoint_num_layers = 1
     if cache is not None:
         lora_setup.park_image_encoder(model)
 
