@@ -1,0 +1,211 @@
+"""web_demo.py as a real subprocess on a free 127.0.0.1 port with the tiny checkpoint: driven by
+gradio_client (upload + question -> streamed answer with history, clear, a corrupt upload, files
+it must not serve) and end to end in headless Chromium through Selenium."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from remoteglm.compat import free_port
+from remoteglm.serve.api import Engine
+from remoteglm.serve.web import WEB_DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "tests" / "fixtures" / "images"
+PNG, TIF = IMAGES / "s2_farmland.png", IMAGES / "OSBS_029.tif"
+CAP = 16
+Q1, Q2 = "描述这张图片。", "有几条道路？"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+DIST_VARS = ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server(tiny_checkpoint, tmp_path_factory):
+    """Start web_demo.py before the module's first test; `url` waits for it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}  # this process's rendezvous port is taken
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")), GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(tiny_checkpoint),
+                             "--port", str(port), "--max_new_tokens", str(CAP), "--max_upload_mb", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def pump():
+        for line in proc.stdout:
+            lines.append(line)
+            if "Running on local URL" in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    yield proc, port, ready, lines
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def url(server):
+    proc, port, ready, lines = server
+    end = time.monotonic() + 120
+    while not ready.wait(0.2):
+        if proc.poll() is not None or time.monotonic() > end:
+            break
+    if not ready.is_set():
+        pytest.fail("web demo did not start:\n" + "".join(lines[-30:]))
+    assert f"http://127.0.0.1:{port}" in "".join(lines)  # loopback by default
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def expected(tiny):
+    """The demo's answers, computed in-process with the same settings (greedy: temperature 0)."""
+    model, tok, _ = tiny
+    engine = Engine(model, tok, defaults=WEB_DEFAULTS, max_new_tokens=CAP)
+    gen = dict(temperature=0, top_p=0.4, top_k=100, max_length=2048)
+    first = engine.reply(str(PNG), Q1, **gen).text
+    second = engine.reply(str(PNG), Q2, [(Q1, first)], **gen).text
+    text_only = engine.reply(None, Q1, **gen).text
+    tif = engine.reply(str(TIF), Q1, **gen).text
+    return first, second, text_only, tif
+
+
+def texts(messages):
+    """(role, text) pairs of gradio 6 chatbot messages (content is a list of parts)."""
+    out = []
+    for m in messages:
+        c = m["content"]
+        out.append((m["role"], "".join(p.get("text", "") for p in c) if isinstance(c, list) else c))
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def test_upload_ask_follow_up_and_clear(client, expected):
+    from gradio_client import handle_file
+
+    first, second, _, _ = expected
+    preview, chat = client.predict(handle_file(str(PNG)), api_name="/upload_image")
+    assert preview and Path(preview).is_file() and chat == []
+    job = client.submit(Q1, [], 0, 0.4, 100, 2048, api_name="/ask")
+    messages, box = job.result(timeout=60)
+    assert texts(messages) == [("user", Q1), ("assistant", first)] and box == ""
+    partial = [texts(o[0])[-1][1] for o in job.outputs() if o[0]]
+    assert len(set(partial)) > 2, "the answer did not stream"
+    messages, _ = client.predict(Q2, messages, 0, 0.4, 100, 2048, api_name="/ask")
+    assert texts(messages)[2:] == [("user", Q2), ("assistant", second)]  # the history was used
+    assert client.predict(api_name="/clear") == []
+    messages, _ = client.predict(Q1, [], 0, 0.4, 100, 2048, api_name="/ask")
+    assert texts(messages) == [("user", Q1), ("assistant", first)]  # history cleared, image kept
+
+
+def test_corrupt_and_oversized_uploads_get_a_chat_message(client, expected, tmp_path):
+    from gradio_client import handle_file
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(PNG.read_bytes()[:300])
+    preview, chat = client.predict(handle_file(str(bad)), api_name="/upload_image")
+    [(role, text)] = texts(chat)
+    assert preview is None and role == "assistant"
+    assert text.startswith("⚠️ 无法使用这张图像 / Cannot use this image: cannot read image broken.png")
+    # the server is alive and, without an image, answers text-only
+    messages, _ = client.predict(Q1, [], 0, 0.4, 100, 2048, api_name="/ask")
+    assert texts(messages)[-1] == ("assistant", expected[2])
+    fake = tmp_path / "notes.tif"
+    fake.write_bytes(b"just text, not a TIFF")
+    [(_, text)] = texts(client.predict(handle_file(str(fake)), api_name="/upload_image")[1])
+    assert "cannot read image notes.tif" in text
+
+
+def test_serves_no_file_outside_its_assets_uploads_and_examples(url):
+    def status(path):
+        try:
+            return urllib.request.urlopen(f"{url}gradio_api/file={path}", timeout=10).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert status("/etc/passwd") == 403
+    assert status(ROOT / "README.md") == 403
+    assert status(ROOT / "remoteglm" / "serve" / "web.py") == 403
+    assert status(ROOT / "data" / "sample" / "images" / "s2_farmland.png") == 200  # the examples folder
+
+
+def test_public_binding_warns_and_bad_auth_is_one_line(capsys, tmp_path):
+    from remoteglm.serve.web import main
+
+    assert main(["--from_pretrained", str(tmp_path / "none"), "--host", "0.0.0.0", "--share"]) == 2
+    err = capsys.readouterr().err
+    assert "warning: --share publishes this demo on a public gradio.live URL" in err
+    assert "warning: --host 0.0.0.0 makes the demo reachable from other machines" in err
+    assert err.strip().splitlines()[-1].startswith("error: checkpoint not found")
+    assert main(["--from_pretrained", str(tmp_path), "--auth", "nopassword"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --auth must look like user:password"
+
+
+def test_browser_end_to_end(url, expected, tmp_path_factory):
+    """Real headless Chromium: upload a TIFF, ask, wait for the streamed answer, screenshot."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    out = tmp_path_factory.mktemp("screenshots")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp(dir=out)}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
+        assert "遥感图像对话" in driver.page_source and "Quantisation" in driver.page_source
+        driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(TIF))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#preview img"))
+        # greedy, so the answer can be compared: temperature 0 in the settings panel
+        driver.find_element(By.XPATH, "//button[contains(., 'Generation settings')]").click()
+        temp = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "input[type=number][aria-label*='Temperature']"))
+        temp.send_keys(Keys.CONTROL, "a")
+        temp.send_keys("0", Keys.TAB)
+        box = driver.find_element(By.CSS_SELECTOR, "#question textarea")
+        box.send_keys(Q1)
+        driver.find_element(By.CSS_SELECTOR, "#send").click()
+        want = "".join(expected[3].split())
+
+        def answer(d):
+            bots = d.find_elements(By.CSS_SELECTOR, "#answer-box .message.bot")
+            return "".join(bots[-1].text.split()) if bots else ""
+
+        seen = set()
+
+        def done(d):
+            seen.add(answer(d))
+            return answer(d) == want
+
+        try:
+            wait.until(done)
+        finally:
+            driver.save_screenshot(str(out / "web_demo.png"))
+        assert (out / "web_demo.png").stat().st_size > 10_000
+        assert Q1 in driver.find_element(By.CSS_SELECTOR, "#answer-box").text
+    finally:
+        driver.quit()
