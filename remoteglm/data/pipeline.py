@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import sys
 import time
 from dataclasses import dataclass, field
@@ -129,7 +131,9 @@ def run(cfg: PipelineConfig) -> Summary:
     finally:
         cache.close()
 
-    meta = {"source": Path(cfg.input).name, "model": cfg.llm.model, "prompt_version": PROMPT_VERSION}
+    meta = {"source": Path(cfg.input).name, "model": cfg.llm.model, "prompt_version": PROMPT_VERSION,
+            # where the images are, relative to this JSON: the fine-tune code reads the dataset directly
+            "image_root": os.path.relpath(Path(image_dir).absolute(), Path(out_dir).absolute())}
     if cfg.rewrite:
         meta["rewrite_version"] = REWRITE_VERSION
     zh = build_zh_dataset(cs, tr.translations, labels, meta)

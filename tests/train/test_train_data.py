@@ -93,3 +93,18 @@ def test_bad_files_are_one_clear_error(tmp_path, content, needle):
         load_records(p)
     with pytest.raises(RemoteGLMError, match="no such file"):
         load_records(tmp_path / "nope.json")
+
+
+def test_translated_dataset_image_root_is_honoured(tmp_path):
+    """dataset_<name>_zh.json written by translation_en2zh.py records where the images are."""
+    data = json.loads((SAMPLE / "dataset_sample_zh.json").read_text(encoding="utf-8"))
+    for im in data["images"]:
+        im["filename"] = Path(im["filename"]).name
+    out = tmp_path / "ucm_zh"
+    out.mkdir()
+    import os
+
+    data["image_root"] = os.path.relpath(SAMPLE / "images", out)
+    (out / "dataset_x_zh.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    recs = load_records(out / "dataset_x_zh.json", split="test")
+    assert recs and all(r.img.exists() for r in recs)
