@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save_interval", type=int, default=None, help="checkpoint every N steps [train_iters]")
     g.add_argument("--eval_interval", type=int, default=None, help="eval loss every N steps [save_interval]")
     g.add_argument("--eval_iters", type=int, default=10, help="batches per evaluation [10]")
+    g.add_argument("--log_interval", type=int, default=10, help="TensorBoard scalars every N steps (in SAVE/runs/) [10]")
     g.add_argument("--resume", help="a run folder written by this script: continue at its saved step")
     g.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -98,7 +99,7 @@ def _sat_args(opts, config, ds_config: dict, save_dir: Path):
         "--lr", str(opts.lr), "--warmup", str(max(opts.warmup, 1e-8)), "--lr-decay-style", opts.lr_decay_style,
         "--seed", str(opts.seed), "--distributed-backend", compat.distributed_backend(),
         "--zero-stage", str(opts.zero_stage), "--num-workers", str(opts.num_workers),
-        "--log-interval", "1000000000", "--split", "1",
+        "--log-interval", str(opts.log_interval), "--split", "1",
         "--save-interval", str(opts.save_interval), "--eval-iters", str(opts.eval_iters),
         "--eval-interval", str(opts.eval_interval),
         "--train-data", *opts.train_data, "--experiment-name", opts.experiment_name,

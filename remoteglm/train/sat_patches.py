@@ -10,8 +10,8 @@ what sat would otherwise get wrong for fine-tuning users:
   `model_config.json` with the official VisualGLM fields (so `cli_demo.py` and the official
   loaders read it) and save the optimizer state beside it so `--resume` restores Adam moments.
 - Saves: the end-of-run save is skipped when the interval save already wrote that step.
-- Logs: iteration / validation lines go through a callback (the tqdm bar) instead of sat's
-  print, which would tear the progress bar.
+- Logs: iteration / validation lines go to TensorBoard and a callback (the tqdm bar) instead of
+  sat's print, which would tear the progress bar.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def apply(after_save: Callable[[int, object, object, object], None] | None = Non
     sched = _keep("get_learning_rate_scheduler")
     save = _keep("save_checkpoint")
     report_eval = _keep("report_evaluate_metrics")
+    _keep("report_iteration_metrics")
 
     def get_learning_rate_scheduler(optimizer, iteration, args, auto_warmup_steps=100, auto_warmup_rate=0.05):
         return sched(optimizer, iteration, args, auto_warmup_steps=0, auto_warmup_rate=1.0)
@@ -58,7 +59,14 @@ def apply(after_save: Callable[[int, object, object, object], None] | None = Non
             summary_writer.add_scalar("Train/valid_loss", loss, step)
             summary_writer.add_scalar("Train/valid_ppl", ppl, step)
 
+    def report_iteration_metrics(summary_writer, optimizer, lr, loss, elapsed_time, step, total_step, args, avg_metrics):
+        if summary_writer is not None:  # TensorBoard only; the progress bar shows the rest
+            summary_writer.add_scalar("Train/lr", lr, step)
+            summary_writer.add_scalar("Train/train_loss", loss, step)
+            summary_writer.add_scalar("Train/elapsed_time", elapsed_time, step)
+
     dt.get_learning_rate_scheduler = get_learning_rate_scheduler
+    dt.report_iteration_metrics = report_iteration_metrics
     dt.save_checkpoint = save_checkpoint
     dt.report_evaluate_metrics = report_evaluate_metrics
     del report_eval

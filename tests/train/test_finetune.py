@@ -71,6 +71,16 @@ def test_loss_falls_when_overfitting(overfit_run):
     assert sum(losses[-5:]) / 5 < losses[0] - 0.15, losses
 
 
+def test_tensorboard_gets_train_loss(overfit_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = Path(summary(overfit_run)["run_dir"])
+    ea = EventAccumulator(str(overfit_run / "runs" / run.name))
+    ea.Reload()
+    steps = [e.step for e in ea.Scalars("Train/train_loss")]
+    assert steps == [10, 20, 30]
+
+
 def test_checkpoint_has_official_layout_and_loads_in_cli_demo(overfit_run):
     run = Path(summary(overfit_run)["run_dir"])
     assert (run / "latest").read_text().strip() == "30"
