@@ -1,0 +1,235 @@
+"""What gets evaluated: images of one split with all their Chinese references and scene class,
+read from a Chinese Karpathy dataset (``dataset_<name>_zh.json``) or a split's fine-tune JSON
+(``<name>_test.json``), plus the leakage guard against the training file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from remoteglm.errors import RemoteGLMError
+from remoteglm.eval.classify import CLASSIFY_PROMPT, classes_in_prompt, classify_prompt
+
+CAPTION_PROMPT = "描述这张图片。"  # the official VisualGLM default prompt
+
+
+@dataclass
+class EvalImage:
+    key: str  # unique id shown in the report (the dataset filename)
+    path: Path
+    references: list[str]
+    class_zh: str | None = None
+    classify_prompt: str | None = None
+
+
+@dataclass
+class EvalSet:
+    source: Path
+    kind: str  # "dataset" or "finetune"
+    name: str
+    split: str
+    images: list[EvalImage]
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def has_classes(self) -> bool:
+        return bool(self.classes) and any(im.class_zh for im in self.images)
+
+
+def _read(path: Path):
+    if path.is_dir():
+        raise RemoteGLMError(f"{path} is a directory; pass dataset_<name>_zh.json or a split's fine-tune JSON (e.g. data/sample/sample_test.json)")
+    if not path.is_file():
+        raise RemoteGLMError(f"{path}: no such file; pass dataset_<name>_zh.json (translation_en2zh.py writes it) or a fine-tune JSON")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RemoteGLMError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise RemoteGLMError(f"{path}: not UTF-8 text; save it as UTF-8 JSON") from None
+
+
+def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str | os.PathLike | None = None,
+                  limit: int | None = None, classify_template: str = CLASSIFY_PROMPT) -> EvalSet:
+    """Images to evaluate. A Karpathy dataset gives the images of ``split``; a fine-tune JSON
+    is one split already (``split`` is then only a label)."""
+    from remoteglm.train.data import resolve_image
+
+    path = Path(path)
+    data = _read(path)
+    base = Path(image_root) if image_root else path.parent
+    if image_root is None and isinstance(data, dict) and data.get("image_root"):
+        base = path.parent / data["image_root"]
+    if isinstance(data, dict) and isinstance(data.get("images"), list):
+        es = _from_dataset(path, data, split, base, resolve_image, classify_template)
+    elif isinstance(data, list):
+        es = _from_finetune(path, data, split, base, resolve_image, classify_template)
+    else:
+        raise RemoteGLMError(f"{path}: unknown format; expected a Chinese Karpathy dataset ({{\"images\": [...]}}) "
+                             "or a fine-tune list of {img, prompt, label}")
+    if not es.images:
+        splits = sorted({im.get("split", "?") for im in data["images"]}) if es.kind == "dataset" else []
+        hint = f" (splits in the file: {', '.join(splits)})" if splits else ""
+        raise RemoteGLMError(f"{path}: no images with references in split '{split}'{hint}; choose another --split")
+    if limit is not None:
+        if limit < 1:
+            raise RemoteGLMError(f"--limit must be >= 1 (got {limit})")
+        es.images = es.images[:limit]
+    missing = [im.path for im in es.images if not im.path.is_file()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise RemoteGLMError(f"image {missing[0]} not found{more}: image paths are relative to the JSON's folder; "
+                             "pass --image_root DIR if the images live elsewhere")
+    return es
+
+
+def _dataset_classes(data: dict) -> list[str]:
+    from remoteglm.data import CLASS_NAMES_ZH, CLASSES
+
+    if data.get("classes_zh"):
+        return [str(c) for c in data["classes_zh"]]
+    name = str(data.get("dataset", ""))
+    for known in CLASSES:
+        if name.lower() == known.lower() or name.lower().startswith(known.lower() + "_"):
+            return [CLASS_NAMES_ZH[known][c] for c in CLASSES[known]]
+    return []
+
+
+def _from_dataset(path, data, split, base, resolve_image, template) -> EvalSet:
+    from remoteglm.data import CLASS_NAMES_ZH
+
+    classes = _dataset_classes(data)
+    en_to_zh = {en: zh for table in CLASS_NAMES_ZH.values() for en, zh in table.items()}
+    if data.get("classes") and data.get("classes_zh"):
+        en_to_zh.update(zip(data["classes"], data["classes_zh"]))
+    prompt = classify_prompt(classes, template) if classes else None
+    images, seen = [], set()
+    for im in data["images"]:
+        if not isinstance(im, dict) or im.get("split", "test") != split:
+            continue
+        fn = im.get("filename")
+        if not fn:
+            raise RemoteGLMError(f"{path}: an image entry has no 'filename'")
+        refs = [str(s.get("raw", "")).strip() for s in im.get("sentences", []) if str(s.get("raw", "")).strip()]
+        if not refs:
+            raise RemoteGLMError(f"{path}: image {fn} has no Chinese sentences ('raw'); rebuild the dataset with translation_en2zh.py")
+        key = os.path.join(im.get("filepath", ""), fn)
+        if key in seen:
+            raise RemoteGLMError(f"{path}: image {key} is listed twice in split '{split}'")
+        seen.add(key)
+        cls = im.get("class_zh") or en_to_zh.get(im.get("class", ""))
+        if cls and classes and cls not in classes:
+            raise RemoteGLMError(f"{path}: image {fn} has class {cls!r}, which is not in classes_zh {classes}")
+        images.append(EvalImage(key, resolve_image(key, base), refs, cls if classes else None, prompt))
+    return EvalSet(path, "dataset", str(data.get("dataset") or path.stem), split, images, classes)
+
+
+def _drop_paragraphs(labels: list[str]) -> list[str]:
+    """A label that just joins two or more of the other labels (the "详细描述" record) is not an
+    extra reference."""
+    out = []
+    for lab in labels:
+        inside = sum(1 for other in labels if other != lab and other in lab)
+        if inside < 2:
+            out.append(lab)
+    return out or labels
+
+
+def _from_finetune(path, data, split, base, resolve_image, template) -> EvalSet:
+    groups: dict[str, dict] = {}
+    classes: list[str] = []
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict) or not {"img", "prompt", "label"} <= rec.keys():
+            raise RemoteGLMError(f"{path}: item {i} is not an {{\"img\", \"prompt\", \"label\"}} object")
+        g = groups.setdefault(str(rec["img"]), {"labels": [], "refs": None, "cls": None, "prompt": None})
+        label = str(rec["label"]).strip()
+        listed = classes_in_prompt(str(rec["prompt"]))
+        is_cls = rec.get("task") == "classify" or (rec.get("task") is None and label in listed)
+        if is_cls:
+            g["cls"], g["prompt"] = label, str(rec["prompt"])
+            if len(listed) > len(classes):
+                classes = listed
+        else:
+            if rec.get("references"):
+                g["refs"] = [str(r).strip() for r in rec["references"] if str(r).strip()]
+            if label:
+                g["labels"].append(label)
+    images = []
+    for img, g in groups.items():
+        refs = g["refs"] or _drop_paragraphs(list(dict.fromkeys(g["labels"])))
+        if not refs:
+            continue
+        cls = g["cls"] if g["cls"] in classes else None
+        prompt = g["prompt"] or (classify_prompt(classes, template) if classes else None)
+        images.append(EvalImage(img, resolve_image(img, base), refs, cls, prompt))
+    for im in images:  # images without a classification record still get the common prompt
+        if im.classify_prompt is None and classes:
+            im.classify_prompt = classify_prompt(classes, template)
+    return EvalSet(path, "finetune", path.stem, split, images, classes)
+
+
+# ---- leakage guard -----------------------------------------------------------------------------------
+def _digest(p: Path) -> str:
+    h = hashlib.sha1()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def training_images(train_files: Sequence[str | os.PathLike], image_root=None) -> dict[Path, str]:
+    """Resolved image path -> training file, for every image a training file uses (its train
+    split, for a Karpathy dataset)."""
+    from remoteglm.train.data import load_records
+
+    out: dict[Path, str] = {}
+    for f in train_files:
+        for r in load_records(f, "train", image_root=image_root):
+            out.setdefault(Path(r.img).resolve(), str(f))
+    return out
+
+
+def find_leaks(images: Sequence[EvalImage], train: dict[Path, str]) -> list[tuple[EvalImage, str]]:
+    """Evaluation images that a training file also uses: the same file, or a byte-identical copy
+    under another name (content hashes are taken only for files of a matching size)."""
+    leaks = []
+    by_size: dict[int, list[Path]] = {}
+    for p in train:
+        if p.is_file():
+            by_size.setdefault(p.stat().st_size, []).append(p)
+    digests: dict[Path, str] = {}
+    for im in images:
+        p = im.path.resolve()
+        if p in train:
+            leaks.append((im, train[p]))
+            continue
+        same_size = by_size.get(p.stat().st_size, [])
+        if same_size:
+            d = _digest(p)
+            for q in same_size:
+                if q not in digests:
+                    digests[q] = _digest(q)
+                if digests[q] == d:
+                    leaks.append((im, train[q]))
+                    break
+    return leaks
+
+
+def recorded_train_data(checkpoint: str | os.PathLike) -> list[str]:
+    """Training files a fine-tune run folder recorded (``train_summary.json`` key ``train_data``),
+    existing ones only; [] when the folder records none."""
+    f = Path(checkpoint) / "train_summary.json"
+    if not f.is_file():
+        return []
+    try:
+        files = json.loads(f.read_text(encoding="utf-8")).get("train_data") or []
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        return []
+    if isinstance(files, str):
+        files = [files]
+    return [str(x) for x in files if Path(x).is_file()]
