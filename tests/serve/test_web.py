@@ -207,5 +207,10 @@ def test_browser_end_to_end(url, expected, tmp_path_factory):
             driver.save_screenshot(str(out / "web_demo.png"))
         assert (out / "web_demo.png").stat().st_size > 10_000
         assert Q1 in driver.find_element(By.CSS_SELECTOR, "#answer-box").text
+        # a bundled example (served from the allowed examples folder) replaces the image and starts a new chat
+        shown = driver.find_element(By.CSS_SELECTOR, "#preview img").get_attribute("src")
+        driver.find_element(By.XPATH, "//button[contains(., 's2_town')]").click()
+        wait.until(lambda d: [i for i in d.find_elements(By.CSS_SELECTOR, "#preview img") if i.get_attribute("src") != shown])
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#answer-box .message"))
     finally:
         driver.quit()
