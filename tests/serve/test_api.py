@@ -145,6 +145,14 @@ def test_streaming(client, url, engine):
     assert len(pieces) > 2 and "".join(pieces) == expected.text
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].usage.completion_tokens == CAP and not chunks[-1].choices
+    # a stop string ends the answer before it, streamed or not
+    stop = expected.text[4:6]
+    want = expected.text[: expected.text.find(stop)]
+    r = client.chat.completions.create(model="m", messages=[user("图中有什么？", data_url(TIF))], temperature=0, stop=[stop])
+    assert (r.choices[0].message.content, r.choices[0].finish_reason) == (want, "stop")
+    chunks = list(client.chat.completions.create(model="m", messages=[user("图中有什么？", data_url(TIF))], temperature=0,
+                                                 stop=stop, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == want and chunks[-1].choices[0].finish_reason == "stop"
     # the wire format itself: SSE events, then data: [DONE]
     conn = http.client.HTTPConnection("127.0.0.1", int(url.split(":")[2].split("/")[0]), timeout=60)
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "你好"}], "stream": True, "max_tokens": 4})

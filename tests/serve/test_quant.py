@@ -108,7 +108,7 @@ def test_quantized_weights_take_less_memory(quantized, tiny):
     assert quant.memory_by_device(model).keys() == {"cpu"}
 
 
-def test_head_int8_and_embeddings_in_host_ram(tiny_checkpoint, reference):
+def test_head_int8_and_embeddings_in_host_ram(tiny_checkpoint, reference, tmp_path):
     model, tok, _ = load_model(tiny_checkpoint)
     quant.quantize_model(model, 4, lm_head=True, offload_embeddings=True)
     assert isinstance(model.transformer.word_embeddings, quant.HostEmbedding)
@@ -118,6 +118,10 @@ def test_head_int8_and_embeddings_in_host_ram(tiny_checkpoint, reference):
     assert rel(out, reference) < 0.05
     assert float((out.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.9
     assert chat(model, tok, IMAGE, QUESTION, do_sample=False, max_new_tokens=8)[0]
+    saved = quant.save_quantized(model, tmp_path / "q4-head", tokenizer=tok)
+    again, _, _ = quant.load_model_quantized(saved)  # on the CPU: the table comes back as a plain embedding
+    assert type(again.get_mixin("chatglm-final").lm_head).__name__ == "Linear8bitLt"
+    assert torch.equal(logits_of(again, tok), out)
 
 
 def test_save_and_load_without_requantizing(quantized, tmp_path):
