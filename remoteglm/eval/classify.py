@@ -7,9 +7,10 @@ an answer is mapped to a class in three steps, first hit wins:
    class name;
 2. synonym: it is a known synonym of one class (Chinese near-synonyms, the English class id or
    its glossary term, e.g. 树林 / forest -> 森林);
-3. contains: class names and synonyms found inside the answer, longest match first (so
-   "中密度住宅区" is not also read as "住宅区"); one class -> that class; two -> the first
-   mentioned; three or more -> unparsed (the model echoed the class list).
+3. contains: class names and synonyms of two or more characters (English: whole words) found
+   inside the answer, longest match first (so "中密度住宅区" is not also read as "住宅区"); one
+   class -> that class; two -> the first mentioned; three or more -> unparsed (the model echoed
+   the class list).
 
 An answer that matches nothing counts as wrong ("unparsed" column of the confusion matrix).
 """
@@ -143,8 +144,8 @@ class ClassParser:
         taken = [False] * len(text)
         found: list[tuple[int, str]] = []
         for term in self._terms:
-            if not term:
-                continue
+            if len(term) < 2:
+                continue  # one character (路, 河, 海) inside a longer answer is too weak a sign
             ascii_term = term.isascii()
             start = 0
             while (i := text.find(term, start)) >= 0:

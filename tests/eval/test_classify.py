@@ -35,6 +35,8 @@ def ucm():
     ("图中是穿过树林的一条公路", "森林", "contains"),
     ("it shows a river between fields", "河流", "contains"),
     ("我不知道", None, "none"),
+    ("可以看到一片路发", None, "none"),  # a lone 路 inside other text is no answer
+    ("路", "道路", "synonym"),
     ("", None, "none"),
     ("农田、住宅区、海洋、海滩、湿地、河流、森林、道路", None, "ambiguous"),  # echoed the list
 ])
