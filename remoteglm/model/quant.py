@@ -433,12 +433,25 @@ def describe_quant(model) -> str:
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
+
+
+def memory_summary(model) -> str:
+    """'weights 5.25 GiB on cuda + 1.00 GiB host RAM, CUDA peak 5.31 GiB': what a model really uses."""
+    by = memory_by_device(model)
+    dev = next(model.parameters()).device.type
+    text = f"weights {_gib(by.get(dev, 0))} on {dev}"
+    if dev != "cpu" and by.get("cpu"):
+        text += f" + {_gib(by['cpu'])} host RAM"
+    if dev == "cuda":
+        text += f", CUDA peak {_gib(torch.cuda.max_memory_allocated())}"
+    return text
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
+        prog="python -m remoteglm.model.quant",
         description="Quantise a VisualGLM checkpoint's ChatGLM layers (NF4 or int8) and save it, so later starts load it directly."
     )
     ap.add_argument("src", help="float checkpoint directory (sat or HF; LoRA runs too)")

@@ -593,7 +593,7 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, **kw) -> AP
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="OpenAI-compatible API for VisualGLM: POST /v1/chat/completions, GET /v1/models.")
+    ap = argparse.ArgumentParser(prog="python -m remoteglm.serve.api", description="OpenAI-compatible API for VisualGLM: POST /v1/chat/completions, GET /v1/models.")
     ap.add_argument("--from_pretrained", required=True, metavar="DIR", help="checkpoint directory (sat or HF; quantised or LoRA too)")
     ap.add_argument("--tokenizer", metavar="PATH", help="ice_text.model (default: the one in the checkpoint directory)")
     ap.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM's linear layers to 4 (NF4) or 8 (int8) bits")
@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from remoteglm.compat import single_process_env
-    from remoteglm.model.quant import describe_quant, load_model_quantized
+    from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
     from remoteglm.serve.generation import CHAT_DEFAULTS
 
     single_process_env()
@@ -635,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
     model, tok, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
     name = args.model_name or Path(args.from_pretrained).expanduser().resolve().name
+    print(f"{name}: {describe_quant(model)}, {memory_summary(model)}", file=sys.stderr, flush=True)
     engine = Engine(model, tok, name=name, quant=describe_quant(model), defaults=CHAT_DEFAULTS, max_new_tokens=args.max_new_tokens)
     server = serve(engine, args.host, args.port, api_key=key, allowed=allowed, max_request_bytes=int(args.max_request_mb * 2**20))
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from remoteglm.model.quant import describe_quant, load_model_quantized
+    from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
     from remoteglm.serve.chat import ChatSession
 
     one_shot = args.image is not None and args.prompt is not None and not sys.stdin.isatty()
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
     model, tokenizer, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
     if args.quant:
-        print(f"ChatGLM weights: {describe_quant(model)}", file=sys.stderr, flush=True)
+        print(f"ChatGLM weights: {describe_quant(model)}; {memory_summary(model)}", file=sys.stderr, flush=True)
     session = ChatSession(
         model, tokenizer, defaults=CLI_DEFAULTS,
         generator=torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed) if args.seed is not None else None,

@@ -65,7 +65,7 @@ def check_upload(path: str | None, max_bytes: int):
 
 
 def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples_dir: Path | None = EXAMPLES_DIR,
-               device: str = "cpu"):
+               device: str = "cpu", memory: str = ""):
     """The gradio Blocks app around an ``api.Engine`` (model + lock). Not launched."""
     import gradio as gr
 
@@ -118,7 +118,7 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
         gr.Markdown(f"## {TITLE}")
         gr.Markdown(
             f"模型 / Model: **{engine.name}** · 量化 / Quantisation: **{engine.quant or 'none'}** · "
-            f"设备 / Device: **{device}**", elem_id="model-info")
+            f"设备 / Device: **{device}**" + (f" · 内存 / Memory: {memory}" if memory else ""), elem_id="model-info")
         with gr.Row():
             with gr.Column(scale=2):
                 preview = gr.Image(label="图像预览 / Image preview", type="pil", interactive=False, height=320, elem_id="preview")
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from remoteglm.compat import single_process_env
-    from remoteglm.model.quant import describe_quant, load_model_quantized
+    from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
     from remoteglm.serve.api import Engine
 
     single_process_env()
@@ -197,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
     model, tok, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
     name = args.model_name or Path(args.from_pretrained).expanduser().resolve().name
+    memory = memory_summary(model)
+    print(f"{name}: {describe_quant(model)}, {memory}", file=sys.stderr, flush=True)
     engine = Engine(model, tok, name=name, quant=describe_quant(model), defaults=WEB_DEFAULTS, max_new_tokens=args.max_new_tokens)
-    demo = build_demo(engine, max_upload_mb=args.max_upload_mb, device=device)
+    demo = build_demo(engine, max_upload_mb=args.max_upload_mb, device=device, memory=memory)
     demo.queue(default_concurrency_limit=1)
     import gradio as gr
 

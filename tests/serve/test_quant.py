@@ -188,7 +188,7 @@ def test_quantize_command_and_cli_demo_quant(tiny_checkpoint, tmp_path, capsys, 
         assert cli_main(src + args) == 0
         out = capsys.readouterr()
         assert out.out == expected + "\n"
-        assert "ChatGLM weights: int8" in out.err or "--quant" not in src
+        assert "ChatGLM weights: int8 (LLM.int8); weights " in out.err or "--quant" not in src
     assert cli_main(["--from_pretrained", str(tmp_path / "q8"), "--quant", "4"] + args) == 2
     assert "holds an int8 model; run with --quant 8" in capsys.readouterr().err
     assert quant.main([str(tmp_path / "q8"), str(tmp_path / "q8b"), "--bits", "4"]) == 2

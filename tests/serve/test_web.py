@@ -178,7 +178,9 @@ def test_browser_end_to_end(url, expected, tmp_path_factory):
         driver.get(url)
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
-        assert "遥感图像对话" in driver.page_source and "Quantisation" in driver.page_source
+        page = driver.find_element(By.CSS_SELECTOR, "#model-info").text
+        assert "遥感图像对话" in driver.page_source and "量化 / Quantisation: float32" in page
+        assert "内存 / Memory: weights " in page and " on cpu" in page
         driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(TIF))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#preview img"))
         # greedy, so the answer can be compared: temperature 0 in the settings panel
