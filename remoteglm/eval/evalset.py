@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -88,6 +89,11 @@ def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str 
     return es
 
 
+def _has_text(s: str) -> bool:
+    """A reference must hold a letter or character: one of punctuation only scores nothing."""
+    return re.search(r"[^\W_]", s) is not None
+
+
 def _dataset_classes(data: dict) -> list[str]:
     from remoteglm.data import CLASS_NAMES_ZH, CLASSES
 
@@ -115,7 +121,7 @@ def _from_dataset(path, data, split, base, resolve_image, template) -> EvalSet:
         fn = im.get("filename")
         if not fn:
             raise RemoteGLMError(f"{path}: an image entry has no 'filename'")
-        refs = [str(s.get("raw", "")).strip() for s in im.get("sentences", []) if str(s.get("raw", "")).strip()]
+        refs = [r for r in (str(s.get("raw", "")).strip() for s in im.get("sentences", [])) if _has_text(r)]
         if not refs:
             raise RemoteGLMError(f"{path}: image {fn} has no Chinese sentences ('raw'); rebuild the dataset with translation_en2zh.py")
         key = os.path.join(im.get("filepath", ""), fn)
@@ -156,8 +162,8 @@ def _from_finetune(path, data, split, base, resolve_image, template) -> EvalSet:
                 classes = listed
         else:
             if rec.get("references"):
-                g["refs"] = [str(r).strip() for r in rec["references"] if str(r).strip()]
-            if label:
+                g["refs"] = [str(r).strip() for r in rec["references"] if _has_text(str(r))]
+            if _has_text(label):
                 g["labels"].append(label)
     images = []
     for img, g in groups.items():
