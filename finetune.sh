@@ -12,7 +12,7 @@
 #   LORA_RANK     LoRA rank                                   [10]
 #   LORA_ALPHA    LoRA alpha (scale = alpha/rank)             [1, official; tiny default = rank]
 #   LAYER_RANGE   ChatGLM layer indices, e.g. "0 14"          [all layers]
-#   TRAIN_ITERS   optimizer steps                             [300; tiny default 120]
+#   TRAIN_ITERS   optimizer steps                             [300]
 #   BATCH_SIZE    micro-batch per GPU                         [4]
 #   LR            peak learning rate                          [1e-4; tiny default 1e-2]
 #   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt text / answer tokens (image slots extra) [128 / 256]
@@ -35,7 +35,7 @@ DEMO_IMAGE=${DEMO_IMAGE:-data/sample/images/s2_farmland.png}
 
 if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
   # The tiny model is random: it needs a far higher learning rate to learn anything in a minute.
-  TRAIN_ITERS=${TRAIN_ITERS:-120}
+  TRAIN_ITERS=${TRAIN_ITERS:-300}
   LR=${LR:-1e-2}
   LORA_ALPHA=${LORA_ALPHA:-$LORA_RANK}
   if [[ ! -f "$TINY_DIR/latest" ]]; then
@@ -69,5 +69,5 @@ fi
 
 RUN_DIR=$(cat "$SAVE_DIR/LAST_RUN")
 echo ">> asking the new checkpoint about $DEMO_IMAGE"
-python cli_demo.py --from_pretrained "$RUN_DIR" --image "$DEMO_IMAGE" --prompt "描述这张图片。" --max_length 96 < /dev/null
+python cli_demo.py --from_pretrained "$RUN_DIR" --image "$DEMO_IMAGE" --prompt "描述这张图片。" --greedy --max_new_tokens 48 < /dev/null
 echo ">> done. Chat with it: python cli_demo.py --from_pretrained $RUN_DIR"

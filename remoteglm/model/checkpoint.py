@@ -340,7 +340,12 @@ def load_model(path: str | os.PathLike, tokenizer=None, device: str = "cpu", dty
     _parse_device(device)
     # Cheap checks first: config, files and tokenizer, before reading gigabytes.
     if fmt == "sat":
-        config = VisualGLMConfig.from_sat_dict(_read_json(d / SAT_CONFIG), source=str(d / SAT_CONFIG))
+        raw = _read_json(d / SAT_CONFIG)
+        if raw.get("quantization"):  # written by remoteglm.model.quant.save_quantized
+            from remoteglm.model.quant import load_quantized
+
+            return load_quantized(d, tokenizer=tokenizer, device=device, dtype=dtype)
+        config = VisualGLMConfig.from_sat_dict(raw, source=str(d / SAT_CONFIG))
         sat_weights_file(d)
     else:
         config = VisualGLMConfig.from_hf_dict(_read_json(d / HF_CONFIG), source=str(d / HF_CONFIG))

@@ -385,6 +385,8 @@ def run(opts) -> int:
                    "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
                    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                    "trainable_parameters": getattr(model, "trainable_parameters", None),
+                   # the evaluation's leakage guard reads these
+                   "train_data": [str(Path(p).resolve()) for p in opts.train_data],
                    "losses": progress.losses}
         tmp = run_dir / "train_summary.json.tmp"
         tmp.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")

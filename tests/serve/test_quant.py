@@ -193,3 +193,17 @@ def test_quantize_command_and_cli_demo_quant(tiny_checkpoint, tmp_path, capsys, 
     assert "holds an int8 model; run with --quant 8" in capsys.readouterr().err
     assert quant.main([str(tmp_path / "q8"), str(tmp_path / "q8b"), "--bits", "4"]) == 2
     assert "already quantised" in capsys.readouterr().err
+
+
+def test_load_model_reads_a_saved_quantized_checkpoint(tiny_checkpoint, tmp_path):
+    """The one public loader (cli_demo, eval, fine-tune) takes a save_quantized folder too."""
+    from remoteglm.model.checkpoint import load_model
+    from remoteglm.model.quant import quantize_model, save_quantized
+
+    m, tok, _ = load_model(tiny_checkpoint)
+    quantize_model(m, 4)
+    save_quantized(m, tmp_path / "q4", tokenizer=tok)
+    m2, _, _ = load_model(tmp_path / "q4")
+    ids = torch.tensor([tok.encode("问：你好\n答：")])
+    with torch.no_grad():
+        torch.testing.assert_close(m(input_ids=ids)[0], m2(input_ids=ids)[0])
