@@ -8,10 +8,12 @@ Tolerances (why these numbers):
   Bound: 0.03 < err < 0.13 (the lower bound proves the layer really is 4-bit). int8 rounds to
   absmax/127 per output row: RMS error = step/sqrt(12), ~0.3-0.5% of the output. Bound:
   1e-4 < err < 0.015.
-- The whole model: errors of 2 x 4 quantised layers reach the logits diluted by the residual
-  stream and LayerNorms; measured 0.12% (NF4) / 0.01% (int8) relative error. Bounds 2% / 0.5%
-  and top-1 agreement over all prompt positions >= 90% / 99% catch a broken layer (a transposed or
-  mis-scaled weight gives ~100% error) without flaking on rounding.
+- The whole model: the tiny model's ChatGLM matrices have std 1/sqrt(hidden), so each layer's
+  output is as large as the residual stream and the per-layer error carries through to the logits:
+  measured 10.9% (NF4) / 1.1% (int8) relative error. A random model is unsure between many
+  tokens, so top-1 agreement over all prompt positions is only 68% / 95%. Bounds 20% / 3% and
+  >= 50% / 85% still catch a broken layer (a transposed or mis-scaled weight gives >= 100% error
+  and near-chance agreement, ~1/vocab) without flaking on rounding.
 """
 
 import os
@@ -91,8 +93,8 @@ def test_logits_stay_close_and_the_model_generates(quantized, reference):
     bits, model, tok, _ = quantized
     out = logits_of(model, tok)
     err, top1 = rel(out, reference), float((out.argmax(-1) == reference.argmax(-1)).float().mean())
-    assert err < (0.02 if bits == 4 else 0.005), err
-    assert top1 >= (0.9 if bits == 4 else 0.99), top1
+    assert err < (0.2 if bits == 4 else 0.03), err
+    assert top1 >= (0.5 if bits == 4 else 0.85), top1
     answer, history = chat(model, tok, IMAGE, QUESTION, do_sample=False, max_new_tokens=12)
     assert answer and history == [(QUESTION, answer)]
 
@@ -115,8 +117,8 @@ def test_head_int8_and_embeddings_in_host_ram(tiny_checkpoint, reference, tmp_pa
     assert "transformer.word_embeddings.weight" in model.state_dict()
     assert next(model.parameters()).dtype == torch.float32  # callers read the dtype there
     out = logits_of(model, tok)
-    assert rel(out, reference) < 0.05
-    assert float((out.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.9
+    assert rel(out, reference) < 0.2
+    assert float((out.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.5
     assert chat(model, tok, IMAGE, QUESTION, do_sample=False, max_new_tokens=8)[0]
     saved = quant.save_quantized(model, tmp_path / "q4-head", tokenizer=tok)
     again, _, _ = quant.load_model_quantized(saved)  # on the CPU: the table comes back as a plain embedding
@@ -157,7 +159,7 @@ def test_lora_checkpoint_quantizes_base_and_keeps_lora(tiny_checkpoint, tmp_path
     assert "lora" not in merged.mixins
     for m in (kept, merged):
         out = logits_of(m, tok)
-        assert rel(out, ref) < 0.02
+        assert rel(out, ref) < 0.2
     saved = quant.save_quantized(kept, tmp_path / "lora-q4", tokenizer=tok)
     again, _, _ = quant.load_model_quantized(saved)
     assert "lora" in again.mixins
