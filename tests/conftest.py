@@ -16,6 +16,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model's ops take microseconds: extra OpenMP threads only add sync cost, which on a
+    busy 2-core machine made tiny-model work ~20x slower. Restored after each module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny VisualGLM checkpoint directory in sat format, ``ice_text.model`` inside, built once

@@ -1,7 +1,8 @@
-"""Small file helpers: JSON read with one-line errors, atomic writes."""
+"""Small file helpers: JSON read with one-line errors, atomic writes, content digests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -50,3 +51,12 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
     """Atomically write ``obj`` as UTF-8 JSON (Chinese kept readable, not \\u-escaped)."""
     return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (identifies an image by content, whatever its name)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -5,7 +5,6 @@ read from a Chinese Karpathy dataset (``dataset_<name>_zh.json``) or a split's f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from remoteglm.data.io import file_digest
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.classify import CLASSIFY_PROMPT, classes_in_prompt, classify_prompt
 
@@ -180,14 +180,6 @@ def _from_finetune(path, data, split, base, resolve_image, template) -> EvalSet:
 
 
 # ---- leakage guard -----------------------------------------------------------------------------------
-def _digest(p: Path) -> str:
-    h = hashlib.sha1()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def training_images(train_files: Sequence[str | os.PathLike], image_root=None) -> dict[Path, str]:
     """Resolved image path -> training file, for every image a training file uses (its train
     split, for a Karpathy dataset)."""
@@ -216,10 +208,10 @@ def find_leaks(images: Sequence[EvalImage], train: dict[Path, str]) -> list[tupl
             continue
         same_size = by_size.get(p.stat().st_size, [])
         if same_size:
-            d = _digest(p)
+            d = file_digest(p)
             for q in same_size:
                 if q not in digests:
-                    digests[q] = _digest(q)
+                    digests[q] = file_digest(q)
                 if digests[q] == d:
                     leaks.append((im, train[q]))
                     break

@@ -34,13 +34,13 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
 from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.serve.options import add_host_arg, add_model_args
 
 DEFAULT_MAX_REQUEST_MB = 20.0
 DRAIN_CAP = 256 * 2**20  # largest oversized body still read (and dropped) so the 413 reaches the client
@@ -594,12 +594,8 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8000, **kw) -> AP
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m remoteglm.serve.api", description="OpenAI-compatible API for VisualGLM: POST /v1/chat/completions, GET /v1/models.")
-    ap.add_argument("--from_pretrained", required=True, metavar="DIR", help="checkpoint directory (sat or HF; quantised or LoRA too)")
-    ap.add_argument("--tokenizer", metavar="PATH", help="ice_text.model (default: the one in the checkpoint directory)")
-    ap.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM's linear layers to 4 (NF4) or 8 (int8) bits")
-    ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    ap.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 on CPU)")
-    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    add_model_args(ap)
+    add_host_arg(ap)
     ap.add_argument("--port", type=int, default=8000, help="port (0: any free port; the URL is printed)")
     ap.add_argument("--api-key", dest="api_key", default=None,
                     help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV}, which keeps the key out of the process list)")

@@ -13,6 +13,7 @@ import sys
 
 from remoteglm.errors import RemoteGLMError, cli_entry
 from remoteglm.serve.generation import CLI_DEFAULTS, DEFAULT_PROMPT, DEFAULT_PROMPT_EN
+from remoteglm.serve.options import add_model_args
 
 QUIT = {"quit", "exit", "stop", "q", "退出"}
 CLEAR = {"clear", "清空"}
@@ -31,14 +32,10 @@ BOT_PREFIX = "VisualGLM: "
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Chat with VisualGLM-6B about an image in the terminal.")
-    ap.add_argument("--from_pretrained", required=True, metavar="DIR", help="checkpoint directory (sat or HF format)")
-    ap.add_argument("--tokenizer", metavar="PATH", help="ice_text.model (default: the one in the checkpoint directory)")
+    add_model_args(ap)
     ap.add_argument("--image", metavar="PATH", help="image to talk about first")
     ap.add_argument("--prompt", help=f"first question about the image (default {DEFAULT_PROMPT!r}, English {DEFAULT_PROMPT_EN!r})")
     ap.add_argument("--english", action="store_true", help="English prompt format (Q:/A:), Chinese tokens suppressed")
-    ap.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM's linear layers to 4 (NF4) or 8 (int8) bits with bitsandbytes")
-    ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    ap.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 on CPU)")
     ap.add_argument("--temperature", type=float, default=CLI_DEFAULTS["temperature"])
     ap.add_argument("--top_p", type=float, default=CLI_DEFAULTS["top_p"])
     ap.add_argument("--top_k", type=int, default=CLI_DEFAULTS["top_k"])

@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from remoteglm.errors import RemoteGLMError, cli_entry  # noqa: E402
+from remoteglm.serve.options import add_host_arg, add_model_args
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "data" / "sample" / "images"
@@ -154,12 +155,8 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Browser chat with VisualGLM about remote-sensing images (gradio).")
-    ap.add_argument("--from_pretrained", required=True, metavar="DIR", help="checkpoint directory (sat or HF; quantised or LoRA too)")
-    ap.add_argument("--tokenizer", metavar="PATH", help="ice_text.model (default: the one in the checkpoint directory)")
-    ap.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM's linear layers to 4 (NF4) or 8 (int8) bits")
-    ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    ap.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 on CPU)")
-    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    add_model_args(ap)
+    add_host_arg(ap)
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="also publish a public gradio.live link (prints a warning)")
     ap.add_argument("--auth", metavar="USER:PASS", help="require this login (recommended with --share or a public --host)")

@@ -15,15 +15,8 @@ from pathlib import Path
 
 import torch
 
+from remoteglm.data.io import file_digest
 from remoteglm.errors import RemoteGLMError
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def encoder_fingerprint(model) -> str:
@@ -63,7 +56,7 @@ class FeatureCache:
 
     def key(self, path: Path) -> str:
         if path not in self._keys:
-            self._keys[path] = _file_digest(path)
+            self._keys[path] = file_digest(path)
         return self._keys[path]
 
     def file(self, path: Path) -> Path:

@@ -20,15 +20,6 @@ from remoteglm.serve.generation import encode_prompt
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny-model ops gain nothing from OpenMP threads and lose a lot on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def loaded(tiny_checkpoint):
     return load_model(tiny_checkpoint)

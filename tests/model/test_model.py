@@ -11,15 +11,6 @@ from remoteglm.model.lora import add_lora, merge_lora
 from remoteglm.serve.generation import GLMInputs, encode_prompt
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny-model ops gain nothing from OpenMP threads and lose a lot on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def loaded(tiny_checkpoint):
     return load_model(tiny_checkpoint)

@@ -18,13 +18,47 @@ def tiny_image():
     return torch.randn(3, 224, 224, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model's ops are microseconds: extra OpenMP threads only add sync cost, which on a
-    busy 2-core machine made generation ~20x slower. Restored afterwards."""
-    import torch
+class ServerProcess:
+    """A demo/API server started as a real subprocess; its output is collected by a thread so the
+    pipe never fills, and ``wait_ready`` blocks until the line that says it is listening."""
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    def __init__(self, cmd, env, cwd, ready_marker: str):
+        import subprocess
+        import threading
+
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+
+        def pump():
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                if ready_marker in line:
+                    self.ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def wait_ready(self, what: str, timeout: float = 120) -> None:
+        import time
+
+        end = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                break
+        if not self.ready.is_set():
+            pytest.fail(f"{what} did not start:\n" + "".join(self.lines[-30:]))
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def start_server():
+    """``start_server(cmd, env, cwd, ready_marker) -> ServerProcess``."""
+    return ServerProcess

@@ -6,7 +6,6 @@ import base64
 import http.client
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -42,41 +41,23 @@ def user(text, image_url=None):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def server(tiny_checkpoint):
+def server(start_server, tiny_checkpoint):
     """Start the server before the module's first test (it spends seconds importing, in parallel
     with the in-process tests); `url` waits for it."""
     port = free_port()
-    proc = subprocess.Popen(
+    srv = start_server(
         [sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", str(tiny_checkpoint), "--port", str(port),
          "--api-key", KEY, "--allow-path", str(IMAGES), "--max-request-mb", "1", "--max_new_tokens", str(CAP)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump():
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("serving "):
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    yield proc, port, ready, lines
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        env=ENV, cwd=ROOT, ready_marker="serving ")
+    yield srv, port
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
 def url(server):
-    proc, port, ready, lines = server
-    end = time.monotonic() + 120
-    while not ready.wait(0.2):
-        if proc.poll() is not None or time.monotonic() > end:
-            break
-    if not ready.is_set():
-        pytest.fail("API server did not start:\n" + "".join(lines[-20:]))
+    srv, port = server
+    srv.wait_ready("API server")
+    lines = srv.lines
     assert lines[-1].strip().endswith(f"at http://127.0.0.1:{port}/v1  (POST /chat/completions, GET /models)")
     return f"http://127.0.0.1:{port}/v1"
 

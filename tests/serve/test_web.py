@@ -3,11 +3,8 @@ gradio_client (upload + question -> streamed answer with history, clear, a corru
 it must not serve) and end to end in headless Chromium through Selenium."""
 
 import os
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,42 +25,24 @@ DIST_VARS = ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def server(tiny_checkpoint, tmp_path_factory):
+def server(start_server, tiny_checkpoint, tmp_path_factory):
     """Start web_demo.py before the module's first test; `url` waits for it."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}  # this process's rendezvous port is taken
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")), GRADIO_ANALYTICS_ENABLED="False")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(tiny_checkpoint),
-                             "--port", str(port), "--max_new_tokens", str(CAP), "--max_upload_mb", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def pump():
-        for line in proc.stdout:
-            lines.append(line)
-            if "Running on local URL" in line:
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    yield proc, port, ready, lines
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    srv = start_server([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(tiny_checkpoint),
+                        "--port", str(port), "--max_new_tokens", str(CAP), "--max_upload_mb", "5"],
+                       env=env, cwd=ROOT, ready_marker="Running on local URL")
+    yield srv, port
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
 def url(server):
-    proc, port, ready, lines = server
-    end = time.monotonic() + 120
-    while not ready.wait(0.2):
-        if proc.poll() is not None or time.monotonic() > end:
-            break
-    if not ready.is_set():
-        pytest.fail("web demo did not start:\n" + "".join(lines[-30:]))
+    srv, port = server
+    srv.wait_ready("web demo")
+    lines = srv.lines
     assert f"http://127.0.0.1:{port}" in "".join(lines)  # loopback by default
     return f"http://127.0.0.1:{port}/"
 

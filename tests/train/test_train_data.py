@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.tokenizer import ChatGLMTokenizer

@@ -1,0 +1,22 @@
+"""Command-line options every serving entry point shares (cli_demo, web_demo, API)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--from_pretrained, --tokenizer, --quant, --device, --dtype: which model, how it is loaded."""
+    ap.add_argument("--from_pretrained", required=True, metavar="DIR",
+                    help="checkpoint directory (sat or HF; base, LoRA, merged or quantised)")
+    ap.add_argument("--tokenizer", metavar="PATH", help="ice_text.model (default: the one in the checkpoint directory)")
+    ap.add_argument("--quant", type=int, choices=[4, 8],
+                    help="quantise ChatGLM's linear layers to 4 (NF4) or 8 (int8) bits with bitsandbytes")
+    ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    ap.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    return ap
+
+
+def add_host_arg(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    return ap
