@@ -351,15 +351,15 @@ def run(opts) -> int:
         return loss, {}
 
     def create_dataset(path, args):
-        key = "train" if path in opts.train_data else "valid"
-        return datasets[key]
+        return datasets[path]
 
     from sat.training.deepspeed_training import training_main
 
-    # sat concatenates one dataset per path; we already merged them, so hand it one path each.
-    sat_args.train_data = [opts.train_data[0]]
+    # sat asks for one dataset per path; ours are built (and merged) already, so its "paths"
+    # are just our keys.
+    sat_args.train_data = ["train"]
     if opts.valid_data:
-        sat_args.valid_data = [opts.valid_data[0]]
+        sat_args.valid_data = ["valid"]
     try:
         training_main(sat_args, model_cls=model,
                       forward_step_function=functools.partial(forward, train=True),
