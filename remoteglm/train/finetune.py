@@ -146,10 +146,10 @@ def deepspeed_config(opts) -> dict:
 class Progress:
     """tqdm bar over optimizer steps with loss / lr / eval loss; only rank 0 draws."""
 
-    def __init__(self, total: int, start: int, rank: int):
+    def __init__(self, total: int, rank: int):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
+        self.bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True,
                         disable=rank != 0, file=sys.stderr)
         self.last_loss = math.nan
         self.eval_loss = None
@@ -300,7 +300,7 @@ def run(opts) -> int:
         sat_args.experiment_name = resume_dir.name
         compat.trust_sat_checkpoint_pickles()
 
-    progress = Progress(opts.train_iters, 0, rank)
+    progress = Progress(opts.train_iters, rank)
     state = {"first": True, "run_dir": None}
 
     def after_save(iteration, engine, optimizer, args):

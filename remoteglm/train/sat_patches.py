@@ -34,7 +34,7 @@ def apply(after_save: Callable[[int, object, object, object], None] | None = Non
     """Install the wrappers. Safe to call more than once (always wraps sat's originals)."""
     sched = _keep("get_learning_rate_scheduler")
     save = _keep("save_checkpoint")
-    report_eval = _keep("report_evaluate_metrics")
+    _keep("report_evaluate_metrics")
     _keep("report_iteration_metrics")
 
     def get_learning_rate_scheduler(optimizer, iteration, args, auto_warmup_steps=100, auto_warmup_rate=0.05):
@@ -69,7 +69,6 @@ def apply(after_save: Callable[[int, object, object, object], None] | None = Non
     dt.report_iteration_metrics = report_iteration_metrics
     dt.save_checkpoint = save_checkpoint
     dt.report_evaluate_metrics = report_evaluate_metrics
-    del report_eval
 
 
 def restore() -> None:
