@@ -75,6 +75,45 @@ def patch_for_cpu_training() -> None:
     sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
 
 
+def pin_bnb_cpu_layout() -> None:
+    """Keep bitsandbytes' NF4 weights in their one storage layout on every CPU.
+
+    bitsandbytes 0.50 on a CPU with AVX-512 BF16 repacks an NF4 weight in place on its first
+    eval-mode forward (another byte order, nested absmax flattened, ``QuantState.state2``
+    dropped). Training after that fails ("a view of a leaf Variable ... in-place operation"), a
+    save after it is another format, and results depend on which CPU ran the test. Layers built
+    after this call, and those passed to ``unpack_bnb_cpu_layout``, use the reference path that
+    every CPU and CUDA share. Idempotent.
+    """
+    try:
+        import bitsandbytes.nn.modules as bnb_modules
+    except Exception:  # noqa: BLE001 - no bitsandbytes: nothing to pin (callers report the import)
+        return
+    bnb_modules.has_avx512bf16 = lambda: False
+
+
+def unpack_bnb_cpu_layout(model) -> int:
+    """Undo bitsandbytes' CPU repacking on every NF4 layer of ``model`` (a layer built before
+    ``pin_bnb_cpu_layout`` or by other code) and pin it to the reference path. Returns the
+    number of layers that had been repacked."""
+    pin_bnb_cpu_layout()
+    try:
+        import bitsandbytes as bnb
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+    except Exception:  # noqa: BLE001
+        return 0
+    n = 0
+    for m in model.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.support_avx512bf16_for_cpu = False
+            qs = getattr(m.weight, "quant_state", None)
+            if qs is not None and getattr(qs, "packing_format_for_cpu", False):
+                m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu_inverse(m.weight.data, qs)
+                m.quant_state = m.weight.quant_state
+                n += 1
+    return n
+
+
 def distributed_backend() -> str:
     """nccl on GPUs, gloo on CPU."""
     return "gloo" if on_cpu() else "nccl"

@@ -48,6 +48,10 @@ def add_lora(
             raise RemoteGLMError(f"layer_range {bad} outside the model's {n} layers (0..{n - 1})")
     if LORA_MIXIN in model.mixins:
         raise RemoteGLMError("the model already has LoRA layers; merge_lora() first to add new ones")
+    if qlora:
+        from remoteglm.compat import pin_bnb_cpu_layout
+
+        pin_bnb_cpu_layout()  # else bitsandbytes' CPU repacking after an eval breaks training
     mixin = LoraMixin(n, rank, lora_alpha=lora_alpha, lora_dropout=lora_dropout, layer_range=layer_range, qlora=qlora)
     p = model.transformer.word_embeddings.weight
     with contextlib.redirect_stdout(io.StringIO()):  # sat prints one line per replaced layer

@@ -49,6 +49,9 @@ def _bnb():
         import bitsandbytes as bnb
     except Exception as e:  # noqa: BLE001 - a broken install fails in many ways
         raise RemoteGLMError(f"--quant needs bitsandbytes, which does not import here ({e}); `pip install bitsandbytes==0.50.2`") from None
+    from remoteglm.compat import pin_bnb_cpu_layout
+
+    pin_bnb_cpu_layout()
     return bnb
 
 
@@ -114,8 +117,8 @@ def _empty_quantized(lin_shape: tuple[int, int], bias: bool, bits: int, compute_
 
 def _quant_keys(prefix: str, bits: int, bias: bool) -> set[str]:
     if bits == 4:
-        names = ["weight", "weight.absmax", "weight.quant_map", "weight.nested_absmax", "weight.nested_quant_map",
-                 "weight.quant_state.bitsandbytes__nf4"]
+        # nested_absmax / nested_quant_map are there only for double-quantised statistics
+        names = ["weight", "weight.absmax", "weight.quant_map", "weight.quant_state.bitsandbytes__nf4"]
     else:
         names = ["weight", "SCB", "weight_format"]
     return {prefix + n for n in names + (["bias"] if bias else [])}
@@ -270,8 +273,10 @@ def _tensors_of(module: nn.Module):
         qs = getattr(t, "quant_state", None)
         if qs is not None:  # NF4 statistics live outside the parameter list
             yield from (x for x in (qs.absmax, qs.code) if isinstance(x, torch.Tensor))
-            if qs.state2 is not None:
-                yield from (x for x in (qs.state2.absmax, qs.state2.code) if isinstance(x, torch.Tensor))
+            # the nested statistics are absent once bitsandbytes flattened them (CPU repacking)
+            state2 = getattr(qs, "state2", None) if getattr(qs, "nested", False) else None
+            if state2 is not None:
+                yield from (x for x in (state2.absmax, state2.code) if isinstance(x, torch.Tensor))
         for name in ("CB", "SCB"):
             x = getattr(t, name, None)
             if isinstance(x, torch.Tensor):
@@ -318,6 +323,9 @@ def save_quantized(model, out_dir, tokenizer=None, iteration: int = 0) -> Path:
 
     if not quantization_of(model):
         raise RemoteGLMError("the model is not quantised: call quantize_model first")
+    from remoteglm.compat import unpack_bnb_cpu_layout
+
+    unpack_bnb_cpu_layout(model)  # save the one layout every CPU and CUDA read
     sd = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in model.state_dict().items()}
     return save_sat_checkpoint(sd, model.config, out_dir, iteration=iteration, tokenizer=tokenizer)
 
@@ -371,7 +379,7 @@ def load_quantized(path, tokenizer=None, device="cpu", dtype=None, offload_embed
             if missing:
                 raise RemoteGLMError(f"{source}: missing {missing[0]}: the quantised checkpoint is incomplete; quantise the float checkpoint again")
             setattr(owner, attr, _empty_quantized(tuple(lin.weight.shape), has_bias, b, dt, sd, name + ".", dev))
-            handled |= keys
+            handled |= keys | {k for k in sd if k.startswith(name + ".weight.")}
         if rec.get("lm_head_int8"):
             _head_last(model)
     except (KeyError, ValueError, RuntimeError) as e:

@@ -50,8 +50,9 @@ def reference(tiny):
     return logits_of(model, tok)
 
 
-@pytest.fixture(scope="module", params=[4, 8])
+@pytest.fixture(params=[4, 8])
 def quantized(request, tiny_checkpoint):
+    """A freshly quantised model per test: a forward in one test must not change what the next sees."""
     model, tok, _ = load_model(tiny_checkpoint)
     float_layers = {name: getattr(owner, attr) for owner, attr, name in quant._targets(model)}
     quant.quantize_model(model, request.param)
@@ -209,3 +210,47 @@ def test_load_model_reads_a_saved_quantized_checkpoint(tiny_checkpoint, tmp_path
     ids = torch.tensor([tok.encode("问：你好\n答：")])
     with torch.no_grad():
         torch.testing.assert_close(m(input_ids=ids)[0], m2(input_ids=ids)[0])
+
+
+def _nf4_layers(model):
+    import bitsandbytes as bnb
+
+    return [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+
+
+def test_inference_keeps_the_nf4_layout_on_every_cpu(tiny_checkpoint, tmp_path):
+    """bitsandbytes repacks NF4 weights on an AVX-512-BF16 CPU's first eval forward (dropping the
+    nested statistics); the project pins one layout, so accounting, saving and reloading after
+    inference behave the same whatever the CPU."""
+    model, tok, _ = load_model(tiny_checkpoint)
+    quant.quantize_model(model, 4)
+    before = quant.model_memory_bytes(model)
+    out = logits_of(model, tok)
+    for layer in _nf4_layers(model):
+        qs = layer.weight.quant_state
+        assert not getattr(qs, "packing_format_for_cpu", False) and qs.nested and qs.state2 is not None
+    assert quant.model_memory_bytes(model) == before
+    again, _, _ = quant.load_model_quantized(quant.save_quantized(model, tmp_path / "q4", tokenizer=tok))
+    assert torch.equal(logits_of(again, tok), out)
+    assert torch.equal(logits_of(model, tok), out)
+
+
+def test_a_repacked_model_is_counted_saved_and_reloaded(tiny_checkpoint, tmp_path):
+    """A model whose layers bitsandbytes already repacked (built before the pin, or by other
+    code): memory accounting works and the save is made from the unpacked state."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    model, tok, _ = load_model(tiny_checkpoint)
+    quant.quantize_model(model, 4)
+    out = logits_of(model, tok)
+    for layer in _nf4_layers(model):  # what bitsandbytes does on its AVX-512-BF16 eval path
+        layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu(layer.weight.data, layer.weight.quant_state)
+    assert quant.model_memory_bytes(model) > 0
+    saved = quant.save_quantized(model, tmp_path / "q4", tokenizer=tok)
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in _nf4_layers(model))
+    again, _, _ = quant.load_model_quantized(saved)
+    # Repacking rounded the block scales to bf16, so the original numbers are gone for good; the
+    # file holds exactly the unpacked model that stays in memory, and that is close to the original.
+    reloaded = logits_of(again, tok)
+    assert torch.equal(reloaded, logits_of(model, tok))
+    assert rel(reloaded, out) < 0.01
