@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import RemoteGLMError
 
@@ -30,22 +30,36 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         ) from None
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text via a temp file in the same folder + os.replace: readers never see half a file."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | Path, writer: Callable[[str], Any]) -> Path:
+    """Create ``path`` by ``writer(tmp_path)`` on a temp file in the same folder, fsync, then
+    os.replace: readers never see half a file and a crash leaves the old one. The file gets the
+    mode a plain ``open()`` would give (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        writer(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Atomically write UTF-8 text (see write_atomic)."""
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 1) -> Path:

@@ -143,7 +143,7 @@ _GLM_FIELDS = (
 )
 # sat fields we write ourselves (everything else of a user's file goes to ``extra``).
 _SAT_OWN = set(_GLM_FIELDS) | {
-    "model_class", "layernorm_order", "eva_args", "qformer_args",
+    "model_class", "model_parallel_size", "layernorm_order", "eva_args", "qformer_args",
     "lora_rank", "layer_range", "use_lora", "use_qlora", "lora_alpha",
 }
 _HF_OWN = set(_GLM_FIELDS) | {
@@ -201,6 +201,7 @@ class VisualGLMConfig:
         d = dict(self.extra)
         d.update({
             "model_class": "FineTuneVisualGLMModel" if self.has_lora else "VisualGLMModel",
+            "model_parallel_size": 1,  # sat's from_pretrained reads it (AttributeError without)
             "num_layers": self.num_layers,
             "hidden_size": self.hidden_size,
             "num_attention_heads": self.num_attention_heads,

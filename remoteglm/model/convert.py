@@ -1,7 +1,7 @@
 """Convert a VisualGLM checkpoint between sat and HF layouts.
 
     python -m remoteglm.model.convert --to hf  SAT_DIR HF_DIR  [--tokenizer ice_text.model] [--shard-size 2GB]
-    python -m remoteglm.model.convert --to sat HF_DIR  SAT_DIR [--iteration 0]
+    python -m remoteglm.model.convert --to sat HF_DIR  SAT_DIR [--iteration 1]
 
 Works on the state dict alone (no model is built), so it is fast, keeps the stored dtype and
 is bit-exact both ways; sat -> HF -> sat gives back identical tensors. LoRA layers (a sat
@@ -19,7 +19,7 @@ from remoteglm.errors import RemoteGLMError, cli_entry
 
 
 def convert(src: str | Path, dst: str | Path, to: str, tokenizer=None, shard_size: str | int = "2GB",
-            iteration: int = 0, safe_serialization: bool = False) -> Path:
+            iteration: int = 1, safe_serialization: bool = False) -> Path:
     """Convert ``src`` (sat or HF directory) into format ``to`` ("hf" or "sat") at ``dst``."""
     from remoteglm.model.checkpoint import TOKENIZER_FILE, read_checkpoint, resolve_tokenizer, save_hf_checkpoint, save_sat_checkpoint
     from remoteglm.model.lora import lora_layers_in, merge_lora_state_dict
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer", help="ice_text.model to include (default: the one in SRC)")
     ap.add_argument("--shard-size", default="2GB", help="HF shard size, e.g. 2GB or 500MB (default 2GB)")
     ap.add_argument("--safetensors", action="store_true", help="write model*.safetensors instead of pytorch_model*.bin")
-    ap.add_argument("--iteration", type=int, default=0, help="sat iteration folder name (default 0)")
+    ap.add_argument("--iteration", type=int, default=1, help="sat iteration folder name, >= 1 as sat's loader requires (default 1)")
     args = ap.parse_args(argv)
     out = convert(args.src, args.dst, args.to, tokenizer=args.tokenizer, shard_size=args.shard_size,
                   iteration=args.iteration, safe_serialization=args.safetensors)

@@ -316,7 +316,7 @@ def model_memory_bytes(model: nn.Module, device_type: str | None = None) -> int:
 
 
 # ---- save / load -----------------------------------------------------------------------------------------
-def save_quantized(model, out_dir, tokenizer=None, iteration: int = 0) -> Path:
+def save_quantized(model, out_dir, tokenizer=None, iteration: int = 1) -> Path:
     """Write a quantised model as a sat-format checkpoint directory (``model_config.json`` holds
     the ``quantization`` record). ``load_model_quantized(out_dir)`` reads it back as is."""
     from remoteglm.model.checkpoint import save_sat_checkpoint

@@ -46,7 +46,7 @@ def create_tiny_checkpoint(out_dir: str | Path, seed: int = 0, tokenizer_texts: 
             model.get_mixin("chatglm-final").lm_head.weight.mul_(8.0)
     finally:
         torch.random.set_rng_state(state)  # do not disturb the caller's random stream
-    save_sat_checkpoint(model, config, out, iteration=0, tokenizer=tok)
+    save_sat_checkpoint(model, config, out, iteration=1, tokenizer=tok)
     return out
 
 

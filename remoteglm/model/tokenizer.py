@@ -30,7 +30,6 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -335,14 +334,9 @@ class ChatGLMTokenizer:
         dst = directory / VOCAB_FILE
         if dst.exists() and dst.resolve() == self.vocab_file.resolve():
             return dst
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{VOCAB_FILE}.")
-        os.close(fd)
-        try:
-            shutil.copyfile(self.vocab_file, tmp)
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from remoteglm.data.io import write_atomic
+
+        write_atomic(dst, lambda tmp: shutil.copyfile(self.vocab_file, tmp))
         return dst
 
     def __repr__(self) -> str:
@@ -404,11 +398,9 @@ def train_tiny_tokenizer(
             f"cannot train the tiny tokenizer with vocab_size={vocab_size}: {str(e).strip().splitlines()[-1]}; "
             "use a larger vocab_size (at least ~400 plus the distinct characters of the corpus)"
         ) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, out)
+    from remoteglm.data.io import write_atomic
+
+    write_atomic(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     return out
 
 

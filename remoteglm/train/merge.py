@@ -34,7 +34,7 @@ def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = N
         # Dequantised layers come back fp32 while the rest may be NF4-adjacent dtypes: unify.
         ref = model.transformer.word_embeddings.weight.dtype
         model.to(ref)
-    save_sat_checkpoint(model, model.config, dst, iteration=0, tokenizer=tok)
+    save_sat_checkpoint(model, model.config, dst, iteration=1, tokenizer=tok)
     return dst
 
 

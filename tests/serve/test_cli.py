@@ -117,7 +117,7 @@ def test_errors_are_one_line(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     from remoteglm.serve.cli import main
 
     monkeypatch.setattr(sys, "stdin", open(os.devnull))
-    pt = tiny_checkpoint / "0" / "mp_rank_00_model_states.pt"
+    pt = tiny_checkpoint / "1" / "mp_rank_00_model_states.pt"
     assert main(["--from_pretrained", str(pt)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {pt} is a file inside a checkpoint; pass the checkpoint directory instead: {tiny_checkpoint}")

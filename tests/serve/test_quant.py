@@ -132,7 +132,7 @@ def test_save_and_load_without_requantizing(quantized, tmp_path):
     out = quant.save_quantized(model, tmp_path / f"q{bits}", tokenizer=tok)
     assert quant.is_quantized_checkpoint(out) == bits
     # weights on disk are the quantised ones
-    sd = torch.load(out / "0" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    sd = torch.load(out / "1" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
     w = sd["transformer.layers.0.mlp.dense_h_to_4h.weight"]
     assert w.dtype == (torch.uint8 if bits == 4 else torch.int8)
     loaded, _, cfg = quant.load_model_quantized(out)
