@@ -182,6 +182,14 @@ def hf_weight_files(d: Path) -> list[Path]:
     raise RemoteGLMError(f"{d} has {HF_CONFIG} but no weights (pytorch_model*.bin or model*.safetensors)")
 
 
+_HF_WEIGHT_NAME = re.compile(r"^(pytorch_model(-\d+-of-\d+)?\.bin|model(-\d+-of-\d+)?\.safetensors)(\.index\.json)?$")
+
+
+def hf_weight_files_on_disk(d: Path) -> list[Path]:
+    """Every HF weight file and index in ``d``, in either layout (what a new save replaces)."""
+    return sorted(f for f in d.iterdir() if f.is_file() and _HF_WEIGHT_NAME.match(f.name)) if d.is_dir() else []
+
+
 def _load_weights_file(f: Path) -> dict:
     if f.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -436,7 +444,7 @@ def save_hf_checkpoint(
     tokenizer,
     out_dir: str | os.PathLike,
     shard_size: int | str = "2GB",
-    safe_serialization: bool = False,
+    safe_serialization: bool = True,
 ) -> Path:
     """Write the HF layout: ``config.json``, weight shards (+ index when more than one) and
     ``ice_text.model``. LoRA must be merged first (HF VisualGLM has no LoRA layers).
@@ -476,7 +484,11 @@ def save_hf_checkpoint(
             "metadata": {"total_size": sum(v.numel() * v.element_size() for v in hf.values())},
             "weight_map": {k: name for name, shard in zip(names, shards) for k in shard},
         }
-        _atomic_write_text(out / f"{stem}.{ext}.index.json", json.dumps(index, indent=2) + "\n")
+        names.append(f"{stem}.{ext}.index.json")
+        _atomic_write_text(out / names[-1], json.dumps(index, indent=2) + "\n")
+    for stale in hf_weight_files_on_disk(out):
+        if stale.name not in names:
+            stale.unlink()
     dtype = _DTYPE_NAMES.get(sd[next(k for k in sd if k.endswith("word_embeddings.weight"))].dtype, "float32")
     tokenizer.save(out)
     _atomic_write_text(out / HF_CONFIG, json.dumps(config.to_hf_dict(torch_dtype=dtype), indent=2, ensure_ascii=False) + "\n")

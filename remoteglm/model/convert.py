@@ -1,11 +1,12 @@
 """Convert a VisualGLM checkpoint between sat and HF layouts.
 
-    python -m remoteglm.model.convert --to hf  SAT_DIR HF_DIR  [--tokenizer ice_text.model] [--shard-size 2GB]
+    python -m remoteglm.model.convert --to hf  SAT_DIR HF_DIR  [--tokenizer ice_text.model] [--shard-size 2GB] [--bin]
     python -m remoteglm.model.convert --to sat HF_DIR  SAT_DIR [--iteration 1]
 
 Works on the state dict alone (no model is built), so it is fast, keeps the stored dtype and
 is bit-exact both ways; sat -> HF -> sat gives back identical tensors. LoRA layers (a sat
-fine-tune) are merged into the weights on the way to HF, which has no LoRA layers.
+fine-tune) are merged into the weights on the way to HF, which has no LoRA layers. HF output is
+``model*.safetensors`` unless ``--bin`` asks for ``pytorch_model*.bin``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from remoteglm.errors import RemoteGLMError, cli_entry
 
 
 def convert(src: str | Path, dst: str | Path, to: str, tokenizer=None, shard_size: str | int = "2GB",
-            iteration: int = 1, safe_serialization: bool = False) -> Path:
+            iteration: int = 1, safe_serialization: bool = True) -> Path:
     """Convert ``src`` (sat or HF directory) into format ``to`` ("hf" or "sat") at ``dst``."""
     from remoteglm.model.checkpoint import TOKENIZER_FILE, read_checkpoint, resolve_tokenizer, save_hf_checkpoint, save_sat_checkpoint
     from remoteglm.model.lora import lora_layers_in, merge_lora_state_dict
@@ -55,11 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dst", help="new directory to write")
     ap.add_argument("--tokenizer", help="ice_text.model to include (default: the one in SRC)")
     ap.add_argument("--shard-size", default="2GB", help="HF shard size, e.g. 2GB or 500MB (default 2GB)")
-    ap.add_argument("--safetensors", action="store_true", help="write model*.safetensors instead of pytorch_model*.bin")
+    fmt = ap.add_mutually_exclusive_group()
+    fmt.add_argument("--safetensors", dest="bin", action="store_false", help="HF shards as model*.safetensors (the default)")
+    fmt.add_argument("--bin", action="store_true", help="HF shards as pytorch_model*.bin (pickle) instead of safetensors")
+    ap.set_defaults(bin=False)
     ap.add_argument("--iteration", type=int, default=1, help="sat iteration folder name, >= 1 as sat's loader requires (default 1)")
     args = ap.parse_args(argv)
     out = convert(args.src, args.dst, args.to, tokenizer=args.tokenizer, shard_size=args.shard_size,
-                  iteration=args.iteration, safe_serialization=args.safetensors)
+                  iteration=args.iteration, safe_serialization=not args.bin)
     print(f"wrote {args.to} checkpoint to {out}")
     return 0
 
