@@ -29,6 +29,7 @@ from remoteglm.eval.classify import CLASSIFY_PROMPT, ClassParser, evaluate_class
 from remoteglm.eval.evalset import (CAPTION_PROMPT, EvalSet, find_leaks, load_eval_set, recorded_train_data,
                                     training_images)
 from remoteglm.eval.metrics import CIDER_NOTE, LEVEL_NOTES, LEVELS, METEOR_VARIANT, METRICS, score_captions
+from remoteglm.serve.options import add_trust_arg
 
 EXAMPLES = """examples:
   # one checkpoint on the test split
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda, cuda:N or cpu [cuda if available]")
     p.add_argument("--dtype", help="fp16, bf16 or fp32 [fp16 on GPU, fp32 on CPU]")
     p.add_argument("--tokenizer", help="ice_text.model when the checkpoint folder has none")
+    add_trust_arg(p)
     p.add_argument("--thumb_size", type=int, default=160, help="thumbnail size in the report, pixels [160]")
     return p
 
@@ -310,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     from remoteglm import compat
 
     compat.single_process_env()
+    from remoteglm.model.checkpoint import trust_checkpoints
+
+    trust_checkpoints(args.trust_checkpoint)
     m = run_evaluation(args)
     print(summary_table(m))
     print(f"wrote {Path(m['out_dir']) / 'metrics.json'} and {Path(m['out_dir']) / 'report.html'}")

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.serve.options import add_trust_arg
 
 
 def convert(src: str | Path, dst: str | Path, to: str, tokenizer=None, shard_size: str | int = "2GB",
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     fmt.add_argument("--bin", action="store_true", help="HF shards as pytorch_model*.bin (pickle) instead of safetensors")
     ap.set_defaults(bin=False)
     ap.add_argument("--iteration", type=int, default=1, help="sat iteration folder name, >= 1 as sat's loader requires (default 1)")
+    add_trust_arg(ap)
     args = ap.parse_args(argv)
+    from remoteglm.model.checkpoint import trust_checkpoints
+
+    trust_checkpoints(args.trust_checkpoint)
     out = convert(args.src, args.dst, args.to, tokenizer=args.tokenizer, shard_size=args.shard_size,
                   iteration=args.iteration, safe_serialization=not args.bin)
     print(f"wrote {args.to} checkpoint to {out}")

@@ -469,11 +469,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="where to quantise: cuda (default if available) or cpu")
     ap.add_argument("--merge_lora", action="store_true", help="fold LoRA pairs into the weights before quantising")
     ap.add_argument("--lm_head_int8", action="store_true", help="also store the output head in int8")
+    from remoteglm.serve.options import add_trust_arg
+
+    add_trust_arg(ap)
     args = ap.parse_args(argv)
     from remoteglm.compat import single_process_env
-    from remoteglm.model.checkpoint import load_model
+    from remoteglm.model.checkpoint import load_model, trust_checkpoints
 
     single_process_env()
+    trust_checkpoints(args.trust_checkpoint)
     if Path(args.dst).resolve() == Path(args.src).resolve():
         raise RemoteGLMError("dst must differ from src: the float checkpoint is kept")
     if is_quantized_checkpoint(args.src) is not None:

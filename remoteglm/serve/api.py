@@ -623,10 +623,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from remoteglm.compat import single_process_env
+    from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
     from remoteglm.serve.generation import CHAT_DEFAULTS
 
     single_process_env()
+    trust_checkpoints(args.trust_checkpoint)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
     model, tok, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)

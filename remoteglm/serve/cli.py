@@ -125,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
+    from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
     from remoteglm.serve.chat import ChatSession
+
+    trust_checkpoints(args.trust_checkpoint)
 
     one_shot = args.image is not None and args.prompt is not None and not sys.stdin.isatty()
     first_prompt = args.prompt or (DEFAULT_PROMPT_EN if args.english else DEFAULT_PROMPT)

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--from_pretrained, --tokenizer, --quant, --device, --dtype: which model, how it is loaded."""
+    """--from_pretrained, --tokenizer, --quant, --device, --dtype, --trust-checkpoint: which model, how it is loaded."""
     ap.add_argument("--from_pretrained", required=True, metavar="DIR",
                     help="checkpoint directory (sat or HF; base, LoRA, merged or quantised)")
     ap.add_argument("--tokenizer", metavar="PATH", help="ice_text.model (default: the one in the checkpoint directory)")
@@ -14,7 +14,16 @@ def add_model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="quantise ChatGLM's linear layers to 4 (NF4) or 8 (int8) bits with bitsandbytes")
     ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     ap.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    add_trust_arg(ap)
     return ap
+
+
+def add_trust_arg(ap) -> None:
+    """--trust-checkpoint, for every command that reads checkpoint files (``ap``: a parser or group).
+    The command passes the value to ``remoteglm.model.checkpoint.trust_checkpoints``."""
+    ap.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint", action="store_true",
+                    help="unpickle checkpoint files without the safe-type check (they can run code while loading): "
+                         "only for files you trust that are refused otherwise")
 
 
 def add_host_arg(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.serve.options import add_trust_arg
 
 EXAMPLES = """examples:
   # the default job: tiny model on the bundled sample, CPU, ~1 min
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--from_pretrained", required=True, help="base checkpoint directory (sat or HF format)")
     g.add_argument("--tokenizer", help="ice_text.model (default: the one inside --from_pretrained)")
+    add_trust_arg(g)  # --trust-checkpoint
     g = p.add_argument_group("data")
     g.add_argument("--train_data", required=True, nargs="+", help="fine-tune JSON ({img, prompt, label} list) or dataset_*_zh.json")
     g.add_argument("--valid_data", nargs="*", default=None, help="held-out JSON for the eval loss")
@@ -227,8 +229,10 @@ def run(opts) -> int:
     import torch
 
     from remoteglm import compat
+    from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.train.data import FinetuneDataset, SampleEncoder, collate, load_records
 
+    trust_checkpoints(opts.trust_checkpoint)
     opts.save_interval = opts.save_interval or opts.train_iters
     opts.eval_interval = opts.eval_interval or opts.save_interval
     if opts.train_qformer and not opts.no_feature_cache:

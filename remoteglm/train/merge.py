@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.serve.options import add_trust_arg
 
 
 def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = None, dtype: str | None = None) -> Path:
@@ -46,10 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dst", help="new folder for the merged checkpoint")
     ap.add_argument("--tokenizer", help="ice_text.model if the run folder has none")
     ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="dtype of the saved weights [as loaded]")
+    add_trust_arg(ap)
     a = ap.parse_args(argv)
     from remoteglm import compat
+    from remoteglm.model.checkpoint import trust_checkpoints
 
     compat.single_process_env()
+    trust_checkpoints(a.trust_checkpoint)
     out = merge_checkpoint(a.src, a.dst, a.tokenizer, a.dtype)
     print(f"merged checkpoint written to {out}")
     return 0
