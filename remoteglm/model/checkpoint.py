@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.config import VisualGLMConfig
-from remoteglm.model.hf import hf_to_sat, sat_to_hf
+from remoteglm.model.hf import hf_to_sat, qkv_hf_to_sat, sat_to_hf
 from remoteglm.model.lora import dequantize_state_dict, is_quantized_state_dict, lora_layers_in
 
 SAT_CONFIG = "model_config.json"
@@ -57,6 +58,7 @@ class Checkpoint:
     config: VisualGLMConfig
     state_dict: dict[str, torch.Tensor]
     files: list[Path] = field(default_factory=list)
+    upgraded_from: str | None = None  # "sat<=0.4.0" when the weights were converted from the old layout
 
 
 # ---- format detection and path errors ----------------------------------------------------------
@@ -287,7 +289,79 @@ def read_sat(d: Path) -> Checkpoint:
     if not isinstance(obj, dict) or "module" not in obj:
         keys = ", ".join(list(obj)[:5]) if isinstance(obj, dict) else type(obj).__name__
         raise RemoteGLMError(f"{f} has no 'module' entry (found: {keys}); it is not a sat model-states file")
-    return Checkpoint("sat", d, config, dict(obj["module"]), [f])
+    sd = dict(obj["module"])
+    del obj
+    upgraded = None
+    if is_old_sat_state_dict(sd):
+        sd, merged = upgrade_old_sat_state_dict(sd, config)
+        upgraded = OLD_SAT
+        print(f"{f}: old sat (<=0.4.0) checkpoint: qkv rows converted to the sat>=0.4.1 order"
+              + ("; its qkv LoRA merged into the weights" if merged else ""), file=sys.stderr)
+    return Checkpoint("sat", d, config, sd, [f], upgraded_from=upgraded)
+
+
+# ---- sat <= 0.4.0 checkpoints --------------------------------------------------------------------------
+OLD_SAT = "sat<=0.4.0"
+OLD_SAT_MARKER = "transformer.position_embeddings.weight"
+_OLD_QKV = re.compile(r"^(transformer\.layers\.\d+\.attention\.query_key_value)\."
+                      r"(weight|bias|original\.weight|original\.bias|matrix_A\.\d+|matrix_B\.\d+|quant_state|original\.quant_state)$")
+
+
+def is_old_sat_state_dict(state_dict) -> bool:
+    """True for weights written by sat <= 0.4.0: only they carry ChatGLM's unused position table."""
+    return OLD_SAT_MARKER in state_dict
+
+
+def upgrade_old_sat_state_dict(state_dict: dict, config: VisualGLMConfig) -> tuple[dict, bool]:
+    """sat <= 0.4.0 weights -> the sat >= 0.4.1 layout this toolkit's model uses. Returns
+    ``(state_dict, qkv_lora_merged)``.
+
+    Old sat kept ``transformer.position_embeddings.weight`` (ChatGLM never reads it: dropped) and
+    split ChatGLM's fused ``attention.query_key_value`` output per head, rows (head, [q,k,v], dim);
+    sat >= 0.4.1 splits it ([q,k,v], head, dim). The qkv weight and bias (``original.*`` in a LoRA
+    layer) are permuted exactly, with the same permutation as HF -> sat (``hf.qkv_hf_to_sat``).
+
+    The qkv LoRA cannot be carried over as LoRA. Old sat cut the fused output rows, in the OLD
+    order, into 3 partitions with their own (A_i, B_i), so partition i covers old rows
+    [i*H*D, (i+1)*H*D): a third of the heads, each with its q, k and v rows. Its update is
+    ``delta_old = cat_i(B_i A_i) * alpha/r``. In the new order, partition j is q (or k, or v) of
+    every head, so its rows come from all three old partitions: ``P(delta_old)`` restricted to
+    partition j is a sum of three rank-r pieces with different A_i, rank up to 3r, which no single
+    rank-r pair (A_j, B_j) reproduces (only when the A_i happen to be equal). So the update is merged
+    exactly into the permuted base weight (``original.weight += P(delta_old)``, in fp32) and the
+    qkv B matrices are zeroed (their A kept): the loaded model gives the fine-tune's outputs, the
+    layer stays a LoRA layer (training on starts from a zero qkv update) and ``attention.dense``'s
+    LoRA, whose rows are the same in both versions, is kept as is. A QLoRA base is dequantised
+    first (NF4 blocks would not survive a row permutation).
+    """
+    heads = config.num_attention_heads
+    out = {k: v for k, v in state_dict.items() if k != OLD_SAT_MARKER}
+    prefixes = sorted({m.group(1) for k in out if (m := _OLD_QKV.match(k))})
+    if any(k.endswith("quant_state") and _OLD_QKV.match(k) for k in out):
+        out = dequantize_state_dict(out)  # the whole model: one QLoRA layout, not a mix
+        config.use_qlora, config.use_lora = False, lora_layers_in(out) is not None
+    merged = False
+    for p in prefixes:
+        base = p + ".original" if p + ".original.weight" in out else p
+        for name in (".weight", ".bias"):
+            if base + name in out:
+                out[base + name] = qkv_hf_to_sat(out[base + name], heads)
+        parts = sorted(int(k.rsplit(".", 1)[1]) for k in out if k.startswith(p + ".matrix_A."))
+        if not parts:
+            continue
+        if base + ".weight" not in out or any(f"{p}.matrix_B.{i}" not in out for i in parts):
+            raise RemoteGLMError(f"{p}: incomplete LoRA layer in an old sat checkpoint (needs original.weight and matching "
+                                 "matrix_A/matrix_B); restore the file from the training run")
+        a = [out[f"{p}.matrix_A.{i}"].float() for i in parts]
+        b = [out[f"{p}.matrix_B.{i}"] for i in parts]
+        scale = config.lora_alpha / a[0].shape[0]
+        delta_old = torch.cat([bi.float() @ ai for ai, bi in zip(a, b)], 0) * scale
+        w = out[base + ".weight"]
+        out[base + ".weight"] = (w.float() + qkv_hf_to_sat(delta_old, heads)).to(w.dtype)
+        for i, bi in zip(parts, b):
+            out[f"{p}.matrix_B.{i}"] = torch.zeros_like(bi)
+        merged = True
+    return out, merged
 
 
 # ---- HF format -----------------------------------------------------------------------------------
@@ -583,6 +657,11 @@ def save_hf_checkpoint(
 ) -> Path:
     """Write the HF layout: ``config.json``, weight shards (+ index when more than one) and
     ``ice_text.model``. LoRA must be merged first (HF VisualGLM has no LoRA layers).
+
+    Shards are ``model*.safetensors`` (no pickle: safe to share); ``safe_serialization=False``
+    writes ``pytorch_model*.bin``. Saving into a folder that holds an earlier HF save replaces it:
+    the new files are written first, then every weight file and index of the earlier save that
+    this one did not write is deleted, so a stale index or shard can never be read back.
     """
     out = Path(out_dir)
     config = _config_of(model, config)

@@ -2,6 +2,7 @@
 
     python -m remoteglm.model.convert --to hf  SAT_DIR HF_DIR  [--tokenizer ice_text.model] [--shard-size 2GB] [--bin]
     python -m remoteglm.model.convert --to sat HF_DIR  SAT_DIR [--iteration 1]
+    python -m remoteglm.model.convert --to sat OLD_SAT_DIR SAT_DIR   (a sat <= 0.4.0 checkpoint, rewritten once)
 
 Works on the state dict alone (no model is built), so it is fast, keeps the stored dtype and
 is bit-exact both ways; sat -> HF -> sat gives back identical tensors. LoRA layers (a sat
@@ -32,7 +33,7 @@ def convert(src: str | Path, dst: str | Path, to: str, tokenizer=None, shard_siz
     if dst.exists() and any(dst.iterdir()):
         raise RemoteGLMError(f"{dst} exists and is not empty: choose a new output directory")
     ckpt = read_checkpoint(src)
-    if ckpt.fmt == to:
+    if ckpt.fmt == to and not (to == "sat" and ckpt.upgraded_from):  # an old sat layout is worth rewriting
         raise RemoteGLMError(f"{ckpt.directory} is already in {to} format")
     tok = None
     if tokenizer is not None or (ckpt.directory / TOKENIZER_FILE).is_file():
