@@ -117,10 +117,3 @@ def unpack_bnb_cpu_layout(model) -> int:
 def distributed_backend() -> str:
     """nccl on GPUs, gloo on CPU."""
     return "gloo" if on_cpu() else "nccl"
-
-
-def trust_sat_checkpoint_pickles() -> None:
-    """sat's own checkpoint loader calls torch.load without weights_only, which torch >= 2.6
-    refuses for sat files (they pickle numpy RNG states). Used only when resuming from a run
-    folder this toolkit wrote."""
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 import sys
@@ -79,11 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("checkpoints and logs")
     g.add_argument("--save", default="checkpoints", help="parent folder of the run folder [checkpoints]")
     g.add_argument("--experiment_name", default="finetune-visualglm", help="run folder prefix (a timestamp is added)")
-    g.add_argument("--save_interval", type=int, default=None, help="checkpoint every N steps [train_iters]")
+    g.add_argument("--save_interval", type=int, default=None,
+                   help="checkpoint every N steps; a killed run resumes from the last one [min(100, train_iters)]")
+    g.add_argument("--keep_checkpoints", type=int, default=2,
+                   help="complete step folders to keep (older ones are deleted once a newer one is complete; 0 = all) [2]")
     g.add_argument("--eval_interval", type=int, default=None, help="eval loss every N steps [save_interval]")
     g.add_argument("--eval_iters", type=int, default=10, help="batches per evaluation [10]")
     g.add_argument("--log_interval", type=int, default=10, help="TensorBoard scalars every N steps (in SAVE/runs/) [10]")
-    g.add_argument("--resume", help="a run folder written by this script: continue at its saved step")
+    g.add_argument("--resume", help="a run folder written by this script: continue at its latest complete step "
+                                    "(same settings; the run's total --train_iters may be raised)")
     g.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -145,35 +148,6 @@ def deepspeed_config(opts) -> dict:
     }
 
 
-class Progress:
-    """tqdm bar over optimizer steps with loss / lr / eval loss; only rank 0 draws."""
-
-    def __init__(self, total: int, rank: int):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True,
-                        disable=rank != 0, file=sys.stderr)
-        self.last_loss = math.nan
-        self.eval_loss = None
-        self.losses: list[tuple[int, float, float]] = []
-
-    def step(self, iteration: int, loss: float, lr: float) -> None:
-        self.last_loss = loss
-        self.losses.append((iteration, loss, lr))
-        post = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"}
-        if self.eval_loss is not None:
-            post["eval"] = f"{self.eval_loss:.4f}"
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.update(iteration - self.bar.n)
-
-    def validation(self, step, loss: float) -> None:
-        self.eval_loss = loss
-        self.bar.write(f"step {step}: eval loss {loss:.4f}")
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def _device_and_dtype(opts):
     import torch
 
@@ -225,40 +199,150 @@ def main(argv: list[str] | None = None) -> int:
     return run(opts)
 
 
+def _peek_config(opts):
+    """The base model's config from its JSON alone (no weights read): for checks before loading."""
+    from remoteglm.model.checkpoint import HF_CONFIG, SAT_CONFIG, _read_json, detect_format
+    from remoteglm.model.config import VisualGLMConfig, get_config
+
+    if opts.from_pretrained.startswith("random:"):
+        return get_config(opts.from_pretrained.split(":", 1)[1])
+    fmt, d = detect_format(opts.from_pretrained)
+    if fmt == "sat":
+        return VisualGLMConfig.from_sat_dict(_read_json(d / SAT_CONFIG), source=str(d / SAT_CONFIG))
+    return VisualGLMConfig.from_hf_dict(_read_json(d / HF_CONFIG), source=str(d / HF_CONFIG))
+
+
+def validate(opts, config, records: dict) -> None:
+    """Every setting and the data, checked before minutes of model loading; one line each."""
+    positive = {"--train_iters": opts.train_iters, "--batch_size": opts.batch_size,
+                "--gradient_accumulation_steps": opts.gradient_accumulation_steps, "--lora_rank": opts.lora_rank,
+                "--max_source_length": opts.max_source_length, "--max_target_length": opts.max_target_length,
+                "--save_interval": opts.save_interval, "--eval_interval": opts.eval_interval,
+                "--eval_iters": opts.eval_iters, "--log_interval": opts.log_interval}
+    for flag, v in positive.items():
+        if v is None or v < 1:
+            raise RemoteGLMError(f"{flag} must be a whole number >= 1, got {v} (finetune.sh: TRAIN_ITERS, BATCH_SIZE, "
+                                 "LORA_RANK, MAX_SOURCE_LEN, MAX_TARGET_LEN are these settings)")
+    if opts.num_workers < 0 or opts.keep_checkpoints < 0:
+        raise RemoteGLMError("--num_workers and --keep_checkpoints must be >= 0")
+    if not opts.lr > 0 or not opts.lora_alpha > 0:
+        raise RemoteGLMError(f"--lr and --lora_alpha must be > 0, got {opts.lr} and {opts.lora_alpha}")
+    if not 0 <= opts.warmup < 1 or not 0 <= opts.lora_dropout < 1:
+        raise RemoteGLMError(f"--warmup and --lora_dropout are fractions in [0, 1), got {opts.warmup} and {opts.lora_dropout}")
+    if opts.layer_range is not None:
+        bad = [i for i in opts.layer_range if not 0 <= i < config.num_layers]
+        if bad or not opts.layer_range:
+            raise RemoteGLMError(f"--layer_range (LAYER_RANGE) {bad or '(empty)'}: {opts.from_pretrained} has "
+                                 f"{config.num_layers} ChatGLM layers, indices 0..{config.num_layers - 1}")
+    for split, recs in records.items():
+        if not recs:
+            raise RemoteGLMError(f"no {split} samples in {' '.join(getattr(opts, split + '_data'))}")
+        found = sum(1 for r in recs if r.img.is_file())
+        if found == 0:
+            raise RemoteGLMError(f"none of the {len(recs)} {split} images exist (first: {recs[0].img}); "
+                                 "fix the img paths or pass --image_root (IMAGE_ROOT) to the folder that holds them")
+
+
+class Progress:
+    """tqdm bar over optimizer steps with loss / lr / eval loss; only rank 0 draws. Keeps the
+    whole run's per-step losses (a resumed run starts with the earlier ones)."""
+
+    def __init__(self, total: int, rank: int, losses=(), eval_losses=()):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True, disable=rank != 0, file=sys.stderr)
+        self.losses: list[tuple[int, float, float]] = [tuple(x) for x in losses]
+        self.eval_losses: list[tuple[int, float]] = [tuple(x) for x in eval_losses]
+        self._micro: list[float] = []
+
+    @property
+    def eval_loss(self):
+        return self.eval_losses[-1][1] if self.eval_losses else None
+
+    def micro(self, iteration: int, loss: float, lr: float, per_step: int) -> None:
+        """One micro-batch's loss; a step is recorded once all ``per_step`` of its micro-batches ran."""
+        self._micro.append(loss)
+        if len(self._micro) < per_step:
+            return
+        mean = sum(self._micro) / len(self._micro)
+        self._micro = []
+        self.losses.append((iteration, mean, lr))
+        post = {"loss": f"{mean:.4f}", "lr": f"{lr:.2e}"}
+        if self.eval_loss is not None:
+            post["eval"] = f"{self.eval_loss:.4f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(iteration - self.bar.n)
+
+    def validation(self, step, loss: float) -> None:
+        self.eval_losses.append((step, loss))
+        self.bar.write(f"step {step}: eval loss {loss:.4f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_name(opts, save_parent: Path) -> str:
+    """The new run folder's name, chosen by rank 0 and shared with every rank and node (sat
+    stamps the minute per process: ranks that straddle a minute would save into two folders)."""
+    import torch
+
+    name = None
+    if int(os.environ.get("RANK", 0)) == 0:
+        stamp = time.strftime("%m-%d-%H-%M")
+        name, k = f"{opts.experiment_name}-{stamp}", 2
+        while (save_parent / name).exists():
+            name, k = f"{opts.experiment_name}-{stamp}-{k}", k + 1
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        box = [name]
+        torch.distributed.broadcast_object_list(box, src=0)
+        name = box[0]
+    return name
+
+
 def run(opts) -> int:
     import torch
 
     from remoteglm import compat
     from remoteglm.model.checkpoint import trust_checkpoints
+    from remoteglm.train import checkpointing as ckpt
     from remoteglm.train.data import FinetuneDataset, SampleEncoder, collate, load_records
 
     trust_checkpoints(opts.trust_checkpoint)
-    opts.save_interval = opts.save_interval or opts.train_iters
+    opts.save_interval = opts.save_interval or max(1, min(100, opts.train_iters))
     opts.eval_interval = opts.eval_interval or opts.save_interval
     if opts.train_qformer and not opts.no_feature_cache:
         opts.no_feature_cache = True
-    device, dtype = _device_and_dtype(opts)
     rank = int(os.environ.get("RANK", 0))
-
-    resume_dir = None
+    world = int(os.environ.get("WORLD_SIZE", 1))
     save_parent = Path(opts.save)
-    if opts.resume:
-        resume_dir = Path(opts.resume)
-        if not (resume_dir / "latest").is_file():
-            raise RemoteGLMError(f"--resume {resume_dir}: no 'latest' file there; pass a run folder written by this script "
-                                 f"(it holds latest, model_config.json and numbered step folders)")
-        save_parent = resume_dir.parent
 
-    # Data first: a bad file should fail before minutes of model loading.
+    # Everything cheap first: settings, data, checkpoint folders. Bad input fails in a second,
+    # not after minutes of model loading.
     t0 = time.time()
     records = {"train": [r for path in opts.train_data for r in load_records(path, "train", opts.seed, opts.image_root)]}
     if opts.valid_data:
         records["valid"] = [r for path in opts.valid_data for r in load_records(path, "val", opts.seed, opts.image_root)]
-    if not opts.from_pretrained.startswith("random:"):
-        from remoteglm.model.checkpoint import detect_format
+    config0 = _peek_config(opts)
+    validate(opts, config0, records)
+    resume_dir, start, prior = None, 0, {}
+    if opts.resume:
+        resume_dir = Path(opts.resume).resolve()
+        start = ckpt.read_latest(resume_dir)
+        prior = ckpt.read_train_state(resume_dir, start)
+        for key in ("batch_size", "gradient_accumulation_steps", "world_size"):
+            now = {"world_size": world}.get(key, getattr(opts, key, None))
+            if prior.get(key) is not None and prior[key] != now:
+                raise RemoteGLMError(f"--resume {resume_dir}: the run used {key} {prior[key]}, this launch {now}: "
+                                     "resume with the same settings (NUM_GPUS, BATCH_SIZE) for an exact continuation")
+        if start >= opts.train_iters:
+            if rank == 0:
+                ckpt.write_last_run(save_parent, resume_dir)
+                print(f"{resume_dir} is already at step {start} of --train_iters {opts.train_iters}: nothing to train "
+                      f"(raise --train_iters / TRAIN_ITERS to train on)")
+            return 0
+    device, dtype = _device_and_dtype(opts)
 
-        detect_format(opts.from_pretrained)
-    # Only now the heavy imports (sat, DeepSpeed: seconds): bad input above fails at once.
+    # Only now the heavy imports (sat, DeepSpeed: seconds) and the model (minutes at full size).
     compat.patch_for_cpu_training()
     from remoteglm.train import lora_setup, sat_patches
     from remoteglm.train.feature_cache import FeatureCache
@@ -287,37 +371,50 @@ def run(opts) -> int:
     if cache is not None:
         lora_setup.park_image_encoder(model)
 
-    if resume_dir is None:
-        # sat names the run folder <name>-MM-DD-HH-MM; two runs in one minute would share it.
-        stamp = time.strftime("%m-%d-%H-%M")
-        base, k = opts.experiment_name, 2
-        while (save_parent / f"{opts.experiment_name}-{stamp}").exists():
-            opts.experiment_name = f"{base}{k}"
-            k += 1
     ds_config = deepspeed_config(opts)
-    sat_args = _sat_args(opts, config, ds_config, save_parent)
+    sat_args = _sat_args(opts, config, ds_config, save_parent)  # starts the process group
+    run_dir = resume_dir if resume_dir is not None else save_parent.resolve() / _run_name(opts, save_parent)
+    sat_args.summary_dir = str(run_dir.parent)  # TensorBoard: <parent>/runs/<run name>
+    sat_args.resume_dataloader = False  # one skip mechanism: ours (on_loaders)
     if resume_dir is not None:
         sat_args.load = str(resume_dir)
         sat_args.mode = "pretrain"  # sat continues the iteration count only in this mode
-        # sat restores CUDA RNG trackers that do not exist without a GPU.
-        sat_args.no_load_rng = compat.on_cpu()
-        sat_args.experiment_name = resume_dir.name
-        compat.trust_sat_checkpoint_pickles()
 
-    progress = Progress(opts.train_iters, rank)
-    state = {"first": True, "run_dir": None}
+    progress = Progress(opts.train_iters, rank, prior.get("losses", [])[:start], prior.get("eval_losses", []))
+    state = {"first": True, "t_train": None, "session_start": start,
+             "prior_seconds": float(prior.get("train_seconds", 0.0))}
 
-    def after_save(iteration, engine, optimizer, args):
-        run_dir = Path(args.save)
-        state["run_dir"] = run_dir
+    def train_state(iteration: int) -> dict:
+        elapsed = time.time() - state["t_train"] if state["t_train"] else 0.0
+        return {"train_iters": opts.train_iters, "batch_size": opts.batch_size,
+                "gradient_accumulation_steps": opts.gradient_accumulation_steps, "seed": opts.seed,
+                "train_data": [str(Path(p).resolve()) for p in opts.train_data],
+                "train_seconds": round(state["prior_seconds"] + elapsed, 3),
+                "losses": [x for x in progress.losses if x[0] <= iteration],
+                "eval_losses": [x for x in progress.eval_losses if x[0] <= iteration]}
+
+    def on_save(iteration, engine, optimizer):
+        ckpt.save_step(run_dir, iteration, engine, optimizer, train_state(iteration),
+                       write_config=lambda d: lora_setup.write_model_config(d, model, tokenizer),
+                       keep=opts.keep_checkpoints)
         if rank == 0:
-            lora_setup.write_model_config(run_dir, model, tokenizer)
-        lora_setup.save_optimizer(run_dir, iteration, optimizer)
-        if rank == 0:
+            ckpt.write_last_run(save_parent, run_dir)
             progress.bar.write(f"saved step {iteration} -> {run_dir}")
 
-    sat_patches.apply(after_save=after_save, on_validation=progress.validation)
+    def on_load(module) -> int:
+        ckpt.load_step_weights(resume_dir, start, module, frozen_prefix="mixins.eva.model." if cache is not None else None)
+        return start
 
+    def on_loaders(args, train, val):
+        # sat's loaders read a seeded random mapping in order: a resumed run starts where the
+        # killed one stood, on every rank (the batch sampler hands each rank its slice).
+        if train is not None:
+            _start_at(train, start * args.gradient_accumulation_steps)
+        if val is not None:
+            _start_at(val, (start // args.eval_interval) * args.eval_iters)
+
+    sat_patches.apply(on_save=on_save, on_load=on_load, on_loaders=on_loaders, run_name=run_dir.name,
+                      on_validation=progress.validation)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
 
     def forward(data_iterator, model, args, timers, train: bool):
@@ -330,13 +427,8 @@ def run(opts) -> int:
             progress.bar.reset(total=args.train_iters)
             progress.bar.update(args.iteration)
             if resume_dir is not None:
-                lora_setup.load_optimizer(resume_dir, args.iteration, model.optimizer)
-                # sat's resume_dataloader only works with its multi-rank sampler; replay the
-                # batches already trained so the run sees exactly the data it would have seen.
-                skip = args.iteration * args.gradient_accumulation_steps
-                progress.bar.write(f"resuming at step {args.iteration}: skipping {skip} batches already trained")
-                for _ in range(skip):
-                    next(data_iterator)
+                ckpt.load_rank_state(resume_dir, start, model.optimizer, rank)
+                progress.bar.write(f"resumed {resume_dir.name} at step {start}: weights, Adam state, LR and data position restored")
         batch = next(data_iterator)
         p = next(inner.parameters())
         ids = batch["input_ids"].to(p.device)
@@ -351,7 +443,7 @@ def run(opts) -> int:
         if train:
             lr = model.optimizer.param_groups[0]["lr"] if hasattr(model, "optimizer") else opts.lr
             # sat increments args.iteration after this step returns.
-            progress.step(args.iteration + 1, loss.item(), lr)
+            progress.micro(args.iteration + 1, loss.item(), lr, args.gradient_accumulation_steps)
         return loss, {}
 
     def create_dataset(path, args):
@@ -373,29 +465,49 @@ def run(opts) -> int:
     finally:
         progress.close()
         sat_patches.restore()
-    run_dir = state["run_dir"]
-    if rank == 0 and run_dir is not None:
-        first = progress.losses[0][1] if progress.losses else math.nan
-        last = sum(l for _, l, _ in progress.losses[-10:]) / max(1, len(progress.losses[-10:]))
-        import resource
-
-        steps = len(progress.losses)
-        train_s = time.time() - state.get("t_train", t0)
-        world = int(os.environ.get("WORLD_SIZE", 1))
-        summary = {"run_dir": str(run_dir), "steps": opts.train_iters, "first_loss": first,
-                   "final_loss_avg10": last, "eval_loss": progress.eval_loss,
-                   "seconds": round(time.time() - t0, 1), "train_seconds": round(train_s, 2),
-                   "samples_per_second": round(steps * opts.batch_size * opts.gradient_accumulation_steps * world / train_s, 3),
-                   "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
-                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                   "trainable_parameters": getattr(model, "trainable_parameters", None),
-                   # the evaluation's leakage guard reads these
-                   "train_data": [str(Path(p).resolve()) for p in opts.train_data],
-                   "losses": progress.losses}
-        tmp = run_dir / "train_summary.json.tmp"
-        tmp.write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, run_dir / "train_summary.json")
-        (save_parent / "LAST_RUN").write_text(str(run_dir) + "\n", encoding="utf-8")
-        print(f"done: loss {first:.4f} -> {last:.4f} in {summary['seconds']} s; checkpoint: {run_dir}")
-        print(f"chat with it: python cli_demo.py --from_pretrained {run_dir}")
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one LAST_RUN per node, the same name on all
+        ckpt.write_last_run(save_parent, run_dir)
+    if rank == 0:
+        _write_summary(opts, run_dir, progress, state, model, t0, world)
     return 0
+
+
+def _start_at(loader, batches: int) -> None:
+    """Make ``loader`` begin ``batches`` (global) batches into its sequential sampler."""
+    bs = loader.batch_sampler
+    n = len(bs.sampler)
+    offset = min(batches * bs.batch_size, n)
+    bs.sampler = range(offset, n)
+
+
+def _write_summary(opts, run_dir: Path, progress: Progress, state: dict, model, t0: float, world: int) -> None:
+    """train_summary.json for the whole run (a resumed run includes the steps before the kill)."""
+    import resource
+
+    import torch
+
+    from remoteglm.data.io import write_json_atomic
+
+    losses = progress.losses
+    session = [x for x in losses if x[0] > state["session_start"]]
+    train_s = time.time() - state["t_train"] if state["t_train"] else 0.0
+    first = losses[0][1] if losses else math.nan
+    last = sum(x[1] for x in losses[-10:]) / max(1, len(losses[-10:]))
+    samples = len(session) * opts.batch_size * opts.gradient_accumulation_steps * world
+    summary = {"run_dir": str(run_dir), "steps": losses[-1][0] if losses else 0, "train_iters": opts.train_iters,
+               "resumed_from": state["session_start"] or None, "first_loss": first, "final_loss_avg10": last,
+               "eval_loss": progress.eval_loss, "eval_losses": progress.eval_losses,
+               "seconds": round(time.time() - t0, 1), "train_seconds": round(train_s, 2),
+               "train_seconds_total": round(state["prior_seconds"] + train_s, 2),
+               "world_size": world, "batch_size": opts.batch_size,
+               "gradient_accumulation_steps": opts.gradient_accumulation_steps,
+               "samples_per_second": round(samples / train_s, 3) if train_s > 0 else None,
+               "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+               "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+               "trainable_parameters": getattr(model, "trainable_parameters", None),
+               # the evaluation's leakage guard reads these
+               "train_data": [str(Path(p).resolve()) for p in opts.train_data],
+               "losses": losses}
+    write_json_atomic(run_dir / "train_summary.json", summary)
+    print(f"done: loss {first:.4f} -> {last:.4f} in {summary['seconds']} s; checkpoint: {run_dir}")
+    print(f"chat with it: python cli_demo.py --from_pretrained {run_dir}")

@@ -3,13 +3,10 @@ image encoder lives, and the extra files a resumable, loadable checkpoint needs.
 
 from __future__ import annotations
 
-import glob
-import json
-import os
 from pathlib import Path
 
-import torch
 
+from remoteglm.data.io import write_json_atomic
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.lora import add_lora
 
@@ -56,32 +53,6 @@ def park_image_encoder(model) -> None:
 def write_model_config(run_dir: Path, model, tokenizer) -> None:
     """Replace sat's generic model_config.json with the official VisualGLM fields (+ LoRA ones)
     and put ice_text.model beside it, so the run folder loads on its own."""
-    cfg = model.config.to_sat_dict()
-    tmp = run_dir / "model_config.json.tmp"
-    tmp.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, run_dir / "model_config.json")
+    write_json_atomic(run_dir / "model_config.json", model.config.to_sat_dict(), indent=2)
     if not (run_dir / "ice_text.model").exists():
         tokenizer.save(run_dir)
-
-
-def save_optimizer(run_dir: Path, iteration: int, optimizer) -> None:
-    """sat saves weights only; keep each rank's optimizer state so --resume restores Adam moments."""
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    out = run_dir / str(iteration) / f"optim_rank_{rank:02d}.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(optimizer.state_dict(), tmp)
-    os.replace(tmp, out)
-
-
-def load_optimizer(run_dir: Path, iteration: int, optimizer) -> bool:
-    files = sorted(glob.glob(str(run_dir / str(iteration) / "optim_rank_*.pt")))
-    if not files:
-        print(f"warning: {run_dir}/{iteration} has no optimizer state; Adam restarts from zero moments")
-        return False
-    states = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
-    if hasattr(optimizer, "_load_legacy_checkpoint"):  # DeepSpeed ZeRO 1/2
-        optimizer.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=False)
-    else:
-        optimizer.load_state_dict(states[0])
-    return True

@@ -1,17 +1,20 @@
 """Adjustments to sat 0.4.6's `training_main`, applied in one place and only for our runs.
 
-sat's loop is used as is (data loaders, DeepSpeed engine, checkpoints); these wrappers change
+sat's loop is used as is (data loaders, DeepSpeed engine, evaluation); these wrappers change
 what sat would otherwise get wrong for fine-tuning users:
 
 - Learning rate: sat silently holds the LR at 5% for the first 100 steps of any fine-tune or
   resumed run ("auto warmup"). We want exactly the cosine-with-warmup schedule asked for, and a
   resumed run must continue on the same curve, so auto warmup is switched off.
-- Checkpoints: after sat writes `{iter}/mp_rank_00_model_states.pt`, we rewrite
-  `model_config.json` with the official VisualGLM fields (so `cli_demo.py` and the official
-  loaders read it) and save the optimizer state beside it so `--resume` restores Adam moments.
-- Saves: the end-of-run save is skipped when the interval save already wrote that step.
-- Logs: iteration / validation lines go to TensorBoard and a callback (the tqdm bar) instead of
-  sat's print, which would tear the progress bar.
+- Checkpoints: sat writes ``latest`` before the optimizer state exists and rewrites ``latest`` /
+  ``model_config.json`` by truncate-then-write; its resume unpickles arbitrary objects. Saving
+  and loading go to our ``on_save`` / ``on_load`` instead (remoteglm.train.checkpointing), and a
+  step already saved is not written twice (sat saves again at the end).
+- Data position on resume: sat skips batches only with its multi-rank sampler (we replayed them
+  again on top: a 2-rank resume trained on the wrong batches). ``on_loaders`` gets the loaders
+  to set one offset that holds for any number of ranks; sat's own skipping is turned off.
+- Logs: iteration / validation lines go to TensorBoard (in our run's folder name) and a callback
+  (the tqdm bar) instead of sat's print, which would tear the progress bar.
 """
 
 from __future__ import annotations
@@ -29,28 +32,37 @@ def _keep(name: str) -> Callable:
     return _originals[name]
 
 
-def apply(after_save: Callable[[int, object, object, object], None] | None = None,
+def apply(*, on_save: Callable[[int, object, object], None], on_load: Callable[[object], int],
+          on_loaders: Callable[[object, object, object], None], run_name: str,
           on_validation: Callable[[int | None, float], None] | None = None) -> None:
     """Install the wrappers. Safe to call more than once (always wraps sat's originals)."""
     sched = _keep("get_learning_rate_scheduler")
-    save = _keep("save_checkpoint")
-    _keep("report_evaluate_metrics")
-    _keep("report_iteration_metrics")
+    make_loaders = _keep("make_loaders")
+    writer = _keep("get_sample_writer")
+    for name in ("save_checkpoint", "load_checkpoint", "report_evaluate_metrics", "report_iteration_metrics"):
+        _keep(name)
 
     def get_learning_rate_scheduler(optimizer, iteration, args, auto_warmup_steps=100, auto_warmup_rate=0.05):
         return sched(optimizer, iteration, args, auto_warmup_steps=0, auto_warmup_rate=1.0)
 
-    saved: set[tuple[str, int]] = set()
+    saved: set[int] = set()
 
     def save_checkpoint(iteration, model, optimizer, lr_scheduler, args):
-        # sat saves again at the end even when the last interval save was the same step;
-        # for a 15 GB model that is minutes of disk writes for nothing.
-        if (args.save, iteration) in saved:
+        if iteration in saved:
             return
-        saved.add((args.save, iteration))
-        save(iteration, model, optimizer, lr_scheduler, args)
-        if after_save is not None:
-            after_save(iteration, model, optimizer, args)
+        saved.add(iteration)
+        on_save(iteration, model, optimizer)
+
+    def load_checkpoint(model, args, load_path=None, prefix=""):
+        return on_load(model)
+
+    def loaders(args, create_dataset_function, collate_fn=None):
+        train, val, test = make_loaders(args, create_dataset_function, collate_fn=collate_fn)
+        on_loaders(args, train, val)
+        return train, val, test
+
+    def get_sample_writer(name, base="..", iteration=0):
+        return writer(run_name, base=base, iteration=iteration)
 
     def report_evaluate_metrics(summary_writer, prefix, loss, ppl, step, avg_metrics):
         if on_validation is not None:
@@ -68,6 +80,9 @@ def apply(after_save: Callable[[int, object, object, object], None] | None = Non
     dt.get_learning_rate_scheduler = get_learning_rate_scheduler
     dt.report_iteration_metrics = report_iteration_metrics
     dt.save_checkpoint = save_checkpoint
+    dt.load_checkpoint = load_checkpoint
+    dt.make_loaders = loaders
+    dt.get_sample_writer = get_sample_writer
     dt.report_evaluate_metrics = report_evaluate_metrics
 
 

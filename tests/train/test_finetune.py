@@ -134,47 +134,65 @@ def _losses(save: Path) -> list[tuple[int, float, float]]:
     return [tuple(x) for x in summary(save)["losses"]]
 
 
+def _kill_when_saved(cmd: list[str], save: Path, step: int, timeout: float = 240) -> Path:
+    """Start ``cmd`` (one process or a launcher and its ranks), SIGKILL the whole process group
+    once some run folder's ``latest`` reaches ``step``; return that run folder."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for latest in save.glob("*/latest"):
+                text = latest.read_text().strip()
+                if text.isdigit() and int(text) >= step:
+                    return latest.parent
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        raise AssertionError(f"step {step} was never saved")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _assert_resumed_equals(resumed: list, reference: list, start: int, total: int) -> None:
+    assert [i for i, _, _ in resumed] == list(range(1, total + 1))  # the summary covers the whole run
+    for (i, loss, lr), (j, ref_loss, ref_lr) in zip(resumed[start:], reference[start:]):
+        assert i == j
+        assert lr == pytest.approx(ref_lr, rel=1e-9)
+        # Same data, weights, Adam moments and LR: the same numbers (restarting the data order
+        # or the optimizer state moves these losses by 1e-3 or more).
+        assert loss == pytest.approx(ref_loss, abs=1e-6), (i, loss, ref_loss)
+
+
 def test_resume_after_kill_continues_at_step_and_lr(tiny_checkpoint, tmp_path):
+    """Killed with SIGKILL mid-run, resumed exactly as the README says (same command + --resume)."""
     sample = str(SAMPLE / "sample_train.json")
-    args = ["--train_data", sample, "--train_iters", "9", "--save_interval", "3", "--batch_size", "2", "--lr", "1e-2"]
+    args = ["--train_data", sample, "--train_iters", "40", "--save_interval", "3", "--batch_size", "2", "--lr", "1e-2",
+            "--gradient_accumulation_steps", "2"]
     cache = tmp_path / "cache"
     full = tmp_path / "full"
     ok(finetune(tiny_checkpoint, full, *args, cache=cache))
     reference = _losses(full)
 
-    # Same run, killed (SIGKILL) once step 3 is on disk, then resumed.
     part = tmp_path / "part"
     cmd = [sys.executable, str(ROOT / "finetune_visualglm.py"), "--from_pretrained", str(tiny_checkpoint),
            "--save", str(part), "--num_workers", "0", "--feature_cache", str(cache), *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            done = list(part.glob("*/3/optim_rank_00.pt"))
-            if done:
-                break
-            time.sleep(0.2)
-        assert done, "step 3 was never saved"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    run = done[0].parent.parent
-    for later in run.iterdir():  # the killed run may have got further; go back to step 3
-        if later.is_dir() and later.name.isdigit() and int(later.name) > 3:
-            shutil.rmtree(later)
-    (run / "latest").write_text("3")
+    run = _kill_when_saved(cmd, part, 3)
+    start = int((run / "latest").read_text())
+    assert start < 40, "the kill came too late to test a resume"
     r = finetune(tiny_checkpoint, part, *args, "--resume", str(run), cache=cache)
     ok(r)
-    resumed = _losses(part)
-    assert [i for i, _, _ in resumed] == list(range(4, 10))
-    for (i, loss, lr), (j, ref_loss, ref_lr) in zip(resumed, reference[3:]):
-        assert i == j
-        assert lr == pytest.approx(ref_lr, rel=1e-9)
-        # Same data, weights, Adam moments and LR: the same numbers (restarting the data order
-        # or the optimizer state moves these losses by 1e-3 or more).
-        assert loss == pytest.approx(ref_loss, abs=1e-6)
-    assert (run / "9" / "mp_rank_00_model_states.pt").exists()
-    assert (run / "latest").read_text().strip() == "9"
+    assert f"at step {start}" in r.stdout + r.stderr
+    _assert_resumed_equals(_losses(part), reference, start, 40)
+    s = summary(part)
+    assert s["resumed_from"] == start and s["steps"] == 40
+    assert (run / "40" / "mp_rank_00_model_states.pt").exists()
+    assert (run / "latest").read_text().strip() == "40"
+    # resuming a finished run changes nothing
+    before = (run / "train_summary.json").read_text()
+    r = finetune(tiny_checkpoint, part, *args, "--resume", str(run), cache=cache)
+    ok(r)
+    assert "nothing to train" in r.stdout and (run / "train_summary.json").read_text() == before
 
 
 def test_feature_cache_run_equals_uncached(tiny_checkpoint, tmp_path):
@@ -214,18 +232,37 @@ def test_qlora_trains_and_merges(tiny_checkpoint, two_samples, tmp_path):
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_two_rank_deepspeed_launch_on_cpu(tiny_checkpoint, tmp_path):
+def _two_rank_cmd(ckpt: Path, save: Path, cache: Path, *extra: str) -> list[str]:
     from remoteglm.compat import free_port
 
-    save = tmp_path / "dist"
-    cmd = ["deepspeed", "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "--num_gpus", "2",
-           "--no_local_rank", str(ROOT / "finetune_visualglm.py"), "--from_pretrained", str(tiny_checkpoint),
-           "--train_data", str(SAMPLE / "sample_train.json"), "--train_iters", "2", "--batch_size", "2",
-           "--save", str(save), "--num_workers", "0", "--feature_cache", str(tmp_path / "cache")]
-    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    # the launcher as a module of this interpreter: no dependence on the venv's bin/ being on PATH
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--master_addr", "127.0.0.1", "--master_port",
+            str(free_port()), "--num_gpus", "2", "--no_local_rank", str(ROOT / "finetune_visualglm.py"),
+            "--from_pretrained", str(ckpt), "--train_data", str(SAMPLE / "sample_train.json"), "--batch_size", "2",
+            "--save", str(save), "--num_workers", "0", "--feature_cache", str(cache), "--lr", "1e-2", *extra]
+
+
+def test_two_rank_resume_after_kill_equals_uninterrupted(tiny_checkpoint, tmp_path):
+    """2 CPU ranks (real DeepSpeed launcher, gloo): killed mid-run, resumed; every step after the
+    resume has the loss and LR of the uninterrupted run (no batch skipped or replayed twice)."""
+    args = ("--train_iters", "16", "--save_interval", "4", "--keep_checkpoints", "0")
+    full = tmp_path / "full"
+    r = subprocess.run(_two_rank_cmd(tiny_checkpoint, full, tmp_path / "cache", *args), cwd=ROOT,
+                       env={**_env(), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
     ok(r)
-    run = Path((save / "LAST_RUN").read_text().strip())
-    assert (run / "2" / "optim_rank_00.pt").exists() and (run / "2" / "optim_rank_01.pt").exists()
+    reference = _losses(full)
+    run_full = Path((full / "LAST_RUN").read_text().strip())
+    assert (run_full / "16" / "optim_rank_00.pt").exists() and (run_full / "16" / "optim_rank_01.pt").exists()
+    assert len(list(full.glob("finetune-*"))) == 1  # both ranks saved into one run folder
+
+    part = tmp_path / "part"
+    run = _kill_when_saved(_two_rank_cmd(tiny_checkpoint, part, tmp_path / "cache", *args), part, 4)
+    start = int((run / "latest").read_text())
+    assert start < 16
+    r = subprocess.run(_two_rank_cmd(tiny_checkpoint, part, tmp_path / "cache", *args, "--resume", str(run)), cwd=ROOT,
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    ok(r)
+    _assert_resumed_equals(_losses(part), reference, start, 16)
 
 
 def test_bad_inputs_give_one_line(tiny_checkpoint, tmp_path):
