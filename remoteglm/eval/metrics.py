@@ -74,6 +74,21 @@ def tokenize_chars(text: str) -> Tokens:
 TOKENIZERS: dict[str, Callable[[str], Tokens]] = {"word": tokenize_words, "char": tokenize_chars}
 
 
+def char_f1(hyp: str, refs: str | Sequence[str]) -> float:
+    """Character F1 of ``hyp`` against the best of ``refs`` (one string or several): bag-of-characters
+    overlap as in SQuAD's token F1, on ``tokenize_chars`` tokens (punctuation dropped). 0 when either
+    side has no token; 1 only for the same characters in any order."""
+    h = Counter(tokenize_chars(hyp))
+    best = 0.0
+    for ref in [refs] if isinstance(refs, str) else refs:
+        r = Counter(tokenize_chars(ref))
+        common = sum((h & r).values())
+        if common:
+            p, rc = common / sum(h.values()), common / sum(r.values())
+            best = max(best, 2 * p * rc / (p + rc))
+    return best
+
+
 def ngrams(tokens: Sequence[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from remoteglm.eval.metrics import (bleu, cider_d, meteor, meteor_one, rouge_l, score_captions, score_tokens,
+from remoteglm.eval.metrics import (bleu, char_f1, cider_d, meteor, meteor_one, rouge_l, score_captions, score_tokens,
                                     tokenize_chars, tokenize_words)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "dataset_sample_zh.json"
@@ -22,6 +22,17 @@ def test_identical_caption_scores_one():
     assert corpus["METEOR"] == pytest.approx(1 - 0.5 * (1 / 5) ** 3)
     # CIDEr-D's idf comes from the evaluated images: with one image every n-gram has idf 0
     assert corpus["CIDEr-D"] == 0.0
+
+
+def test_char_f1_by_hand():
+    assert char_f1("有许多不同颜色的农田。", "有许多不同颜色的农田") == 1.0  # punctuation does not count
+    assert char_f1("田农", "农田") == 1.0  # a bag of characters: order does not count
+    assert char_f1("海洋", "农田") == 0.0
+    assert char_f1("", "农田") == char_f1("农田", []) == 0.0
+    # 农田 shared: P = 2/4, R = 2/3 -> F1 = 2PR / (P + R) = 4/7
+    assert char_f1("农田很大", "农田的") == pytest.approx(4 / 7)
+    # several references: the best one counts; a Latin run is one token
+    assert char_f1("许多ll。", ["海洋", "有许多不同颜色的农田。"]) == pytest.approx(2 * (2 / 3) * (2 / 10) / (2 / 3 + 2 / 10))
 
 
 def test_disjoint_caption_scores_zero():
