@@ -68,6 +68,6 @@ else
 fi
 
 RUN_DIR=$(cat "$SAVE_DIR/LAST_RUN")
-echo ">> asking the new checkpoint about $DEMO_IMAGE"
-python cli_demo.py --from_pretrained "$RUN_DIR" --image "$DEMO_IMAGE" --prompt "描述这张图片。" --greedy --max_new_tokens 48 < /dev/null
+echo ">> asking the base model and the new checkpoint about $DEMO_IMAGE (greedy), scored against its training labels"
+python -m remoteglm.train.demo --base "$MODEL_DIR" --run "$RUN_DIR" --image "$DEMO_IMAGE" --train_data $TRAIN_DATA < /dev/null
 echo ">> done. Chat with it: python cli_demo.py --from_pretrained $RUN_DIR"
