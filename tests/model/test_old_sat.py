@@ -176,3 +176,32 @@ def test_old_lora_checkpoint_converts_and_merges(old_lora, probe, tmp_path):
     assert "lora" not in m_merged.mixins and not cfg.has_lora
     torch.testing.assert_close(logits(m_merged, probe), ref, atol=1e-4, rtol=1e-4)
     assert json.loads((tmp_path / "merged" / "model_config.json").read_text())["use_lora"] is False
+
+
+def test_old_qlora_checkpoint_loads_dequantized(tiny_checkpoint, probe, tmp_path):
+    """An old QLoRA run: its NF4 qkv weights are in the old row order too. With the tiny model's
+    64 inputs every NF4 block (64 values) is one row, so permuting packed rows and their absmax
+    entries writes exactly the old file. The loaded model is the dequantised fine-tune."""
+    model, tok, cfg = load_model(tiny_checkpoint)
+    add_lora(model, RANK, qlora=True)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".dense.matrix_B." in name:
+                p.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    ref = logits(model, probe)
+    heads, rows = cfg.num_attention_heads, 3 * cfg.hidden_size
+    old = dict(model.state_dict())
+    for i in range(cfg.num_layers):
+        p = f"transformer.layers.{i}.attention.query_key_value.original."
+        qs = old[p + "quant_state"]
+        assert qs.blocksize == cfg.hidden_size and qs.absmax.numel() == rows  # one NF4 block per row
+        w = old[p + "weight"]
+        old[p + "weight"] = qkv_sat_to_hf(w.reshape(rows, -1), heads).reshape(w.shape)
+        old[p + "bias"] = qkv_sat_to_hf(old[p + "bias"], heads)
+        qs.absmax = qkv_sat_to_hf(qs.absmax, heads)
+        old[p + "weight.absmax"] = qs.absmax
+    old[OLD_SAT_MARKER] = torch.zeros(2048, cfg.hidden_size)
+    d = save_sat_checkpoint(old, model.config, tmp_path / "oldq", tokenizer=tok)
+    m2, _, cfg2 = load_model(d)
+    assert cfg2.use_lora and not cfg2.use_qlora and "lora" in m2.mixins
+    torch.testing.assert_close(logits(m2, probe), ref, atol=1e-5, rtol=1e-5)
