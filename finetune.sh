@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # LoRA / QLoRA fine-tuning of VisualGLM-6B. With no settings: the tiny model on the bundled sample
-# (CPU, about a minute), then one chat answer from the new checkpoint.
+# (CPU, about two minutes), then a greedy answer of the base and the new checkpoint, scored.
 #
 # Settings (environment variables; extra arguments go straight to finetune_visualglm.py):
 #   MODEL_DIR     base checkpoint folder, sat or HF format   [checkpoints/visualglm-tiny, created if missing]
 #   TRAIN_DATA    fine-tune JSON or dataset_*_zh.json        [data/sample/sample_train.json]
-#   VALID_DATA    held-out JSON for the eval loss ('' = none) [data/sample/sample_val.json]
-#   SAVE_DIR      where run folders go                       [checkpoints]
-#   NUM_GPUS      GPUs to use (deepspeed launcher)           [all visible; 0 = CPU]
+#   VALID_DATA    held-out JSON for the eval loss ('' = none) [tiny: the sample's; else X_val.json beside X_train.json]
+#   SAVE_DIR      where run folders go (and LAST_RUN)         [checkpoints]
+#   SAVE_INTERVAL checkpoint every N steps                    [100 or TRAIN_ITERS if smaller]
+#   KEEP_CHECKPOINTS  complete step folders kept (0 = all)    [2]
+#   NUM_GPUS      GPUs per machine (deepspeed launcher)       [all visible; 0 = CPU]
+#   HOSTFILE      DeepSpeed hostfile for several machines ("host slots=N" lines) [none]
+#   MASTER_ADDR / MASTER_PORT   rendezvous of the ranks       [127.0.0.1 / a free port; with HOSTFILE: its first host / 29500]
 #   QLORA=1       NF4-quantised base (QLoRA)                 [0]
 #   LORA_RANK     LoRA rank                                   [10]
 #   LORA_ALPHA    LoRA alpha (scale = alpha/rank)             [1, official; tiny default = rank]
@@ -17,13 +21,15 @@
 #   LR            peak learning rate                          [1e-4; tiny default 1e-2]
 #   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt text / answer tokens (image slots extra) [128 / 256]
 #   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png]
+#   DRY_RUN=1     print the training command and stop
+#
+# Resume a killed run: the same command plus `--resume RUN_FOLDER` (finetune_visualglm.py checks it first).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 TINY_DIR=checkpoints/visualglm-tiny
 MODEL_DIR=${MODEL_DIR:-$TINY_DIR}
 TRAIN_DATA=${TRAIN_DATA:-data/sample/sample_train.json}
-VALID_DATA=${VALID_DATA-data/sample/sample_val.json}
 SAVE_DIR=${SAVE_DIR:-checkpoints}
 QLORA=${QLORA:-0}
 LORA_RANK=${LORA_RANK:-10}
@@ -31,14 +37,17 @@ LAYER_RANGE=${LAYER_RANGE:-}
 BATCH_SIZE=${BATCH_SIZE:-4}
 MAX_SOURCE_LEN=${MAX_SOURCE_LEN:-128}
 MAX_TARGET_LEN=${MAX_TARGET_LEN:-256}
+KEEP_CHECKPOINTS=${KEEP_CHECKPOINTS:-2}
 DEMO_IMAGE=${DEMO_IMAGE:-data/sample/images/s2_farmland.png}
+HOSTFILE=${HOSTFILE:-}
 
 if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
-  # The tiny model is random: it needs a far higher learning rate to learn anything in a minute.
+  # The tiny model stands in for a pretrained one: it needs a far higher learning rate to learn in a minute.
   TRAIN_ITERS=${TRAIN_ITERS:-300}
   LR=${LR:-1e-2}
   LORA_ALPHA=${LORA_ALPHA:-$LORA_RANK}
-  if [[ ! -f "$TINY_DIR/latest" ]]; then
+  VALID_DATA=${VALID_DATA-data/sample/sample_val.json}
+  if [[ ! -f "$TINY_DIR/latest" && "${DRY_RUN:-0}" != 1 ]]; then
     echo ">> creating the tiny VisualGLM checkpoint in $TINY_DIR (random weights, for trying the pipeline)"
     python -m remoteglm.model.tiny "$TINY_DIR"
   fi
@@ -46,26 +55,55 @@ else
   TRAIN_ITERS=${TRAIN_ITERS:-300}
   LR=${LR:-1e-4}
   LORA_ALPHA=${LORA_ALPHA:-1}
+  # the held-out split beside the training file (data/ucm_zh/ucm_train.json -> ucm_val.json), if there is one
+  guess=""
+  [[ "$TRAIN_DATA" == *_train.json && -f "${TRAIN_DATA%_train.json}_val.json" ]] && guess="${TRAIN_DATA%_train.json}_val.json"
+  VALID_DATA=${VALID_DATA-$guess}
 fi
-
-GPUS_SEEN=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
-NUM_GPUS=${NUM_GPUS:-$GPUS_SEEN}
+SAVE_INTERVAL=${SAVE_INTERVAL:-}
 
 args=(--from_pretrained "$MODEL_DIR" --train_data $TRAIN_DATA --save "$SAVE_DIR"
       --train_iters "$TRAIN_ITERS" --batch_size "$BATCH_SIZE" --lr "$LR" --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA"
-      --max_source_length "$MAX_SOURCE_LEN" --max_target_length "$MAX_TARGET_LEN")
-[[ -n "$VALID_DATA" ]] && args+=(--valid_data $VALID_DATA --eval_interval $(( TRAIN_ITERS / 2 > 0 ? TRAIN_ITERS / 2 : 1 )) --eval_iters 4)
+      --max_source_length "$MAX_SOURCE_LEN" --max_target_length "$MAX_TARGET_LEN" --keep_checkpoints "$KEEP_CHECKPOINTS")
+[[ -n "$VALID_DATA" ]] && args+=(--valid_data $VALID_DATA --eval_iters 4)
+[[ -n "$SAVE_INTERVAL" ]] && args+=(--save_interval "$SAVE_INTERVAL")
 [[ -n "$LAYER_RANGE" ]] && args+=(--layer_range $LAYER_RANGE)
 [[ "$QLORA" == 1 ]] && args+=(--use_qlora)
 
-echo ">> fine-tuning $MODEL_DIR on $TRAIN_DATA ($TRAIN_ITERS steps, $([[ $NUM_GPUS -gt 0 ]] && echo "$NUM_GPUS GPU(s)" || echo CPU))"
-if [[ "$NUM_GPUS" -gt 0 ]]; then
-  MASTER_PORT=${MASTER_PORT:-$(python -c "from remoteglm.compat import free_port; print(free_port())")}
-  deepspeed --master_addr 127.0.0.1 --master_port "$MASTER_PORT" --num_gpus "$NUM_GPUS" --no_local_rank \
-    finetune_visualglm.py "${args[@]}" "$@"
+launch=()
+if [[ -n "$HOSTFILE" ]]; then
+  [[ -f "$HOSTFILE" ]] || { echo "error: HOSTFILE=$HOSTFILE does not exist (lines like 'node1 slots=8')" >&2; exit 2; }
+  first_host=$(awk 'NF && $1 !~ /^#/ {print $1; exit}' "$HOSTFILE")
+  [[ -n "$first_host" ]] || { echo "error: HOSTFILE=$HOSTFILE names no host (lines like 'node1 slots=8')" >&2; exit 2; }
+  # every node must reach the first one: the rendezvous listens on the network here, not on loopback
+  MASTER_ADDR=${MASTER_ADDR:-$first_host}
+  MASTER_PORT=${MASTER_PORT:-29500}
+  launch=(python -m deepspeed.launcher.runner --hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT")
+  [[ -n "${NUM_GPUS:-}" ]] && launch+=(--num_gpus "$NUM_GPUS")
+  launch+=(--no_local_rank finetune_visualglm.py)
+  where="the machines in $HOSTFILE"
 else
-  python finetune_visualglm.py "${args[@]}" "$@"
+  GPUS_SEEN=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+  NUM_GPUS=${NUM_GPUS:-$GPUS_SEEN}
+  if [[ "$NUM_GPUS" =~ ^[0-9]+$ && "$NUM_GPUS" -gt 0 ]]; then
+    MASTER_PORT=${MASTER_PORT:-$(python -c "from remoteglm.compat import free_port; print(free_port())")}
+    launch=(python -m deepspeed.launcher.runner --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "$MASTER_PORT"
+            --num_gpus "$NUM_GPUS" --no_local_rank finetune_visualglm.py)
+    where="$NUM_GPUS GPU(s)"
+  elif [[ "$NUM_GPUS" == 0 ]]; then
+    launch=(python finetune_visualglm.py)
+    where="CPU"
+  else
+    echo "error: NUM_GPUS=$NUM_GPUS is not a number of GPUs (0 = CPU)" >&2; exit 2
+  fi
 fi
+
+if [[ "${DRY_RUN:-0}" == 1 ]]; then
+  printf '%q ' "${launch[@]}" "${args[@]}" "$@"; echo
+  exit 0
+fi
+echo ">> fine-tuning $MODEL_DIR on $TRAIN_DATA ($TRAIN_ITERS steps, $where)"
+"${launch[@]}" "${args[@]}" "$@"
 
 RUN_DIR=$(cat "$SAVE_DIR/LAST_RUN")
 echo ">> asking the base model and the new checkpoint about $DEMO_IMAGE (greedy), scored against its training labels"
