@@ -23,7 +23,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -576,15 +575,9 @@ def load_model(path: str | os.PathLike, tokenizer=None, device: str = "cpu", dty
 
 # ---- saving ------------------------------------------------------------------------------------------
 def _atomic_write_bytes(path: Path, writer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from remoteglm.data.io import write_atomic
+
+    write_atomic(path, writer)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -606,11 +599,14 @@ def _config_of(model_or_sd, config):
     return config
 
 
-def save_sat_checkpoint(model, config: VisualGLMConfig | None, out_dir: str | os.PathLike, iteration: int = 0, tokenizer=None) -> Path:
+def save_sat_checkpoint(model, config: VisualGLMConfig | None, out_dir: str | os.PathLike, iteration: int = 1, tokenizer=None) -> Path:
     """Write ``out_dir/{iteration}/mp_rank_00_model_states.pt``, ``model_config.json`` and
     ``latest`` (each atomically; ``latest`` last, so a crash never points at a partial file).
-    ``model`` may be a model or a sat-named state dict. Returns ``out_dir``.
+    ``model`` may be a model or a sat-named state dict. ``iteration`` >= 1: sat's own loader
+    refuses ``latest`` = 0 (the official zip uses 1). Returns ``out_dir``.
     """
+    if int(iteration) < 1:
+        raise RemoteGLMError(f"sat checkpoint iteration must be >= 1 (sat's loader refuses {iteration}); use 1 for a base model")
     out = Path(out_dir)
     config = _config_of(model, config)
     sd = _state_dict_of(model)

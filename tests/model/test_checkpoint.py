@@ -151,9 +151,9 @@ def _msg(path, **kw) -> str:
 
 
 def test_error_pt_file_instead_of_directory(tiny_checkpoint):
-    msg = _msg(tiny_checkpoint / "0" / "mp_rank_00_model_states.pt")
+    msg = _msg(tiny_checkpoint / "1" / "mp_rank_00_model_states.pt")
     assert f"pass the checkpoint directory instead: {tiny_checkpoint}" in msg
-    assert f"pass its parent directory: {tiny_checkpoint}" in _msg(tiny_checkpoint / "0")
+    assert f"pass its parent directory: {tiny_checkpoint}" in _msg(tiny_checkpoint / "1")
     assert "checkpoint not found" in _msg(tiny_checkpoint / "nope")
 
 
@@ -161,10 +161,10 @@ def test_error_missing_latest_and_iteration(tiny_checkpoint, tmp_path):
     d = copy_ckpt(tiny_checkpoint, tmp_path / "c")
     (d / "latest").unlink()
     msg = _msg(d)
-    assert "no 'latest' file" in msg and f"echo 0 > {d / 'latest'}" in msg
+    assert "no 'latest' file" in msg and f"echo 1 > {d / 'latest'}" in msg
     (d / "latest").write_text("300\n")
     msg = _msg(d)
-    assert "iteration '300'" in msg and "iteration folders found: 0" in msg
+    assert "iteration '300'" in msg and "iteration folders found: 1" in msg
     (d / "model_config.json").unlink()
     assert "has no model_config.json: copy that file" in _msg(d)
 
@@ -213,7 +213,7 @@ def test_error_config_weight_mismatch_names_the_tensor(tiny_checkpoint, tmp_path
 
 def test_error_unexpected_and_missing_tensors(tiny_checkpoint, tmp_path):
     d = copy_ckpt(tiny_checkpoint, tmp_path / "c")
-    f = d / "0" / "mp_rank_00_model_states.pt"
+    f = d / "1" / "mp_rank_00_model_states.pt"
     obj = torch.load(f, weights_only=False)
     obj["module"]["mixins.ptuning.prefix"] = torch.zeros(2)
     torch.save(obj, f)

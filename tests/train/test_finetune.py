@@ -99,6 +99,31 @@ def test_checkpoint_has_official_layout_and_loads_in_cli_demo(overfit_run):
     assert r.stdout.strip(), r.stderr
 
 
+def test_run_folder_loads_in_sats_own_loader(overfit_run):
+    """What the official VisualGLM code and its forks do with a run folder: sat's tracker parsing,
+    AutoModel.from_pretrained and load_checkpoint (torch.load with torch's weights_only default)."""
+    from remoteglm.model.checkpoint import load_model
+    from tests.satref import sat_from_pretrained, sat_iteration
+
+    run = Path(summary(overfit_run)["run_dir"])
+    assert sat_iteration(run) == (30, False, True)
+    ours, tok, _ = load_model(run)
+    theirs, args = sat_from_pretrained(run)
+    assert args.model_parallel_size == 1 and args.use_lora
+    ids = torch.tensor([tok.encode("问：描述这张图片。\n答：")])
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(input_ids=ids)[0], ours(input_ids=ids)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_accumulation_counts_steps_not_micro_batches(tiny_checkpoint, two_samples, tmp_path):
+    save = tmp_path / "gas"
+    ok(finetune(tiny_checkpoint, save, "--train_data", str(two_samples), "--train_iters", "4", "--batch_size", "2",
+                "--gradient_accumulation_steps", "3", "--lr", "1e-3", cache=tmp_path / "cache"))
+    s = summary(save)
+    assert [x[0] for x in s["losses"]] == [1, 2, 3, 4]  # one entry per optimizer step
+    assert s["samples_per_second"] == pytest.approx(4 * 2 * 3 / s["train_seconds"], rel=0.02)
+
+
 def test_merged_logits_equal_unmerged(overfit_run, tmp_path):
     from remoteglm.model.checkpoint import load_model
     from remoteglm.model.image import preprocess_image
@@ -214,9 +239,12 @@ def test_qlora_trains_and_merges(tiny_checkpoint, two_samples, tmp_path):
 
     save = tmp_path / "q"
     ok(finetune(tiny_checkpoint, save, "--train_data", str(two_samples), "--train_iters", "8", "--batch_size", "2",
-                "--lr", "1e-2", "--lora_alpha", "10", "--use_qlora", cache=tmp_path / "cache"))
+                "--lr", "1e-2", "--lora_alpha", "10", "--use_qlora", "--valid_data", str(two_samples),
+                "--eval_interval", "3", "--eval_iters", "1", cache=tmp_path / "cache"))
     s = summary(save)
     assert s["final_loss_avg10"] < s["first_loss"]
+    # trained on through two evaluations (bitsandbytes' eval-mode CPU layout once broke this)
+    assert [e[0] for e in s["eval_losses"]] == [3, 6] and [x[0] for x in s["losses"]] == list(range(1, 9))
     run = Path(s["run_dir"])
     assert json.loads((run / "model_config.json").read_text())["use_qlora"] is True
     sd = torch.load(run / "8" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
@@ -225,11 +253,16 @@ def test_qlora_trains_and_merges(tiny_checkpoint, two_samples, tmp_path):
     assert cfg.has_lora  # NF4 base is dequantised on load (an ordinary LoRA model)
     merged_dir = merge_checkpoint(run, tmp_path / "merged")
     merged, _, _ = load_model(merged_dir)
+    from tests.satref import sat_from_pretrained
+
+    theirs, _ = sat_from_pretrained(merged_dir)  # the merged QLoRA run is a plain folder sat loads
     ids = torch.tensor([tok.encode("问：描述这张图片。\n答：")])
     with torch.no_grad():
         a, b = model(input_ids=ids)[0], merged(input_ids=ids)[0]
+        c = theirs(input_ids=ids)[0]
     # NF4 matmuls dequantise per block in their own order; equal up to float rounding.
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(c, b, atol=1e-5, rtol=1e-5)
 
 
 def _two_rank_cmd(ckpt: Path, save: Path, cache: Path, *extra: str) -> list[str]:
