@@ -45,6 +45,12 @@ def quiet_warnings() -> None:
         warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator.*")
     # sat builds 1-row embeddings for the ViT/Q-Former "vocabularies" it never uses.
     warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+    # bitsandbytes on an AVX-512-BF16 CPU looks for an optional hub kernel at import and warns that
+    # it is missing; the project pins the reference path anyway (pin_bnb_cpu_layout).
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+        lambda record: "kernels-community" not in record.getMessage())
 
 
 def on_cpu() -> bool:
