@@ -20,6 +20,7 @@ from typing import Sequence
 
 from remoteglm.errors import RemoteGLMError, cli_entry
 from remoteglm.serve.generation import DEFAULT_PROMPT
+from remoteglm.serve.options import add_trust_arg
 
 F1_LINE = ">> char F1 vs the training label: before {before} -> after {after}"
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"the question [{DEFAULT_PROMPT}]")
     ap.add_argument("--max_new_tokens", type=int, default=48, help="answer length cap in tokens [48]")
     ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_trust_arg(ap)
     return ap
 
 
@@ -90,8 +92,10 @@ def _fmt(score: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from remoteglm.eval.metrics import char_f1
+    from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.model.image import load_image
 
+    trust_checkpoints(args.trust_checkpoint)
     load_image(args.image)  # a bad image fails before any model loads
     labels = image_labels(args.image, args.train_data)
     # The run folder always holds the tokenizer it trained with; a sat base folder may have none.
