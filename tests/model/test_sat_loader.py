@@ -4,6 +4,7 @@ path), with the same logits as ours. Run folders are checked in tests/train."""
 import torch
 
 from remoteglm.model.checkpoint import load_model
+from tests.loratest import add_random_lora
 from tests.satref import sat_from_pretrained, sat_iteration
 
 
@@ -29,7 +30,6 @@ def test_tiny_base_loads_in_sat(tiny_checkpoint):
 def test_converted_and_merged_folders_load_in_sat(tiny_checkpoint, tmp_path):
     from remoteglm.model.checkpoint import save_sat_checkpoint
     from remoteglm.model.convert import convert
-    from remoteglm.model.lora import add_lora
     from remoteglm.train.merge import merge_checkpoint
 
     base, tok, _ = load_model(tiny_checkpoint)
@@ -38,11 +38,7 @@ def test_converted_and_merged_folders_load_in_sat(tiny_checkpoint, tmp_path):
     back = convert(hf, tmp_path / "sat", "sat")
     _accepted(back, tok, ref)
 
-    add_lora(base, 4)
-    g = torch.Generator().manual_seed(1)
-    for name, p in base.named_parameters():
-        if "matrix_B" in name:
-            p.data.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    add_random_lora(base, 4, seed=1)
     save_sat_checkpoint(base, None, tmp_path / "lora", tokenizer=tok)
     lora_ref = _logits(base, tok)
     _accepted(tmp_path / "lora", tok, lora_ref)  # a LoRA folder: the official FineTuneVisualGLMModel

@@ -26,8 +26,8 @@ import torch
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model import quant
 from remoteglm.model.checkpoint import load_model, save_sat_checkpoint
-from remoteglm.model.lora import add_lora
 from remoteglm.serve.generation import chat, encode_prompt, image_embeddings
+from tests.loratest import add_random_lora
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "tests" / "fixtures" / "images" / "OSBS_029.tif"
@@ -144,11 +144,7 @@ def test_save_and_load_without_requantizing(quantized, tmp_path):
 
 def test_lora_checkpoint_quantizes_base_and_keeps_lora(tiny_checkpoint, tmp_path):
     model, tok, _ = load_model(tiny_checkpoint)
-    add_lora(model, 4)
-    g = torch.Generator().manual_seed(3)
-    for name, p in model.named_parameters():
-        if "matrix_B" in name:
-            p.data.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    add_random_lora(model, 4, seed=3)
     save_sat_checkpoint(model, None, tmp_path / "lora", tokenizer=tok)
     ref = logits_of(model, tok)
     kept, _, _ = load_model(tmp_path / "lora")
