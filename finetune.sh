@@ -47,8 +47,10 @@ if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
   LR=${LR:-1e-2}
   LORA_ALPHA=${LORA_ALPHA:-$LORA_RANK}
   VALID_DATA=${VALID_DATA-data/sample/sample_val.json}
+  # tiny tensors: a second OpenMP thread only fights the first over the cores (2-4x slower on 2 cores)
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   if [[ ! -f "$TINY_DIR/latest" && "${DRY_RUN:-0}" != 1 ]]; then
-    echo ">> creating the tiny VisualGLM checkpoint in $TINY_DIR (random weights, for trying the pipeline)"
+    echo ">> creating the tiny VisualGLM checkpoint in $TINY_DIR (briefly pre-trained on the sample captions, for trying the pipeline)"
     python -m remoteglm.model.tiny "$TINY_DIR"
   fi
 else
