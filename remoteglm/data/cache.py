@@ -30,15 +30,23 @@ CREATE TABLE IF NOT EXISTS results (
 class ResultCache:
     """Thread-safe get/put of LLM results; ``put_many`` is one transaction (one reply)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """``readonly``: look answers up without creating or changing anything (``--dry-run``);
+        a cache file that does not exist yet reads as empty."""
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-            self._db.commit()
+            if readonly:
+                target = f"{self.path.absolute().as_uri()}?mode=ro" if self.path.exists() else "file::memory:"
+                self._db = sqlite3.connect(target, uri=True, check_same_thread=False, timeout=30)
+                if not self.path.exists():
+                    self._db.execute(_SCHEMA)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                self._db.commit()
         except sqlite3.DatabaseError as e:
             raise RemoteGLMError(f"cache {self.path}: {e}; delete it or pass another --cache path") from None
         self._lock = threading.Lock()

@@ -123,22 +123,44 @@ def assign_splits(images: list[CaptionImage], val: float = 0.1, test: float = 0.
             im.split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
 
 
+def has_text(sentence: str) -> bool:
+    """Whether a caption has anything to translate: a word of two or more letters. RSICD holds
+    captions like "1" and "." that no translation can turn into Chinese; they are dropped by rule."""
+    return bool(re.search(r"[^\W\d_]{2,}", sentence))
+
+
+def _sentence_text(path: Path, where: str, s: object) -> str:
+    if isinstance(s, dict):
+        raw = s.get("raw")
+        if raw is None and isinstance(s.get("tokens"), list):
+            raw = " ".join(map(str, s["tokens"]))
+    else:
+        raw = s
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise RemoteGLMError(f"{path}: {where} is a JSON {type(raw).__name__}, not a sentence string; fix that entry")
+    return raw.strip()
+
+
 def _karpathy(path: Path, obj: dict) -> list[CaptionImage]:
     images = []
     for i, im in enumerate(obj["images"]):
         if not isinstance(im, dict) or "filename" not in im:
             raise RemoteGLMError(f"{path}: images[{i}] has no 'filename'; each image needs filename, split, sentences")
-        sents = []
-        for s in im.get("sentences") or []:
-            raw = s.get("raw") if isinstance(s, dict) else s
-            if not raw and isinstance(s, dict) and s.get("tokens"):
-                raw = " ".join(s["tokens"])
-            if isinstance(raw, str) and raw.strip():
-                sents.append(raw.strip())
+        if not isinstance(im["filename"], str) or not im["filename"].strip():
+            raise RemoteGLMError(f"{path}: images[{i}] 'filename' should be a file name string, got {im['filename']!r}")
+        raw_sents = im.get("sentences") or []
+        if not isinstance(raw_sents, list):
+            raise RemoteGLMError(f"{path}: images[{i}] ({im['filename']}) 'sentences' is a JSON {type(raw_sents).__name__}; "
+                                 'it must be a list such as [{"raw": "..."}, ...]')
+        sents = [t for k, s in enumerate(raw_sents)
+                 if (t := _sentence_text(path, f"images[{i}].sentences[{k}]", s))]
         split = im.get("split", "")
         split = "train" if split == "restval" else split
         imgid = im.get("imgid", i)
-        images.append(CaptionImage(str(im["filename"]), imgid if isinstance(imgid, int) else i, split, sents))
+        images.append(CaptionImage(im["filename"], imgid if isinstance(imgid, int) else i,
+                                   split if isinstance(split, str) else "", sents))
     return images
 
 
@@ -147,7 +169,11 @@ def _remoteglm(path: Path, obj: list) -> list[CaptionImage]:
     for i, item in enumerate(obj):
         if not isinstance(item, dict) or "imged_id" not in item:
             raise RemoteGLMError(f"{path}: item {i} has no 'imged_id'; each item needs imged_id and caption")
-        images.append(CaptionImage(str(item["imged_id"]), i, "", split_caption(str(item.get("caption") or ""))))
+        caption = item.get("caption") or ""
+        if not isinstance(caption, str):
+            raise RemoteGLMError(f"{path}: item {i} ({item['imged_id']}) 'caption' is a JSON {type(caption).__name__}; "
+                                 'it must be one string of sentences ("s1 .  s2 .")')
+        images.append(CaptionImage(str(item["imged_id"]), i, "", split_caption(caption)))
     return images
 
 
@@ -178,13 +204,21 @@ def load_captions(path: str | Path, name: str | None = None) -> CaptionSet:
     images = _karpathy(path, obj) if fmt == "karpathy" else _remoteglm(path, obj)
     if not images:
         raise RemoteGLMError(f"{path}: no images in the file; check that it is the right dataset.json")
-    empty = [im.filename for im in images if not im.sentences]
-    if empty:
-        raise RemoteGLMError(
-            f"{path}: {len(empty)} image(s) have empty captions (first: {', '.join(empty[:3])}); fix or remove them"
-        )
     name = canonical_name(name) if name else infer_name(path, obj)
     cs = CaptionSet(name, path, fmt, images)
+    dropped = [sent for im in images for sent in im.sentences if not has_text(sent)]
+    if dropped:
+        for im in images:
+            im.sentences = [sent for sent in im.sentences if has_text(sent)]
+        examples = ", ".join(repr(x) for x in list(dict.fromkeys(dropped))[:3])
+        cs.warnings.append(f"{len(dropped)} caption(s) with nothing to translate dropped (no word of two letters: {examples})")
+    empty = [im.filename for im in images if not im.sentences]
+    if empty:
+        if len(empty) == len(images):
+            raise RemoteGLMError(f"{path}: every image has empty captions (or only ones with nothing to translate); "
+                                 "check that it is the right dataset.json")
+        cs.images = images = [im for im in images if im.sentences]
+        cs.warnings.append(f"{len(empty)} image(s) without any usable caption left out (first: {', '.join(empty[:3])})")
     if name not in CLASSES:
         cs.warnings.append(f"dataset name '{name}' is not UCM, Sydney or RSICD: no scene classes (pass --name)")
     for im in images:

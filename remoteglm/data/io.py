@@ -36,12 +36,36 @@ def _umask() -> int:
     return mask
 
 
+STALE_TEMP_SECONDS = 600
+
+
+def _drop_stale_temps(path: Path) -> None:
+    """Remove temp files of ``path`` that a killed writer left behind (older than 10 minutes:
+    a writer still running elsewhere keeps its own)."""
+    import time
+
+    now = time.time()
+    for old in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        try:
+            if now - old.stat().st_mtime > STALE_TEMP_SECONDS:
+                old.unlink()
+        except OSError:
+            pass
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 def write_atomic(path: str | Path, writer: Callable[[str], Any]) -> Path:
     """Create ``path`` by ``writer(tmp_path)`` on a temp file in the same folder, fsync, then
     os.replace: readers never see half a file and a crash leaves the old one. The file gets the
     mode a plain ``open()`` would give (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

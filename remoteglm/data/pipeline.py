@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-
 import sys
 import time
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import RemoteGLMError
 from .build import build_finetune_records, build_zh_dataset
 from .cache import ResultCache
 from .datasets import SPLITS, check_images, load_captions
-from .io import write_json_atomic
+from .io import write_json_atomic, write_text_atomic
 from .llm import LLMClient, LLMConfig, Usage
 from .rewrite import PROMPT_VERSION as REWRITE_VERSION
 from .rewrite import RewriteConfig, Rewriter, source_key
@@ -56,6 +56,9 @@ class Summary:
     estimate: dict | None = None
     seconds: float = 0.0  # whole job
     llm_seconds: float = 0.0  # translate (+ rewrite) steps only
+    rewrite_cached: int = 0
+    split_counts: dict = field(default_factory=dict)  # split -> {"images", "records"}
+    up_to_date: bool = False  # outputs already matched this run's answers: not rewritten
 
 
 def default_image_dir(input_path: Path) -> Path:
@@ -69,15 +72,69 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _remaining_error(n: int, total: int, what: str, reason: str, cache: Path) -> RemoteGLMError:
-    return RemoteGLMError(
-        f"{n} of {total} {what} still not done after retries (last problem: {reason}); "
-        f"finished work is saved in {cache} - rerun the same command to continue"
-    )
+# What a user can do about work that is still missing after every retry, by its cause.
+ADVICE = {
+    "unreachable": "the endpoint cannot be reached: start the server or fix --base-url; rerunning before that cannot help",
+    "not_json": "the endpoint answers, but not with OpenAI JSON (an HTML page?): --base-url usually ends in /v1; "
+                "rerunning as is cannot help",
+    "rate_limited": "the endpoint kept answering 429 (rate limit): rerun the same command later, or lower --concurrency",
+    "timeout": "requests kept timing out: rerun with a larger --timeout or a lower --batch-size",
+    "server_error": "the endpoint kept failing with server errors (5xx): rerun the same command later",
+}
+
+
+def failure_advice(endpoint_kind: str, endpoint_reason: str, problems: list[str]) -> str:
+    """One sentence: which case it is and whether a rerun can help."""
+    if endpoint_kind or endpoint_reason:
+        base = ADVICE.get(endpoint_kind, "the endpoint kept failing: rerun the same command later")
+        return f"{base} (last error: {endpoint_reason})" if endpoint_reason else base
+    counts: dict[str, int] = {}
+    for pr in problems:
+        for part in pr.split("; "):
+            key = part.split(":")[0].strip()
+            counts[key] = counts.get(key, 0) + 1
+    top = ", ".join(f"{k} x{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
+    return (f"the LLM's answers kept failing the checks ({top}): a rerun asks only for these, "
+            "or try a stronger --model")
+
+
+def _failures(cs, tr, rr, keys_of) -> list[dict]:
+    """One entry per missing sentence / paragraph: image, sentence, last problem, bad answer."""
+    out = []
+    for im in cs.images:
+        for en in im.sentences:
+            k = normalise(en)
+            if k in tr.failed:
+                out.append({"image": im.filename, "split": im.split, "sentence": en, "problem": tr.failed[k],
+                            "reply_sample": tr.samples.get(k, "")})
+        if rr is not None and keys_of.get(im.filename) in rr.failed:
+            out.append({"image": im.filename, "split": im.split, "sentence": "(rewrite of its sentences)",
+                        "problem": rr.failed[keys_of[im.filename]], "reply_sample": ""})
+    return out
+
+
+def _stamp(*parts) -> str:
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+BUILD_VERSION = "build-v2"  # bump when build.py changes what it writes: outputs are rebuilt
+STAMP = ".build_stamp"
 
 
 def run(cfg: PipelineConfig) -> Summary:
-    """Run the whole job; raises RemoteGLMError (one line) on bad input or unfinished work."""
+    """Run the whole job; raises RemoteGLMError (one line) on bad input or unfinished work.
+
+    Unfinished work (items that still fail after every round) does not stop the rest: every
+    image whose sentences are all done is written, the missing ones go to ``failures.json``
+    in the output folder, and the error says which case it is; a rerun asks only for those.
+    """
     t0 = time.time()
     cs = load_captions(cfg.input, cfg.name)
     if cfg.limit is not None:
@@ -90,7 +147,8 @@ def run(cfg: PipelineConfig) -> Summary:
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cs.name}_zh"
 
     s = Summary(images=len(cs.images), sentences=len(cs.sentences()))
-    cache = ResultCache(cfg.cache)
+    cache = ResultCache(cfg.cache, readonly=cfg.dry_run)  # a dry run creates nothing
+    rr = None
     try:
         translator = Translator(None, cache, cfg.translate, cfg.llm.model)
         distinct = distinct_sentences(cs.sentences())
@@ -109,40 +167,91 @@ def run(cfg: PipelineConfig) -> Summary:
         t_llm = time.time()
         tr = translator.run(cs.sentences(), progress=cfg.progress)
         s.distinct, s.cache_hits, s.translated, s.failed = tr.distinct, tr.cache_hits, tr.new, len(tr.failed)
-        if tr.failed:
-            print_summary(s)
-            reason = tr.aborted or next(iter(tr.failed.values()))
-            raise _remaining_error(len(tr.failed), tr.distinct, "distinct sentences", reason, cfg.cache)
+        done_images = [im for im in cs.images if all(normalise(en) in tr.translations for en in im.sentences)]
 
-        labels = None
+        labels, keys_of = None, {}
         if cfg.rewrite:
-            zh_per_image = [[tr.translations[k] for k in map(normalise, im.sentences)] for im in cs.images]
+            zh_per_image = [[tr.translations[normalise(en)] for en in im.sentences] for im in done_images]
+            keys_of = {im.filename: source_key(z) for im, z in zip(done_images, zh_per_image)}
             rw = Rewriter(client, cache, RewriteConfig(cfg.translate.concurrency, cfg.rewrite_rounds), cfg.llm.model)
-            rr = rw.run(zh_per_image, progress=cfg.progress)
-            s.rewritten, s.rewrite_fallbacks, s.rewrite_rejected = rr.rewritten, rr.fallbacks, rr.rejected
-            for why in rr.examples:
-                _say(f"rewrite fell back (example): {why}")
-            if rr.failed:
-                print_summary(s)
-                reason = rr.aborted or next(iter(rr.failed.values()))
-                raise _remaining_error(len(rr.failed), len(rr.failed) + len(rr.labels), "image paragraphs", reason, cfg.cache)
-            labels = rr.labels
+            if not tr.aborted:
+                rr = rw.run(zh_per_image, progress=cfg.progress)
+                s.rewritten, s.rewrite_fallbacks, s.rewrite_rejected = rr.rewritten, rr.fallbacks, rr.rejected
+                s.rewrite_cached = rr.cache_hits
+                for why in rr.examples:
+                    _say(f"rewrite fell back (example): {why}")
+                labels = rr.labels
+                done_images = [im for im in done_images if keys_of[im.filename] in labels]
+            else:
+                done_images = []
         s.llm_seconds = time.time() - t_llm
     finally:
         cache.close()
 
-    meta = {"source": Path(cfg.input).name, "model": cfg.llm.model, "prompt_version": PROMPT_VERSION,
-            # where the images are, relative to this JSON: the fine-tune code reads the dataset directly
-            "image_root": os.path.relpath(Path(image_dir).absolute(), Path(out_dir).absolute())}
-    if cfg.rewrite:
-        meta["rewrite_version"] = REWRITE_VERSION
-    zh = build_zh_dataset(cs, tr.translations, labels, meta)
-    s.outputs.append(write_json_atomic(out_dir / f"dataset_{cs.name}_zh.json", zh))
-    records = build_finetune_records(zh, image_dir, out_dir, seed=cfg.seed, classify=cfg.classify)
-    for split in SPLITS:
-        s.outputs.append(write_json_atomic(out_dir / f"{cs.name}_{split}.json", records[split]))
+    failures = _failures(cs, tr, rr, keys_of) if (tr.failed or (rr and rr.failed) or tr.aborted) else []
+    complete = len(done_images) == len(cs.images)
+    if done_images:
+        part = cs if complete else replace(cs, images=done_images)
+        meta = {"source": Path(cfg.input).name, "model": cfg.llm.model, "prompt_version": PROMPT_VERSION,
+                # where the images are, relative to this JSON: the fine-tune code reads the dataset directly
+                "image_root": os.path.relpath(Path(image_dir).absolute(), Path(out_dir).absolute())}
+        if cfg.rewrite:
+            meta["rewrite_version"] = REWRITE_VERSION
+        if not complete:
+            meta["incomplete"] = {"images_missing": len(cs.images) - len(done_images), "see": "failures.json"}
+        _write_outputs(s, part, tr.translations, labels, meta, image_dir, out_dir, cfg)
+    failures_file = out_dir / "failures.json"
+    if failures:
+        s.outputs.append(write_json_atomic(failures_file, failures))
+    elif failures_file.exists():
+        failures_file.unlink()
     s.seconds = time.time() - t0
+    if failures:
+        print_summary(s)
+        reason = tr.aborted or (rr.aborted if rr else "")
+        kind = tr.aborted_kind or _kind_of(reason)
+        what = (f"{len(done_images)} of {len(cs.images)} images written" if done_images else "no image complete, nothing written")
+        items = f"{len(tr.failed)} distinct sentences" if tr.failed else ""
+        if rr is not None and rr.failed:
+            items += (" and " if items else "") + f"{len(rr.failed)} image paragraphs"
+        raise RemoteGLMError(
+            f"{items or 'some items'} still not done after every round ({what}; each is listed in {failures_file}): "
+            + failure_advice(kind if reason else "", reason, [f["problem"] for f in failures]))
     return s
+
+
+def _kind_of(reason: str) -> str:
+    # the rewrite step reports its endpoint failure as text only
+    for kind in ADVICE:
+        if kind in reason:
+            return kind
+    return ""
+
+
+def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, out_dir: Path, cfg) -> None:
+    """The Chinese dataset and the per-split fine-tune files; skipped when nothing they are made
+    of changed since the last build (a finished rerun of RSICD then takes seconds, not tens)."""
+    names = [out_dir / f"dataset_{cs.name}_zh.json"] + [out_dir / f"{cs.name}_{split}.json" for split in SPLITS]
+    keys = [normalise(en) for im in cs.images for en in im.sentences]
+    stamp = _stamp(BUILD_VERSION, meta, cfg.seed, cfg.classify, str(image_dir),
+                   [(im.filename, im.split, im.cls, im.sentences) for im in cs.images],
+                   [translations[k] for k in keys], sorted((labels or {}).items()))
+    stamp_file = out_dir / STAMP
+    if all(n.exists() for n in names) and stamp_file.exists() and stamp_file.read_text(encoding="utf-8").strip() == stamp:
+        s.up_to_date = True
+        s.outputs.extend(names)
+        s.split_counts = json.loads((out_dir / ".split_counts.json").read_text(encoding="utf-8")) \
+            if (out_dir / ".split_counts.json").exists() else {}
+        return
+    zh = build_zh_dataset(cs, translations, labels, meta)
+    s.outputs.append(write_json_atomic(names[0], zh))
+    records = build_finetune_records(zh, image_dir, out_dir, seed=cfg.seed, classify=cfg.classify)
+    for name, split in zip(names[1:], SPLITS):
+        s.outputs.append(write_json_atomic(name, records[split]))
+    s.split_counts = {split: {"images": sum(1 for im in cs.images if im.split == split), "records": len(records[split])}
+                      for split in SPLITS}
+    write_json_atomic(out_dir / ".split_counts.json", s.split_counts)
+    write_text_atomic(stamp_file, stamp + "\n")
 
 
 def print_summary(s: Summary) -> None:
@@ -157,9 +266,13 @@ def print_summary(s: Summary) -> None:
     u = s.usage
     _say(f"translate: {s.images} images, {s.sentences} sentences, {s.distinct} distinct: "
          f"{s.cache_hits} from cache, {s.translated} new, {s.failed} failed")
-    if s.rewritten or s.rewrite_fallbacks or s.rewrite_rejected:
-        _say(f"rewrite: {s.rewritten} paragraphs accepted, {s.rewrite_rejected} replies rejected, "
-             f"{s.rewrite_fallbacks} images fell back to their translated sentences")
+    if s.rewritten or s.rewrite_fallbacks or s.rewrite_rejected or s.rewrite_cached:
+        _say(f"rewrite: {s.rewrite_cached} paragraphs from cache, {s.rewritten} new accepted, {s.rewrite_rejected} "
+             f"replies rejected, {s.rewrite_fallbacks} images fell back to their translated sentences")
     _say(f"LLM: {u.calls} calls ({u.retries} retries), tokens in {u.tokens_in:,} / out {u.tokens_out:,}")
+    for split, c in s.split_counts.items():
+        _say(f"  {split}: {c['images']} images, {c['records']} fine-tune records")
+    verb = "up to date" if s.up_to_date else "wrote"
     for p in s.outputs:
-        _say(f"wrote {p}")
+        _say(f"{verb} {p}" if p.name != "failures.json" else f"wrote {p} (what is still missing, and why)")
+    _say(f"took {s.seconds:.1f} s (LLM steps {s.llm_seconds:.1f} s)")

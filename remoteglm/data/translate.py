@@ -20,6 +20,7 @@ from .llm import LLMClient, LLMUnavailable, parallel
 
 PROMPT_VERSION = "translate-v1"  # bump when the prompt changes: old cached answers are then not reused
 KIND = "translate"
+SAMPLE_CHARS = 300  # of a bad answer, kept for the failures file
 
 SYSTEM_PROMPT = """You translate English captions of remote-sensing (aerial / satellite) images into Simplified Chinese.
 Rules:
@@ -45,10 +46,12 @@ class TranslateConfig:
 class TranslateResult:
     translations: dict[str, str]  # normalised English -> Chinese
     failed: dict[str, str] = field(default_factory=dict)  # normalised English -> last problem
+    samples: dict[str, str] = field(default_factory=dict)  # normalised English -> the last bad answer (cut)
     distinct: int = 0
     cache_hits: int = 0
     new: int = 0
     aborted: str = ""  # why the run stopped early (endpoint unreachable), if it did
+    aborted_kind: str = ""  # LLMUnavailable.kind of that stop
 
 
 def normalise(sentence: str) -> str:
@@ -146,26 +149,27 @@ class Translator:
         hits = self.cache.get_many(KIND, self.model, PROMPT_VERSION, sentences)
         return {s: r for s, (r, _) in hits.items()}
 
-    def _ask(self, job: tuple[list[str], dict[int, str]]) -> tuple[dict[str, str], dict[str, str], str]:
-        """One request: (accepted, failed -> problem, endpoint error). Accepted ones are cached now."""
+    def _ask(self, job: tuple[list[str], dict[int, str]]):
+        """One request: (accepted, failed -> (problem, bad answer), endpoint error or None).
+        Accepted ones are cached now."""
         batch, notes = job
         try:
             reply = self.client.chat(build_messages(batch, notes))
         except LLMUnavailable as e:
-            return {}, {s: str(e) for s in batch}, str(e)
+            return {}, {s: (str(e), "") for s in batch}, e
         try:
             outs = parse_reply(reply, len(batch))
         except ReplyError as e:
-            return {}, {s: str(e) for s in batch}, ""
+            return {}, {s: (str(e), reply[:SAMPLE_CHARS]) for s in batch}, None
         ok, bad = {}, {}
         for en, zh in zip(batch, outs):
             problems = check_translation(en, zh)
             if problems:
-                bad[en] = "; ".join(problems)
+                bad[en] = ("; ".join(problems), zh[:SAMPLE_CHARS])
             else:
                 ok[en] = zh
         self.cache.put_many(KIND, self.model, PROMPT_VERSION, ok)
-        return ok, bad, ""
+        return ok, bad, None
 
     def run(self, sentences: list[str], progress: bool = True) -> TranslateResult:
         distinct = distinct_sentences(sentences)
@@ -176,28 +180,29 @@ class Translator:
             return res
         bar = tqdm(total=len(todo), unit="sent", desc="translate", disable=not progress, dynamic_ncols=True,
                    mininterval=1.0)
-        problems: dict[str, str] = {}
+        problems: dict[str, tuple[str, str]] = {}
         size = self.cfg.batch_size
         for rnd in range(self.cfg.rounds):
             if not todo or res.aborted:
                 break
             # Re-asks go in smaller batches: a wrong item count usually comes from long batches.
-            jobs = [(b, {i + 1: problems[s] for i, s in enumerate(b) if s in problems}) for b in _batches(todo, size)]
-            failed: dict[str, str] = {}
+            jobs = [(b, {i + 1: problems[s][0] for i, s in enumerate(b) if s in problems}) for b in _batches(todo, size)]
+            failed: dict[str, tuple[str, str]] = {}
 
             def on_result(job, result):
                 ok, bad, endpoint_error = result
                 res.translations.update(ok)
                 res.new += len(ok)
-                failed.update(bad)
-                if endpoint_error and not res.aborted:
-                    res.aborted = endpoint_error
+                for en, (problem, sample) in bad.items():  # keep the last real answer seen for the report
+                    failed[en] = (problem, sample or problems.get(en, ("", ""))[1])
+                if endpoint_error is not None and not res.aborted:
+                    res.aborted, res.aborted_kind = str(endpoint_error), getattr(endpoint_error, "kind", "")
                 bar.update(len(ok))
                 bar.set_postfix(retry=len(failed), refresh=False)
 
             def ask(job):
                 if res.aborted:  # the endpoint is down: do not hammer it with the rest
-                    return {}, {s: res.aborted for s in job[0]}, ""
+                    return {}, {s: (res.aborted, "") for s in job[0]}, None
                 return self._ask(job)
 
             parallel(ask, jobs, self.cfg.concurrency, on_result)
@@ -205,5 +210,6 @@ class Translator:
             todo = [s for s in todo if s in failed]
             size = max(1, size // 2)
         bar.close()
-        res.failed = {s: problems[s] for s in todo}
+        res.failed = {s: problems[s][0] for s in todo}
+        res.samples = {s: problems[s][1] for s in todo if problems[s][1]}
         return res

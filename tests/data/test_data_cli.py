@@ -111,9 +111,12 @@ def test_unfinished_run_says_what_remains_and_rerun_finishes(fake_llm, tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert "distinct sentences still not done" in last and "HTTP 500" in last and "rerun the same command" in last
-    assert not (tmp_path / "out").exists()  # nothing half-built is written
+    assert not (tmp_path / "out" / "UCM_train.json").exists()  # no image was complete: no dataset
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text(encoding="utf-8"))
+    assert len(failures) == 100 and {"image", "sentence", "problem", "reply_sample"} <= failures[0].keys()
     r2 = run_cli(*args, key=secret)
     assert r2.returncode == 0 and (tmp_path / "out" / "UCM_train.json").exists(), r2.stderr
+    assert not (tmp_path / "out" / "failures.json").exists()  # nothing is missing any more
     # the key is sent to the endpoint, but never shown or written anywhere
     assert srv.last_auth == f"Bearer {secret}" and secret not in r.stderr + r2.stderr + r2.stdout
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

@@ -1,0 +1,157 @@
+"""Inputs that used to stop a whole dataset, partial failures, and the small things a user sees.
+
+The LLM here is its own tiny HTTP server on 127.0.0.1 that knows nothing of the project: it
+answers each numbered item with a fixed Chinese sentence, except items that contain "zebra",
+which it leaves in English however often it is asked (an LLM that will not translate one thing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from datahelp import karpathy_from_list, run_cli, ucm_list, write_json
+
+
+class StubbornLLM:
+    def __init__(self):
+        self.asked: list[str] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                user = body["messages"][-1]["content"]
+                items = json.loads(user[user.index("{"):]) if "{" in user else {}
+                outer.asked.extend(items.values() if isinstance(items, dict) else [])
+                if isinstance(items, dict) and "sentences" in items:  # a rewrite request
+                    content = "".join(items["sentences"])
+                else:  # follows the term list the system prompt gives, as a decent LLM would
+                    system = body["messages"][0]["content"]
+                    line = next((ln for ln in system.splitlines() if "exactly:" in ln), "")
+                    terms = [t.split(" = ", 1) for t in line.split("exactly:", 1)[-1].split("; ") if " = " in t]
+                    content = json.dumps({k: (v if "zebra" in v else "图中有" + "、".join(
+                        zh.strip() for en, zh in terms if en.strip().lower() in v.lower()) + "一些东西。")
+                        for k, v in items.items()}, ensure_ascii=False)
+                out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": content}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def llm():
+    srv = StubbornLLM()
+    yield srv
+    srv.close()
+
+
+def _args(srv, tmp_path, src):
+    return ["--input", str(src), "--out-dir", str(tmp_path / "out"), "--base-url", srv.base_url, "--model", "m",
+            "--cache", str(tmp_path / "cache.sqlite"), "--retries", "0"]
+
+
+def _dataset(tmp_path, extra_sentences: dict[int, list[str]]):
+    data = karpathy_from_list(ucm_list(6, step=100), ["train", "val", "test"])
+    for i, sents in extra_sentences.items():
+        data["images"][i]["sentences"] += [{"raw": s} for s in sents]
+    return write_json(tmp_path / "UCM_captions" / "dataset.json", data)
+
+
+def test_captions_with_nothing_to_translate_are_dropped_not_fatal(llm, tmp_path):
+    """RSICD holds the caption "1" (twice); "." normalises to nothing. Neither may stop the set."""
+    src = _dataset(tmp_path, {0: ["1", "1"], 1: ["."], 2: [" ,; "]})
+    r = run_cli(*_args(llm, tmp_path, src))
+    assert r.returncode == 0, r.stderr
+    assert "4 caption(s) with nothing to translate dropped" in r.stderr
+    assert not [x for x in llm.asked if not re.search(r"[A-Za-z]{2}", x)]  # never sent to the LLM
+    zh = json.loads((tmp_path / "out" / "dataset_UCM_zh.json").read_text(encoding="utf-8"))
+    assert len(zh["images"]) == 6 and all(len(im["sentences"]) == 5 for im in zh["images"])
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ({"images": [{"filename": "1.tif", "split": "train", "sentences": "There is a plane ."}]}, "'sentences' is a JSON str"),
+    ({"images": [{"filename": "1.tif", "split": "train", "sentences": [{"raw": ["a", "b"]}]}]}, "is a JSON list, not a sentence"),
+    ({"images": [{"filename": 7, "split": "train", "sentences": [{"raw": "a plane"}]}]}, "'filename' should be"),
+    ([{"imged_id": "1.tif", "caption": ["a plane .", "two cars ."]}], "'caption' is a JSON list"),
+])
+def test_wrong_shapes_are_one_clear_error(llm, tmp_path, bad, expected):
+    src = write_json(tmp_path / "UCM_captions" / "dataset.json", bad)
+    r = run_cli(*_args(llm, tmp_path, src))
+    assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert llm.asked == []
+
+
+def test_a_few_failures_write_the_rest_and_a_failures_file(llm, tmp_path):
+    src = _dataset(tmp_path, {})
+    data = json.loads(src.read_text())
+    data["images"][1]["sentences"][0]["raw"] = "a zebra crossing next to the road ."
+    write_json(src, data)
+    r = run_cli(*_args(llm, tmp_path, src))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "1 distinct sentences still not done" in last and "5 of 6 images written" in last
+    assert "kept failing the checks (" in last and "English left untranslated x1" in last and "try a stronger --model" in last
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text(encoding="utf-8"))
+    assert failures == [{"image": data["images"][1]["filename"], "split": data["images"][1]["split"],
+                         "sentence": "a zebra crossing next to the road .", "problem": failures[0]["problem"],
+                         "reply_sample": "a zebra crossing next to the road"}]
+    zh = json.loads((tmp_path / "out" / "dataset_UCM_zh.json").read_text(encoding="utf-8"))
+    assert len(zh["images"]) == 5 and zh["incomplete"]["images_missing"] == 1
+    asked = len(llm.asked)
+    r = run_cli(*_args(llm, tmp_path, src))  # the rerun asks only for what is missing
+    assert r.returncode == 2 and set(llm.asked[asked:]) == {"a zebra crossing next to the road"}
+
+
+def test_dry_run_writes_nothing(llm, tmp_path):
+    src = _dataset(tmp_path, {})
+    r = run_cli(*_args(llm, tmp_path, src), "--dry-run")
+    assert r.returncode == 0 and "would translate" in r.stderr
+    assert not (tmp_path / "cache.sqlite").exists() and not (tmp_path / "out").exists() and llm.asked == []
+
+
+def test_summary_timing_splits_and_an_up_to_date_rerun(llm, tmp_path):
+    src = _dataset(tmp_path, {})
+    r = run_cli(*_args(llm, tmp_path, src), "--rewrite")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"took \d+\.\d s", r.stderr) and "train: 2 images" in r.stderr and "test: 2 images" in r.stderr
+    out = tmp_path / "out" / "UCM_train.json"
+    mtime, asked = out.stat().st_mtime_ns, len(llm.asked)
+    time.sleep(0.01)
+    r = run_cli(*_args(llm, tmp_path, src), "--rewrite")
+    assert r.returncode == 0 and len(llm.asked) == asked  # nothing asked again
+    assert "rewrite: " in r.stderr and "from cache" in r.stderr  # the cached rewrite step still reports
+    assert f"up to date {out}" in r.stderr and out.stat().st_mtime_ns == mtime  # not rebuilt
+    assert "train: 2 images" in r.stderr
+
+
+def test_temp_files_of_a_killed_writer_are_cleaned_up(tmp_path):
+    from remoteglm.data.io import write_text_atomic
+
+    stale = tmp_path / ".x.json.abc123.tmp"
+    fresh = tmp_path / ".x.json.def456.tmp"
+    stale.write_text("")
+    fresh.write_text("")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    write_text_atomic(tmp_path / "x.json", "{}")
+    assert not stale.exists() and fresh.exists()  # a writer still at work keeps its file
