@@ -3,6 +3,11 @@
 Keyed by (kind, model, prompt version, source text). WAL mode plus one commit per reply means a
 SIGKILL at any moment loses at most the replies still in flight, and a rerun asks for nothing
 that is already stored.
+
+Each answer also records the version of the checks that accepted it (``validator``).
+``get_checked`` passes answers accepted by another version - an older, laxer one, or a cache
+from before versions were recorded - through today's check: good ones are reused (and stamped
+with today's version, so they are checked once), failing ones are left out and so asked again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ CREATE TABLE IF NOT EXISTS results (
     result TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'ok',  -- rewrite: 'ok' or 'fallback'
     created REAL NOT NULL DEFAULT (julianday('now')),
+    validator TEXT NOT NULL DEFAULT '',  -- version of the checks that accepted the result
     PRIMARY KEY (kind, model, version, source)
 )
 """
@@ -47,9 +53,24 @@ class ResultCache:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(_SCHEMA)
                 self._db.commit()
+                self._add_validator_column()
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
         except sqlite3.DatabaseError as e:
             raise RemoteGLMError(f"cache {self.path}: {e}; delete it or pass another --cache path") from None
+        self.readonly = readonly
+        self._has_validator = "validator" in columns  # False only for an old cache opened read-only
         self._lock = threading.Lock()
+
+    def _add_validator_column(self) -> None:
+        """Caches written before answers recorded their validator get the column (empty: check again)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+        if "validator" not in columns:
+            try:
+                with self._db:
+                    self._db.execute("ALTER TABLE results ADD COLUMN validator TEXT NOT NULL DEFAULT ''")
+            except sqlite3.OperationalError as e:  # another process added it first
+                if "duplicate column" not in str(e):
+                    raise
 
     def get_many(self, kind: str, model: str, version: str, sources: list[str]) -> dict[str, tuple[str, str]]:
         """source -> (result, status) for the sources already stored."""
@@ -66,14 +87,52 @@ class ResultCache:
                 found.update({src: (res, st) for src, res, st in rows})
         return found
 
-    def put_many(self, kind: str, model: str, version: str, items: dict[str, str], status: str = "ok") -> None:
-        """Store ``source -> result`` pairs and commit before returning."""
+    def get_checked(self, kind: str, model: str, version: str, sources: list[str], validator: str,
+                    check) -> dict[str, tuple[str, str]]:
+        """Like ``get_many``, for answers that must still pass today's checks.
+
+        An answer stamped with ``validator`` is returned as it is. Any other answer is passed to
+        ``check(source, result, status) -> bool`` first: if it passes it is returned and stamped
+        (not checked again next time); if not it is left out, so the caller asks for it again, and
+        the new answer replaces it.
+        """
+        rows: dict[str, tuple[str, str, str]] = {}
+        col = "validator" if self._has_validator else "''"
+        with self._lock:
+            for i in range(0, len(sources), 500):  # SQLite's bound-parameter limit
+                chunk = sources[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                cur = self._db.execute(
+                    f"SELECT source, result, status, {col} FROM results WHERE kind=? AND model=? AND version=? "
+                    f"AND source IN ({marks})",
+                    [kind, model, version, *chunk],
+                )
+                rows.update({src: (res, st, val) for src, res, st, val in cur})
+        found, passed = {}, []
+        for src, (res, st, val) in rows.items():
+            if val == validator:
+                found[src] = (res, st)
+            elif check(src, res, st):
+                found[src] = (res, st)
+                passed.append(src)
+        if passed and not self.readonly:
+            with self._lock, self._db:
+                self._db.executemany(
+                    "UPDATE results SET validator=? WHERE kind=? AND model=? AND version=? AND source=?",
+                    [(validator, kind, model, version, src) for src in passed],
+                )
+        return found
+
+    def put_many(self, kind: str, model: str, version: str, items: dict[str, str], status: str = "ok",
+                 validator: str = "") -> None:
+        """Store ``source -> result`` pairs (accepted by checks of version ``validator``) and commit."""
         if not items:
             return
         with self._lock, self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO results (kind, model, version, source, result, status) VALUES (?,?,?,?,?,?)",
-                [(kind, model, version, src, res, status) for src, res in items.items()],
+                "INSERT OR REPLACE INTO results (kind, model, version, source, result, status, validator) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [(kind, model, version, src, res, status, validator) for src, res in items.items()],
             )
 
     def count(self, kind: str | None = None) -> int:
