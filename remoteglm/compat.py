@@ -31,6 +31,34 @@ def single_process_env() -> None:
     # sat and DeepSpeed print a lot at import; keep the user's terminal readable.
     os.environ.setdefault("SAT_LOGLEVEL", "WARNING")
     quiet_warnings()
+    if os.environ.get("WORLD_SIZE") == "1":
+        local_process_group()
+
+
+def local_process_group() -> None:
+    """A one-process group with an in-memory store, started before sat starts its own.
+
+    sat's init (and DeepSpeed's) would create a torch TCPStore, which listens unauthenticated
+    on ALL interfaces (``*:MASTER_PORT``) whatever MASTER_ADDR says: anyone on the network
+    could set keys in a chat or API process. One process needs no store at all; sat and
+    DeepSpeed keep a group that already exists. Multi-rank launches (WORLD_SIZE > 1) are left to
+    the launcher's rendezvous.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        return
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_ifname())
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+
+
+def _loopback_ifname() -> str:
+    # gloo's own pair sockets bind to the named interface: keep them on loopback
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return "lo"
+    return "lo" if "lo" in names else next((n for n in names if n.startswith("lo")), "lo")
 
 
 def quiet_warnings() -> None:

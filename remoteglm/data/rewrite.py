@@ -8,32 +8,24 @@ sentences joined together.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from . import faithful
 from .cache import ResultCache
-from .glossary import jieba_with_terms
 from .llm import LLMClient, LLMUnavailable, parallel
 
 PROMPT_VERSION = "rewrite-v1"
 KIND = "rewrite"
 
-# Mood, judgement and scenery words RemoteGLM's labels invent; allowed only if a source says it.
-BANNED = (
-    "感觉", "感受", "生机", "勃勃", "美丽", "宁静", "活力", "氛围", "气息", "和谐", "壮观", "迷人",
-    "优美", "繁华", "热闹", "宜人", "惬意", "舒适", "安详", "静谧", "祥和", "美景", "景色", "风景",
-    "如画", "令人", "让人", "仿佛", "似乎", "好像", "充满", "展现", "彰显", "映衬", "点缀", "生动",
-    "秀丽", "壮丽", "漂亮", "美好", "梦幻", "诗意", "宏伟", "繁忙", "悠闲", "温馨", "清新",
-)
-# Nouns any faithful paragraph may use without a source saying them.
-GENERIC_NOUNS = {
-    "图像", "图片", "画面", "场景", "影像", "照片", "遥感", "区域", "地区", "部分", "地方", "位置",
-    "周围", "旁边", "附近", "中间", "中心", "一侧", "两侧", "两边", "左侧", "右侧", "上方", "下方",
-    "整体", "其中", "一些", "许多", "很多", "数量", "形状", "颜色", "方向", "这里", "那里",
-}
+# Mood, judgement and scenery words RemoteGLM's labels invent (allowed only if a source says it)
+# and the nouns any paragraph may use: shared with the translate step's checks.
+BANNED = faithful.BANNED
+GENERIC_NOUNS = faithful.GENERIC_NOUNS
 
 SYSTEM_PROMPT = """你负责把同一张遥感图像的几句中文描述合并成一段通顺的中文描述。
 要求：
@@ -81,34 +73,56 @@ def build_messages(sentences: list[str], problems: list[str] | None = None) -> l
 
 
 def check_rewrite(paragraph: str, sources: list[str]) -> list[str]:
-    """Problems with a paragraph: empty, English, banned words or nouns no source sentence has."""
+    """Problems with a paragraph merged from ``sources`` (checked translations); empty when acceptable.
+
+    It must be a description (no refusal, filler, question or talk about the task), add nothing
+    (no mood words, nouns or numbers the sources lack, no English), keep what each source says
+    (its glossary terms, numbers and most of its nouns) and be of a sane length.
+    """
     text = paragraph.strip()
     if not _CJK.search(text):
         return ["段落为空或没有中文"]
-    src = "".join(sources)
     problems = []
-    banned = [w for w in BANNED if w in text and w not in src]
+    meta = faithful.meta_text(text, sources)
+    if meta:
+        problems.append(f"这不是描述本身，含有道歉、拒绝、客套话、提问、编号或对任务的说明（{'、'.join(p for _, p in meta)}），"
+                        "只输出合并后的那段描述")
+    banned = faithful.invented_mood(text, sources)
     if banned:
         problems.append(f"加入了原句没有的词：{'、'.join(banned)}")
     if re.search(r"[A-Za-z]{2,}", text):
         problems.append("含有英文")
-    import jieba.posseg as pseg
-
-    jieba_with_terms()
-    chars = set(src)
-    invented = []
-    for word, flag in pseg.cut(text):
-        if not flag.startswith("n") or word in GENERIC_NOUNS or word in src or any(word in b for b in banned):
-            continue
-        # A noun whose every character appears in the sources is a re-segmentation, not new content.
-        if len(word) > 1 and all(c in chars for c in word):
-            continue
-        invented.append(word)
+    invented = faithful.invented_nouns(text, sources, skip=banned)
     if invented:
-        problems.append(f"原句没有提到：{'、'.join(dict.fromkeys(invented))}")
-    if len(text) > 1.5 * len(src) + 20:
+        problems.append(f"原句没有提到：{'、'.join(invented)}")
+    numbers = faithful.invented_numbers(text, sources)
+    if numbers:
+        problems.append(f"原句没有这些数量：{'、'.join(map(str, numbers))}")
+    lost = faithful.coverage_problems(text, sources)
+    if lost and not meta:
+        problems.append("漏掉了原句的内容：" + "；".join(f"第{i}句的{'、'.join(what)}" for i, what in lost))
+    elif lost:
+        problems.append(f"没有保留原句的内容（{len(lost)}/{len(sources)} 句缺失）")
+    length = faithful.length_problem(text, sources)
+    if length == "short" and not lost:
+        problems.append("段落太短，漏掉了原句的内容")
+    elif length == "long":
         problems.append("段落比原句总和还长很多")
     return problems
+
+
+@functools.lru_cache(maxsize=1)
+def validator() -> str:
+    """The version of the checks that accept a paragraph (cached ones of another are re-checked)."""
+    return faithful.validator_version(check_rewrite, fallback_label)
+
+
+def _still_valid(key: str, label: str, status: str) -> bool:
+    """A cached paragraph passes today's checks; a cached fallback is the joined sentences."""
+    sources = key.split("\n")
+    if status == "fallback":
+        return label == fallback_label(sources)
+    return not check_rewrite(label, sources)
 
 
 class Rewriter:
@@ -128,16 +142,19 @@ class Rewriter:
             paragraph = reply.strip().strip('"“”')
             problems = check_rewrite(paragraph, sources)
             if not problems:
-                self.cache.put_many(KIND, self.model, PROMPT_VERSION, {key: paragraph}, status="ok")
+                self.cache.put_many(KIND, self.model, PROMPT_VERSION, {key: paragraph}, status="ok",
+                                     validator=validator())
                 return paragraph, "ok", rejected, ""
             rejected += 1
         label = fallback_label(sources)
-        self.cache.put_many(KIND, self.model, PROMPT_VERSION, {key: label}, status="fallback")
+        self.cache.put_many(KIND, self.model, PROMPT_VERSION, {key: label}, status="fallback",
+                             validator=validator())
         return label, "fallback", rejected, "；".join(problems)
 
     def run(self, images_sentences: list[list[str]], progress: bool = True) -> RewriteResult:
         keys = list(dict.fromkeys(source_key(s) for s in images_sentences))
-        hits = self.cache.get_many(KIND, self.model, PROMPT_VERSION, keys)
+        # Paragraphs accepted by older checks are checked again; a failing one is asked again.
+        hits = self.cache.get_checked(KIND, self.model, PROMPT_VERSION, keys, validator(), _still_valid)
         res = RewriteResult(labels={k: v for k, (v, _) in hits.items()}, cache_hits=len(hits))
         todo = []
         for k in keys:

@@ -7,6 +7,7 @@ batches. Valid answers go to the cache as each reply arrives.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from . import faithful
 from .cache import ResultCache
 from .glossary import find_terms, missing_terms
 from .llm import LLMClient, LLMUnavailable, parallel
@@ -110,7 +112,13 @@ def parse_reply(text: str, n: int) -> list[str]:
 
 
 def check_translation(english: str, chinese: str) -> list[str]:
-    """Problems with one translation; empty when it is acceptable."""
+    """Problems with one translation; empty when it is acceptable.
+
+    Besides Chinese present, no English left and the glossary terms used, the translation must be
+    a translation (no refusal, filler or talk about the task), must not add mood words, distinctive
+    objects or numbers its English does not say, must keep the English numbers, and must be of a
+    length the English could have.
+    """
     if not chinese:
         return ["empty translation"]
     problems = []
@@ -123,7 +131,36 @@ def check_translation(english: str, chinese: str) -> list[str]:
     missing = missing_terms(english, chinese)
     if missing:
         problems.append(f"glossary term missing: {', '.join(missing)}")
+    meta = faithful.meta_text(chinese, english=english)
+    if meta:
+        problems.append("not only the translation (" + "; ".join(f'{kind} "{phrase}"' for kind, phrase in meta)
+                        + "): answer with the translation alone")
+    mood = faithful.invented_mood(chinese, english=english)
+    if mood:
+        problems.append(f"mood or judgement words the English does not say: {', '.join(mood)}")
+    objects = faithful.invented_objects(chinese, english)
+    if objects:
+        problems.append(f"objects the English does not mention: {', '.join(objects)}")
+    lost, invented = faithful.number_problems(english, chinese)
+    if lost:
+        problems.append(f"number of the English missing: {', '.join(map(str, lost))}")
+    if invented:
+        problems.append(f"number the English does not say: {', '.join(map(str, invented))}")
+    length = faithful.translation_length_problem(english, chinese)
+    if length and not meta:
+        problems.append("translation far shorter than the English: something was dropped" if length == "short"
+                        else "translation far longer than the English: something was added")
     return problems
+
+
+@functools.lru_cache(maxsize=1)
+def validator() -> str:
+    """The version of the checks that accept a translation (cached answers of another are re-checked)."""
+    return faithful.validator_version(check_translation)
+
+
+def _still_valid(english: str, chinese: str, _status: str) -> bool:
+    return not check_translation(english, chinese)
 
 
 def _batches(items: list[str], size: int) -> list[list[str]]:
@@ -146,7 +183,8 @@ class Translator:
         self.client, self.cache, self.cfg, self.model = client, cache, cfg, model
 
     def cached(self, sentences: list[str]) -> dict[str, str]:
-        hits = self.cache.get_many(KIND, self.model, PROMPT_VERSION, sentences)
+        """Cached translations; those accepted by older checks are checked again (failing ones are asked again)."""
+        hits = self.cache.get_checked(KIND, self.model, PROMPT_VERSION, sentences, validator(), _still_valid)
         return {s: r for s, (r, _) in hits.items()}
 
     def _ask(self, job: tuple[list[str], dict[int, str]]):
@@ -168,7 +206,7 @@ class Translator:
                 bad[en] = ("; ".join(problems), zh[:SAMPLE_CHARS])
             else:
                 ok[en] = zh
-        self.cache.put_many(KIND, self.model, PROMPT_VERSION, ok)
+        self.cache.put_many(KIND, self.model, PROMPT_VERSION, ok, validator=validator())
         return ok, bad, None
 
     def run(self, sentences: list[str], progress: bool = True) -> TranslateResult:

@@ -10,7 +10,7 @@ SRC2 = ["一片美丽的海滩和白色的沙子。", "海浪拍打着海滩。"
 
 def test_check_rewrite_catches_invented_content():
     assert check_rewrite("两个储油罐在地面上，道路旁边有一些树。", SRC) == []
-    (p,) = check_rewrite("两个储油罐在道路旁边，让人感觉十分宁静。", SRC)
+    (p,) = check_rewrite("两个储油罐在地面上，道路旁边有一些树，让人感觉十分宁静。", SRC)
     assert "感觉" in p and "宁静" in p
     problems = check_rewrite("两个储油罐在道路旁边，旁边还有一座教堂和一辆卡车。", SRC)
     assert any("教堂" in x and "卡车" in x for x in problems)

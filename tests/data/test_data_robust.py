@@ -18,6 +18,10 @@ import pytest
 from datahelp import karpathy_from_list, run_cli, ucm_list, write_json
 
 
+NUMBERS = {"two": "两", "three": "三", "four": "四", "five": "五", "six": "六", "seven": "七", "eight": "八",
+           "nine": "九", "ten": "十"}
+
+
 class StubbornLLM:
     def __init__(self):
         self.asked: list[str] = []
@@ -38,7 +42,8 @@ class StubbornLLM:
                     system = body["messages"][0]["content"]
                     line = next((ln for ln in system.splitlines() if "exactly:" in ln), "")
                     terms = [t.split(" = ", 1) for t in line.split("exactly:", 1)[-1].split("; ") if " = " in t]
-                    content = json.dumps({k: (v if "zebra" in v else "图中有" + "、".join(
+                    content = json.dumps({k: (v if "zebra" in v else "图中有" + "".join(  # numbers kept too
+                        NUMBERS[w] + "个" for w in re.findall(r"[a-z]+", v.lower()) if w in NUMBERS) + "、".join(
                         zh.strip() for en, zh in terms if en.strip().lower() in v.lower()) + "一些东西。")
                         for k, v in items.items()}, ensure_ascii=False)
                 out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",

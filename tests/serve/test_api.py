@@ -228,3 +228,11 @@ def test_the_projects_translation_client_talks_to_it(url, monkeypatch):
     c = LLMClient(LLMConfig(base_url=url, model="visualglm-tiny", max_retries=0))
     text = c.chat([{"role": "system", "content": "把英文翻译成中文。"}, {"role": "user", "content": "a river"}], max_tokens=8)
     assert isinstance(text, str) and c.usage.replies == 1 and 0 < c.usage.tokens_out <= 8
+
+
+def test_api_listens_only_where_asked(server, url):
+    from conftest import listening_addresses
+
+    srv, port = server
+    addrs = listening_addresses(srv.proc.pid)
+    assert ("127.0.0.1", port) in addrs and all(host == "127.0.0.1" for host, _ in addrs), addrs

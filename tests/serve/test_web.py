@@ -195,3 +195,11 @@ def test_browser_end_to_end(url, expected, tmp_path_factory):
         wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#answer-box .message"))
     finally:
         driver.quit()
+
+
+def test_web_listens_only_where_asked(server, url):
+    from conftest import listening_addresses
+
+    srv, port = server
+    addrs = listening_addresses(srv.proc.pid)
+    assert ("127.0.0.1", port) in addrs and all(host == "127.0.0.1" for host, _ in addrs), addrs
