@@ -36,6 +36,24 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image]
 _FIX = "convert it to an 8-bit RGB PNG or JPEG (e.g. with an image editor or `gdal_translate -ot Byte -scale`)"
 
 
+# Pixel budget checked from the header before anything is decoded. 40 MP covers RS tiles and
+# most scenes users crop (a 6000x6000 GeoTIFF is 36 MP, ~110 MB as RGB) while a "decompression
+# bomb" - a few KB of PNG that decodes to gigabytes - is refused at once. REMOTEGLM_MAX_PIXELS raises it.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def max_pixels() -> int:
+    try:
+        return max(1, int(os.environ.get("REMOTEGLM_MAX_PIXELS", DEFAULT_MAX_PIXELS)))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def too_large_message(name: str, width: int, height: int, limit: int) -> str:
+    return (f"图片太大 / image too large: {name} is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{limit:,}; downscale or crop it (or raise REMOTEGLM_MAX_PIXELS)")
+
+
 def _describe(src) -> str:
     if isinstance(src, (bytes, bytearray)):
         return f"<{len(src)} bytes of image data>"
@@ -44,6 +62,8 @@ def _describe(src) -> str:
 
 def _open(src: ImageSource) -> Image.Image:
     if isinstance(src, Image.Image):
+        if src.size[0] * src.size[1] > max_pixels():
+            raise RemoteGLMError(too_large_message("the image", *src.size, max_pixels()))
         return src
     if isinstance(src, (bytes, bytearray)):
         fp = io.BytesIO(bytes(src))
@@ -57,12 +77,26 @@ def _open(src: ImageSource) -> Image.Image:
     else:
         raise RemoteGLMError(f"cannot read an image from a {type(src).__name__}: pass a file path, bytes or a PIL image")
     name = _describe(src)
+    limit = max_pixels()
+    img = None
     try:
-        with Image.open(fp) as opened:
-            opened.seek(0)
-            opened.load()  # decode now so truncated/corrupt data fails here with the file name
-            # a copy owns its pixels, so the file closes here (multi-frame TIFFs keep it open)
-            img = opened.copy()
+        # Opening reads the header only; the pixels are decoded once, after the size check (the
+        # image is not copied: single-frame files close themselves once loaded).
+        img = Image.open(fp)
+        width, height = img.size
+        if width * height > limit:
+            raise RemoteGLMError(too_large_message(name, width, height, limit))
+        img.seek(0)
+        img.load()  # decode now so truncated/corrupt data fails here with the file name
+    except Image.DecompressionBombError as e:  # PIL's own guard fired first (at open, past 2x its limit)
+        if img is not None:
+            raise RemoteGLMError(too_large_message(name, *img.size, limit)) from None
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        n = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        raise RemoteGLMError(f"图片太大 / image too large: {name} has {n}, over the limit of {limit:,}; downscale or crop it "
+                             "(or raise REMOTEGLM_MAX_PIXELS)") from None
     except UnidentifiedImageError:
         raise RemoteGLMError(f"cannot read image {name}: not a recognised image format (corrupt or not an image); {_FIX}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -174,3 +174,44 @@ def test_bad_inputs_are_one_line_errors(tmp_path, fixture_images):
     assert str(cut) in msg and "truncated" in msg
     assert "bytes of image data" in error(b"not an image")
     assert "file path, bytes or a PIL image" in error(12345)
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height, all black, written row by row through zlib: tens of KB
+    on disk, gigabytes if decoded as RGB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    z = zlib.compressobj(9)
+    row = b"\0" * (1 + (width + 7) // 8)
+    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
+    import resource
+    import time
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_bomb(20000, 20000))
+    assert bomb.stat().st_size < 200_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    for src in (bomb, bomb.read_bytes()):
+        with pytest.raises(RemoteGLMError, match=r"image too large: .*400,000,000 pixels.*REMOTEGLM_MAX_PIXELS"):
+            preprocess_image(src)
+    assert time.perf_counter() - t < 2  # nothing was decoded
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: no 400 MB decode
+
+
+def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    big.write_bytes(_png_bomb(3000, 3000))  # 9 MP: under the default limit
+    assert preprocess_image(big).shape == (3, 224, 224)
+    monkeypatch.setenv("REMOTEGLM_MAX_PIXELS", "1000000")
+    with pytest.raises(RemoteGLMError, match="over the limit of 1,000,000"):
+        preprocess_image(big)
