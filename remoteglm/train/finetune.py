@@ -441,6 +441,7 @@ def run(opts) -> int:
         logits = model(input_ids=ids, **kw)[0]
         loss = loss_fn(logits[:, :-1].float().reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1))
         if train:
+            state["tokens"] = state.get("tokens", 0) + ids.numel()  # computed (padded) positions: for MFU
             lr = model.optimizer.param_groups[0]["lr"] if hasattr(model, "optimizer") else opts.lr
             # sat increments args.iteration after this step returns.
             progress.micro(args.iteration + 1, loss.item(), lr, args.gradient_accumulation_steps)
@@ -503,6 +504,9 @@ def _write_summary(opts, run_dir: Path, progress: Progress, state: dict, model, 
                "gradient_accumulation_steps": opts.gradient_accumulation_steps,
                "samples_per_second": round(samples / train_s, 3) if train_s > 0 else None,
                "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+               "peak_gpu_reserved_bytes": torch.cuda.max_memory_reserved() if torch.cuda.is_available() else None,
+               "tokens_per_second": round(state.get("tokens", 0) * world / train_s, 1) if train_s > 0 else None,
+               "image_length": getattr(model, "image_length", None),
                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                "trainable_parameters": getattr(model, "trainable_parameters", None),
                # the evaluation's leakage guard reads these
