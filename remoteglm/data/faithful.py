@@ -53,7 +53,7 @@ MOOD_CUES: dict[str, tuple[str, ...]] = {
     "美丽": _BEAUTY, "漂亮": _BEAUTY, "优美": _BEAUTY + ("elegant", "graceful"), "秀丽": _BEAUTY,
     "美好": _BEAUTY + ("good",), "美景": _BEAUTY + _VIEW, "美不胜收": _BEAUTY,
     "宁静": _QUIET, "安详": _QUIET, "静谧": _QUIET, "祥和": _QUIET + ("harmon",),
-    "氛围": ("atmospher", "ambien", "mood", "feel"), "气息": ("atmospher", "air of", "breath", "smell", "scent"),
+    "氛围": ("atmospher", "ambien", "mood", "feel"), "气氛": ("atmospher", "ambien", "mood"), "气息": ("atmospher", "air of", "breath", "smell", "scent"),
     "和谐": ("harmon",), "壮观": _GRAND, "壮丽": _GRAND, "宏伟": _GRAND, "迷人": ("charm", "attractive", "fascinat",
                                                                              "enchant", "captivat"),
     "繁华": _BUSY, "热闹": _BUSY, "繁忙": _BUSY,

@@ -64,6 +64,7 @@ def test_refusals_and_chatter_are_not_translations(reply):
     ("green trees are around the pond", "green trees full of life are around the pond", "绿树环绕着池塘，充满生机。", "生机"),
     ("many buildings are boxes", "many buildings look like boxes", "许多建筑看起来好像盒子。", "好像"),
     ("a pond with green water", "a pond filled with green water", "一个充满绿水的池塘。", "充满"),
+    ("a residential area", "a residential area with a relaxed atmosphere", "一个气氛轻松的住宅区。", "气氛"),
 ])
 def test_mood_words_in_a_translation_need_the_english_to_say_them(plain, saying_it, chinese, word):
     (problem,) = check_translation(plain, chinese)
