@@ -114,14 +114,14 @@ GENERIC_NOUNS = {
 _ACK = r"好的|好|当然|当然可以|没问题|可以的|行|收到|明白了?|了解了?|嗯|是的|OK|Ok|ok|Okay|Sure|sure"
 META: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("apology", r"抱歉|对不起|很遗憾|非常遗憾|不好意思|[Ss]orry", ()),
-    ("refusal", r"我(?:无法|不能|没办法|没法|做不到|不会|不可以)|(?:无法|不能|没法|没办法|不便)(?:帮|协助|完成|提供|满足|"
-                r"回答|处理|翻译|合并|执行|为您|为你|给您|给你)|做不到|办不到|无能为力|爱莫能助", ()),
+    ("refusal", (r"我(?:无法|不能|没办法|没法|做不到|不会|不可以)|(?:无法|不能|没法|没办法|不便)(?:帮|协助|完成|提供|满足|"
+                 r"回答|处理|翻译|合并|执行|为您|为你|给您|给你)|做不到|办不到|无能为力|爱莫能助"), ()),
     ("AI talk", r"作为(?:一[个名款位])?(?:AI|人工智能|语言模型|助手|机器人)|AI助手|语言模型|人工智能助手|[Aa]s an AI", ()),
     ("acknowledgement", rf"(?:^|[。！!\n])\s*(?:{_ACK})\s*(?:[，,。！!：:～~…]|$)", ()),
     ("filler", r"当然可以|没问题|请稍等|稍等|稍候|马上为|这就为|很高兴|乐意为|愿意为|为您|为你", ()),
     ("preamble", r"以下是|如下[：:]|如下所示|下面是|翻译结果|结果如下", ()),
-    ("talk to the user", r"希望(?:这|以上|对您|对你|能帮)|如果(?:您|你)|还有(?:什么|其他)(?:问题|需要)|需要我|请问|"
-                         r"请(?:提供|告诉|确认|说明|发送|稍)", ()),
+    ("talk to the user", (r"希望(?:这|以上|对您|对你|能帮)|如果(?:您|你)|还有(?:什么|其他)(?:问题|需要)|需要我|请问|"
+                          r"请(?:提供|告诉|确认|说明|发送|稍)"), ()),
     ("question", r"[?？]|吗\s*[。！!]?\s*$", ()),
     ("numbering or markup", r"(?:^|\n)\s*(?:\d+|[一二三四五六七八九十]+)[.、．)）](?!\d)|\*\*|```|(?:^|\n)\s*(?:#+|[-*•])\s", ()),
     ("quote of the instructions", r"翻译|译文|原文|原句|句子|段落|合并|编号|要求|输出|描述[：:]|JSON|json|同上|见上",
@@ -146,10 +146,11 @@ _APPROX_AFTER = "几多余来"
 _LOCATION_TWO = re.compile(r"两(?=[侧边岸旁端头面])")  # 两侧 "both sides": a place, not a count
 # "several": 几条, 数栋, 若干, 多个 (not 几乎 "almost", 几何, nor 许多排列 "many ... arranged")
 _SEVERAL = re.compile(r"几(?![乎何])|数[条棵个辆架座栋艘片块处排根只]|若干|(?<![许很众诸较更太好最])多[条棵个辆架座栋艘片块处根只]")
-_EN_UNITS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen".split())}
-_EN_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_EN_UNITS = {w: i for i, w in enumerate((
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"))}
+_EN_TENS = {w: 10 * (i + 2) for i, w in enumerate(
+    ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"))}
 _EN_SOFT = {  # words that allow a Chinese number without making it required
     "both": 2, "pair": 2, "pairs": 2, "couple": 2, "double": 2, "twin": 2, "dual": 2, "either": 2, "second": 2,
     "twice": 2, "third": 3, "triple": 3, "fourth": 4, "fifth": 5, "sixth": 6, "dozen": 12, "dozens": 12,
@@ -163,7 +164,7 @@ def _nfkc(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cue(stems: tuple[str, ...]) -> re.Pattern:
     """One regex for English stems: each matches at a word start ("beaut" -> "beautiful"); a stem
     ending in "$" is a whole word ("we$" is not the start of "well")."""
@@ -241,9 +242,11 @@ def invented_nouns(paragraph: str, sources: list[str], skip: list[str] = ()) -> 
     """Nouns of a paragraph that no source sentence has (re-segmentations of source text allowed)."""
     src = "".join(sources)
     chars = set(src)
+    forms = _term_forms()
+    variants = {f for s in sources for t in zh_terms(s) for f in forms[t]}  # 居民区 for 住宅区
     out = []
     for word in _nouns(paragraph):
-        if word in src or any(word in s for s in skip):
+        if word in src or word in variants or any(word in s for s in skip):
             continue
         # A noun whose every character appears in the sources is a re-segmentation, not new content.
         if len(word) > 1 and all(c in chars for c in word):
@@ -349,12 +352,14 @@ def number_problems(english: str, chinese: str) -> tuple[list[int], list[int]]:
 _ZH_VARIANTS = (
     ("建筑", "建筑物"), ("草地", "草坪", "草皮"), ("灌木", "灌木丛"), ("桥梁", "桥"), ("河流", "河"),
     ("山地", "山"), ("房屋", "房子", "住房"), ("汽车", "车辆", "车"), ("十字路口", "路口"), ("池塘", "水塘"),
+    ("住宅区", "居民区", "居住区"), ("海洋", "海"), ("农田", "田地"),
 )
 
 
 @functools.lru_cache(maxsize=1)
 def _term_forms() -> dict[str, frozenset[str]]:
-    forms: dict[str, set[str]] = {t: {t} for t in zh_words()}
+    # every glossary term, the one-character ones too (jieba may tag 树 a verb, but it is a term)
+    forms: dict[str, set[str]] = {t: {t} for t in set(zh_words()) | set(GLOSSARY.values())}
     for en, zh in GLOSSARY.items():
         if zh in forms:
             forms[zh].update(ACCEPTED.get(en, ()))

@@ -119,8 +119,8 @@ REAL = [
          "一个住宅区里有许多排列整齐的房屋，旁边有一大片草坪。"),
         ("A residential area with houses densely arranged and a big piece of grassland beside",
          "一个房屋密集排列的住宅区，旁边有一大片草地。"),
-    ], "一个住宅区里有许多红色和橙色屋顶的房屋，排列密集而整齐，一些道路穿过这个区域，"
-       "一条道路把住宅区和旁边的一大片草坪隔开。"),
+    ], ("一个住宅区里有许多红色和橙色屋顶的房屋，排列密集而整齐，一些道路穿过这个区域，"
+        "一条道路把住宅区和旁边的一大片草坪隔开。")),
     ("Sydney", "508.tif", [
         ("An industrial area with many buildings arranged densely", "一个工业区里有许多密集排列的建筑。"),
         ("There are some buildings arranged densely in the residential area", "住宅区里有一些密集排列的建筑。"),
