@@ -35,11 +35,23 @@ def karpathy_from_list(items: list[dict], splits: list[str]) -> dict:
     return {"dataset": "ucm", "images": images}
 
 
-def run_cli(*args: str, timeout: float = 120, key: str | None = None, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("OPENAI_API_KEY", None)
-    env.pop("REMOTEGLM_DEBUG", None)
+def run_cli(*args: str, timeout: float = 120, key: str | None = None, env: dict[str, str] | None = None,
+            **kw) -> subprocess.CompletedProcess:
+    """translation_en2zh.py in a subprocess; ``key`` is exported as OPENAI_API_KEY, ``env`` added as is."""
+    full = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in ("OPENAI_API_KEY", "REMOTEGLM_DEBUG", "OPENAI_BASE_URL"):
+        full.pop(name, None)
     if key:
-        env["OPENAI_API_KEY"] = key
+        full["OPENAI_API_KEY"] = key
+    full.update(env or {})
     return subprocess.run([sys.executable, str(CLI), "--no-progress", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=kw.get("cwd"))
+                          timeout=timeout, env=full, cwd=kw.get("cwd"))
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from datahelp import CLI, FIXTURES, karpathy_from_list, run_cli, ucm_list, write_json
+from fake_llm import MOOD_WORDS
 
 from remoteglm.data import build_finetune_records, load_captions, load_zh_dataset
 from remoteglm.data.translate import distinct_sentences, normalise
@@ -102,7 +103,7 @@ def test_missing_key_for_remote_endpoint_is_one_line(tmp_path):
 
 
 def test_unfinished_run_says_what_remains_and_rerun_finishes(fake_llm, tmp_path):
-    srv = fake_llm(faults={"500": 1})
+    srv = fake_llm(counts={"server_error": 1})
     src = write_json(tmp_path / "UCM-en.json", ucm_list(20))
     args = ["--input", str(src), "--out-dir", str(tmp_path / "out"), "--retries", "0", "--concurrency", "1",
             *_llm_args(srv, tmp_path)]
@@ -167,14 +168,14 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_asks_nothing_twice(fake_llm
 
 
 def test_rewrite_via_cli_reports_rejects(fake_llm, tmp_path):
-    srv = fake_llm(faults={"mood": 2})
+    srv = fake_llm(counts={"rewrite:mood": 2})
     src = write_json(tmp_path / "Sydney-en.json", json.loads((FIXTURES / "Sydney-en.json").read_text())[:6])
     out = tmp_path / "out"
     r = run_cli("--input", str(src), "--rewrite", "--out-dir", str(out), *_llm_args(srv, tmp_path))
     assert r.returncode == 0, r.stderr
     assert "2 replies rejected" in r.stderr
     zh = load_zh_dataset(out / "dataset_Sydney_zh.json")
-    assert all(im["label"] and "宁静" not in im["label"] for im in zh["images"])
+    assert all(im["label"] and not [w for w in MOOD_WORDS if w in im["label"]] for im in zh["images"])
     train = json.loads((out / "Sydney_train.json").read_text())
     by_img = [r for r in train if r["task"] == "caption"]
     assert len(by_img) == len({r["img"] for r in by_img})  # one paragraph per train image
