@@ -7,21 +7,26 @@ import os
 from pathlib import Path
 
 from ..errors import RemoteGLMError, cli_entry
-from .llm import LLMConfig
+from .llm import LLMConfig, redact
 from .pipeline import PipelineConfig, print_summary, run
 from .translate import TranslateConfig
 
 EPILOG = """examples:
   # OpenAI (key from OPENAI_API_KEY; never printed or saved)
   python translation_en2zh.py --input data/UCM_captions/dataset.json
-  # DeepSeek / Qwen (DashScope compatible mode) / local vLLM or Ollama
-  python translation_en2zh.py --base-url https://api.deepseek.com/v1 --model deepseek-chat
-  python translation_en2zh.py --base-url https://dashscope.aliyuncs.com/compatible-mode/v1 --model qwen-plus
+  # DeepSeek / Qwen (DashScope compatible mode): the key from the variable you name
+  python translation_en2zh.py --base-url https://api.deepseek.com/v1 --model deepseek-chat --api-key-env DEEPSEEK_API_KEY
+  python translation_en2zh.py --base-url https://dashscope.aliyuncs.com/compatible-mode/v1 --model qwen-plus \\
+      --api-key-env DASHSCOPE_API_KEY
+  # local vLLM or Ollama: no key
   python translation_en2zh.py --base-url http://127.0.0.1:8000/v1 --model Qwen2.5-7B-Instruct
   # estimate calls and tokens first; try 20 images; add RemoteGLM-style paragraphs
   python translation_en2zh.py --dry-run
   python translation_en2zh.py --limit 20
   python translation_en2zh.py --input data/Sydney_captions/dataset.json --rewrite
+
+OPENAI_API_KEY is sent only to https://api.openai.com; any other remote endpoint needs
+--api-key-env NAME (the environment variable holding its key); local servers get no key.
 
 Every answer is cached as it arrives (--cache): stop the job at any time and run the same
 command again; it continues where it stopped and a finished job makes no LLM calls.
@@ -50,11 +55,15 @@ def parser() -> argparse.ArgumentParser:
     llm.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
                      help="OpenAI-compatible base URL, usually ending in /v1 (default: $OPENAI_BASE_URL or %(default)s)")
     llm.add_argument("--model", default="gpt-4o-mini", help="model name (default: %(default)s)")
+    llm.add_argument("--api-key-env", metavar="NAME", default=None,
+                     help="environment variable holding the endpoint's key, e.g. DEEPSEEK_API_KEY or DASHSCOPE_API_KEY "
+                     "(default: OPENAI_API_KEY for api.openai.com, none for local servers)")
     llm.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default: %(default)s)")
     llm.add_argument("--batch-size", type=int, default=20, help="sentences per request (default: %(default)s)")
     llm.add_argument("--timeout", type=float, default=60.0, help="seconds per request before retrying (default: %(default)s)")
     llm.add_argument("--retries", type=int, default=6,
-                     help="retries per request on 429/5xx/timeouts, exponential backoff + jitter (default: %(default)s)")
+                     help="retries per request on 429/5xx/timeouts/HTML or empty replies, exponential backoff + jitter, "
+                     "Retry-After honoured (default: %(default)s)")
     llm.add_argument("--cache", type=Path, default=Path("data/cache/llm_cache.sqlite"),
                      help="SQLite cache of answers, shared by all datasets (default: %(default)s)")
     job = p.add_argument_group("job")
@@ -75,10 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         raise RemoteGLMError("--timeout must be > 0 and --retries >= 0")
     cfg = PipelineConfig(
         input=a.input, images=a.images, name=a.name, out_dir=a.out_dir, cache=a.cache,
-        llm=LLMConfig(base_url=a.base_url, model=a.model, timeout=a.timeout, max_retries=a.retries),
+        llm=LLMConfig(base_url=a.base_url, model=a.model, timeout=a.timeout, max_retries=a.retries,
+                      api_key_env=a.api_key_env),
         translate=TranslateConfig(batch_size=a.batch_size, concurrency=a.concurrency),
         rewrite=a.rewrite, classify=not a.no_classify, dry_run=a.dry_run, limit=a.limit, seed=a.seed,
         progress=not a.no_progress,
     )
-    print_summary(run(cfg))
+    try:
+        print_summary(run(cfg))
+    except RemoteGLMError as e:  # whatever a server echoed back, no key is printed
+        raise RemoteGLMError(redact(str(e))) from None
     return 0

@@ -97,25 +97,31 @@ def test_bad_input_is_one_line(tmp_path, content, needle):
 
 def test_missing_key_for_remote_endpoint_is_one_line(tmp_path):
     src = write_json(tmp_path / "UCM-en.json", ucm_list(2))
-    r = run_cli("--input", str(src), "--base-url", "https://api.example.invalid/v1", "--cache", str(tmp_path / "c.sqlite"))
+    r = run_cli("--input", str(src), "--base-url", "https://api.openai.com/v1", "--cache", str(tmp_path / "c.sqlite"))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: OPENAI_API_KEY is not set")
     assert "Traceback" not in r.stderr
+    # another remote host: OPENAI_API_KEY is not sent there, the flag that names its key is
+    r = run_cli("--input", str(src), "--base-url", "https://api.example.invalid/v1", "--cache", str(tmp_path / "c.sqlite"),
+                key="sk-openai-only")
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("error: api.example.invalid is not OpenAI's host") and "--api-key-env" in last
+    assert "Traceback" not in r.stderr and "sk-openai-only" not in r.stderr
 
 
 def test_unfinished_run_says_what_remains_and_rerun_finishes(fake_llm, tmp_path):
     srv = fake_llm(counts={"server_error": 1})
     src = write_json(tmp_path / "UCM-en.json", ucm_list(20))
     args = ["--input", str(src), "--out-dir", str(tmp_path / "out"), "--retries", "0", "--concurrency", "1",
-            *_llm_args(srv, tmp_path)]
+            "--api-key-env", "LOCAL_LLM_KEY", *_llm_args(srv, tmp_path)]
     secret = "sk-test-do-not-leak-12345"
-    r = run_cli(*args, key=secret)
+    r = run_cli(*args, env={"LOCAL_LLM_KEY": secret})
     assert r.returncode == 2 and "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert "distinct sentences still not done" in last and "HTTP 500" in last and "rerun the same command" in last
     assert not (tmp_path / "out" / "UCM_train.json").exists()  # no image was complete: no dataset
     failures = json.loads((tmp_path / "out" / "failures.json").read_text(encoding="utf-8"))
     assert len(failures) == 100 and {"image", "sentence", "problem", "reply_sample"} <= failures[0].keys()
-    r2 = run_cli(*args, key=secret)
+    r2 = run_cli(*args, env={"LOCAL_LLM_KEY": secret})
     assert r2.returncode == 0 and (tmp_path / "out" / "UCM_train.json").exists(), r2.stderr
     assert not (tmp_path / "out" / "failures.json").exists()  # nothing is missing any more
     # the key is sent to the endpoint, but never shown or written anywhere

@@ -115,37 +115,26 @@ def test_retry_after_is_honoured(fake_llm):
 
 
 def test_5xx_timeouts_and_bad_bodies_are_retried(fake_llm):
-    srv = fake_llm(counts={"slow": 1, "server_error": 2, "bad_body": 1}, slow_seconds=1.5,
+    srv = fake_llm(counts={"slow": 1, "server_error": 2, "html": 1}, slow_seconds=1.5,
                    retry_after=[{"retry-after-ms": "10"}])
     c = client(srv.base_url, timeout=0.5)
     out = c.chat([{"role": "system", "content": "Terms: beach = 海滩"}, {"role": "user", "content": 'x {"1": "a beach"}'}])
     assert json.loads(out) == {"1": "一海滩。"} and c.usage.calls == 5 and c.usage.retries == 4
-    assert srv.fault_log == ["slow", "server_error", "server_error", "bad_body"]
+    assert srv.fault_log == ["slow", "server_error", "server_error", "html"]
 
 
 def test_gives_up_after_retries_and_on_auth(fake_llm):
     srv = fake_llm(counts={"server_error": 10}, retry_after=[{"retry-after-ms": "1"}])
-    with pytest.raises(LLMUnavailable, match="HTTP 500 after 3 tries"):
+    with pytest.raises(LLMUnavailable, match=r"HTTP 500\) after 3 tries") as e:
         client(srv.base_url, max_retries=2).chat([{"role": "user", "content": 'x {"1": "a"}'}])
-    with pytest.raises(LLMUnavailable, match="connection error"):
-        client("http://127.0.0.1:9/v1", max_retries=1).chat([{"role": "user", "content": "x"}])
+    assert e.value.kind == "server_error" and e.value.rerun_helps and srv.requests == 3
     with pytest.raises(RemoteGLMError, match="not found"):
         client(srv.base_url.replace("/v1", "/nope")).chat([{"role": "user", "content": "x"}])
     srv = fake_llm(counts={"unauthorized": 1})
     with pytest.raises(RemoteGLMError, match="refused the key") as e:
         client(srv.base_url).chat([{"role": "user", "content": 'x {"1": "a"}'}])
-    assert srv.fault_log == ["unauthorized"] and "not-needed" not in str(e.value)  # no retry on a bad key; key not echoed
-
-
-def test_key_required_for_remote_endpoints_only(monkeypatch):
-    from remoteglm.data.llm import api_key_for
-
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    assert api_key_for("http://127.0.0.1:8000/v1") == "not-needed"
-    with pytest.raises(RemoteGLMError, match="OPENAI_API_KEY"):
-        api_key_for("https://api.deepseek.com/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
-    assert api_key_for("https://api.deepseek.com/v1") == "sk-secret"
+    assert srv.fault_log == ["unauthorized"] and srv.requests == 1  # no retry on a bad key
+    assert "not-needed" not in str(e.value) and "--api-key-env" in str(e.value)
 
 
 def test_estimate_and_cache_schema(tmp_path):
