@@ -225,7 +225,7 @@ def test_the_projects_translation_client_talks_to_it(url, monkeypatch):
     from remoteglm.data.llm import LLMClient, LLMConfig
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    c = LLMClient(LLMConfig(base_url=url, model="visualglm-tiny", max_retries=0))
+    c = LLMClient(LLMConfig(base_url=url, model="visualglm-tiny", max_retries=0, api_key_env="OPENAI_API_KEY"))
     text = c.chat([{"role": "system", "content": "把英文翻译成中文。"}, {"role": "user", "content": "a river"}], max_tokens=8)
     assert isinstance(text, str) and c.usage.replies == 1 and 0 < c.usage.tokens_out <= 8
 
