@@ -53,9 +53,11 @@ Bookkeeping, independent of any prompt: ``requests`` (chat POSTs), ``by_kind``, 
 (each translate item -> times asked), ``rewrite_requests`` (each tuple of sources -> times asked),
 ``log`` (one ``Call`` per request, with its headers), ``fault_log``, ``last_auth`` / ``auths``
 (Authorization headers received), ``max_in_flight`` (most requests answered at once), ``valid``
-(items answered correctly and unambiguously: no fault touched them - so with drop_key the items
-still in the reply count as valid, with partial or renumber none do) and ``repeats`` (an item asked
-again after it had been answered validly; ``asked_after_valid()``).
+(items answered correctly and unambiguously, and delivered: no fault touched them - so with
+drop_key the items still in the reply count as valid, a translate preamble's fenced JSON counts,
+partial or renumbered JSON does not, and a slow reply counts neither way, as the client may have
+given up on it) and ``repeats`` (an item asked again after it had been answered validly;
+``asked_after_valid()``: what a careful client never does, bar replies lost when it is killed).
 
 Use::
 
@@ -645,7 +647,10 @@ if __name__ == "__main__":
     rates = {**(mixed_faults(args.all) if args.all else {}), **dict(args.rate)}
     ra = DEFAULT_RETRY_AFTER if args.retry_after is None else [
         None if v.strip().lower() == "none" else v for v in args.retry_after.split(",")]
-    llm = FakeLLM(rates=rates, seed=args.seed, latency=args.latency, slow_seconds=args.slow_seconds, retry_after=ra)
+    try:
+        llm = FakeLLM(rates=rates, seed=args.seed, latency=args.latency, slow_seconds=args.slow_seconds, retry_after=ra)
+    except ValueError as e:
+        ap.error(str(e))
     print(llm.start(args.port), flush=True)
     try:
         threading.Event().wait()
