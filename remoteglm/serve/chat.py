@@ -1,27 +1,25 @@
-"""A chat session about one image: the state a CLI, web demo or API handler keeps between turns.
+"""A chat session about one image: the state a terminal (or any single-user front end) keeps
+between turns, on top of an ``Engine``.
 
-The image is encoded once per image (not once per turn); history is the official list of
-``(question, answer)`` pairs. Generation itself lives in ``generation.py``.
+The image is checked and encoded when it is set (the engine caches its embeddings, so turns do
+not re-encode a file or bytes); history is the official list of ``(question, answer)`` pairs, the
+answers post-processed as the official chat stores them.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-import torch
-
-from remoteglm.serve.generation import CHAT_DEFAULTS, GenerationConfig, image_embeddings, stream_chat
+from remoteglm.serve.engine import Engine
 
 
 class ChatSession:
-    def __init__(self, model, tokenizer, *, defaults: dict | None = None, generator: torch.Generator | None = None, **gen):
-        self.model, self.tokenizer = model, tokenizer
-        self.defaults = dict(defaults or CHAT_DEFAULTS)
+    def __init__(self, engine: Engine, **gen):
+        """``gen``: GenerationConfig fields for every turn (on top of the engine's defaults)."""
+        self.engine = engine
         self.gen = gen
-        GenerationConfig.make(self.defaults, **gen)  # fail early on bad options
-        self.generator = generator
-        self.image_embeds: torch.Tensor | None = None
-        self.image_source = None
+        engine.config(**gen)  # fail early on bad options
+        self.image = None
         self.history: list[tuple[str, str]] = []
 
     @property
@@ -29,9 +27,12 @@ class ChatSession:
         return bool(self.gen.get("english", False))
 
     def set_image(self, image) -> None:
-        """Use a new image (path, bytes, PIL, pixel tensor, or None for text only); clears history."""
-        self.image_embeds = image_embeddings(self.model, image)
-        self.image_source = image
+        """Use a new image (path, bytes, PIL, pixel tensor, or None for text only); clears history.
+        RemoteGLMError (and the old image kept) when it cannot be read."""
+        self.engine.check_image(image)
+        with self.engine.lock:
+            self.engine.embeddings(image)  # encoded now: a broken file fails here, not mid-answer
+        self.image = image
         self.history = []
 
     def clear(self) -> None:
@@ -39,13 +40,12 @@ class ChatSession:
 
     def stream(self, query: str, **gen) -> Iterator[str]:
         """Yield the growing answer; the turn joins the history when the answer is complete."""
-        response = ""
-        for response, _ in stream_chat(
-            self.model, self.tokenizer, None, query, self.history,
-            image_embeds=self.image_embeds, defaults=self.defaults, generator=self.generator, **{**self.gen, **gen},
-        ):
+        response, done = "", False
+        for r in self.engine.stream(self.image, query, self.history, **{**self.gen, **gen}):
+            response, done = r.text, r.finish_reason is not None
             yield response
-        self.history = self.history + [(query, response)]
+        if done:
+            self.history = self.history + [(query, response)]
 
     def ask(self, query: str, **gen) -> str:
         response = ""

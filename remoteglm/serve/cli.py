@@ -4,12 +4,18 @@ Interactive: asks for an image path, answers the default prompt about it, then c
 streaming output and history. Commands: ``clear`` / ``清空`` (clear history), ``new`` / ``换图``
 (another image), ``quit`` / ``stop`` / ``退出`` (exit). Piped stdin works the same, line by line.
 With ``--image`` and ``--prompt`` and no terminal on stdin it answers once and exits (scripting).
+
+Answers stop after ``--max_new_tokens`` (512 unless set; 0: only ``--max_length``), are
+post-processed like the official chat's (full-width punctuation next to Chinese) and shown without
+control characters; an empty answer shows as "（空回答） (empty answer)" (in one-shot mode stdout
+gets an empty line and stderr the note, so a script reads the real, empty answer).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
 from remoteglm.serve.generation import CLI_DEFAULTS, DEFAULT_PROMPT, DEFAULT_PROMPT_EN
@@ -41,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--top_k", type=int, default=CLI_DEFAULTS["top_k"])
     ap.add_argument("--repetition_penalty", type=float, default=CLI_DEFAULTS["repetition_penalty"])
     ap.add_argument("--max_length", type=int, default=CLI_DEFAULTS["max_length"], help="prompt + answer tokens")
-    ap.add_argument("--max_new_tokens", type=int, default=None, help="cap on answer tokens (default: none)")
+    ap.add_argument("--max_new_tokens", type=int, default=CLI_DEFAULTS["max_new_tokens"],
+                    help=f"cap on answer tokens (default {CLI_DEFAULTS['max_new_tokens']}; 0: only --max_length)")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling (deterministic)")
     ap.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     return ap
@@ -54,14 +61,34 @@ def _read(prompt: str) -> str | None:
         return None
 
 
+def print_answer(partials, out=None, empty_note=None) -> str:
+    """Print a streamed answer as it grows (control characters removed); returns what was shown.
+    An empty final answer prints ``EMPTY_ANSWER``, or, with ``empty_note`` (a stream such as
+    stderr), nothing, and the note goes there."""
+    from remoteglm.serve.engine import EMPTY_ANSWER, display_text
+
+    out = out or sys.stdout
+    shown, last = "", None
+    for last in partials:
+        text = display_text(last, final=False)
+        if text.startswith(shown) and text != shown:
+            out.write(text[len(shown):])
+            out.flush()
+            shown = text
+    if last is not None and display_text(last) == EMPTY_ANSWER and not shown:
+        if empty_note is None:
+            out.write(EMPTY_ANSWER)
+            shown = EMPTY_ANSWER
+        else:
+            print(EMPTY_ANSWER, file=empty_note, flush=True)
+    out.flush()
+    return shown
+
+
 def _stream_answer(session, query: str) -> None:
     print(BOT_PREFIX, end="", flush=True)
-    shown = ""
     try:
-        for partial in session.stream(query):
-            if partial.startswith(shown):
-                print(partial[len(shown):], end="", flush=True)
-                shown = partial
+        print_answer(session.stream(query))
     except KeyboardInterrupt:
         print(" [interrupted / 已中断]", end="")
     except RemoteGLMError as e:  # e.g. the history outgrew max_length: say so, keep chatting
@@ -123,11 +150,14 @@ def interactive(session, image: str | None, first_prompt: str) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.max_new_tokens < 0:
+        raise RemoteGLMError("--max_new_tokens must be >= 0 (0: only --max_length limits the answer)")
     import torch
 
     from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
     from remoteglm.serve.chat import ChatSession
+    from remoteglm.serve.engine import Engine
 
     trust_checkpoints(args.trust_checkpoint)
 
@@ -142,21 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
     if args.quant:
         print(f"ChatGLM weights: {describe_quant(model)}; {memory_summary(model)}", file=sys.stderr, flush=True)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed) if args.seed is not None else None
+    engine = Engine(model, tokenizer, name=Path(args.from_pretrained).name, quant=describe_quant(model),
+                    defaults=CLI_DEFAULTS, generator=generator)
     session = ChatSession(
-        model, tokenizer, defaults=CLI_DEFAULTS,
-        generator=torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed) if args.seed is not None else None,
-        english=args.english, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        engine, english=args.english, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repetition_penalty=args.repetition_penalty, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
         do_sample=not args.greedy,
     )
     if one_shot:
         session.set_image(args.image)
-        shown = ""
-        for partial in session.stream(first_prompt):
-            if partial.startswith(shown):
-                sys.stdout.write(partial[len(shown):])
-                sys.stdout.flush()
-                shown = partial
+        print_answer(session.stream(first_prompt), empty_note=sys.stderr)
         print()
         return 0
     try:

@@ -1,41 +1,53 @@
-"""Prompting and generation for VisualGLM: the official prompt, GLM positions/mask, KV cache,
-greedy and sampling, streaming, batched generation. One file, reused by the CLI, the web demo,
-the API server and evaluation.
+"""Prompting and generation for VisualGLM: GLM positions/mask, KV cache, greedy and sampling,
+the one streaming decode loop, batched generation. Reused by the engine (``engine.py``: CLI, web
+demo, API) and evaluation.
 
-Prompt (official)::
+The prompt itself is built in ``remoteglm.model.prompt`` (the same ids for training and serving)::
 
     <img>[32 image slots]</img>问：{q1}\\n答：{a1}\\n问：{q}\\n答：[gMASK]<sop>
-    English mode: Q:{q}\\nA:   (and Chinese tokens are suppressed while generating)
+    text only: 问：{q}\\n答：[gMASK]<sop>      English mode: Q:{q}\\nA:  (Chinese tokens suppressed)
 
 The slots hold pad ids whose embeddings the model replaces with the image embeddings;
 ``pre_image = len(tokenize("<img>"))``. GLM attention: bidirectional over everything before
 ``<sop>``, causal from ``<sop>`` on; 2-D positions: (position, block position) where the answer
-keeps the [gMASK] position and counts 1, 2, ... in the block dimension.
+keeps the [gMASK] position and counts 1, 2, ... in the block dimension. Every answer goes through
+the official ``process_response`` (full-width punctuation next to Chinese); streamed partial
+answers through ``process_partial_response``, so a shown prefix never changes later.
 """
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, fields, replace
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.model import prompt as _prompt
+from remoteglm.model.prompt import (DEFAULT_PROMPT, DEFAULT_PROMPT_EN, format_prompt, process_partial_response,  # noqa: F401
+                                    process_response)
 
-# Official defaults: chat() in VisualGLM's model/chat.py, and its cli_demo.py.
-CHAT_DEFAULTS = dict(top_p=0.7, top_k=30, temperature=0.95, repetition_penalty=1.2, max_length=2048)
-CLI_DEFAULTS = dict(top_p=0.4, top_k=100, temperature=0.8, repetition_penalty=1.2, max_length=2048)
-DEFAULT_PROMPT = "描述这张图片。"
-DEFAULT_PROMPT_EN = "Describe the image."
+# Answers stop after this many new tokens unless asked otherwise (0: only max_length bounds
+# them). Without a cap a CPU answer could run to max_length 2048 for minutes.
+DEFAULT_MAX_NEW_TOKENS = 512
+# Official defaults: chat() in VisualGLM's model/chat.py, its cli_demo.py and its web_demo.py
+# (top_k as its cli_demo), plus the cap above.
+CHAT_DEFAULTS = dict(top_p=0.7, top_k=30, temperature=0.95, repetition_penalty=1.2, max_length=2048,
+                     max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+CLI_DEFAULTS = dict(top_p=0.4, top_k=100, temperature=0.8, repetition_penalty=1.2, max_length=2048,
+                    max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+WEB_DEFAULTS = dict(temperature=0.8, top_p=0.4, top_k=100, repetition_penalty=1.2, max_length=2048,
+                    max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
 
 
 @dataclass
 class GenerationConfig:
-    """Decoding settings. ``max_length`` counts prompt + answer tokens, like the official code."""
+    """Decoding settings. ``max_length`` counts prompt + answer tokens, like the official code;
+    ``max_new_tokens`` the answer alone (None: no cap but max_length; ``make`` reads 0 as None)."""
 
     max_length: int = 2048
-    max_new_tokens: int | None = None
+    max_new_tokens: int | None = DEFAULT_MAX_NEW_TOKENS
     do_sample: bool = True
     temperature: float = 0.95
     top_p: float = 0.7
@@ -51,33 +63,24 @@ class GenerationConfig:
             raise TypeError(f"unknown generation option(s): {', '.join(sorted(unknown))}")
         cfg = cls(**(base or CHAT_DEFAULTS))
         cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        if cfg.max_new_tokens == 0:
+            cfg = replace(cfg, max_new_tokens=None)
         if cfg.do_sample and cfg.temperature <= 0:
             cfg = replace(cfg, do_sample=False)  # temperature 0 means greedy
         if cfg.max_length < 2 or (cfg.max_new_tokens is not None and cfg.max_new_tokens < 1):
-            raise RemoteGLMError(f"max_length must be >= 2 and max_new_tokens >= 1 (got {cfg.max_length}, {cfg.max_new_tokens})")
+            raise RemoteGLMError(f"max_length must be >= 2 and max_new_tokens >= 1, or 0 for no cap "
+                                 f"(got {cfg.max_length}, {cfg.max_new_tokens})")
         if not 0 < cfg.top_p <= 1 or cfg.top_k < 0 or cfg.repetition_penalty <= 0:
             raise RemoteGLMError("top_p must be in (0, 1], top_k >= 0 and repetition_penalty > 0")
         return cfg
 
 
-# ---- prompt ------------------------------------------------------------------------------------
-def format_prompt(query: str, history: Sequence[tuple[str, str]] | None = None, english: bool = False) -> str:
-    """The text after ``<img></img>``: earlier turns, then the question and the answer cue."""
-    q, a = ("Q:", "A:") if english else ("问：", "答：")
-    turns = "".join(f"{q}{old_q}\n{a}{old_a}\n" for old_q, old_a in (history or []))
-    return f"{turns}{q}{query}\n{a}"
-
-
-def encode_prompt(tokenizer, query: str, history=None, english: bool = False, image_length: int | None = 32) -> tuple[list[int], int | None]:
-    """Token ids ending in [gMASK, <sop>], and ``pre_image`` (None when ``image_length`` is None: no slots)."""
-    text = "</img>" + format_prompt(query, history, english)
-    if image_length is None:
-        ids = tokenizer.encode("<img>" + text, add_special_tokens=False)
-        return tokenizer.build_inputs_with_special_tokens(ids), None
-    head = tokenizer.encode("<img>", add_special_tokens=False)
-    tail = tokenizer.encode(text, add_special_tokens=False)
-    ids = head + [tokenizer.pad_token_id] * image_length + tail
-    return tokenizer.build_inputs_with_special_tokens(ids), len(head)
+# ---- prompt (built in remoteglm.model.prompt) -------------------------------------------------------
+def encode_prompt(tokenizer, query: str, history=None, english: bool = False, image_length: int | None = 32) -> tuple[list[int], int]:
+    """Token ids ending in [gMASK, <sop>], and ``pre_image`` (the first image slot; 0 and no
+    ``<img></img>`` when ``image_length`` is None or 0: the official text-only prompt)."""
+    p = _prompt.encode_prompt(tokenizer, query, history, english=english, image_length=image_length)
+    return p.ids, p.pre_image
 
 
 # ---- GLM mask and positions ----------------------------------------------------------------------
@@ -237,6 +240,69 @@ def image_embeddings(model, image) -> torch.Tensor | None:
         return model.encode_image(pixels)
 
 
+# ---- the streaming decode loop ---------------------------------------------------------------------
+@dataclass
+class Reply:
+    """A (partial or final) answer. ``text`` has the official post-processing applied (while
+    streaming, only the part later tokens cannot change: every partial text is a prefix of the
+    final one). ``finish_reason`` is set on the final one: "stop" (the model ended its answer) or
+    "length" (max_new_tokens / max_length reached)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None = None
+
+
+def answer_text(tokenizer, ids: Sequence[int], finished: bool) -> str:
+    """The final text of answer token ``ids``; an answer cut by the length limit loses a broken
+    multi-byte character at its end."""
+    text = tokenizer.decode(list(ids)).strip()
+    if not finished:
+        text = text.rstrip("\ufffd").rstrip()
+    return process_response(text)
+
+
+def stream_response(
+    model,
+    tokenizer,
+    query: str,
+    history: Sequence[tuple[str, str]] | None,
+    cfg: GenerationConfig,
+    *,
+    image_embeds: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Iterator[Reply]:
+    """The one streaming loop (the engine, ``stream_chat`` and ``chat`` use it): yield a growing
+    ``Reply`` each time the shown text changes, then the final one with ``finish_reason``.
+    ``image_embeds`` [1, 32, hidden] or None (text only). ``cancelled`` is asked before each
+    token; when it answers True the loop ends without a final reply."""
+    ids, pre_image = encode_prompt(tokenizer, query, history, cfg.english, model.image_length if image_embeds is not None else None)
+    banned = banned_ids(tokenizer, model.config.vocab_size, cfg.english, next(model.parameters()).device)
+    eos = tokenizer.eos_token_id
+    answer: list[int] = []
+    shown, finished = "", False
+    for tok, _ in generate_tokens(model, torch.tensor([ids]), [0], cfg, eos, image_embeds=image_embeds,
+                                  pre_image=pre_image if image_embeds is not None else None, banned=banned,
+                                  generator=generator):
+        if cancelled is not None and cancelled():
+            return
+        t = int(tok[0])
+        if t == eos:
+            finished = True
+            break
+        answer.append(t)
+        raw = tokenizer.decode(answer)
+        if raw.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            continue
+        text = process_partial_response(raw)
+        if text != shown:
+            shown = text
+            yield Reply(text, len(ids), len(answer))
+    yield Reply(answer_text(tokenizer, answer, finished), len(ids), len(answer), "stop" if finished else "length")
+
+
 # ---- chat ------------------------------------------------------------------------------------------
 def stream_chat(
     model,
@@ -250,34 +316,19 @@ def stream_chat(
     defaults: dict | None = None,
     **gen,
 ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """Yield ``(partial_response, history + [(query, partial_response)])`` as tokens arrive.
+    """Yield ``(partial_response, history + [(query, partial_response)])`` as tokens arrive; the
+    last is the final answer (post-processed like the official chat's).
 
     ``image``: path / bytes / PIL / pixel tensor / None; or pass ``image_embeds`` (from
     ``image_embeddings``) to reuse one image across turns. ``gen``: GenerationConfig fields
-    (defaults: the official chat() values).
+    (defaults: the official chat() values and DEFAULT_MAX_NEW_TOKENS).
     """
     cfg = GenerationConfig.make(defaults, **gen)
     history = list(history or [])
     if image_embeds is None:
         image_embeds = image_embeddings(model, image)
-    ids, pre_image = encode_prompt(tokenizer, query, history, cfg.english, model.image_length if image_embeds is not None else None)
-    banned = banned_ids(tokenizer, model.config.vocab_size, cfg.english, next(model.parameters()).device)
-    answer: list[int] = []
-    shown = ""
-    for tok, _ in generate_tokens(
-        model, torch.tensor([ids]), [0], cfg, tokenizer.eos_token_id,
-        image_embeds=image_embeds, pre_image=pre_image, banned=banned, generator=generator,
-    ):
-        t = int(tok[0])
-        if t == tokenizer.eos_token_id:
-            break
-        answer.append(t)
-        text = tokenizer.decode(answer).strip()
-        if text != shown and not text.endswith("\ufffd"):  # wait for the rest of a multi-byte char
-            shown = text
-            yield shown, history + [(query, shown)]
-    final = tokenizer.decode(answer).strip()
-    yield final, history + [(query, final)]
+    for r in stream_response(model, tokenizer, query, history, cfg, image_embeds=image_embeds, generator=generator):
+        yield r.text, history + [(query, r.text)]
 
 
 def chat(model, tokenizer, image, query: str, history=None, **kw) -> tuple[str, list[tuple[str, str]]]:
@@ -298,15 +349,23 @@ def generate_batch(
     batch_size: int = 8,
     defaults: dict | None = None,
     generator: torch.Generator | None = None,
+    config: GenerationConfig | None = None,
     **gen,
 ) -> list[str]:
     """Answers for many (image, query) pairs, ``batch_size`` at a time, left-padded. Greedy unless
     ``do_sample=True`` (evaluation wants determinism). ``images`` may be all None (text only).
+    Post-processed like the official chat's answers (``process_response``). ``config``: a ready
+    GenerationConfig instead of ``defaults`` + ``gen``.
     """
     if len(images) != len(queries):
         raise ValueError(f"{len(images)} images but {len(queries)} queries")
-    gen.setdefault("do_sample", False)
-    cfg = GenerationConfig.make(defaults, **gen)
+    if config is not None:
+        if gen or defaults:
+            raise TypeError("pass config or generation options, not both")
+        cfg = config
+    else:
+        gen.setdefault("do_sample", False)
+        cfg = GenerationConfig.make(defaults, **gen)
     histories = list(histories) if histories is not None else [None] * len(queries)
     with_image = [im is not None for im in images]
     if any(with_image) and not all(with_image):
@@ -327,6 +386,7 @@ def generate_batch(
         steps = [toks for toks, _ in generate_tokens(model, ids, pads, cfg, tokenizer.eos_token_id, image_embeds=embeds,
                                                      pre_image=pre, banned=banned, generator=generator)]
         for row in torch.stack(steps, 1).tolist() if steps else [[] for _ in chunk]:
-            row = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
-            answers.append(tokenizer.decode(row).strip())
+            finished = tokenizer.eos_token_id in row
+            row = row[: row.index(tokenizer.eos_token_id)] if finished else row
+            answers.append(answer_text(tokenizer, row, finished))
     return answers

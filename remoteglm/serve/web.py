@@ -2,7 +2,10 @@
 
 Upload a remote-sensing image (PNG / JPEG / TIFF) or pick a bundled example, then chat about it:
 answers stream in, the history is kept per browser tab, sliders set temperature / top_p /
-top_k / max_length. Labels are Chinese first, English after.
+top_k / max_length / max_new_tokens (``--max_new_tokens`` sets that slider's start, 512 unless
+given). Answers are post-processed like the official chat's (full-width punctuation next to
+Chinese) and shown without control characters; an empty one as "（空回答） (empty answer)".
+Labels are Chinese first, English after.
 
 Safety defaults: binds 127.0.0.1; ``--share`` / a public ``--host`` print a warning (use
 ``--auth``); gradio may serve only its own assets, the uploads and the example folder
@@ -21,14 +24,13 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from remoteglm.errors import RemoteGLMError, cli_entry  # noqa: E402
-from remoteglm.serve.options import add_host_arg, add_model_args
+from remoteglm.serve.generation import WEB_DEFAULTS  # noqa: E402
+from remoteglm.serve.options import add_host_arg, add_model_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "data" / "sample" / "images"
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DEFAULT_MAX_UPLOAD_MB = 20.0
-# The official web demo's defaults (top_p 0.4, temperature 0.8); top_k as its cli_demo.
-WEB_DEFAULTS = dict(temperature=0.8, top_p=0.4, top_k=100, repetition_penalty=1.2, max_length=2048)
 PREVIEW_SIZE = 512
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -65,9 +67,42 @@ def check_upload(path: str | None, max_bytes: int):
     return preview, str(p)
 
 
+def ask(engine, question, messages, state, temperature, top_p, top_k, max_length, max_new_tokens=None):
+    """One question to the chat: yields (chat messages, question box, state) as the answer streams.
+    The bubble shows ``display_text`` of the answer (no control characters; an empty final answer
+    as EMPTY_ANSWER); the history keeps the answer itself."""
+    from remoteglm.serve.engine import display_text
+
+    question = (question or "").strip()
+    messages = list(messages or [])
+    state = dict(state or {"image": None, "history": []})
+    if not question:
+        yield messages, "", state
+        return
+    messages += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+    yield messages, "", state
+    answer = ""
+    gen = dict(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k), max_length=int(max_length))
+    if max_new_tokens is not None:
+        gen["max_new_tokens"] = int(max_new_tokens)
+    try:
+        for r in engine.stream(state.get("image"), question, state.get("history") or [], **gen):
+            answer = r.text
+            messages[-1] = {"role": "assistant", "content": display_text(answer, final=r.finish_reason is not None)}
+            yield messages, "", state
+    except RemoteGLMError as e:  # the history outgrew max_length, an image that vanished, bad settings
+        messages[-1] = {"role": "assistant", "content": f"⚠️ {_short(str(e), state.get('image'))}"}
+        yield messages, "", state
+        return
+    messages[-1] = {"role": "assistant", "content": display_text(answer)}
+    state["history"] = list(state.get("history") or []) + [(question, answer)]
+    yield messages, "", state
+
+
 def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples_dir: Path | None = EXAMPLES_DIR,
                device: str = "cpu", memory: str = ""):
-    """The gradio Blocks app around an ``api.Engine`` (model + lock). Not launched."""
+    """The gradio Blocks app around an ``engine.Engine`` (model + lock). Not launched. The
+    max-new-tokens slider starts at ``engine.defaults["max_new_tokens"]``."""
     import gradio as gr
 
     max_bytes = int(max_upload_mb * 2**20)
@@ -87,29 +122,8 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
         state["image"] = stored
         return preview, [], state
 
-    def on_ask(question, messages, state, temperature, top_p, top_k, max_length):
-        question = (question or "").strip()
-        messages = list(messages or [])
-        state = dict(state or {"image": None, "history": []})
-        if not question:
-            yield messages, "", state
-            return
-        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-        yield messages, "", state
-        answer = ""
-        try:
-            for r in engine.stream(state.get("image"), question, state.get("history") or [],
-                                   temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
-                                   max_length=int(max_length)):
-                answer = r.text
-                messages[-1] = {"role": "assistant", "content": answer}
-                yield messages, "", state
-        except RemoteGLMError as e:  # the history outgrew max_length, an image that vanished, bad settings
-            messages[-1] = {"role": "assistant", "content": f"⚠️ {_short(str(e), state.get('image'))}"}
-            yield messages, "", state
-            return
-        state["history"] = list(state.get("history") or []) + [(question, answer)]
-        yield messages, "", state
+    def on_ask(question, messages, state, temperature, top_p, top_k, max_length, max_new_tokens):
+        yield from ask(engine, question, messages, state, temperature, top_p, top_k, max_length, max_new_tokens)
 
     def on_clear(state):
         return [], {"image": (state or {}).get("image"), "history": []}
@@ -136,6 +150,8 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
                     top_k = gr.Slider(0, 200, value=d["top_k"], step=1, label="Top-k (0 = off)")
                     max_length = gr.Slider(32, max_seq, value=min(d["max_length"], max_seq), step=1,
                                            label="最大长度 / Max length (prompt + answer tokens)")
+                    max_new = gr.Slider(0, max_seq, value=min(d["max_new_tokens"] or 0, max_seq), step=1,
+                                        label="最多新 token / Max new tokens (0 = only max length)")
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="对话 / Chat", elem_id="answer-box", height=460, render_markdown=False)
                 question = gr.Textbox(label="问题 / Question", placeholder="例如：描述这张图片。 / e.g. Describe the image.",
@@ -145,7 +161,7 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
                     clear = gr.Button("清空对话 / Clear chat", elem_id="clear")
                 gr.Markdown(NOTICE)
         upload.change(on_image, [upload, state], [preview, chatbot, state], api_name="upload_image", concurrency_limit=4)
-        ask_args = dict(fn=on_ask, inputs=[question, chatbot, state, temperature, top_p, top_k, max_length],
+        ask_args = dict(fn=on_ask, inputs=[question, chatbot, state, temperature, top_p, top_k, max_length, max_new],
                         outputs=[chatbot, question, state], concurrency_limit=1, concurrency_id="generate")
         send.click(**ask_args, api_name="ask")
         question.submit(**ask_args, api_name=False)
@@ -161,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--share", action="store_true", help="also publish a public gradio.live link (prints a warning)")
     ap.add_argument("--auth", metavar="USER:PASS", help="require this login (recommended with --share or a public --host)")
     ap.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest image upload, MB")
-    ap.add_argument("--max_new_tokens", type=int, default=None, help="cap on answer tokens (default: none, only max_length)")
+    ap.add_argument("--max_new_tokens", type=int, default=WEB_DEFAULTS["max_new_tokens"],
+                    help=f"answer-token limit the page starts with (its slider; default {WEB_DEFAULTS['max_new_tokens']}, "
+                         "0: only max_length)")
     ap.add_argument("--model_name", default=None, help="name shown in the page (default: the checkpoint directory's name)")
     return ap
 
@@ -177,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         auth = (user, password)
     if args.max_upload_mb <= 0:
         raise RemoteGLMError("--max_upload_mb must be positive")
+    if args.max_new_tokens < 0:
+        raise RemoteGLMError("--max_new_tokens must be >= 0 (0: only max_length limits the answer)")
     if args.share:
         _warn("--share publishes this demo on a public gradio.live URL: anyone with the link can use it"
               + ("" if auth else " (set --auth user:pass)"))
@@ -188,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     from remoteglm.compat import single_process_env
     from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
-    from remoteglm.serve.api import Engine
+    from remoteglm.serve.engine import Engine
 
     single_process_env()
     trust_checkpoints(args.trust_checkpoint)
@@ -198,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.model_name or Path(args.from_pretrained).expanduser().resolve().name
     memory = memory_summary(model)
     print(f"{name}: {describe_quant(model)}, {memory}", file=sys.stderr, flush=True)
-    engine = Engine(model, tok, name=name, quant=describe_quant(model), defaults=WEB_DEFAULTS, max_new_tokens=args.max_new_tokens)
+    engine = Engine(model, tok, name=name, quant=describe_quant(model),
+                    defaults={**WEB_DEFAULTS, "max_new_tokens": args.max_new_tokens})
     demo = build_demo(engine, max_upload_mb=args.max_upload_mb, device=device, memory=memory)
     demo.queue(default_concurrency_limit=1)
     import gradio as gr

@@ -4,10 +4,11 @@ Layout per sample (as the official VisualGLM fine-tune):
 
     tok("<img>") + [pad] * image_length + tok("</img>问：{prompt}\\n答：") + [gMASK, <sop>] + tok(label) + [<eop>]
 
-with the loss only on the answer (labels are -100 up to and including ``<sop>``). Unlike the
-official loader, ``max_source_length`` counts the prompt text only, so the image slots never eat
-the question, truncation is counted and reported instead of silent, and images are read lazily in
-the DataLoader workers instead of being preloaded into RAM.
+i.e. ``remoteglm.model.prompt.encode_prompt`` (the prompt the CLI, web demo, API and evaluation
+send, id for id) followed by the answer, with the loss only on the answer (labels are -100 up to
+and including ``<sop>``). Unlike the official loader, ``max_source_length`` counts the prompt
+text only, so the image slots never eat the question, truncation is counted and reported instead
+of silent, and images are read lazily in the DataLoader workers instead of being preloaded into RAM.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.model.prompt import encode_prompt
 
 IGNORE_INDEX = -100
 DESCRIBE_PROMPTS = ("描述这张图片。", "请描述这幅遥感图像的内容。", "这张遥感影像中有什么？", "简要描述这张航拍图像。")
@@ -145,33 +147,21 @@ class SampleEncoder:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        tok = self.tokenizer
-        self.pre = tok.encode("<img>", add_special_tokens=False)
-        self.head = tok.encode("</img>问：", add_special_tokens=False)
-        self.tail = tok.encode("\n答：", add_special_tokens=False)
-
-    @property
-    def pre_image(self) -> int:
-        return len(self.pre)
+        self.pre_image = encode_prompt(self.tokenizer, "", image_length=self.image_length).pre_image
 
     def encode(self, prompt: str, label: str) -> Encoded:
         tok = self.tokenizer
-        post = tok.encode(f"</img>问：{prompt}\n答：", add_special_tokens=False)
-        prompt_cut = len(post) > self.max_source_length
-        if prompt_cut:
-            # Keep the "</img>问：" head and the "\n答：" cue intact; cut the question itself.
-            q = tok.encode(prompt, add_special_tokens=False)
-            room = max(0, self.max_source_length - len(self.head) - len(self.tail))
-            post = self.head + q[:room] + self.tail
+        # The serving prompt itself; a question past max_source_length is cut, "问：" and the
+        # "\n答：" cue kept.
+        source = encode_prompt(tok, prompt, image_length=self.image_length, max_text_tokens=self.max_source_length)
         answer = tok.encode(label, add_special_tokens=False)
         label_cut = len(answer) > self.max_target_length - 2
         if label_cut:
             answer = answer[: self.max_target_length - 2]
-        source = self.pre + [tok.pad_token_id] * self.image_length + post
-        ids = tok.build_inputs_with_special_tokens(source, answer)
-        context = len(source) + 2  # source + [gMASK, <sop>]
+        context = len(source.ids)  # everything up to and including <sop>
+        ids = source.ids + answer + [tok.eos_token_id]
         labels = [IGNORE_INDEX] * context + ids[context:]
-        return Encoded(ids, labels, prompt_cut, label_cut)
+        return Encoded(ids, labels, source.truncated, label_cut)
 
 
 class FinetuneDataset(torch.utils.data.Dataset):

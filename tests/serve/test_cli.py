@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from remoteglm.serve.engine import display_text
 from remoteglm.serve.generation import chat
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def expected(tiny):
     first, history = chat(model, tok, IMAGE, "描述这张图片。", do_sample=False, max_new_tokens=24, repetition_penalty=1.2)
     second = chat(model, tok, IMAGE, "有几条道路？", history, do_sample=False, max_new_tokens=24, repetition_penalty=1.2)[0]
     text_only = chat(model, tok, None, "你好", do_sample=False, max_new_tokens=24, repetition_penalty=1.2)[0]
-    return first, second, text_only
+    return tuple(display_text(a) for a in (first, second, text_only))  # as the terminal shows them
 
 
 def test_interactive_under_a_pty(tiny_checkpoint, background, expected):
@@ -128,3 +129,23 @@ def test_errors_are_one_line(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith(f"error: cannot read image {bad}")  # before loading the model
     assert main(["--from_pretrained", str(tmp_path / "nowhere"), "--image", str(IMAGE), "--prompt", "hi"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: checkpoint not found: {tmp_path / 'nowhere'}")
+
+
+# cli_demo.py run as a script, reporting at exit whether anything imported bitsandbytes.
+MODULES_PROBE = """
+import atexit, runpy, sys
+atexit.register(lambda: print("bitsandbytes imported:", "bitsandbytes" in sys.modules, file=sys.stderr))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_quiet_start_without_quant(tiny_checkpoint):
+    """No --quant: bitsandbytes is not imported, so its kernel warning cannot appear."""
+    r = subprocess.run([sys.executable, "-c", MODULES_PROBE, str(ROOT / "cli_demo.py"), "--from_pretrained", str(tiny_checkpoint),
+                        "--image", str(IMAGE), "--prompt", "描述这张图片。", *GREEDY],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "bitsandbytes imported: False" in r.stderr
+    assert "kernels-community" not in r.stderr and "gemm_4bit" not in r.stderr
+    assert r.stdout.strip()  # it did answer

@@ -8,6 +8,7 @@ import torch
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.serve.chat import ChatSession
+from remoteglm.serve.engine import Engine
 from remoteglm.serve.generation import (
     GenerationConfig,
     GLMInputs,
@@ -37,8 +38,20 @@ def test_prompt_format_is_the_official_one(tiny):
     assert ids[pre:pre + 32] == [tok.pad_token_id] * 32
     assert ids[pre + 32:] == tok.encode("</img>问：这是哪里？\n答：")  # ends with [gMASK, <sop>]
     assert ids[-2:] == [tok.gmask_token_id, tok.bos_token_id]
-    no_img, none = encode_prompt(tok, "这是哪里？", None, False, None)
-    assert none is None and tok.pad_token_id not in no_img
+
+
+def test_text_only_prompt_is_the_official_one(tiny):
+    """Without an image the official prompt (since 2023-07) is 问：{q}\\n答： with pre_image 0: no
+    <img></img> and no slots (it was <img></img>问：…, other ids and other logits)."""
+    _, tok, _ = tiny
+    ids, pre = encode_prompt(tok, "这是哪里？", None, False, None)
+    assert (ids, pre) == (tok.encode("问：这是哪里？\n答："), 0)
+    assert encode_prompt(tok, "这是哪里？", None, False, 0) == (ids, 0)
+    assert "img" not in tok.decode(ids) and tok.pad_token_id not in ids
+    turns, _ = encode_prompt(tok, "有几条路？", [("这是哪里？", "机场。")], False, None)
+    assert turns == tok.encode("问：这是哪里？\n答：机场。\n问：有几条路？\n答：")
+    english, _ = encode_prompt(tok, "Where?", None, True, None)
+    assert english == tok.encode("Q:Where?\nA:")
 
 
 def test_glm_inputs_match_sat_chatglm(tiny):
@@ -196,7 +209,7 @@ def test_generate_batch_equals_one_by_one(tiny, tiny_image):
 
 def test_chat_session_keeps_image_and_history(tiny, tiny_image):
     model, tok, _ = tiny
-    s = ChatSession(model, tok, do_sample=False, max_new_tokens=8)
+    s = ChatSession(Engine(model, tok), do_sample=False, max_new_tokens=8)
     s.set_image(tiny_image)
     first = s.ask("描述这张图片。")
     assert first == chat(model, tok, tiny_image, "描述这张图片。", do_sample=False, max_new_tokens=8)[0]

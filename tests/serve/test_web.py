@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from remoteglm.compat import free_port
-from remoteglm.serve.api import Engine
+from remoteglm.serve.engine import Engine
 from remoteglm.serve.web import WEB_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +51,8 @@ def url(server):
 def expected(tiny):
     """The demo's answers, computed in-process with the same settings (greedy: temperature 0)."""
     model, tok, _ = tiny
-    engine = Engine(model, tok, defaults=WEB_DEFAULTS, max_new_tokens=CAP)
-    gen = dict(temperature=0, top_p=0.4, top_k=100, max_length=2048)
+    engine = Engine(model, tok, defaults=WEB_DEFAULTS)
+    gen = dict(temperature=0, top_p=0.4, top_k=100, max_length=2048, max_new_tokens=CAP)
     first = engine.reply(str(PNG), Q1, **gen).text
     second = engine.reply(str(PNG), Q2, [(Q1, first)], **gen).text
     text_only = engine.reply(None, Q1, **gen).text
@@ -82,15 +82,15 @@ def test_upload_ask_follow_up_and_clear(client, expected):
     first, second, _, _ = expected
     preview, chat = client.predict(handle_file(str(PNG)), api_name="/upload_image")
     assert preview and Path(preview).is_file() and chat == []
-    job = client.submit(Q1, [], 0, 0.4, 100, 2048, api_name="/ask")
+    job = client.submit(Q1, [], 0, 0.4, 100, 2048, CAP, api_name="/ask")
     messages, box = job.result(timeout=60)
     assert texts(messages) == [("user", Q1), ("assistant", first)] and box == ""
     partial = [texts(o[0])[-1][1] for o in job.outputs() if o[0]]
     assert len(set(partial)) > 2, "the answer did not stream"
-    messages, _ = client.predict(Q2, messages, 0, 0.4, 100, 2048, api_name="/ask")
+    messages, _ = client.predict(Q2, messages, 0, 0.4, 100, 2048, CAP, api_name="/ask")
     assert texts(messages)[2:] == [("user", Q2), ("assistant", second)]  # the history was used
     assert client.predict(api_name="/clear") == []
-    messages, _ = client.predict(Q1, [], 0, 0.4, 100, 2048, api_name="/ask")
+    messages, _ = client.predict(Q1, [], 0, 0.4, 100, 2048, CAP, api_name="/ask")
     assert texts(messages) == [("user", Q1), ("assistant", first)]  # history cleared, image kept
 
 
@@ -104,7 +104,7 @@ def test_corrupt_and_oversized_uploads_get_a_chat_message(client, expected, tmp_
     assert preview is None and role == "assistant"
     assert text.startswith("⚠️ 无法使用这张图像 / Cannot use this image: cannot read image broken.png")
     # the server is alive and, without an image, answers text-only
-    messages, _ = client.predict(Q1, [], 0, 0.4, 100, 2048, api_name="/ask")
+    messages, _ = client.predict(Q1, [], 0, 0.4, 100, 2048, CAP, api_name="/ask")
     assert texts(messages)[-1] == ("assistant", expected[2])
     fake = tmp_path / "notes.tif"
     fake.write_bytes(b"just text, not a TIFF")
@@ -203,3 +203,12 @@ def test_web_listens_only_where_asked(server, url):
     srv, port = server
     addrs = listening_addresses(srv.proc.pid)
     assert ("127.0.0.1", port) in addrs and all(host == "127.0.0.1" for host, _ in addrs), addrs
+
+
+def test_quiet_start_without_quant(server, url):
+    """No --quant: bitsandbytes is never imported (its native library is not mapped into the
+    server) and its "Failed to load CPU gemm_4bit_forward from kernels-community" line is not printed."""
+    srv, _ = server
+    assert "bitsandbytes" not in Path(f"/proc/{srv.proc.pid}/maps").read_text()
+    out = "".join(srv.lines)
+    assert "kernels-community" not in out and "gemm_4bit" not in out

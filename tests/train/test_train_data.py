@@ -35,6 +35,38 @@ def test_layout_matches_official(tok):
     assert not e.prompt_truncated and not e.label_truncated
 
 
+def test_training_prompt_is_the_serving_prompt(tok, tiny_checkpoint):
+    """A training sample's prompt ids are the ids the engine feeds the model for the same question
+    and image (one prompt home: remoteglm.model.prompt); without an image both are the official
+    问：{q}\\n答：."""
+    from remoteglm.model.checkpoint import load_model
+    from remoteglm.serve.engine import Engine
+
+    model, _, _ = load_model(tiny_checkpoint)
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args, kw: seen.append((args[0] if args else kw["input_ids"], kw)),
+                                           with_kwargs=True)
+    engine = Engine(model, tok)
+    image = SAMPLE / "images" / "s2_farmland.png"
+    try:
+        for q in ("描述这张图片。", "这张遥感图像属于以下哪一类场景：农田、住宅区、海洋？请只回答类别名称。"):
+            enc = SampleEncoder(tok, max_source_length=128, image_length=model.image_length)
+            e = enc.encode(q, "有许多农田。")
+            ctx = e.input_ids.index(tok.bos_token_id) + 1
+            seen.clear()
+            engine.reply(str(image), q, do_sample=False, max_new_tokens=1)
+            served, kw = seen[0]
+            assert e.input_ids[:ctx] == served[0].tolist()
+            assert int(kw["pre_image"]) == enc.pre_image and kw["image_embeds"] is not None
+        text_only = SampleEncoder(tok, image_length=0).encode("你好", "你好。")
+        ctx = text_only.input_ids.index(tok.bos_token_id) + 1
+        seen.clear()
+        engine.reply(None, "你好", do_sample=False, max_new_tokens=1)
+        assert text_only.input_ids[:ctx] == seen[0][0][0].tolist() == tok.encode("问：你好\n答：")
+    finally:
+        hook.remove()
+
+
 def test_truncation_keeps_answer_cue_and_is_counted(tok):
     enc = SampleEncoder(tok, max_source_length=20, max_target_length=8)
     long_q = "这张遥感图像属于以下哪一类场景：农田、住宅区、海洋、海滩、湿地、河流、森林、道路？请只回答类别名称。"
