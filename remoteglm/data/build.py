@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 
 from ..errors import RemoteGLMError
+from ..model.prompt import CLASSIFY_PROMPT
 from .datasets import SPLITS, CaptionSet
 from .glossary import tokenize_zh
 from .io import read_json
@@ -28,11 +29,8 @@ PARAGRAPH_PROMPTS = [
     "详细描述这张遥感图像。", "请描述这张航拍图像中的场景和地物。", "这张遥感图像里有哪些地物？请用一段话描述。",
     "请用一段话描述这幅遥感影像的内容。", "描述这张图片。",
 ]
-CLASSIFY_PROMPTS = [
-    "这张遥感图像属于哪一类场景？可选类别：{classes}。只回答类别名称。",
-    "从以下类别中选出这张图像的场景类别：{classes}。",
-    "判断这张航拍图像的场景类型（{classes}），只回答一个类别。",
-]
+# Scene classes: one template, the question evaluation asks (remoteglm.model.prompt).
+CLASSIFY_PROMPTS = [CLASSIFY_PROMPT]
 
 
 def build_zh_dataset(cs: CaptionSet, translations: dict[str, str], labels: dict[str, str] | None = None,

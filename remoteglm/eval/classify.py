@@ -22,7 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-CLASSIFY_PROMPT = "这张遥感图像属于以下哪一类场景：{classes}？请只回答类别名称。"
+# The one classification template, shared with the training data builder (remoteglm.data.build).
+from remoteglm.model.prompt import CLASSIFY_PROMPT, classify_prompt  # noqa: F401 - re-exported
+
 UNPARSED = "unparsed"
 
 # Chinese near-synonyms of the project's class names (remoteglm.data.CLASS_NAMES_ZH and the sample).
@@ -169,10 +171,6 @@ class ClassParser:
 
 def _alnum_at(text: str, i: int) -> bool:
     return 0 <= i < len(text) and text[i].isascii() and text[i].isalnum()
-
-
-def classify_prompt(classes: Sequence[str], template: str = CLASSIFY_PROMPT) -> str:
-    return template.format(classes="、".join(classes))
 
 
 def classes_in_prompt(prompt: str) -> list[str]:

@@ -15,8 +15,9 @@ from typing import Sequence
 from remoteglm.data.io import file_digest
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.classify import CLASSIFY_PROMPT, classes_in_prompt, classify_prompt
+from remoteglm.model.prompt import DEFAULT_PROMPT
 
-CAPTION_PROMPT = "描述这张图片。"  # the official VisualGLM default prompt
+CAPTION_PROMPT = DEFAULT_PROMPT  # the official VisualGLM default prompt, 描述这张图片。
 
 
 @dataclass

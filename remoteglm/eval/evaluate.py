@@ -31,6 +31,8 @@ from remoteglm.eval.evalset import (CAPTION_PROMPT, EvalSet, find_leaks, load_ev
 from remoteglm.eval.metrics import CIDER_NOTE, LEVEL_NOTES, LEVELS, METEOR_VARIANT, METRICS, score_captions
 from remoteglm.serve.options import add_trust_arg
 
+ANSWER_FORMAT = "process_response-1"  # bump when the prompt or the answer post-processing changes
+
 EXAMPLES = """examples:
   # one checkpoint on the test split
   python -m remoteglm.eval --from_pretrained checkpoints/visualglm-6b --data data/ucm/dataset_ucm_zh.json
@@ -124,12 +126,12 @@ class AnswerLog:
             os.fsync(f.fileno())
 
 
-def generate_answers(model, tokenizer, queries: Sequence[Query], log: AnswerLog, batch_size: int,
+def generate_answers(engine, queries: Sequence[Query], log: AnswerLog, batch_size: int,
                      repetition_penalty: float, label: str) -> list[str]:
-    """Greedy answers for ``queries`` (those already in ``log`` are reused), tqdm with ETA."""
+    """Greedy answers for ``queries`` from ``engine`` (a ``remoteglm.serve.engine.Engine``: the
+    prompt and answer post-processing of the chat front ends); those already in ``log`` are
+    reused; tqdm with ETA."""
     from tqdm import tqdm
-
-    from remoteglm.serve.generation import generate_batch
 
     todo = [i for i, q in enumerate(queries) if log.key(q) not in log.done]
     bar = tqdm(total=len(queries), initial=len(queries) - len(todo), desc=f"generate [{label}]", unit="prompt",
@@ -140,9 +142,8 @@ def generate_answers(model, tokenizer, queries: Sequence[Query], log: AnswerLog,
             group = [i for i in todo if queries[i].max_new_tokens == limit]
             for s in range(0, len(group), batch_size):
                 chunk = [queries[i] for i in group[s:s + batch_size]]
-                out = generate_batch(model, tokenizer, [q.image for q in chunk], [q.prompt for q in chunk],
-                                     batch_size=len(chunk), do_sample=False, max_new_tokens=limit,
-                                     repetition_penalty=repetition_penalty)
+                out = engine.batch([q.image for q in chunk], [q.prompt for q in chunk], batch_size=len(chunk),
+                                   do_sample=False, max_new_tokens=limit, repetition_penalty=repetition_penalty)
                 log.add(list(zip(chunk, out)))
                 bar.update(len(chunk))
     finally:
@@ -201,6 +202,7 @@ def run_evaluation(args) -> dict:
     """Everything after argument parsing; returns the metrics dict (also written to disk)."""
     from remoteglm.data import write_json_atomic, write_text_atomic
     from remoteglm.eval.report import render_report
+    from remoteglm.serve.engine import Engine
 
     paths = list(args.compare) if args.compare else [args.from_pretrained]
     labels = _labels(paths, args.labels)
@@ -223,7 +225,9 @@ def run_evaluation(args) -> dict:
     classify = es.has_classes and not args.no_classify
     cls_images = [im for im in es.images if classify and im.class_zh and im.classify_prompt]
     parser = ClassParser(es.classes) if classify else None
-    settings = {"rp": args.repetition_penalty, "quant": args.quant, "dtype": args.dtype}
+    # "answers": how answers are made (the prompt and post-processing): logs of older runs,
+    # without the official punctuation rule or with <img></img> in text-only prompts, are not reused.
+    settings = {"rp": args.repetition_penalty, "quant": args.quant, "dtype": args.dtype, "answers": ANSWER_FORMAT}
     cls_tokens = min(args.max_new_tokens, 16)
     runs, images = [], [
         {"key": im.key, "path": str(im.path), "class_zh": im.class_zh, "references": im.references, "answers": {}}
@@ -238,8 +242,9 @@ def run_evaluation(args) -> dict:
         queries += [Query(im.path, im.classify_prompt, cls_tokens) for im in cls_images]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
         log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings)
-        answers = generate_answers(model, tok, queries, log, args.batch_size, args.repetition_penalty, label)
-        del model
+        engine = Engine(model, tok, name=label, quant=weights)
+        answers = generate_answers(engine, queries, log, args.batch_size, args.repetition_penalty, label)
+        del model, engine
         gc.collect()
         _empty_cuda_cache()
         captions = dict(zip((im.key for im in es.images), answers[: len(es.images)]))

@@ -93,3 +93,35 @@ def test_accuracy_per_class_and_confusion():
     assert d["match_kinds"] == {"exact": 2, "contains": 1, "none": 1, "synonym": 1}
     with pytest.raises(ValueError, match="not in the class list"):
         evaluate_classification(["沙漠"], ["森林"], classes)
+
+
+def test_training_records_ask_what_evaluation_asks(tmp_path):
+    """The scene-class records the data builder writes and the question evaluation asks are one
+    template (remoteglm.model.prompt.CLASSIFY_PROMPT), whichever file evaluation reads."""
+    import json
+    from pathlib import Path
+
+    from remoteglm.data.build import build_finetune_records
+    from remoteglm.eval.evalset import load_eval_set
+
+    classes = ["农田", "住宅区", "森林"]
+    splits = ["train", "train", "train", "val", "test", "test"]
+    zh = {"dataset": "toy", "classes": ["farm", "residential", "forest"], "classes_zh": classes, "images": [
+        {"filename": f"{i}.png", "imgid": i, "split": s, "class": "farm", "class_zh": classes[i % 3],
+         "sentences": [{"raw": f"第{i}张图里有许多农田。"}]} for i, s in enumerate(splits)]}
+    (tmp_path / "images").mkdir()
+    for im in zh["images"]:
+        (tmp_path / "images" / im["filename"]).write_bytes(b"not read here")
+    out = build_finetune_records(zh, tmp_path / "images", tmp_path, seed=3)
+    asked = classify_prompt(classes)
+    records = [r for split in out.values() for r in split if r["task"] == "classify"]
+    assert len(records) == len(splits) and {r["prompt"] for r in records} == {asked}
+    dataset = tmp_path / "dataset_toy_zh.json"
+    dataset.write_text(json.dumps(zh, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "toy_test.json").write_text(json.dumps(out["test"], ensure_ascii=False), encoding="utf-8")
+    for es in (load_eval_set(dataset, "test", image_root=tmp_path / "images"), load_eval_set(tmp_path / "toy_test.json")):
+        assert len(es.images) == 2 and {im.classify_prompt for im in es.images} == {asked}
+    # the bundled sample's training records ask it too
+    sample = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample_train.json"
+    prompts = {r["prompt"] for r in json.loads(sample.read_text(encoding="utf-8")) if "类别" in r["prompt"]}
+    assert prompts == {classify_prompt(SAMPLE_CLASSES)}
