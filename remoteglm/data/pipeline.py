@@ -80,6 +80,8 @@ ADVICE = {
     "rate_limited": "the endpoint kept answering 429 (rate limit): rerun the same command later, or lower --concurrency",
     "timeout": "requests kept timing out: rerun with a larger --timeout or a lower --batch-size",
     "server_error": "the endpoint kept failing with server errors (5xx): rerun the same command later",
+    "empty": "the endpoint keeps answering with empty messages: check --model (is it a chat model?); rerunning as is "
+             "cannot help",
 }
 
 
@@ -209,7 +211,7 @@ def run(cfg: PipelineConfig) -> Summary:
     if failures:
         print_summary(s)
         reason = tr.aborted or (rr.aborted if rr else "")
-        kind = tr.aborted_kind or _kind_of(reason)
+        kind = tr.aborted_kind or (rr.aborted_kind if rr else "")
         what = (f"{len(done_images)} of {len(cs.images)} images written" if done_images else "no image complete, nothing written")
         items = f"{len(tr.failed)} distinct sentences" if tr.failed else ""
         if rr is not None and rr.failed:
@@ -218,14 +220,6 @@ def run(cfg: PipelineConfig) -> Summary:
             f"{items or 'some items'} still not done after every round ({what}; each is listed in {failures_file}): "
             + failure_advice(kind if reason else "", reason, [f["problem"] for f in failures]))
     return s
-
-
-def _kind_of(reason: str) -> str:
-    # the rewrite step reports its endpoint failure as text only
-    for kind in ADVICE:
-        if kind in reason:
-            return kind
-    return ""
 
 
 def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, out_dir: Path, cfg) -> None:

@@ -53,6 +53,7 @@ class RewriteResult:
     failed: dict[str, str] = field(default_factory=dict)  # key -> endpoint error (rerun later)
     examples: list[str] = field(default_factory=list)  # a few rejection reasons, for the report
     aborted: str = ""  # why the run stopped early (endpoint unreachable), if it did
+    aborted_kind: str = ""  # LLMUnavailable.kind of that stop
 
 
 def source_key(sentences: list[str]) -> str:
@@ -138,7 +139,7 @@ class Rewriter:
             try:
                 reply = self.client.chat(build_messages(sources, problems))
             except LLMUnavailable as e:
-                return "", "failed", rejected, str(e)
+                return "", "failed", rejected, e
             paragraph = reply.strip().strip('"“”')
             problems = check_rewrite(paragraph, sources)
             if not problems:
@@ -171,8 +172,9 @@ class Rewriter:
             label, status, rejected, reason = out
             res.rejected += rejected
             if status == "failed":
-                res.failed[key] = reason
-                res.aborted = res.aborted or reason
+                res.failed[key] = str(reason)
+                if not res.aborted:
+                    res.aborted, res.aborted_kind = str(reason), getattr(reason, "kind", "")
             else:
                 res.labels[key] = label
                 res.rewritten += status == "ok"

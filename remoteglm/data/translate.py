@@ -93,8 +93,11 @@ class ReplyError(ValueError):
     """The reply as a whole is unusable (not JSON, wrong numbering)."""
 
 
-def parse_reply(text: str, n: int) -> list[str]:
-    """The n translations from a numbered-JSON reply (code fences and chatter around it tolerated)."""
+def parse_reply(text: str, n: int) -> list[str | None]:
+    """The n translations from a numbered-JSON reply (code fences and chatter around it tolerated).
+
+    An item the reply left out is None (only it is asked again: the others are good answers);
+    numbers outside 1..n mean the numbering cannot be trusted, so the whole reply is refused."""
     body = _FENCE.sub("", text.strip())
     start, end = body.find("{"), body.rfind("}")
     if start < 0 or end < start:
@@ -106,9 +109,11 @@ def parse_reply(text: str, n: int) -> list[str]:
     if not isinstance(obj, dict):
         raise ReplyError("reply is not a JSON object")
     expected = {str(i + 1) for i in range(n)}
-    if set(map(str, obj)) != expected:
-        raise ReplyError(f"reply has {len(obj)} items for {n} sentences")
-    return [str(obj[str(i + 1)]).strip() for i in range(n)]
+    keys = set(map(str, obj))
+    if not keys & expected or keys - expected:
+        raise ReplyError(f"reply numbers its {len(obj)} items differently from the {n} sentences asked")
+    obj = {str(k): v for k, v in obj.items()}
+    return [str(obj[str(i + 1)]).strip() if str(i + 1) in obj else None for i in range(n)]
 
 
 def check_translation(english: str, chinese: str) -> list[str]:
@@ -201,6 +206,9 @@ class Translator:
             return {}, {s: (str(e), reply[:SAMPLE_CHARS]) for s in batch}, None
         ok, bad = {}, {}
         for en, zh in zip(batch, outs):
+            if zh is None:
+                bad[en] = ("missing from the reply", "")
+                continue
             problems = check_translation(en, zh)
             if problems:
                 bad[en] = ("; ".join(problems), zh[:SAMPLE_CHARS])

@@ -160,3 +160,23 @@ def test_temp_files_of_a_killed_writer_are_cleaned_up(tmp_path):
     os.utime(stale, (old, old))
     write_text_atomic(tmp_path / "x.json", "{}")
     assert not stale.exists() and fresh.exists()  # a writer still at work keeps its file
+
+
+def test_unfinished_work_says_which_case_it_is(tmp_path):
+    """A closed port and an endpoint that never returns OpenAI JSON are not "rerun the same
+    command" cases; an LLM whose answers keep failing the checks is (for those items only)."""
+    from fake_llm import FakeLLM
+
+    from remoteglm.compat import free_port
+
+    src = _dataset(tmp_path, {})
+    base = ["--input", str(src), "--model", "m", "--retries", "1"]
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    r = run_cli(*base, "--out-dir", str(tmp_path / "a"), "--cache", str(tmp_path / "a.sqlite"), "--base-url", closed)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "cannot be reached" in last and "rerunning before that cannot help" in last, last
+    with FakeLLM(rates={"html": 1.0}) as srv:
+        r = run_cli(*base, "--out-dir", str(tmp_path / "b"), "--cache", str(tmp_path / "b.sqlite"), "--base-url", srv.base_url)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "not with OpenAI JSON" in last and "rerun the same command" not in last, last
+    assert (tmp_path / "b" / "failures.json").exists()

@@ -48,8 +48,10 @@ def test_parse_and_check_reply():
     assert parse_reply('```json\n{"1": "甲。", "2": "乙。"}\n```', 2) == ["甲。", "乙。"]
     with pytest.raises(ReplyError, match="malformed"):
         parse_reply('{"1": "甲。",}', 1)
-    with pytest.raises(ReplyError, match="2 items for 3"):
-        parse_reply('{"1": "甲。", "2": "乙。"}', 3)
+    with pytest.raises(ReplyError, match="numbers its 2 items differently"):
+        parse_reply('{"0": "甲。", "1": "乙。"}', 2)  # renumbered: which is which?
+    # a dropped item is asked again alone; the others are kept
+    assert parse_reply('{"1": "甲。", "3": "丙。"}', 3) == ["甲。", None, "丙。"]
     with pytest.raises(ReplyError):
         parse_reply("sorry, I cannot", 1)
     assert check_translation("a runway", "一条跑道。") == []
