@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "data" / "sample" / "images"
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 DEFAULT_MAX_UPLOAD_MB = 20.0
+DEFAULT_UPLOAD_TTL_S = 3600  # uploads are deleted an hour after upload (gradio keeps them forever otherwise)
 PREVIEW_SIZE = 512
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -100,9 +101,10 @@ def ask(engine, question, messages, state, temperature, top_p, top_k, max_length
 
 
 def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples_dir: Path | None = EXAMPLES_DIR,
-               device: str = "cpu", memory: str = ""):
+               device: str = "cpu", memory: str = "", upload_ttl_s: int = DEFAULT_UPLOAD_TTL_S):
     """The gradio Blocks app around an ``engine.Engine`` (model + lock). Not launched. The
-    max-new-tokens slider starts at ``engine.defaults["max_new_tokens"]``."""
+    max-new-tokens slider starts at ``engine.defaults["max_new_tokens"]``. Uploaded files are
+    deleted ``upload_ttl_s`` seconds after upload (checked as often), and all of them at shutdown."""
     import gradio as gr
 
     max_bytes = int(max_upload_mb * 2**20)
@@ -128,7 +130,8 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
     def on_clear(state):
         return [], {"image": (state or {}).get("image"), "history": []}
 
-    with gr.Blocks(title="VisualGLM Web Demo") as demo:
+    ttl = max(1, int(upload_ttl_s))
+    with gr.Blocks(title="VisualGLM Web Demo", delete_cache=(ttl, ttl)) as demo:
         state = gr.State({"image": None, "history": []})
         gr.Markdown(f"## {TITLE}")
         gr.Markdown(
@@ -175,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_host_arg(ap)
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="also publish a public gradio.live link (prints a warning)")
-    ap.add_argument("--auth", metavar="USER:PASS", help="require this login (recommended with --share or a public --host)")
+    ap.add_argument("--auth", metavar="USER:PASS",
+                    help="require this login (recommended with --share or a public --host); visible in `ps`: "
+                         f"prefer ${AUTH_ENV} or --auth-file")
+    ap.add_argument("--auth-file", metavar="FILE", help="logins, one user:password per line (# comments allowed)")
+    ap.add_argument("--upload_ttl_minutes", type=float, default=DEFAULT_UPLOAD_TTL_S / 60,
+                    help="delete uploaded images this long after upload (and all at shutdown) [%(default)g]")
     ap.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest image upload, MB")
     ap.add_argument("--max_new_tokens", type=int, default=WEB_DEFAULTS["max_new_tokens"],
                     help=f"answer-token limit the page starts with (its slider; default {WEB_DEFAULTS['max_new_tokens']}, "
@@ -184,15 +192,43 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+AUTH_ENV = "REMOTEGLM_WEB_AUTH"
+
+
+def _login(text: str, where: str) -> tuple[str, str]:
+    user, sep, password = text.strip().partition(":")
+    if not sep or not user or not password:
+        raise RemoteGLMError(f"{where} must look like user:password")
+    return user, password
+
+
+def read_auth(flag: str | None, file: str | None) -> list[tuple[str, str]] | None:
+    """Logins from --auth, --auth-file or $REMOTEGLM_WEB_AUTH (in that order of precedence);
+    None: no login asked for."""
+    if flag is not None:
+        return [_login(flag, "--auth")]
+    if file is not None:
+        path = Path(file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise RemoteGLMError(f"--auth-file {path}: {e.strerror or e}") from None
+        logins = [_login(ln, f"--auth-file {path} line {i + 1}") for i, ln in enumerate(lines)
+                  if ln.strip() and not ln.lstrip().startswith("#")]
+        if not logins:
+            raise RemoteGLMError(f"--auth-file {path} holds no user:password line")
+        return logins
+    if os.environ.get(AUTH_ENV):
+        return [_login(os.environ[AUTH_ENV], f"${AUTH_ENV}")]
+    return None
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    auth = None
-    if args.auth is not None:
-        user, sep, password = args.auth.partition(":")
-        if not sep or not user or not password:
-            raise RemoteGLMError("--auth must look like user:password")
-        auth = (user, password)
+    auth = read_auth(args.auth, args.auth_file)
+    if args.upload_ttl_minutes <= 0:
+        raise RemoteGLMError("--upload_ttl_minutes must be positive")
     if args.max_upload_mb <= 0:
         raise RemoteGLMError("--max_upload_mb must be positive")
     if args.max_new_tokens < 0:
@@ -220,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name}: {describe_quant(model)}, {memory}", file=sys.stderr, flush=True)
     engine = Engine(model, tok, name=name, quant=describe_quant(model),
                     defaults={**WEB_DEFAULTS, "max_new_tokens": args.max_new_tokens})
-    demo = build_demo(engine, max_upload_mb=args.max_upload_mb, device=device, memory=memory)
+    demo = build_demo(engine, max_upload_mb=args.max_upload_mb, device=device, memory=memory,
+                      upload_ttl_s=int(args.upload_ttl_minutes * 60))
     demo.queue(default_concurrency_limit=1)
     import gradio as gr
 

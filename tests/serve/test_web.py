@@ -212,3 +212,50 @@ def test_quiet_start_without_quant(server, url):
     assert "bitsandbytes" not in Path(f"/proc/{srv.proc.pid}/maps").read_text()
     out = "".join(srv.lines)
     assert "kernels-community" not in out and "gemm_4bit" not in out
+
+
+def test_login_from_the_environment_and_uploads_deleted(start_server, tiny_checkpoint, tmp_path):
+    """--auth on the command line shows in `ps`: the login can come from $REMOTEGLM_WEB_AUTH (or a
+    file). Uploaded images are deleted after --upload_ttl_minutes, not kept forever."""
+    import time
+
+    from gradio_client import Client, handle_file
+
+    port = free_port()
+    uploads = tmp_path / "gradio"
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", GRADIO_TEMP_DIR=str(uploads),
+               GRADIO_ANALYTICS_ENABLED="False", REMOTEGLM_WEB_AUTH="ana:s3cret-pw")
+    srv = start_server([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(tiny_checkpoint),
+                        "--port", str(port), "--upload_ttl_minutes", "0.05"], env=env, cwd=ROOT,
+                       ready_marker="Running on local URL")
+    try:
+        srv.wait_ready("web demo with login")
+        assert "s3cret-pw" not in Path(f"/proc/{srv.proc.pid}/cmdline").read_bytes().decode()
+        with pytest.raises(Exception):
+            Client(f"http://127.0.0.1:{port}/", verbose=False).predict(handle_file(str(PNG)), api_name="/upload_image")
+        client = Client(f"http://127.0.0.1:{port}/", auth=("ana", "s3cret-pw"), verbose=False)
+        preview, _ = client.predict(handle_file(str(PNG)), api_name="/upload_image")
+        stored = [p for p in uploads.rglob("*") if p.is_file() and p.suffix == ".png"]
+        assert stored, "the upload was not stored where GRADIO_TEMP_DIR says"
+        deadline = time.time() + 30
+        while time.time() < deadline and any(p.exists() for p in stored):
+            time.sleep(0.5)
+        assert not any(p.exists() for p in stored), "uploads were not deleted after their time"
+    finally:
+        srv.stop()
+
+
+def test_auth_file_and_bad_logins(tmp_path):
+    from remoteglm.errors import RemoteGLMError
+    from remoteglm.serve.web import read_auth
+
+    f = tmp_path / "logins"
+    f.write_text("# team\nana:pw1\n\nbo:pw:2\n")
+    assert read_auth(None, str(f)) == [("ana", "pw1"), ("bo", "pw:2")]
+    assert read_auth("x:y", str(f)) == [("x", "y")]  # the flag wins
+    f.write_text("nocolon\n")
+    with pytest.raises(RemoteGLMError, match="line 1 must look like user:password"):
+        read_auth(None, str(f))
+    with pytest.raises(RemoteGLMError, match="--auth-file"):
+        read_auth(None, str(tmp_path / "missing"))
