@@ -127,6 +127,13 @@ def test_errors_are_one_line(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     assert main(["--from_pretrained", str(tiny_checkpoint), "--image", str(bad), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: cannot read image {bad}")  # before loading the model
+    from tests.imagetest import png_bomb
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(20000, 20000))
+    assert main(["--from_pretrained", str(tiny_checkpoint), "--image", str(bomb), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 图片太大 / image too large:") and "Traceback" not in err[0]
     assert main(["--from_pretrained", str(tmp_path / "nowhere"), "--image", str(IMAGE), "--prompt", "hi"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: checkpoint not found: {tmp_path / 'nowhere'}")
 

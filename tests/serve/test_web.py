@@ -112,6 +112,24 @@ def test_corrupt_and_oversized_uploads_get_a_chat_message(client, expected, tmp_
     assert "cannot read image notes.tif" in text
 
 
+def test_bomb_and_near_bomb_uploads_are_refused_before_decoding(client, server, tmp_path):
+    from gradio_client import handle_file
+
+    from tests.imagetest import png_bomb
+
+    srv, _ = server
+    rss = lambda: int(next(ln for ln in Path(f"/proc/{srv.proc.pid}/status").read_text().splitlines()  # noqa: E731
+                           if ln.startswith("VmRSS")).split()[1])
+    before = rss()
+    for w, h in ((20000, 20000), (13000, 13000)):
+        bomb = tmp_path / f"bomb{w}.png"
+        bomb.write_bytes(png_bomb(w, h))
+        preview, chat = client.predict(handle_file(str(bomb)), api_name="/upload_image")
+        [(role, text)] = texts(chat)
+        assert preview is None and role == "assistant" and "图片太大 / image too large" in text, text
+    assert rss() - before < 200_000  # KiB: a decoded 13000x13000 image alone is 500 MB as RGB
+
+
 def test_serves_no_file_outside_its_assets_uploads_and_examples(url):
     def status(path):
         try:
