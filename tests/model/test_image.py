@@ -9,6 +9,7 @@ from PIL import Image
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.image import CLIP_MEAN, CLIP_STD, load_image, preprocess_image, preprocess_images
+from tests.imagetest import png_bomb
 
 MEAN = np.array(CLIP_MEAN, dtype=np.float32)
 STD = np.array(CLIP_STD, dtype=np.float32)
@@ -176,28 +177,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path, fixture_images):
     assert "file path, bytes or a PIL image" in error(12345)
 
 
-def _png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of width x height, all black, written row by row through zlib: tens of KB
-    on disk, gigabytes if decoded as RGB."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    z = zlib.compressobj(9)
-    row = b"\0" * (1 + (width + 7) // 8)
-    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
-
-
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
     import resource
     import time
 
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_bomb(20000, 20000))
+    bomb.write_bytes(png_bomb(20000, 20000))
     assert bomb.stat().st_size < 200_000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
@@ -210,7 +195,7 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
 
 def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch):
     big = tmp_path / "big.png"
-    big.write_bytes(_png_bomb(3000, 3000))  # 9 MP: under the default limit
+    big.write_bytes(png_bomb(3000, 3000))  # 9 MP: under the default limit
     assert preprocess_image(big).shape == (3, 224, 224)
     monkeypatch.setenv("REMOTEGLM_MAX_PIXELS", "1000000")
     with pytest.raises(RemoteGLMError, match="over the limit of 1,000,000"):
