@@ -56,10 +56,15 @@ class TranslateResult:
     aborted_kind: str = ""  # LLMUnavailable.kind of that stop
 
 
+_SPACES = re.compile(r"\s+")
+_TRAILING_STOPS = re.compile(r"(\s*[.。])+$")
+
+
+@functools.lru_cache(maxsize=1 << 18)  # a dataset repeats its sentences; RSICD asks ~400k times for ~55k
 def normalise(sentence: str) -> str:
     """Collapse spaces, drop the trailing full stop, lower-case an ordinary first capital."""
-    s = re.sub(r"\s+", " ", sentence).strip()
-    s = re.sub(r"(\s*[.。])+$", "", s).strip()
+    s = _SPACES.sub(" ", sentence).strip()
+    s = _TRAILING_STOPS.sub("", s).strip()
     if len(s) > 1 and s[0].isupper() and not s[1].isupper():
         s = s[0].lower() + s[1:]
     return s
