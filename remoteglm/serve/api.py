@@ -31,7 +31,7 @@ Limits (command-line flags, defaults in brackets):
 - ``--max-connections`` [64] (uvicorn's ``limit_concurrency``): more get 503; backlog 2048;
   request line + headers at most 16 KiB (h11's incomplete-event limit; 431 beyond).
 - ``--max-queue`` [16]: requests waiting for the model behind the one being answered; more get
-  429 with Retry-After (estimated from recent generation times).
+  429 with Retry-After (estimated from recent generation times), before their body is read.
 
 One model, one generation at a time, in a worker thread; a client that disconnects (streaming or
 not, waiting or being answered) frees the model at its next token. Shutdown (SIGTERM, Ctrl-C):
@@ -100,6 +100,8 @@ MAX_HEADER_BYTES = 16 * 1024  # request line + headers (h11's max incomplete eve
 MIN_DRAIN_BYTES = 64 * 2**20  # body bytes still read and dropped after an early error reply (see _drain_cap)
 API_KEY_ENV = "REMOTEGLM_API_KEY"
 CHAT_PATH = "/v1/chat/completions"
+PLACE_KEY = "remoteglm.place"  # the ASGI scope key of a chat request's reserved queue place
+PREPARING = 2  # requests read and checked at once (worker threads: image decoding takes memory)
 PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 ROUTES_HINT = "this server has GET /v1/models and POST /v1/chat/completions (docs: GET /docs)"
 PUBLIC_HOSTS_WARNING = (
@@ -609,23 +611,35 @@ class Generations:
         self.closing = False
         self.threads: set[threading.Thread] = set()
         self.seconds: float | None = None  # moving average of a generation's duration
+        self.reserved = 0
+
+    def load(self) -> int:
+        """Requests holding a place: the one running, the waiting ones, the ones being read and
+        checked (reserved)."""
+        return (self.running is not None) + len(self.waiting) + self.reserved
 
     def retry_after(self) -> int:
-        return max(1, min(60, math.ceil((self.seconds or 1.0) * (len(self.waiting) + 1))))
+        return max(1, min(60, math.ceil((self.seconds or 1.0) * self.load())))
 
-    def check_admission(self) -> None:
-        """APIError (503 shutting down, 429 queue full) unless a new request may wait for a turn."""
+    def reserve(self) -> "Reservation":
+        """A place for a new request, taken before its body is read; APIError (503 shutting
+        down, 429 no place left) now, so a full server spends nothing on the rest."""
         if self.closing:
             raise shutting_down()
-        if self.running is not None and len(self.waiting) >= self.max_waiting:
+        if self.load() >= 1 + self.max_waiting:
             s = self.retry_after()
-            raise APIError(429, f"the server is busy: one answer is being generated and {len(self.waiting)} requests are "
+            raise APIError(429, f"the server is busy: one answer is being generated and {self.load() - 1} requests are "
                                 f"waiting, the most it queues (--max-queue {self.max_waiting}); retry in {s} s",
                            type_="rate_limit_error", code="queue_full", headers={"Retry-After": str(s)})
+        self.reserved += 1
+        return Reservation(self)
 
-    def admit(self, req: ChatRequest) -> Job:
-        """A job for ``req``: started now if the model is free, else queued (or APIError)."""
-        self.check_admission()
+    def admit(self, req: ChatRequest, place: "Reservation") -> Job:
+        """A job for ``req`` in the place reserved for it: started now if the model is free,
+        else queued."""
+        place.release()
+        if self.closing:
+            raise shutting_down()
         job = Job(self, req)
         if self.running is None and not self.waiting:
             self._start(job)
@@ -685,6 +699,19 @@ class Generations:
             lock.release()
 
 
+class Reservation:
+    """A request's place in the queue until its job takes it over (``Generations.admit``) or the
+    request ends without one; ``release`` is idempotent."""
+
+    def __init__(self, gens: Generations):
+        self.gens, self.held = gens, True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.gens.reserved -= 1
+
+
 # ---- the application ------------------------------------------------------------------------------
 class APIState:
     """What the routes, the middleware and the server share."""
@@ -700,7 +727,7 @@ class APIState:
         self.cors_origins = list(cors_origins)
         self.model_ids = list(dict.fromkeys([engine.name, *model_aliases]))
         self.created = int(time.time())
-        self.decoding = threading.BoundedSemaphore(2)  # images decoded at once outside the engine (memory)
+        self.preparing: anyio.CapacityLimiter | None = None  # made on the event loop
 
     def card(self, model_id: str) -> dict:
         return {"id": model_id, "object": "model", "created": self.created, "owned_by": "remoteglm"}
@@ -719,11 +746,10 @@ class APIState:
         req = parse_chat_request(body, self.allowed, self.max_request_bytes)
         engine = self.engine
         if req.image is not None:
-            with self.decoding:
-                try:
-                    engine.check_image(req.image)
-                except RemoteGLMError as err:
-                    raise APIError(400, f"bad image: {err}", param="image_url") from None
+            try:
+                engine.check_image(req.image)
+            except RemoteGLMError as err:
+                raise APIError(400, f"bad image: {err}", param="image_url") from None
         try:
             cfg = engine.config(**req.gen)
         except RemoteGLMError as err:
@@ -852,7 +878,7 @@ class Guard:
                                                code="request_too_large", headers=close))
         if method == "POST" and path == CHAT_PATH:
             try:
-                api.generations.check_admission()
+                scope[PLACE_KEY] = api.generations.reserve()
             except APIError as err:
                 return error_response(err)
         return None
@@ -885,6 +911,9 @@ class Guard:
                     raise
                 await error_response(err)(scope, receive, send_logged)
         finally:
+            place = scope.pop(PLACE_KEY, None)
+            if place is not None:
+                place.release()
             log_access(_client(scope), _request_line(scope), status or 499, time.monotonic() - start)
 
 
@@ -921,9 +950,11 @@ def create_app(engine, *, api_key: str | None = None, allowed: Sequence[Path] = 
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         if body.model not in api.model_ids:
             raise _unknown_model(body.model, api)
-        api.generations.check_admission()  # before spending time on the image
-        req = await anyio.to_thread.run_sync(api.prepare, body)
-        job = api.generations.admit(req)
+        place = request.scope.get(PLACE_KEY) or api.generations.reserve()  # (Guard reserved it before the body)
+        if api.preparing is None:
+            api.preparing = anyio.CapacityLimiter(PREPARING)
+        req = await anyio.to_thread.run_sync(api.prepare, body, limiter=api.preparing)
+        job = api.generations.admit(req, place)
         watcher = asyncio.create_task(_watch_disconnect(request, job))
         try:
             await job.turn()

@@ -46,8 +46,8 @@ SERVERS = {
     # long answers, one request may wait behind the running one
     "slow": ["--max-queue", "1"],
     # stopped by a signal mid-generation
-    "term": ["--shutdown-grace", "1"],
-    "int": ["--shutdown-grace", "1"],
+    "term": ["--shutdown-grace", "0.5"],
+    "int": ["--shutdown-grace", "0.5"],
 }
 
 
@@ -766,7 +766,7 @@ def test_sigterm_mid_stream_ends_it_with_done_and_exits_0(servers):
     events = sse_events(got + read_all(s, timeout=15))
     s.close()
     assert events[-1] == "data: [DONE]" and len(events) > 3
-    err = json.loads(events[-2][6:])["error"]  # after the 1 s grace, the answer was cut: the stream says so
+    err = json.loads(events[-2][6:])["error"]  # after the 0.5 s grace, the answer was cut: the stream says so
     assert err["code"] == "server_shutting_down" and "cut short" in err["message"]
     assert _stopped(srv) == 0 and time.monotonic() - t < 10
     out = "".join(srv.lines)
