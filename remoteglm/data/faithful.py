@@ -122,7 +122,8 @@ META: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("preamble", r"以下是|如下[：:]|如下所示|下面是|翻译结果|结果如下", ()),
     ("talk to the user", (r"希望(?:这|以上|对您|对你|能帮)|如果(?:您|你)|还有(?:什么|其他)(?:问题|需要)|需要我|请问|"
                           r"请(?:提供|告诉|确认|说明|发送|稍)"), ()),
-    ("question", r"[?？]|吗\s*[。！!]?\s*$", ()),
+    # a question mark or 吗 is talk to the user, unless the English is itself a question (RSVQA)
+    ("question", r"[?？]|吗\s*[。！!]?\s*$", ("?",)),
     ("numbering or markup", r"(?:^|\n)\s*(?:\d+|[一二三四五六七八九十]+)[.、．)）](?!\d)|\*\*|```|(?:^|\n)\s*(?:#+|[-*•])\s", ()),
     ("quote of the instructions", r"翻译|译文|原文|原句|句子|段落|合并|编号|要求|输出|描述[：:]|JSON|json|同上|见上",
      ("translat", "sentence", "paragraph", "json", "number", "require", "output", "merg", "combin", "original")),
@@ -167,13 +168,14 @@ def _nfkc(text: str) -> str:
 @functools.cache
 def _cue(stems: tuple[str, ...]) -> re.Pattern:
     """One regex for English stems: each matches at a word start ("beaut" -> "beautiful"); a stem
-    ending in "$" is a whole word ("we$" is not the start of "well")."""
+    ending in "$" is a whole word ("we$" is not the start of "well"); a stem that is not a word
+    ("?") matches anywhere ("road?")."""
     alts = []
     for s in sorted(stems, key=len, reverse=True):
-        whole = s.endswith("$")
+        whole, word = s.endswith("$"), s[:1].isalpha()
         s = re.escape(s.rstrip("$")).replace(r"\ ", r"\s+")
-        alts.append(rf"{s}(?![a-z])" if whole else s)
-    return re.compile(rf"(?<![a-z])(?:{'|'.join(alts)})", re.IGNORECASE)
+        alts.append(("(?<![a-z])" if word else "") + (rf"{s}(?![a-z])" if whole else s))
+    return re.compile(f"(?:{'|'.join(alts)})", re.IGNORECASE)
 
 
 def _english_says(english: str, stems: tuple[str, ...]) -> bool:
