@@ -27,7 +27,32 @@ CLASSES: dict[str, list[str]] = {
         "railwaystation", "resort", "river", "school", "sparseresidential", "square", "stadium",
         "storagetanks", "viaduct",
     ],
+    # Folder-per-class scene sets (remoteglm.data.importers): ids are the official folder names,
+    # lower case, separators dropped ("parking_lot" -> "parkinglot"), in the folders' sorted order.
+    "AID": [
+        "airport", "bareland", "baseballfield", "beach", "bridge", "center", "church", "commercial",
+        "denseresidential", "desert", "farmland", "forest", "industrial", "meadow",
+        "mediumresidential", "mountain", "park", "parking", "playground", "pond", "port",
+        "railwaystation", "resort", "river", "school", "sparseresidential", "square", "stadium",
+        "storagetanks", "viaduct",
+    ],
+    "NWPU-RESISC45": [
+        "airplane", "airport", "baseballdiamond", "basketballcourt", "beach", "bridge", "chaparral",
+        "church", "circularfarmland", "cloud", "commercialarea", "denseresidential", "desert", "forest",
+        "freeway", "golfcourse", "groundtrackfield", "harbor", "industrialarea", "intersection", "island",
+        "lake", "meadow", "mediumresidential", "mobilehomepark", "mountain", "overpass", "palace",
+        "parkinglot", "railway", "railwaystation", "rectangularfarmland", "river", "roundabout", "runway",
+        "seaice", "ship", "snowberg", "sparseresidential", "stadium", "storagetank", "tenniscourt",
+        "terrace", "thermalpowerstation", "wetland",
+    ],
+    "WHU-RS19": [
+        "airport", "beach", "bridge", "commercial", "desert", "farmland", "footballfield", "forest",
+        "industrial", "meadow", "mountain", "park", "parking", "pond", "port", "railwaystation",
+        "residential", "river", "viaduct",
+    ],
 }
+# The folder-per-class scene sets and the UCM scene set (its folders are UCM's 21 class ids).
+SCENE_SETS = ("AID", "NWPU-RESISC45", "UCM", "WHU-RS19")
 
 # One Chinese name per class id, shared by every dataset that uses the id.
 _CLASS_ZH: dict[str, str] = {
@@ -45,7 +70,46 @@ _CLASS_ZH: dict[str, str] = {
     "mountain": "山地", "park": "公园", "parking": "停车场", "playground": "操场",
     "pond": "池塘", "port": "港口", "railwaystation": "火车站", "resort": "度假区",
     "school": "学校", "square": "广场", "stadium": "体育场", "viaduct": "高架桥",
+    # NWPU-RESISC45
+    "basketballcourt": "篮球场", "circularfarmland": "圆形农田", "cloud": "云层", "commercialarea": "商业区",
+    "groundtrackfield": "田径场", "industrialarea": "工业区", "island": "岛屿", "lake": "湖泊", "palace": "宫殿",
+    "railway": "铁路", "rectangularfarmland": "矩形农田", "roundabout": "环岛", "seaice": "海冰", "ship": "船舶",
+    "snowberg": "冰山", "storagetank": "储油罐", "terrace": "梯田", "thermalpowerstation": "火力发电站",
+    "wetland": "湿地",
+    # WHU-RS19
+    "footballfield": "足球场",
 }
+
+# Other spellings of a class in folder names, as folder keys (lower case, letters and digits only):
+# each group is one class, whichever of its spellings a set uses ("Parking" / "parking_lot" /
+# "ParkingLot"; "storage_tank" / "storagetanks"). A plural "s" is matched anyway.
+_FOLDER_SPELLINGS: tuple[tuple[str, ...], ...] = (
+    ("parking", "parkinglot", "carpark"),
+    ("storagetanks", "storagetank", "tanks"),
+    ("baseballdiamond", "baseballfield"),
+    ("commercial", "commercialarea"),
+    ("industrial", "industrialarea"),
+    ("residential", "residentialarea"),
+    ("denseresidential", "denseresidentialarea"),
+    ("mediumresidential", "mediumresidentialarea"),
+    ("sparseresidential", "sparseresidentialarea"),
+    ("harbor", "harbour", "port"),
+    ("railwaystation", "trainstation"),
+    ("center", "centre", "citycenter", "citycentre"),
+    ("farmland", "agricultural", "agriculture"),
+    ("bareland", "barren", "barrenland"),
+    ("footballfield", "soccerfield"),
+    ("groundtrackfield", "trackfield"),
+    ("snowberg", "iceberg"),
+    ("thermalpowerstation", "thermalpowerplant", "powerplant", "powerstation"),
+    ("mobilehomepark", "mobilehome"),
+    ("golfcourse", "golffield"),
+    ("airplane", "plane", "aircraft"),
+    ("buildings", "building"),
+    ("seaice", "ice"),
+    ("tenniscourt", "tenniscourts"),
+)
+_SPELLING_GROUP = {k: i for i, group in enumerate(_FOLDER_SPELLINGS) for k in group}
 
 CLASS_NAMES_ZH: dict[str, dict[str, str]] = {
     name: {c: _CLASS_ZH[c] for c in classes} for name, classes in CLASSES.items()
@@ -127,8 +191,42 @@ def apply_glossary(english: str) -> str:
 
 
 def class_names_zh(dataset: str) -> list[str]:
-    """Chinese class names of a dataset in class-id order (UCM, Sydney or RSICD)."""
+    """Chinese class names of a dataset in class-id order (UCM, Sydney, RSICD or a scene set)."""
     return [CLASS_NAMES_ZH[dataset][c] for c in CLASSES[dataset]]
+
+
+def folder_key(name: str) -> str:
+    """A class folder's name as a key: lower case, letters and digits only ("Parking_Lot" -> "parkinglot")."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def _spellings(key: str) -> set:
+    forms = {key, key + "s"}
+    if key.endswith("es"):
+        forms.add(key[:-2])
+    if key.endswith("s"):
+        forms.add(key[:-1])
+    return forms
+
+
+def folder_class(dataset: str, folder: str) -> str | None:
+    """The class id of ``dataset`` a folder name stands for, or None.
+
+    The folder key itself, then its singular/plural, then another spelling of the same class
+    (``_FOLDER_SPELLINGS``): "ParkingLot" in AID is ``parking``, "storage_tank" in UCM is
+    ``storagetanks``, "footballField" in WHU-RS19 is ``footballfield``.
+    """
+    classes = CLASSES[dataset]
+    key = folder_key(folder)
+    if key in classes:
+        return key
+    forms = _spellings(key)
+    for c in classes:
+        if c in forms:
+            return c
+    groups = {_SPELLING_GROUP[f] for f in forms if f in _SPELLING_GROUP}
+    hits = [c for c in classes if groups & {_SPELLING_GROUP.get(f) for f in _spellings(c)}]
+    return hits[0] if len(hits) == 1 else None
 
 
 def zh_words() -> list[str]:
