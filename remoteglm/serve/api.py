@@ -34,7 +34,8 @@ Limits (command-line flags, defaults in brackets):
   429 with Retry-After (estimated from recent generation times), before their body is read.
 
 One model, one generation at a time, in a worker thread; a client that disconnects (streaming or
-not, waiting or being answered) frees the model at its next token. Shutdown (SIGTERM, Ctrl-C):
+not, waiting or being answered) frees the model at once if it was waiting, else at the next token
+that adds to its answer. Shutdown (SIGTERM, Ctrl-C):
 the server stops accepting, waiting requests get 503, the answer being generated gets
 ``--shutdown-grace`` [10 s] to finish and is then cut (a stream ends with an error event and
 ``data: [DONE]``, a plain request gets 503), the worker thread is stopped and joined, exit 0.
@@ -512,8 +513,9 @@ _END, _STOPPED = object(), object()
 class Job:
     """One request's generation: waits for its turn, then runs ``engine.stream`` in a thread
     whose replies arrive on the event loop. ``stop`` (client gone, shutdown) ends the wait at
-    once, and the generation at its next token: the thread closes the engine's iterator, which
-    stops the engine's worker."""
+    once and wakes the request's reader at once; the thread sees it at the engine's next reply
+    (the next token that adds to the answer) and closes the engine's iterator, which stops the
+    engine's worker before its following token."""
 
     def __init__(self, gens: "Generations", req: ChatRequest):
         self.gens, self.req = gens, req

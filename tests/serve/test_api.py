@@ -477,6 +477,12 @@ def test_bad_content_lengths_are_refused_and_nothing_is_smuggled(port, servers):
         pass
     s.close()
     assert rss_kib(srv.proc.pid) - before < 10_000
+    # headers past 16 KiB: 431, closed
+    s = connect(port, timeout=10)
+    s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000)
+    got = read_all(s, timeout=10)
+    s.close()
+    assert got.startswith(b"HTTP/1.1 431 ") and error_of(got.split(b"\r\n\r\n", 1)[1])["code"] == "invalid_http_request"
     # a declared length over the limit: 413 before any of the body is sent
     s = connect(port, timeout=10)
     s.sendall(head + b"Content-Length: %d\r\n\r\n" % (10**12))
