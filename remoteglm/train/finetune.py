@@ -363,7 +363,7 @@ def run(opts) -> int:
             print(f"{k} data: {ds.report()}", file=sys.stderr)
 
     torch.manual_seed(opts.seed)  # LoRA's A matrices are random: same seed, same run
-    lora_setup.prepare(model, opts, config)
+    lora_setup.prepare(model, opts, config, device=device)
     # The model was built from its checkpoint config, not from sat's args: switch sat's
     # per-layer activation checkpointing on here (ChatGLM layers; the image encoder is frozen).
     model.transformer.checkpoint_activations = not opts.no_gradient_checkpointing

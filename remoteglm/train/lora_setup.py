@@ -17,14 +17,16 @@ def is_trainable(name: str, train_qformer: bool) -> bool:
     return train_qformer and (".eva.model.qformer." in name or ".eva.model.glm_proj." in name)
 
 
-def prepare(model, opts, config) -> None:
-    """Add LoRA (unless the checkpoint already has it: then its LoRA trains on) and freeze the rest."""
+def prepare(model, opts, config, device=None) -> None:
+    """Add LoRA (unless the checkpoint already has it: then its LoRA trains on) and freeze the rest.
+    ``device``: where training runs; QLoRA's NF4 rounding happens there (see add_lora)."""
     if config.has_lora:
         if opts.use_qlora != bool(config.use_qlora):
             raise RemoteGLMError("--from_pretrained already holds LoRA layers of the other kind (LoRA vs QLoRA); "
                                  "merge it first: python -m remoteglm.train.merge")
     else:
-        add_lora(model, opts.lora_rank, opts.lora_alpha, opts.lora_dropout, opts.layer_range, qlora=opts.use_qlora)
+        add_lora(model, opts.lora_rank, opts.lora_alpha, opts.lora_dropout, opts.layer_range, qlora=opts.use_qlora,
+                 quantize_device=device)
     n_train = 0
     for name, p in model.named_parameters():
         p.requires_grad_(is_trainable(name, opts.train_qformer))
