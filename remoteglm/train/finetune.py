@@ -419,6 +419,8 @@ def run(opts) -> int:
 
     def forward(data_iterator, model, args, timers, train: bool):
         inner = model.module if hasattr(model, "module") else model
+        if train and not progress._micro:  # the first micro-batch of a step: its start time
+            state.setdefault("step_starts", []).append(time.time())
         if train and state["first"]:
             state["first"] = False
             state["t_train"] = time.time()
@@ -491,6 +493,7 @@ def _write_summary(opts, run_dir: Path, progress: Progress, state: dict, model, 
 
     losses = progress.losses
     session = [x for x in losses if x[0] > state["session_start"]]
+    starts = state.get("step_starts", [])
     train_s = time.time() - state["t_train"] if state["t_train"] else 0.0
     first = losses[0][1] if losses else math.nan
     last = sum(x[1] for x in losses[-10:]) / max(1, len(losses[-10:]))
@@ -506,6 +509,10 @@ def _write_summary(opts, run_dir: Path, progress: Progress, state: dict, model, 
                "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
                "peak_gpu_reserved_bytes": torch.cuda.max_memory_reserved() if torch.cuda.is_available() else None,
                "tokens_per_second": round(state.get("tokens", 0) * world / train_s, 1) if train_s > 0 else None,
+               # wall time from each step's start to the next one's (this session; the last step has none,
+               # and the final checkpoint write is in none of them): steady-state step time for benchmarks
+               "step_seconds": [round(b - a, 4) for a, b in zip(starts, starts[1:])],
+               "train_started_unix": state["t_train"],
                "image_length": getattr(model, "image_length", None),
                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                "trainable_parameters": getattr(model, "trainable_parameters", None),
