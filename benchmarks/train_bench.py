@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_GB = {("lora", True): 14.0, ("qlora", True): 6.0}
 
 
+def _pythonpath() -> str:
+    """This repository first, the caller's PYTHONPATH kept (on the GPU machine it holds the carried wheels)."""
+    return os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+
+
 def run(kind: str, cache: bool, a, work: Path, base: list[str]) -> dict:
     save = work / f"{kind}-{'cache' if cache else 'nocache'}"
     cmd = [sys.executable, str(ROOT / "finetune_visualglm.py"), *base, "--save", str(save),
@@ -33,7 +38,7 @@ def run(kind: str, cache: bool, a, work: Path, base: list[str]) -> dict:
         cmd.append("--use_qlora")
     if not cache:
         cmd.append("--no_feature_cache")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=_pythonpath())
     env.pop("MASTER_PORT", None)
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -59,7 +64,7 @@ def main() -> int:
         work = Path(tmp)
         tiny = work / "tiny"
         subprocess.run([sys.executable, "-m", "remoteglm.model.tiny", str(tiny)], cwd=ROOT, check=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True)
+                       env=dict(os.environ, PYTHONPATH=_pythonpath()), capture_output=True)
         if a.size == "tiny":
             base = ["--from_pretrained", str(tiny), "--lr", "1e-2"]
         else:
