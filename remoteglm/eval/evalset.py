@@ -1,6 +1,17 @@
 """What gets evaluated: images of one split with all their Chinese references and scene class,
 read from a Chinese Karpathy dataset (``dataset_<name>_zh.json``) or a split's fine-tune JSON
 (``<name>_test.json``), plus the leakage guard against the training file.
+
+A fine-tune JSON may also hold (detected by each record's ``task``):
+
+- ``task: "classify"`` records of a folder-per-class scene set ({img, prompt, label: the Chinese
+  class}): images with a class and no caption, evaluated by classification only;
+- ``task: "vqa"`` records of RSVQA ({img, prompt: the Chinese question, label, qtype}): the
+  questions of ``EvalSet.questions``; the instruction data's ``presence`` and ``count`` records
+  join them where their answer is 是/否 or a number.
+
+Records of other tasks (conversations, attribute questions of the instruction data) are not
+evaluated; ``EvalSet.skipped`` counts them.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from typing import Sequence
 from remoteglm.data.io import file_digest
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.classify import CLASSIFY_PROMPT, classes_in_prompt, classify_prompt
+from remoteglm.eval.vqa import QTYPES, answer_kind, canonical_qtype, normalize_answer
 from remoteglm.model.prompt import DEFAULT_PROMPT
 
 CAPTION_PROMPT = DEFAULT_PROMPT  # the official VisualGLM default prompt, 描述这张图片。
@@ -30,17 +42,40 @@ class EvalImage:
 
 
 @dataclass
+class VQAQuestion:
+    qid: str        # "q<index in the file>"
+    key: str        # the image's key (EvalImage.key)
+    path: Path
+    prompt: str
+    label: str
+    qtype: str      # presence / comparison / count / rural_urban / area (or the file's own name)
+    kind: str       # how it is answered: yesno / count / rural_urban / area (remoteglm.eval.vqa)
+
+
+@dataclass
 class EvalSet:
     source: Path
     kind: str  # "dataset" or "finetune"
     name: str
     split: str
-    images: list[EvalImage]
+    images: list[EvalImage]  # every image: with captions, a class, or only questions
     classes: list[str] = field(default_factory=list)
+    questions: list[VQAQuestion] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # records of tasks not evaluated, per task
 
     @property
     def has_classes(self) -> bool:
         return bool(self.classes) and any(im.class_zh for im in self.images)
+
+    @property
+    def caption_images(self) -> list[EvalImage]:
+        return [im for im in self.images if im.references]
+
+    @property
+    def tasks(self) -> list[str]:
+        """What this set can evaluate: caption, classify, vqa."""
+        return [t for t, has in (("caption", bool(self.caption_images)), ("classify", self.has_classes),
+                                 ("vqa", bool(self.questions))) if has]
 
 
 def _read(path: Path):
@@ -77,11 +112,17 @@ def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str 
     if not es.images:
         splits = sorted({im.get("split", "?") for im in data["images"]}) if es.kind == "dataset" else []
         hint = f" (splits in the file: {', '.join(splits)})" if splits else ""
-        raise RemoteGLMError(f"{path}: no images with references in split '{split}'{hint}; choose another --split")
+        if es.kind == "dataset":
+            raise RemoteGLMError(f"{path}: no images with references in split '{split}'{hint}; choose another --split")
+        tasks = ", ".join(sorted(es.skipped)) or "none"
+        raise RemoteGLMError(f"{path}: no captions, scene-class (task \"classify\") or VQA (task \"vqa\") records "
+                             f"to evaluate (tasks in the file: {tasks})")
     if limit is not None:
         if limit < 1:
             raise RemoteGLMError(f"--limit must be >= 1 (got {limit})")
         es.images = es.images[:limit]
+        kept = {im.key for im in es.images}
+        es.questions = [q for q in es.questions if q.key in kept]
     missing = [im.path for im in es.images if not im.path.is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -147,37 +188,79 @@ def _drop_paragraphs(labels: list[str]) -> list[str]:
     return out or labels
 
 
+CAPTION_TASKS = (None, "caption")  # records whose labels are reference captions
+# Records asked as VQA questions: RSVQA's (task "vqa", with a qtype), and the presence / count
+# questions of the instruction data (remoteglm.data.tasks) where their answer is 是/否 or a number.
+VQA_TASKS = {"vqa": None, "presence": "presence", "count": "count"}
+
+
+def _vqa_question(path, i, rec, key, img_path) -> VQAQuestion:
+    label = str(rec["label"]).strip()
+    raw_type = rec.get("qtype")
+    qtype = canonical_qtype(raw_type) or (str(raw_type).strip() if raw_type else None)
+    kind = answer_kind(qtype, label)
+    if kind is None:
+        raise RemoteGLMError(f"{path}: item {i} (VQA) has qtype {raw_type!r} and label {label!r}: give a qtype "
+                             f"({', '.join(QTYPES)}) or a label 是/否, a number, 农村/城市 or an area in 平方米")
+    if normalize_answer(label, kind) is None:
+        raise RemoteGLMError(f"{path}: item {i} (VQA, {qtype or kind}) has label {label!r}, which is not a "
+                             f"{kind} answer (是/否, a number, 农村/城市 or an area in 平方米)")
+    return VQAQuestion(f"q{i}", key, img_path, str(rec["prompt"]), label, qtype or kind, kind)
+
+
 def _from_finetune(path, data, split, base, resolve_image, template) -> EvalSet:
     groups: dict[str, dict] = {}
     classes: list[str] = []
+    explicit: list[str] = []  # labels of task "classify" records, in file order
+    questions: list[VQAQuestion] = []
+    skipped: dict[str, int] = {}
     for i, rec in enumerate(data):
         if not isinstance(rec, dict) or not {"img", "prompt", "label"} <= rec.keys():
             raise RemoteGLMError(f"{path}: item {i} is not an {{\"img\", \"prompt\", \"label\"}} object")
+        task = rec.get("task")
         g = groups.setdefault(str(rec["img"]), {"labels": [], "refs": None, "cls": None, "prompt": None})
         label = str(rec["label"]).strip()
+        if task in VQA_TASKS:
+            img = str(rec["img"])
+            if VQA_TASKS[task] and not rec.get("qtype"):
+                rec = {**rec, "qtype": VQA_TASKS[task]}
+            try:
+                questions.append(_vqa_question(path, i, rec, img, resolve_image(img, base)))
+            except RemoteGLMError:
+                if task == "vqa":
+                    raise
+                skipped[str(task)] = skipped.get(str(task), 0) + 1  # an instruction answer that is a sentence
+            continue
         listed = classes_in_prompt(str(rec["prompt"]))
-        is_cls = rec.get("task") == "classify" or (rec.get("task") is None and label in listed)
+        is_cls = task == "classify" or (task is None and label in listed)
         if is_cls:
             g["cls"], g["prompt"] = label, str(rec["prompt"])
+            if task == "classify" and label:
+                explicit.append(label)
             if len(listed) > len(classes):
                 classes = listed
-        else:
+        elif task in CAPTION_TASKS:
             if rec.get("references"):
                 g["refs"] = [str(r).strip() for r in rec["references"] if _has_text(str(r))]
             if _has_text(label):
                 g["labels"].append(label)
+        else:
+            skipped[str(task)] = skipped.get(str(task), 0) + 1
+    # classes a scene set's prompts do not list (or a prompt that lists none) still count
+    classes = classes + [c for c in dict.fromkeys(explicit) if c not in classes]
+    asked = {q.key for q in questions}
     images = []
     for img, g in groups.items():
         refs = g["refs"] or _drop_paragraphs(list(dict.fromkeys(g["labels"])))
-        if not refs:
-            continue
         cls = g["cls"] if g["cls"] in classes else None
-        prompt = g["prompt"] or (classify_prompt(classes, template) if classes else None)
+        if not refs and cls is None and img not in asked:
+            continue
+        prompt = g["prompt"] or (classify_prompt(classes, template) if classes and refs else None)
         images.append(EvalImage(img, resolve_image(img, base), refs, cls, prompt))
-    for im in images:  # images without a classification record still get the common prompt
-        if im.classify_prompt is None and classes:
+    for im in images:  # captioned images without a classification record still get the common prompt
+        if im.classify_prompt is None and classes and im.references:
             im.classify_prompt = classify_prompt(classes, template)
-    return EvalSet(path, "finetune", path.stem, split, images, classes)
+    return EvalSet(path, "finetune", path.stem, split, images, classes, questions, skipped)
 
 
 # ---- leakage guard -----------------------------------------------------------------------------------
