@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import listening_addresses
+from tests.serve.conftest import listening_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
 

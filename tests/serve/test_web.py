@@ -216,7 +216,7 @@ def test_browser_end_to_end(url, expected, tmp_path_factory):
 
 
 def test_web_listens_only_where_asked(server, url):
-    from conftest import listening_addresses
+    from tests.serve.conftest import listening_addresses
 
     srv, port = server
     addrs = listening_addresses(srv.proc.pid)
