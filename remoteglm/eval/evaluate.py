@@ -9,6 +9,11 @@ For every image: one caption (prompt 描述这张图片。) and, when the data h
 classification answer (prompt listing the Chinese class names); greedy decoding, batched, with a
 progress bar. Writes ``OUT/metrics.json`` and ``OUT/report.html``; answers are kept in
 ``OUT/answers/*.jsonl`` as they come, so an interrupted run continues where it stopped.
+
+A fine-tune JSON of RSVQA questions (``task: "vqa"`` records) or of a folder-per-class scene set
+(``task: "classify"`` records) is evaluated the same way: VQA accuracy overall and per question
+type (remoteglm/eval/vqa.py), zero-shot scene accuracy per class with a confusion matrix; GeoChat's
+published numbers are shown beside ours for UCM, AID and RSVQA-HR (remoteglm/eval/anchors.py).
 """
 
 from __future__ import annotations
@@ -25,13 +30,18 @@ from pathlib import Path
 from typing import Sequence
 
 from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.eval.anchors import BENCHMARKS, anchor_table, detect_benchmark
 from remoteglm.eval.classify import CLASSIFY_PROMPT, ClassParser, evaluate_classification
 from remoteglm.eval.evalset import (CAPTION_PROMPT, EvalSet, find_leaks, load_eval_set, recorded_train_data,
                                     training_images)
 from remoteglm.eval.metrics import CIDER_NOTE, LEVEL_NOTES, LEVELS, METEOR_VARIANT, METRICS, score_captions
+from remoteglm.eval.vqa import evaluate_vqa
 from remoteglm.serve.options import add_trust_arg
 
 ANSWER_FORMAT = "process_response-1"  # bump when the prompt or the answer post-processing changes
+VQA_NOTE = ("VQA: answers and labels normalised per question type (是/否; the first number, Chinese numerals read; "
+            "农村/城市; area in RSVQA-HR bins of 平方米), correct when equal; unreadable answers are wrong; "
+            "OA = correct / all questions, AA = mean of the per-type accuracies")
 
 EXAMPLES = """examples:
   # one checkpoint on the test split
@@ -41,6 +51,9 @@ EXAMPLES = """examples:
       --data data/ucm/dataset_ucm_zh.json --train_data data/ucm/ucm_train.json --out eval/ucm
   # a quick look: the first 20 images, 4-bit weights
   python -m remoteglm.eval --from_pretrained checkpoints/visualglm-6b --data data/ucm/ucm_test.json --limit 20 --quant 4
+  # RSVQA-HR questions or a folder-per-class scene set (records with task "vqa" / "classify")
+  python -m remoteglm.eval --from_pretrained checkpoints/visualglm-6b --data data/rsvqa_hr/rsvqa_hr_test.json
+  python -m remoteglm.eval --from_pretrained checkpoints/visualglm-6b --data data/aid/aid_test.json
 """
 
 
@@ -51,21 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--from_pretrained", metavar="CKPT", help="checkpoint directory (sat or HF; base, LoRA, merged or quantised)")
     which.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two checkpoints (e.g. base and fine-tuned) on the same images")
     p.add_argument("--labels", nargs="+", help="names for the checkpoints in the report [folder names]")
-    p.add_argument("--data", required=True, help="dataset_<name>_zh.json (Karpathy style) or a split's fine-tune JSON")
+    p.add_argument("--data", required=True,
+                   help="dataset_<name>_zh.json (Karpathy style), a split's fine-tune JSON, or a file of RSVQA / "
+                        "scene-set records (task \"vqa\" / \"classify\"), told apart by each record's task")
     p.add_argument("--split", default="test", help="split of a Karpathy dataset [test]")
     p.add_argument("--image_root", help="folder for relative image paths [the JSON's folder]")
     p.add_argument("--train_data", nargs="+", default=[], help="training file(s): refuse when evaluation images are in them")
     p.add_argument("--allow_leak", "--allow-leak", action="store_true",
                    help="evaluate even when images are in the training data (with a loud warning)")
     p.add_argument("--out", help="output folder [eval_results/<data>_<split>]")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--limit", type=int, help="only the first N images (with their questions)")
     p.add_argument("--batch_size", type=int, default=8, help="prompts per generation batch [8]")
     p.add_argument("--max_new_tokens", type=int, default=64, help="caption length limit in tokens [64]")
     p.add_argument("--repetition_penalty", type=float, default=1.2, help="as VisualGLM's chat() [1.2]; 1 = none")
     p.add_argument("--caption_prompt", default=CAPTION_PROMPT, help=f"[{CAPTION_PROMPT}]")
     p.add_argument("--classify_prompt", default=CLASSIFY_PROMPT,
                    help="template with {classes} (joined by 、) [the sample's prompt]; fine-tune JSON records keep their own")
-    p.add_argument("--no_classify", action="store_true", help="captions only")
+    p.add_argument("--no_classify", action="store_true", help="no scene classification")
+    p.add_argument("--no_vqa", action="store_true", help="skip the file's VQA questions")
+    p.add_argument("--benchmark", default="auto", choices=["auto", "none", *BENCHMARKS],
+                   help="whose published numbers to show beside ours [auto: from the file and folder names]")
+    p.add_argument("--report_examples", type=int, default=5,
+                   help="questions per type and images per class the report shows for VQA and scene sets [5]")
     p.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM to 4 or 8 bits (bitsandbytes)")
     p.add_argument("--device", help="cuda, cuda:N or cpu [cuda if available]")
     p.add_argument("--dtype", help="fp16, bf16 or fp32 [fp16 on GPU, fp32 on CPU]")
@@ -214,32 +234,46 @@ def run_evaluation(args) -> dict:
         raise RemoteGLMError("--batch_size and --max_new_tokens must be >= 1")
     if "{classes}" not in args.classify_prompt:
         raise RemoteGLMError("--classify_prompt must contain {classes} (where the class list goes)")
+    if args.report_examples < 0:
+        raise RemoteGLMError("--report_examples must be >= 0")
     es = load_eval_set(args.data, args.split, args.image_root, args.limit, args.classify_prompt)
     train_files = list(args.train_data)
     for p in paths:
         train_files += [f for f in recorded_train_data(p) if f not in train_files]
     leak = check_leakage(es, train_files, args.allow_leak, args.image_root)
-    out = Path(args.out) if args.out else Path("eval_results") / f"{Path(args.data).stem}_{es.split}"
-    out.mkdir(parents=True, exist_ok=True)
 
+    cap_images = es.caption_images
     classify = es.has_classes and not args.no_classify
     cls_images = [im for im in es.images if classify and im.class_zh and im.classify_prompt]
-    parser = ClassParser(es.classes) if classify else None
+    questions = [] if args.no_vqa else es.questions
+    if not (cap_images or cls_images or questions):
+        raise RemoteGLMError(f"{args.data}: nothing left to evaluate ({', '.join(es.tasks)} turned off by "
+                             "--no_classify / --no_vqa)")
+    out = Path(args.out) if args.out else Path("eval_results") / f"{Path(args.data).stem}_{es.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    if es.skipped:
+        print("not evaluated: " + ", ".join(f"{n} record(s) of task {t!r}" for t, n in sorted(es.skipped.items())),
+              file=sys.stderr, flush=True)
+    parser = ClassParser(es.classes) if cls_images else None
     # "answers": how answers are made (the prompt and post-processing): logs of older runs,
     # without the official punctuation rule or with <img></img> in text-only prompts, are not reused.
     settings = {"rp": args.repetition_penalty, "quant": args.quant, "dtype": args.dtype, "answers": ANSWER_FORMAT}
-    cls_tokens = min(args.max_new_tokens, 16)
+    cls_tokens = min(args.max_new_tokens, 16)  # class names and VQA answers are short
+    shown = {im.key for im in cap_images} | {im.key for im in cls_images}
     runs, images = [], [
         {"key": im.key, "path": str(im.path), "class_zh": im.class_zh, "references": im.references, "answers": {}}
-        for im in es.images]
+        for im in es.images if im.key in shown]
     by_key = {d["key"]: d for d in images}
-    refs = {im.key: im.references for im in es.images}
+    qrecords = [{"id": q.qid, "img": q.key, "path": str(q.path), "prompt": q.prompt, "label": q.label,
+                 "qtype": q.qtype, "kind": q.kind, "answers": {}} for q in questions]
+    refs = {im.key: im.references for im in cap_images}
     for path, label in zip(paths, labels):
         t0 = time.time()
         print(f"loading {path} ...", file=sys.stderr, flush=True)
         model, tok, weights = _load(path, args)
-        queries = [Query(im.path, args.caption_prompt, args.max_new_tokens) for im in es.images]
+        queries = [Query(im.path, args.caption_prompt, args.max_new_tokens) for im in cap_images]
         queries += [Query(im.path, im.classify_prompt, cls_tokens) for im in cls_images]
+        queries += [Query(q.path, q.prompt, cls_tokens) for q in questions]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
         log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings)
         engine = Engine(model, tok, name=label, quant=weights)
@@ -247,42 +281,61 @@ def run_evaluation(args) -> dict:
         del model, engine
         gc.collect()
         _empty_cuda_cache()
-        captions = dict(zip((im.key for im in es.images), answers[: len(es.images)]))
+        n_cap, n_cls = len(cap_images), len(cls_images)
+        cap_answers, cls_answers, vqa_answers = answers[:n_cap], answers[n_cap:n_cap + n_cls], answers[n_cap + n_cls:]
         run = {"label": label, "checkpoint": str(Path(path).resolve()), "weights": weights, "caption": {}}
-        per_image = {}
-        for level in LEVELS:
-            corpus, per = score_captions(captions, refs, level)
-            run["caption"][level] = corpus
-            per_image[level] = per
-        for key, cap in captions.items():
-            by_key[key]["answers"][label] = {"caption": cap, "scores": {lv: per_image[lv][key] for lv in LEVELS}}
-        if classify:
-            cls_answers = answers[len(es.images):]
+        if cap_images:
+            captions = dict(zip((im.key for im in cap_images), cap_answers))
+            per_image = {}
+            for level in LEVELS:
+                corpus, per = score_captions(captions, refs, level)
+                run["caption"][level] = corpus
+                per_image[level] = per
+            for key, cap in captions.items():
+                by_key[key]["answers"][label] = {"caption": cap, "scores": {lv: per_image[lv][key] for lv in LEVELS}}
+        if cls_images:
             parsed = [parser.parse(a) for a in cls_answers]
             result = evaluate_classification([im.class_zh for im in cls_images], [c for c, _ in parsed], es.classes,
                                              [how for _, how in parsed])
             run["classification"] = result.to_dict()
             for im, a, (c, how) in zip(cls_images, cls_answers, parsed):
-                by_key[im.key]["answers"][label].update({"classify": a, "class_pred": c, "match": how})
+                by_key[im.key]["answers"].setdefault(label, {}).update({"classify": a, "class_pred": c, "match": how})
+        if questions:
+            result, per_q = evaluate_vqa([q.qtype for q in questions], [q.label for q in questions], vqa_answers,
+                                         [q.kind for q in questions])
+            run["vqa"] = result.to_dict()
+            for rec, a, pq in zip(qrecords, vqa_answers, per_q):
+                rec["expected"] = pq["expected"]
+                rec["answers"][label] = {"answer": a, "normalized": pq["normalized"], "correct": pq["correct"]}
         run["seconds"] = round(time.time() - t0, 2)
         runs.append(run)
 
+    benchmark = None if args.benchmark == "none" else (
+        args.benchmark if args.benchmark != "auto" else detect_benchmark(es.source, [im.path for im in es.images]))
+    tasks = [t for t, on in (("caption", cap_images), ("classify", cls_images), ("vqa", questions)) if on]
     metrics = {
         "dataset": es.name, "data_file": str(es.source.resolve()), "split": es.split, "n_images": len(es.images),
+        "n_questions": len(questions), "tasks": tasks,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "generation": {"decoding": "greedy", "max_new_tokens": args.max_new_tokens, "classify_max_new_tokens": cls_tokens,
+                       "vqa_max_new_tokens": cls_tokens,
                        "repetition_penalty": args.repetition_penalty, "batch_size": args.batch_size,
                        "caption_prompt": args.caption_prompt,
-                       "classify_prompt_example": cls_images[0].classify_prompt if cls_images else None},
+                       "classify_prompt_example": cls_images[0].classify_prompt if cls_images else None,
+                       "vqa_prompt_example": questions[0].prompt if questions else None},
         "metric_notes": {"word": LEVEL_NOTES["word"], "char": LEVEL_NOTES["char"], "METEOR": METEOR_VARIANT,
-                         "CIDEr-D": CIDER_NOTE, "metrics": list(METRICS)},
-        "classes": es.classes if classify else [],
+                         "CIDEr-D": CIDER_NOTE, "metrics": list(METRICS), "vqa": VQA_NOTE},
+        "classes": es.classes if cls_images else [],
+        "qtypes": list(runs[0]["vqa"]["per_type"]) if questions else [],
         "leak": leak,
+        "benchmark": benchmark,
+        "anchors": anchor_table(benchmark, runs),
         "models": runs,
         "images": images,
+        "questions": qrecords,
     }
     write_json_atomic(out / "metrics.json", metrics)
-    write_text_atomic(out / "report.html", render_report(metrics, args.thumb_size))
+    write_text_atomic(out / "report.html", render_report(metrics, args.thumb_size, args.report_examples))
     metrics["out_dir"] = str(out)
     return metrics
 
@@ -295,19 +348,38 @@ def _empty_cuda_cache() -> None:
 
 
 def summary_table(m: dict) -> str:
-    """Plain-text summary for the terminal."""
+    """Plain-text summary for the terminal, with the published anchors beside ours."""
     lines = []
-    w = max(8, *(len(r["label"]) for r in m["models"]))
-    for level in LEVELS:
-        lines.append(f"{LEVEL_NOTES[level]}")
-        lines.append(f"  {'model':<{w}} " + " ".join(f"{k:>8}" for k in METRICS))
-        for r in m["models"]:
-            lines.append(f"  {r['label']:<{w}} " + " ".join(f"{r['caption'][level][k]:>8.4f}" for k in METRICS))
+    runs = m["models"]
+    w = max(8, *(len(r["label"]) for r in runs))
+    if any(r.get("caption") for r in runs):
+        for level in LEVELS:
+            lines.append(f"{LEVEL_NOTES[level]}")
+            lines.append(f"  {'model':<{w}} " + " ".join(f"{k:>8}" for k in METRICS))
+            for r in runs:
+                lines.append(f"  {r['label']:<{w}} " + " ".join(f"{r['caption'][level][k]:>8.4f}" for k in METRICS))
     if m["classes"]:
         lines.append("scene classification accuracy")
-        for r in m["models"]:
+        for r in runs:
             c = r["classification"]
             lines.append(f"  {r['label']:<{w}} {c['accuracy'] * 100:6.1f}%  ({c['correct']}/{c['n']}, parsed {c['parsed']})")
+    if m.get("qtypes"):
+        qtypes = m["qtypes"]
+        cw = max(8, *(len(q) for q in qtypes))
+        lines.append(f"VQA accuracy ({m['n_questions']} questions; OA = all questions, AA = mean over types)")
+        lines.append(f"  {'model':<{w}} " + " ".join(f"{q:>{cw}}" for q in qtypes) + f" {'OA':>7} {'AA':>7}")
+        for r in runs:
+            v = r["vqa"]
+            cells = " ".join(f"{v['per_type'][q]['accuracy'] * 100:>{cw - 1}.1f}%" for q in qtypes)
+            lines.append(f"  {r['label']:<{w}} {cells} {v['accuracy'] * 100:>6.1f}% {v['average_accuracy'] * 100:>6.1f}%")
+        lines.append("  n" + " " * (w - 1) + " " + " ".join(f"{r0:>{cw}}" for r0 in
+                                                            (runs[0]["vqa"]["per_type"][q]["n"] for q in qtypes)))
+    a = m.get("anchors")
+    if a:
+        lines.append(f"anchors: {a['source']} (English prompts) beside ours (Chinese prompts): not directly comparable")
+        for row in a["rows"]:
+            ours = ", ".join(f"{lab} {v:.2f}%" if v is not None else f"{lab} -" for lab, v in row["ours"].items())
+            lines.append(f"  {a['benchmark']} {row['metric']}: GeoChat {row['value']:.2f}% | ours: {ours}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,13 @@
 """The evaluation report: one self-contained HTML file (no scripts, no network), images embedded
 as base64 JPEG thumbnails, built from the ``metrics.json`` dict the evaluator writes.
 
+Sections, as the data has them: caption metrics; scene classification (accuracy, GeoChat's
+anchor for UCM / AID, per-class bars, confusion matrices); VQA (accuracy per question type with
+OA and AA, GeoChat's RSVQA-HR anchors, example questions); side by side. Anchors always carry the
+note that numbers from Chinese prompts are not directly comparable with GeoChat's English ones.
+Large scene and VQA sets show ``examples`` images per class / questions per type (wrong answers
+first); metrics.json keeps every answer.
+
 Chinese text uses the system's CJK fonts (Debian: ``fonts-wqy-microhei``; Noto/Source Han,
 Microsoft YaHei or PingFang elsewhere).
 """
@@ -34,6 +41,8 @@ caption { text-align: left; font-weight: bold; padding: 4px 0; }
 .side ol { margin: 0; padding-left: 20px; }
 .ok { color: #1e7b34; } .bad { color: #b3261e; }
 .small { font-size: 12px; color: #666; }
+.anchor td.theirs { color: #555; font-style: italic; }
+.vqa img { width: %dpx; display: block; }
 """
 
 
@@ -53,6 +62,15 @@ def thumbnail_data_uri(path: str | Path, size: int = 160) -> str | None:
 
 def _e(x) -> str:
     return html.escape(str(x))
+
+
+def _answer(text: str) -> str:
+    """A model's answer for the page: control characters removed (a random or broken model emits
+    them), escaped; "(empty)" when nothing is left."""
+    from remoteglm.serve.engine import strip_control
+
+    shown = strip_control(text or "").strip()
+    return _e(shown) if shown else "<i>(empty)</i>"
 
 
 def _fmt(v: float) -> str:
@@ -146,62 +164,189 @@ def _confusion(run: dict) -> str:
             f'(rows: true class, columns: answer)</caption><tr><th></th>{head}</tr>{"".join(body)}</table>')
 
 
-def _side_by_side(m: dict, thumbs: dict[str, str | None]) -> str:
+def _wrong_somewhere(im: dict, runs: list[dict]) -> bool:
+    return any(im["answers"].get(r["label"], {}).get("class_pred") != im.get("class_zh") for r in runs)
+
+
+def shown_images(m: dict, examples: int) -> list[dict]:
+    """The images the side-by-side table shows: every captioned image; of images that only have a
+    class (a scene set), ``examples`` per class, those some model got wrong first."""
     runs = m["models"]
+    out, per_class = [], {}
+    for im in m["images"]:
+        if im["references"]:
+            out.append(im)
+        else:
+            per_class.setdefault(im.get("class_zh"), []).append(im)
+    for ims in per_class.values():
+        ims = sorted(ims, key=lambda im: not _wrong_somewhere(im, runs))  # stable: file order within each group
+        out.extend(ims[:examples])
+    order = {im["key"]: i for i, im in enumerate(m["images"])}
+    return sorted(out, key=lambda im: order[im["key"]])
+
+
+def _side_by_side(m: dict, thumbs: dict[str, str | None], shown: list[dict]) -> str:
+    runs = m["models"]
+    with_refs = any(im["references"] for im in shown)
     head = "".join(f"<th>{_e(r['label'])}</th>" for r in runs)
     body = []
-    for im in m["images"]:
+    for im in shown:
         uri = thumbs.get(im["key"])
         pic = f'<img src="{uri}" alt="{_e(im["key"])}">' if uri else '<span class="bad">(image not readable)</span>'
         cls = f"<br>类别 class: <b>{_e(im['class_zh'])}</b>" if im.get("class_zh") else ""
         refs = "".join(f"<li>{_e(r)}</li>" for r in im["references"])
         cells = []
         for r in runs:
-            a = im["answers"][r["label"]]
-            cell = f"<div>{_e(a['caption']) or '<i>(empty)</i>'}</div>"
-            cell += f'<div class="small">CIDEr-D (word) {a["scores"]["word"]["CIDEr-D"]:.3f} · (char) {a["scores"]["char"]["CIDEr-D"]:.3f}</div>'
+            a = im["answers"].get(r["label"], {})
+            cell = ""
+            if "caption" in a:
+                cell += f"<div>{_answer(a['caption'])}</div>"
+                cell += f'<div class="small">CIDEr-D (word) {a["scores"]["word"]["CIDEr-D"]:.3f} · (char) {a["scores"]["char"]["CIDEr-D"]:.3f}</div>'
             if "classify" in a:
                 ok = a.get("class_pred") == im.get("class_zh")
                 mark = '<span class="ok">✓</span>' if ok else '<span class="bad">✗</span>'
-                cell += (f'<div class="small">分类 class: {mark} {_e(a["classify"]) or "<i>(empty)</i>"}'
+                cell += (f'<div class="small">分类 class: {mark} {_answer(a["classify"])}'
                          f' → {_e(a.get("class_pred") or "unparsed")} ({_e(a.get("match", ""))})</div>')
             cells.append(f'<td class="ans">{cell}</td>')
-        body.append(f'<tr><td>{pic}<div class="small">{_e(im["key"])}</div>{cls}</td><td><ol>{refs}</ol></td>{"".join(cells)}</tr>')
-    return (f'<table class="side" id="side-by-side"><tr><th>image 图像</th><th>references 参考描述</th>{head}</tr>'
+        ref_cell = f"<td><ol>{refs}</ol></td>" if with_refs else ""
+        body.append(f'<tr><td>{pic}<div class="small">{_e(im["key"])}</div>{cls}</td>{ref_cell}{"".join(cells)}</tr>')
+    note = ""
+    if len(shown) < len(m["images"]):
+        note = (f'<p class="note" id="side-by-side-note">Showing {len(shown)} of {len(m["images"])} images: every '
+                "captioned image, and of the scene-class images up to the --report_examples per class (wrong "
+                "answers first); every answer is in metrics.json.</p>")
+    ref_head = "<th>references 参考描述</th>" if with_refs else ""
+    return (note + f'<table class="side" id="side-by-side"><tr><th>image 图像</th>{ref_head}{head}</tr>'
             + "".join(body) + "</table>")
 
 
-def render_report(m: dict, thumb_size: int = 160) -> str:
-    """The HTML text for a metrics dict (see evaluate.run_evaluation for its fields)."""
-    thumbs = {im["key"]: thumbnail_data_uri(im["path"], thumb_size) for im in m["images"]}
+def _anchor_table(m: dict, task: str) -> str:
+    a = m.get("anchors")
+    if not a or a["task"] != task:
+        return ""
     runs = m["models"]
+    head = "".join(f"<th>{_e(r['label'])} (中文提示 Chinese prompts)</th>" for r in runs)
+    body = []
+    for row in a["rows"]:
+        cells = "".join(f'<td class="num">{v:.2f}%</td>' if v is not None else '<td class="num">—</td>'
+                        for v in (row["ours"][r["label"]] for r in runs))
+        body.append(f"<tr><th>{_e(a['benchmark'])} · {_e(row['name'])}</th>"
+                    f'<td class="num theirs">{row["value"]:.2f}%</td>{cells}</tr>')
+    n = m["n_questions"] if task == "vqa" else len(m["images"])
+    what = "questions" if task == "vqa" else "images"
+    return (f'<table class="anchor" id="anchors"><caption>参照 Anchors — {_e(a["source"])}</caption>'
+            f"<tr><th>benchmark · metric</th><th>GeoChat (英文提示 English prompts)</th>{head}</tr>{''.join(body)}</table>"
+            f'<p class="note" id="anchors-note">{_e(a["note_zh"])}<br>{_e(a["note_en"])} Ours: {n} {what} of '
+            f"<code>{_e(Path(m['data_file']).name)}</code> ({_e(m['split'])}).</p>")
+
+
+def _vqa_table(m: dict) -> str:
+    runs, qtypes = m["models"], m["qtypes"]
+    n_of = {q: runs[0]["vqa"]["per_type"][q]["n"] for q in qtypes}
+    head = "".join(f"<th>{_e(q)}<br><span class='small'>n={n_of[q]}</span></th>" for q in qtypes)
+    body = []
+    for r in runs:
+        v = r["vqa"]
+        cells = "".join(
+            f"<td class='num'>{v['per_type'][q]['accuracy'] * 100:.1f}%<br><span class='small'>"
+            f"{v['per_type'][q]['correct']}/{v['per_type'][q]['n']}</span></td>" for q in qtypes)
+        body.append(f"<tr><th>{_e(r['label'])}</th>{cells}<td class='num'>{v['accuracy'] * 100:.1f}%<br>"
+                    f"<span class='small'>{v['correct']}/{v['n']}</span></td>"
+                    f"<td class='num'>{v['average_accuracy'] * 100:.1f}%</td>"
+                    f"<td class='num'>{v['parsed']}/{v['n']}</td></tr>")
+    return ('<table id="vqa-accuracy"><caption>视觉问答准确率 VQA accuracy per question type</caption>'
+            f"<tr><th>model</th>{head}<th>OA (all)</th><th>AA (mean of types)</th><th>answers read</th></tr>"
+            + "".join(body) + "</table>")
+
+
+def vqa_examples(m: dict, examples: int) -> list[dict]:
+    """The questions the report shows: up to ``examples`` per type, in type order, those some
+    model got wrong first (file order within each group)."""
+    by_type: dict[str, list[dict]] = {}
+    for q in m["questions"]:
+        by_type.setdefault(q["qtype"], []).append(q)
+    out = []
+    for qtype in m["qtypes"]:
+        qs = sorted(by_type.get(qtype, []), key=lambda q: all(a["correct"] for a in q["answers"].values()))
+        out += qs[:examples]
+    return out
+
+
+def _vqa_examples(m: dict, thumbs: dict[str, str | None], picked: list[dict], examples: int) -> str:
+    runs = m["models"]
+    head = "".join(f"<th>{_e(r['label'])}</th>" for r in runs)
+    body = []
+    for q in picked:
+        qtype = q["qtype"]
+        uri = thumbs.get(q["path"])
+        pic = f'<img src="{uri}" alt="{_e(q["img"])}">' if uri else '<span class="bad">(image not readable)</span>'
+        cells = []
+        for r in runs:
+            a = q["answers"][r["label"]]
+            mark = '<span class="ok">✓</span>' if a["correct"] else '<span class="bad">✗</span>'
+            cells.append(f'<td>{mark} {_answer(a["answer"])}<div class="small">→ '
+                         f'{_e(a["normalized"] if a["normalized"] is not None else "unparsed")}</div></td>')
+        body.append(f'<tr><td>{pic}<div class="small">{_e(q["img"])}</div></td><td>{_e(qtype)}</td>'
+                    f'<td>{_e(q["prompt"])}</td><td>{_e(q["label"])}<div class="small">→ {_e(q.get("expected", ""))}'
+                    f'</div></td>{"".join(cells)}</tr>')
+    note = (f'<p class="note">Showing {len(picked)} of {len(m["questions"])} questions: up to {examples} per type, those '
+            "some model got wrong first; every answer is in metrics.json.</p>")
+    return (note + '<table class="vqa" id="vqa-examples"><tr><th>image 图像</th><th>type</th><th>question 问题</th>'
+            f"<th>label 答案</th>{head}</tr>" + "".join(body) + "</table>")
+
+
+def render_report(m: dict, thumb_size: int = 160, examples: int = 5) -> str:
+    """The HTML text for a metrics dict (see evaluate.run_evaluation for its fields). ``examples``:
+    questions per type, and images per class of a scene set, shown with their answers."""
+    runs = m["models"]
+    shown = shown_images(m, examples)
+    thumbs = {im["key"]: thumbnail_data_uri(im["path"], thumb_size) for im in shown}
+    questions = m.get("questions") or []
+    small = max(48, thumb_size // 2)
     title = f"RemoteGLM evaluation — {m['dataset']} / {m['split']}"
     models = "".join(
         f"<li><b>{_e(r['label'])}</b>: <code>{_e(r['checkpoint'])}</code> ({_e(r.get('weights', ''))}, "
         f"{r['seconds']:.1f} s)</li>" for r in runs)
     gen = m["generation"]
     parts = [f'<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-             f"<style>{CSS % (FONTS, thumb_size)}</style></head><body>",
+             f"<style>{CSS % (FONTS, thumb_size, small)}</style></head><body>",
              f"<h1>{_e(title)}</h1>"]
     if m.get("leak"):
         lk = m["leak"]
         parts.append(f'<p class="leak" id="leak-warning">警告 WARNING: {lk["count"]} of {m["n_images"]} evaluation images '
                      f"are also in the training data ({_e(', '.join(lk['train_files']))}); these scores measure memorisation, "
                      "not generalisation.</p>")
+    counted = f" · {len(questions)} questions" if questions else ""
+    short = ""
+    if questions or m.get("classes"):
+        short = f" (class and VQA answers: {gen.get('vqa_max_new_tokens') or gen.get('classify_max_new_tokens')})"
+    cap_prompt = f"; caption prompt 「{_e(gen['caption_prompt'])}」" if any(r.get("caption") for r in runs) else ""
     parts.append(
-        f"<p>data: <code>{_e(m['data_file'])}</code> · split <b>{_e(m['split'])}</b> · {m['n_images']} images · "
+        f"<p>data: <code>{_e(m['data_file'])}</code> · split <b>{_e(m['split'])}</b> · {m['n_images']} images{counted} · "
         f"{_e(m['created'])}</p><ul>{models}</ul>"
-        f'<p class="note">Greedy decoding (deterministic), max_new_tokens {gen["max_new_tokens"]}, repetition_penalty '
-        f'{gen["repetition_penalty"]}; caption prompt 「{_e(gen["caption_prompt"])}」.</p>')
-    parts.append("<h2>描述指标 Caption metrics</h2>" + _caption_tables(m))
+        f'<p class="note">Greedy decoding (deterministic), max_new_tokens {gen["max_new_tokens"]}{short}, '
+        f'repetition_penalty {gen["repetition_penalty"]}{cap_prompt}.</p>')
+    if any(r.get("caption") for r in runs):
+        parts.append("<h2>描述指标 Caption metrics</h2>" + _caption_tables(m))
     if m.get("classes") and all(r.get("classification") for r in runs):
-        parts.append("<h2>场景分类 Scene classification</h2>")
+        parts.append('<h2 id="scene">场景分类 Scene classification</h2>')
         parts.append(f'<p class="note">Prompt: 「{_e(gen.get("classify_prompt_example", ""))}」. Answers are mapped to a '
                      "class by exact name, synonym, or a class name contained in the answer; anything else counts "
                      "as wrong (column “unparsed”).</p>")
         parts.append(_accuracy_table(m))
+        parts.append(_anchor_table(m, "classify"))
         parts.append("<h3>各类准确率 Per-class accuracy</h3>" + per_class_svg(m))
         parts.append("".join(_confusion(r) for r in runs))
-    parts.append("<h2>逐图对照 Side by side</h2>" + _side_by_side(m, thumbs))
+    if questions and all(r.get("vqa") for r in runs):
+        picked = vqa_examples(m, examples)
+        qthumbs = {p: thumbnail_data_uri(p, small) for p in dict.fromkeys(q["path"] for q in picked)}
+        parts.append('<h2 id="vqa">视觉问答 Visual question answering</h2>')
+        parts.append(f'<p class="note">Example question: 「{_e(gen.get("vqa_prompt_example") or "")}」. '
+                     f'{_e(m["metric_notes"].get("vqa", ""))}. Details: remoteglm/eval/vqa.py.</p>')
+        parts.append(_vqa_table(m))
+        parts.append(_anchor_table(m, "vqa"))
+        parts.append("<h3>问答示例 Examples</h3>" + _vqa_examples(m, qthumbs, picked, examples))
+    if shown:
+        parts.append("<h2>逐图对照 Side by side</h2>" + _side_by_side(m, thumbs, shown))
     parts.append("</body></html>\n")
     return "".join(parts)
