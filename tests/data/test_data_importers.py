@@ -254,6 +254,48 @@ def test_an_unreachable_endpoint_writes_nothing_and_says_so(tmp_path):
     assert json.loads((tmp_path / "out" / "failures.json").read_text(encoding="utf-8"))
 
 
+def test_a_question_that_keeps_failing_leaves_the_rest_written(fake_llm, tmp_path):
+    """The fake drops words it does not know ("fewer ... than"): the length check refuses that
+    translation every time. The other questions are written, failures.json names this one, and a
+    rerun asks for it alone."""
+    root = tmp_path / "RSVQA_LR"
+    truth = write_rsvqa(root)
+    stuck = "Are there fewer buildings than farmlands?"
+    _drop(root / "LR_split_val_questions.json", "questions",
+          lambda qs: [q | {"question": stuck} if q["id"] == truth["val"][0][0] else q for q in qs])
+    srv = fake_llm()
+    line = one_error_line(importers(*_rsvqa_args(srv, tmp_path, root)))
+    total = sum(len(rows) for rows in truth.values())
+    assert f"1 distinct questions still not done after every round ({total - 1} of {total} questions written" in line
+    assert "translation far shorter than the English" in line and "a rerun asks only for these" in line
+    failures = json.loads((tmp_path / "out" / "failures.json").read_text(encoding="utf-8"))
+    assert [(f["question"], f["questions"], f["splits"]) for f in failures] == [(stuck, 1, ["val"])]
+    val = read_records(tmp_path / "out", "RSVQA-LR", "val")
+    assert len(val) == len(truth["val"]) - 1 and truth["val"][0][0] not in {rec["qid"] for rec in val}
+    before = Counter(srv.sentence_requests)
+    one_error_line(importers(*_rsvqa_args(srv, tmp_path, root)))
+    assert set(Counter(srv.sentence_requests) - before) == {normalise(stuck)}
+
+
+def test_an_interrupted_job_resumes_without_asking_again(fake_llm, tmp_path):
+    """A first run that covered part of the set (here: --limit 1) leaves its answers in the cache;
+    the full run asks only for the rest, and every file gets the mode of a plain open() under the umask."""
+    root = tmp_path / "RSVQA_LR"
+    write_rsvqa(root)
+    srv = fake_llm(counts={"refuse": 1})
+    assert importers(*_rsvqa_args(srv, tmp_path, root, "--limit", "1")).returncode == 0
+    first = set(srv.sentence_requests)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "REMOTEGLM_DEBUG", "OPENAI_BASE_URL")}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-m", "remoteglm.data.importers", *_rsvqa_args(srv, tmp_path, root)],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, check=False,
+                       preexec_fn=lambda: os.umask(0o027))
+    assert r.returncode == 0, r.stderr
+    assert first and not srv.asked_after_valid()
+    for p in (tmp_path / "out").glob("*.json"):
+        assert p.stat().st_mode & 0o777 == 0o640, p
+
+
 def _drop(path: Path, key: str, fn):
     obj = json.loads(path.read_text())
     obj[key] = fn(obj[key])
@@ -428,6 +470,7 @@ def test_scene_sets_end_to_end(tmp_path, name):
     assert not imgs["train"] & imgs["val"] and not imgs["train"] & imgs["test"] and not imgs["val"] & imgs["test"]
     meta = json.loads((out / f"{name}_classes.json").read_text(encoding="utf-8"))
     assert meta["classes_zh"] == class_names_zh(name) and meta["dataset"] == name
+    assert sum(meta["counts"]["train"].values()) == len(imgs["train"]) and not list(out.glob(".*.tmp"))
     # reproducible: a second run finds everything up to date
     r2 = importers("scenes", "--root", str(root), "--out-dir", str(out))
     assert r2.returncode == 0 and "up to date" in r2.stderr
