@@ -26,7 +26,7 @@ from typing import Sequence
 from remoteglm.data.io import file_digest
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.classify import CLASSIFY_PROMPT, classes_in_prompt, classify_prompt
-from remoteglm.eval.vqa import QTYPES, answer_kind, canonical_qtype, normalize_answer
+from remoteglm.eval.vqa import QTYPES, answer_kind, canonical_qtype, expected_value
 from remoteglm.model.prompt import DEFAULT_PROMPT
 
 CAPTION_PROMPT = DEFAULT_PROMPT  # the official VisualGLM default prompt, 描述这张图片。
@@ -202,7 +202,7 @@ def _vqa_question(path, i, rec, key, img_path) -> VQAQuestion:
     if kind is None:
         raise RemoteGLMError(f"{path}: item {i} (VQA) has qtype {raw_type!r} and label {label!r}: give a qtype "
                              f"({', '.join(QTYPES)}) or a label 是/否, a number, 农村/城市 or an area in 平方米")
-    if normalize_answer(label, kind) is None:
+    if expected_value(label, kind) is None:
         raise RemoteGLMError(f"{path}: item {i} (VQA, {qtype or kind}) has label {label!r}, which is not a "
                              f"{kind} answer (是/否, a number, 农村/城市 or an area in 平方米)")
     return VQAQuestion(f"q{i}", key, img_path, str(rec["prompt"]), label, qtype or kind, kind)

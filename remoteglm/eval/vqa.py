@@ -5,7 +5,8 @@ Records (the RSVQA importers write them): ``{img, prompt, label, task: "vqa", qt
 comparison) and ``label`` 是/否, a number, 农村/城市, or an area in 平方米.
 
 Every answer and every label go through the same normaliser for the question's kind, and an
-answer is correct when both give the same canonical value:
+answer is correct when both give the same canonical value (a count: the answer's number lies in
+the label's range):
 
 - yes/no (presence, comparison) -> 是 / 否. The first decisive word wins, so "是的，有两座桥" is
   是 and "图中没有桥" is 否. Yes: 是, 对, 有, 存在, 正确, 没错, 当然, 确实, 可以看到, yes, true.
@@ -16,7 +17,9 @@ answer is correct when both give the same canonical value:
   (三 = 3, 两 = 2, 二十一 = 21, 一百零五 = 105, 三百五 = 350, 两万 = 20000), a 万/千/百 after
   digits multiplies (3万 = 30000). Not numbers: 一些, 一样, 一起, 十分, 十字, 四周, 两侧, 第一,
   and a numeral followed by 几 (十几). No number but a negation (没有, 无, 不存在, 一座都没有,
-  none): 0. A hedge or nothing countable: no answer.
+  none): 0. A hedge or nothing countable: no answer. A count label is a number, or one of
+  RSVQA's bins as the importer writes them (10到100之间, 超过1000, 少于10): the answer's number
+  must equal it or lie in the bin (``count_range``).
 - rural_urban -> 农村 / 城市: 农村, 乡村, 乡下, 村庄, rural, countryside vs 城市, 城区, 市区,
   城镇, 都市, urban, city. A name right after 不是 / 非 / 不属于 / not is negated; one class left
   -> it; none left but one negated -> the other one; both -> no answer.
@@ -370,10 +373,59 @@ def normalize_answer(text: str, kind: str) -> str | None:
     return NORMALIZERS[kind](str(text or ""))
 
 
+@functools.lru_cache(maxsize=65536)
+def count_range(label: str) -> tuple[float, float] | None:
+    """The counts a count label allows, ``(low, high)`` inclusive: "12" -> (12, 12); RSVQA's binned
+    answers as the importer writes them: "10到100之间" / "between 10 and 100" -> (10, 100),
+    "超过1000" / "more than 1000" -> (1001, inf), "少于10" / "less than 10" -> (0, 9), "1000以上"
+    -> (1000, inf), "10以下" -> (0, 10); "没有" -> (0, 0). None when no count is stated."""
+    t = _prep(label)
+    found = numbers(t)
+    if not found:
+        return (0.0, 0.0) if normalize_count(t) == "0" else None
+    start, end, v = found[0]
+    if len(found) > 1 and _RANGE_SEP.match(t[end:found[1][0]]):
+        return (v, found[1][2])
+    if _MORE_BEFORE.search(t[:start]):
+        return (math.floor(v) + 1.0, math.inf)
+    if _MORE_AFTER.match(t[end:]):
+        return (v, math.inf)
+    if _LESS_BEFORE.search(t[:start]):
+        return (0.0, math.ceil(v) - 1.0)
+    if _LESS_AFTER.match(t[end:]):
+        return (0.0, v)
+    return (v, v)
+
+
+def expected_value(label: str, kind: str) -> str | None:
+    """What a label means, canonically: as ``normalize_answer``, except that a count label that is
+    a range reads "10-100", "≥1001" (more than 1000) or "0-9" (less than 10)."""
+    if kind != "count":
+        return normalize_answer(label, kind)
+    r = count_range(label)
+    if r is None:
+        return None
+    low, high = r
+    if low == high:
+        return _fmt_number(low)
+    return f"≥{_fmt_number(low)}" if math.isinf(high) else f"{_fmt_number(low)}-{_fmt_number(high)}"
+
+
+def matches(normalized: str | None, label: str, kind: str) -> bool:
+    """A normalised answer is right for ``label``: the same value, or for a count a number inside
+    the label's range. None (unreadable) is never right."""
+    if normalized is None:
+        return False
+    if kind == "count":
+        r = count_range(label)
+        return r is not None and r[0] <= float(normalized) <= r[1]
+    return normalized == normalize_answer(label, kind)
+
+
 def is_correct(answer: str, label: str, kind: str) -> bool:
-    """The answer normalises to the label's value (an unreadable answer is wrong)."""
-    want = normalize_answer(label, kind)
-    return want is not None and normalize_answer(answer, kind) == want
+    """The answer normalises to the label's value (for a count: into its range); an unreadable
+    answer is wrong."""
+    return matches(normalize_answer(answer, kind), label, kind)
 
 
 @dataclass
@@ -410,15 +462,16 @@ def evaluate_vqa(qtypes: Sequence[str], labels: Sequence[str], answers: Sequence
     if not len(qtypes) == len(labels) == len(answers):
         raise ValueError(f"{len(qtypes)} types, {len(labels)} labels and {len(answers)} answers")
     kinds = list(kinds) if kinds is not None else [answer_kind(q, lab) for q, lab in zip(qtypes, labels)]
+    qtypes = [canonical_qtype(q) or q for q in qtypes]  # RSVQA's "comp" is comparison
     per_q, by_type = [], {}
     for q, lab, ans, kind in zip(qtypes, labels, answers, kinds):
         if kind is None:
             raise ValueError(f"cannot tell how a question of type {q!r} with label {lab!r} is answered")
-        want = normalize_answer(lab, kind)
+        want = expected_value(lab, kind)
         if want is None:
             raise ValueError(f"label {lab!r} is not a {kind} answer")
         got = normalize_answer(ans, kind)
-        ok = got == want
+        ok = matches(got, lab, kind)
         per_q.append({"normalized": got, "expected": want, "correct": ok})
         t = by_type.setdefault(q, {"n": 0, "correct": 0, "parsed": 0, "answers": Counter()})
         t["n"] += 1

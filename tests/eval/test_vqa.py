@@ -4,6 +4,7 @@ overall and per question type."""
 import pytest
 
 from remoteglm.eval.vqa import (AREA_BINS, RURAL, URBAN, Area, answer_kind, area_bin, canonical_qtype, chinese_number,
+                                count_range, expected_value,
                                 evaluate_vqa, first_number, is_correct, normalize_answer, normalize_area,
                                 normalize_count, normalize_rural_urban, normalize_yes_no, numbers, parse_area)
 
@@ -222,3 +223,37 @@ def test_accuracy_errors_and_other_types():
     # an unknown type is grouped under its own name, after the known ones
     result, _ = evaluate_vqa(["other", "presence"], ["12", "是"], ["12", "是"])
     assert list(result.per_type) == ["presence", "other"] and result.accuracy == 1.0
+
+
+# ---- RSVQA's binned labels, as the importer writes them (remoteglm.data.importers.answer_zh) -----------
+@pytest.mark.parametrize("label, expected, right, wrong", [
+    ("12", "12", ["12", "十二栋"], ["11", "很多"]),
+    ("10到100之间", "10-100", ["50", "五十栋", "10", "100"], ["9", "101", "没有"]),
+    ("between 10 and 100", "10-100", ["二十"], ["5"]),
+    ("超过1000", "≥1001", ["1001", "两千"], ["1000", "999"]),
+    ("少于10", "0-9", ["0", "没有", "9"], ["10", "十一"]),
+    ("1000以上", "≥1000", ["1000"], ["999"]),
+    ("0", "0", ["没有", "零", "0"], ["1", "一座"]),
+])
+def test_count_labels_with_ranges(label, expected, right, wrong):
+    assert expected_value(label, "count") == expected
+    assert all(is_correct(a, label, "count") for a in right), [a for a in right if not is_correct(a, label, "count")]
+    assert not any(is_correct(a, label, "count") for a in wrong), [a for a in wrong if is_correct(a, label, "count")]
+
+
+@pytest.mark.parametrize("label, bin_", [
+    ("0平方米", "0平方米"), ("10631平方米", "1000平方米以上"), ("100到1000平方米之间", "101-1000平方米"),
+    ("超过1000平方米", "1000平方米以上"), ("10到100平方米之间", "11-100平方米"), ("少于10平方米", "1-10平方米"),
+])
+def test_importer_area_labels(label, bin_):
+    assert answer_kind("area", label) == "area" and expected_value(label, "area") == bin_
+
+
+def test_importer_qtypes_and_range_counts_in_accuracy():
+    # the importer keeps RSVQA's own type names ("comp")
+    result, per_q = evaluate_vqa(["comp", "count", "count"], ["否", "10到100之间", "超过1000"], ["不", "三十", "500"],
+                                 [answer_kind("comp", "否"), "count", "count"])
+    assert [p["correct"] for p in per_q] == [True, True, False]
+    assert per_q[1] == {"normalized": "30", "expected": "10-100", "correct": True}
+    assert list(result.per_type) == ["comparison", "count"]
+    assert count_range("10到100之间") == (10, 100) and count_range("很多") is None

@@ -20,7 +20,7 @@ from remoteglm.eval.classify import UNPARSED, ClassParser, classify_prompt
 from remoteglm.eval.evalset import load_eval_set
 from remoteglm.eval.evaluate import main
 from remoteglm.eval.report import render_report
-from remoteglm.eval.vqa import QTYPES, normalize_answer
+from remoteglm.eval.vqa import QTYPES, expected_value, normalize_answer
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "data" / "sample" / "images"
@@ -40,6 +40,7 @@ QUESTIONS = [
     ("s2_farmland.png", "rural_urban", "这是农村地区还是城市地区？", "农村"),
     ("s2_inlet.png", "comparison", "水体的面积是否大于农田的面积？", "是"),
     ("s2_inlet.png", "area", "图中建筑物的总面积是多少？", "0平方米"),
+    ("s2_inlet.png", "count", "图中有多少栋建筑物？", "少于10"),  # an RSVQA bin, as the importer writes it
 ]
 
 
@@ -55,7 +56,7 @@ def _run(args, timeout=300):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """rsvqa_hr/rsvqa_hr_test.json (11 questions on 3 images, plus one conversation record, which is
+    """rsvqa_hr/rsvqa_hr_test.json (12 questions on 3 images, plus one conversation record, which is
     not evaluated) and UCMerced_LandUse/ucm_scene_test.json (6 images in one folder per class)."""
     root = tmp_path_factory.mktemp("vqa_scene")
     vqa_dir = root / "rsvqa_hr"
@@ -119,11 +120,12 @@ def test_vqa_numbers_are_what_the_logged_answers_imply(vqa_run, files):
     for q, (img, qtype, prompt, label) in zip(m["questions"], QUESTIONS):
         answer = logged[(str((files["vqa"].parent / "Images" / img).resolve()), prompt)]
         kind = {"presence": "yesno", "comparison": "yesno"}.get(qtype, qtype)
-        got, want = normalize_answer(answer, kind), normalize_answer(label, kind)
+        got, want = normalize_answer(answer, kind), expected_value(label, kind)
+        ok = got is not None and (float(got) <= 9 if label == "少于10" else got == want)
         assert (q["qtype"], q["prompt"], q["label"], q["kind"], q["expected"]) == (qtype, prompt, label, kind, want)
-        assert q["answers"]["tiny"] == {"answer": answer, "normalized": got, "correct": got == want}
+        assert q["answers"]["tiny"] == {"answer": answer, "normalized": got, "correct": ok}
         per_type[qtype][0] += 1
-        per_type[qtype][1] += got == want
+        per_type[qtype][1] += ok
     v = run["vqa"]
     for t, (n, correct) in per_type.items():
         assert (v["per_type"][t]["n"], v["per_type"][t]["correct"]) == (n, correct)
@@ -140,7 +142,7 @@ def test_vqa_numbers_are_what_the_logged_answers_imply(vqa_run, files):
         assert r["ours"]["tiny"] == pytest.approx(v["per_type"][r["metric"]]["accuracy"] * 100)
     assert "not directly comparable" in a["note_en"] and "不能直接比较" in a["note_zh"]
     # the terminal: per-type table with OA and AA, the anchors beside ours, the record not evaluated
-    assert "VQA accuracy (11 questions" in p.stdout and "rural_urban" in p.stdout
+    assert "VQA accuracy (12 questions" in p.stdout and "rural_urban" in p.stdout
     assert f"{v['accuracy'] * 100:.1f}%" in p.stdout
     assert "RSVQA-HR presence: GeoChat 58.45% | ours: tiny" in p.stdout and "GeoChat 83.19%" in p.stdout
     assert "not directly comparable" in p.stdout
@@ -210,7 +212,7 @@ def test_reports_open_in_headless_chromium(vqa_run, scene_run, tmp_path):
         note = driver.find_element(By.ID, "anchors-note").text
         assert "not directly comparable" in note and "不能直接比较" in note
         rows = driver.find_elements(By.CSS_SELECTOR, "#vqa-examples tr")
-        assert len(rows) == 1 + len(QUESTIONS)  # at most 5 per type: all 11 here
+        assert len(rows) == 1 + len(QUESTIONS)  # at most 5 per type: all 12 here
         assert "图中有多少栋建筑物？" in driver.find_element(By.ID, "vqa-examples").text
         sizes = driver.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
         assert len(sizes) == len(QUESTIONS) and all(ok and w == 80 for ok, w in sizes)
@@ -236,7 +238,7 @@ def test_reports_open_in_headless_chromium(vqa_run, scene_run, tmp_path):
 def test_report_examples_cap_and_no_anchors(vqa_run, scene_run):
     _, _, m = vqa_run
     html = render_report(m, 160, examples=1)
-    assert "Showing 5 of 11 questions" in html  # one per type
+    assert "Showing 5 of 12 questions" in html  # one per type
     html = render_report({**m, "anchors": None}, 160)
     assert 'id="anchors"' not in html and "GeoChat" not in html
     _, _, m = scene_run
