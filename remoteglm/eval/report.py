@@ -317,9 +317,8 @@ def render_report(m: dict, thumb_size: int = 160, examples: int = 5) -> str:
                      f"are also in the training data ({_e(', '.join(lk['train_files']))}); these scores measure memorisation, "
                      "not generalisation.</p>")
     counted = f" · {len(questions)} questions" if questions else ""
-    short = ""
-    if questions or m.get("classes"):
-        short = f" (class and VQA answers: {gen.get('vqa_max_new_tokens') or gen.get('classify_max_new_tokens')})"
+    short_of = " and ".join(w for w, on in (("class", m.get("classes")), ("VQA", questions)) if on)
+    short = f" ({short_of} answers: {gen.get('vqa_max_new_tokens') or gen['classify_max_new_tokens']})" if short_of else ""
     cap_prompt = f"; caption prompt 「{_e(gen['caption_prompt'])}」" if any(r.get("caption") for r in runs) else ""
     parts.append(
         f"<p>data: <code>{_e(m['data_file'])}</code> · split <b>{_e(m['split'])}</b> · {m['n_images']} images{counted} · "
