@@ -35,6 +35,10 @@ wrong_term       translate, with a      one item uses this server's own term (�
 mood             any                    invented mood words (宁静、美丽、生机勃勃 ...) added to one
                                         translation or to the paragraph
 keep_one         rewrite, >= 2 sources  a paragraph that keeps only the first source
+invent           translate, rewrite     one translation (or the paragraph) gains an object nobody
+                                        mentioned ("，旁边还有一座教堂")
+miscount         translate, rewrite,    one number in one translation (or the paragraph) is
+                 with a number          changed (两 -> 三, 3 -> 4)
 html             any                    HTTP 200, ``text/html``, an nginx "502 Bad Gateway" page
 bad_body         any                    HTTP 200, ``application/json``, a body that is not JSON
 empty            any                    a well-formed completion whose content is ""
@@ -90,9 +94,17 @@ DEFAULT_RETRY_AFTER = (None, "1", "soon", "-5", GARBAGE_DATE)
 
 TRANSLATE_ONLY = ("partial", "renumber", "drop_key", "english", "wrong_term")
 REWRITE_ONLY = ("keep_one",)
+# Content faults: wrong facts in an otherwise well-formed answer. Opt-in (not in REALISTIC), so
+# runs that mix the realistic faults draw what they always drew.
+CONTENT = ("invent", "miscount")
+# (what is appended, the English words that would make it no invention)
+INVENTED = (("，旁边还有一座教堂", ("church",)), ("，远处停着一架飞机", ("plane", "aircraft", "airport", "runway")),
+            ("，附近有一个网球场", ("tennis",)), ("，中间有一艘船", ("boat", "ship", "harbor", "port", "dock")))
+_NUMERAL = re.compile(r"\d+|[两二三四五六七八九]")
+_NEXT = {"两": "三", "二": "三", "三": "四", "四": "五", "五": "六", "六": "七", "七": "八", "八": "九", "九": "十"}
 ANY = ("refuse", "preamble", "mood", "html", "bad_body", "empty", "slow", "rate_limit", "server_error",
        "unauthorized", "echo_auth")
-FAULTS = ANY + TRANSLATE_ONLY + REWRITE_ONLY
+FAULTS = ANY + TRANSLATE_ONLY + REWRITE_ONLY + CONTENT
 # What real endpoints do now and then; ``mixed_faults`` spreads a total rate over these.
 REALISTIC = ("refuse", "preamble", "partial", "renumber", "drop_key", "english", "wrong_term", "mood", "keep_one",
              "html", "bad_body", "empty", "rate_limit", "server_error")
@@ -278,6 +290,18 @@ def fake_rewrite(sentences: list[str]) -> str:
     return "；".join(parts) + "。"
 
 
+def _wrong_fact(text: str, fault: str, rng: random.Random, request: str = "") -> str:
+    """``text`` with an invented object appended (invent: one the whole request never mentions,
+    in Chinese or English, when there is one) or its first number changed (miscount)."""
+    if fault == "miscount":
+        m = _NUMERAL.search(text)
+        new = str(int(m.group(0)) + 1) if m.group(0).isdigit() else _NEXT[m.group(0)]
+        return text[: m.start()] + new + text[m.end() :]
+    seen = (text + request).lower()
+    fresh = [p for p, english in INVENTED if p[-1] not in seen and not any(e in seen for e in english)]
+    return text.rstrip("。") + rng.choice(fresh or [p for p, _ in INVENTED]) + "。"
+
+
 def find_payload(text: str):
     """The first JSON object or array in ``text``, or None."""
     dec = json.JSONDecoder()
@@ -376,6 +400,10 @@ class FakeLLM:
             if fault == "english":
                 return any(self._english_spans(s) for s in items)
             return True
+        if fault in CONTENT:
+            if kind not in ("translate", "rewrite"):
+                return False
+            return fault == "invent" or any(_NUMERAL.search(self._answer(kind, s)) for s in items)
         return kind == "rewrite" and len(set(items)) >= 2  # keep_one
 
     def _choose(self, kind: str, items: list[str]) -> str | None:
@@ -407,6 +435,11 @@ class FakeLLM:
 
     # -- answers -------------------------------------------------------------------------
     @staticmethod
+    def _answer(kind: str, item: str) -> str:
+        """What this server answers for one item of a request of that kind, faults aside."""
+        return fake_translate(item) if kind == "translate" else item
+
+    @staticmethod
     def _alt_spans(english: str) -> list[int]:
         low = english.lower()
         return [i for i, t in enumerate(ALT_TERMS) if re.search(rf"\b{re.escape(t)}(?:s|es)?\b", low)]
@@ -415,17 +448,19 @@ class FakeLLM:
     def _english_spans(english: str) -> list[int]:
         return [i for i, (en, zh) in enumerate(translate_pieces(english)) if zh and len(en) >= 3 and en.isalpha()]
 
-    def _translate(self, items: dict[str, str], terms: dict[str, str], fault: str | None) -> tuple[str, list[str]]:
+    def _translate(self, items: dict[str, str], terms: dict[str, str], fault: str | None,
+                   request: str = "") -> tuple[str, list[str]]:
         """(content, keys answered validly)."""
         keys = list(items)
         out = {k: fake_translate(v, terms) for k, v in items.items()}
         valid = set(keys)
         with self.lock:
             rng = random.Random(self.rng.random())
-        if fault in ("english", "wrong_term", "mood"):
-            eligible = [k for k in keys if fault == "mood"
+        if fault in ("english", "wrong_term", "mood", "invent", "miscount"):
+            eligible = [k for k in keys if fault in ("mood", "invent")
                         or (fault == "english" and self._english_spans(items[k]))
-                        or (fault == "wrong_term" and self._alt_spans(items[k]))]
+                        or (fault == "wrong_term" and self._alt_spans(items[k]))
+                        or (fault == "miscount" and _NUMERAL.search(out[k]))]
             k = rng.choice(eligible)
             valid.discard(k)
             if fault == "english":
@@ -438,6 +473,8 @@ class FakeLLM:
                 out[k] = fake_translate(items[k], {})  # this server's own names, not the prompt's
                 if out[k] == fake_translate(items[k], terms):  # the prompt asked for these very names
                     valid.add(k)
+            elif fault in CONTENT:
+                out[k] = _wrong_fact(out[k], fault, rng, request)
             else:
                 out[k] = out[k].rstrip("。") + rng.choice(MOOD_PHRASES) + "。"
         elif fault == "drop_key":
@@ -454,13 +491,17 @@ class FakeLLM:
             valid = set()
         return content, [items[k] for k in keys if k in valid]
 
-    def _rewrite(self, sources: list[str], fault: str | None) -> tuple[str, bool]:
+    def _rewrite(self, sources: list[str], fault: str | None, request: str = "") -> tuple[str, bool]:
         """(content, valid)."""
         para = fake_rewrite(sources)
         if fault == "mood":
             with self.lock:
                 phrase = self.rng.choice(MOOD_PHRASES)
             return para.rstrip("。") + phrase + "。", False
+        if fault in CONTENT:
+            with self.lock:
+                rng = random.Random(self.rng.random())
+            return _wrong_fact(para, fault, rng, request), False
         if fault == "keep_one":
             return fake_rewrite(sources[:1]), False
         if fault == "preamble":
@@ -537,9 +578,9 @@ class FakeLLM:
         elif fault == "empty":
             content = ""
         elif kind == "translate":
-            content, valid = self._translate(dict(payload), prompt_terms(messages), fault)
+            content, valid = self._translate(dict(payload), prompt_terms(messages), fault, user)
         elif kind == "rewrite":
-            content, ok = self._rewrite(items, fault)
+            content, ok = self._rewrite(items, fault, user)
             valid = ["\n".join(items)] if ok else []
         else:
             content = "好的。"
