@@ -17,6 +17,8 @@ problem message in the language of their prompt.
   differ between an English sentence and its translation.
 - ``coverage_problems``: what each source sentence of a rewrite says (nouns, numbers, glossary
   terms) that the paragraph lost; ``invented_nouns`` and ``invented_numbers`` the other way.
+- ``invented_attributes``: colour, shape and position words (``ATTRIBUTES``) no source says, in
+  Chinese or in English (the grounding check of the instruction data, ``tasks.py``).
 - ``length_problem``: a paragraph much shorter than the distinct content of its sources, or much
   longer than all of them together; ``translation_length_problem`` for one sentence.
 
@@ -434,6 +436,75 @@ def invented_numbers(paragraph: str, sources: list[str]) -> list[int]:
         have |= exact | approx
     exact, _, _ = chinese_numbers(paragraph, places=False)
     return sorted(n for n in exact if n not in have)
+
+
+# -- attributes: colour, shape, position -------------------------------------------------------
+# (kind, Chinese forms, English stems). Text that uses a form says that attribute; a source says
+# it when a Chinese source has one of the forms or its English one of the stems. Forms are matched
+# longest first without overlap (长方形 is a rectangle, not also a 方形). Only words with a clear
+# English are listed: a bare 直 is also 垂直 / 直升机, a bare 上 is everywhere.
+ATTRIBUTES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("colour", ("白色", "白"), ("white",)), ("colour", ("灰色", "灰"), ("grey", "gray")),
+    ("colour", ("绿色", "绿"), ("green", "emerald", "verdant")), ("colour", ("红色", "红"), ("red$", "reddish")),
+    ("colour", ("蓝色", "蓝"), ("blue", "azure")), ("colour", ("黑色", "黑"), ("black",)),
+    ("colour", ("棕色", "褐色", "棕", "褐"), ("brown",)), ("colour", ("橙色", "橘色", "橙", "橘"), ("orange",)),
+    ("colour", ("黄色", "黄"), ("yellow", "golden", "loess")), ("colour", ("紫色", "紫"), ("purple", "violet")),
+    ("colour", ("米色",), ("beige",)), ("colour", ("深色",), ("dark",)), ("colour", ("浅色",), ("light-colou", "pale")),
+    ("shape", ("圆形", "圆"), ("round", "circl", "oval", "ellip")), ("shape", ("长方形", "矩形"), ("rectang", "oblong")),
+    ("shape", ("正方形", "方形"), ("square",)), ("shape", ("三角形",), ("triang",)),
+    ("shape", ("弯曲", "弯"), ("curv", "bend", "bent", "winding", "meander", "crook", "turn")),
+    ("shape", ("笔直", "平直"), ("straight",)), ("shape", ("扇形",), ("fan$", "fanned", "fan-shaped")),
+    ("shape", ("环形",), ("ring", "circular", "round", "loop")), ("shape", ("不规则",), ("irregular",)),
+    ("position", ("左侧", "左边", "左"), ("left$",)), ("position", ("右侧", "右边", "右"), ("right$",)),
+    ("position", ("上方", "上面", "顶部"), ("above", "over$", "top$", "upper")),
+    ("position", ("下方", "下面", "底部"), ("below", "under", "beneath", "bottom", "lower")),
+    ("position", ("中间", "中央", "中心", "中部"), ("middle", "center", "centre", "central", "between", "amid")),
+    ("position", ("周围", "环绕", "围绕", "四周", "包围"), ("surround", "around", "encircl", "enclos", "ring")),
+    ("position", ("两侧", "两边", "两岸", "两旁"), ("both side", "both bank", "either side", "two sides", "sides",
+                                                 "banks", "along")),
+    ("position", ("旁边", "附近", "边上", "一侧", "紧邻", "旁"), ("beside", "next to", "near", "close to", "closed to",
+                                                            "adjacent", "alongside", "by the side", "side")),
+    ("position", ("之间",), ("between", "among", "amid")), ("position", ("对面",), ("opposite", "across")),
+    ("position", ("穿过", "横穿", "贯穿", "穿越"), ("through", "cross", "travers", "pass")),
+    ("position", ("沿着", "沿"), ("along",)),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _attribute_forms() -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(((f, i) for i, (_, forms, _) in enumerate(ATTRIBUTES) for f in forms),
+                        key=lambda fi: -len(fi[0])))
+
+
+@functools.lru_cache(maxsize=65536)
+def attributes_zh(text: str) -> tuple[tuple[str, int], ...]:
+    """(form, index in ATTRIBUTES) for each attribute word of Chinese text, longest first, no overlap."""
+    taken = [False] * len(text)
+    found = []
+    for form, i in _attribute_forms():
+        start = text.find(form)
+        while start >= 0:
+            if not any(taken[start : start + len(form)]):
+                found.append((form, i))
+                taken[start : start + len(form)] = [True] * len(form)
+            start = text.find(form, start + 1)
+    return tuple(found)
+
+
+def attributes_en(english: str) -> set[int]:
+    """Indexes of the ATTRIBUTES an English text says (its stems)."""
+    return {i for i, (_, _, stems) in enumerate(ATTRIBUTES) if _english_says(english, stems)}
+
+
+def invented_attributes(text: str, sources: list[str], english: str = "") -> list[str]:
+    """Colour, shape and position words of ``text`` that no source says (Chinese forms or English stems)."""
+    said = {i for s in sources for _, i in attributes_zh(s)} | (attributes_en(english) if english else set())
+    return list(dict.fromkeys(form for form, i in attributes_zh(text) if i not in said))
+
+
+def term_forms(term: str) -> frozenset[str]:
+    """The Chinese forms that count as a glossary term (路 for 道路, 车 for 汽车); the term alone if unknown."""
+    return _term_forms().get(term, frozenset({term}))
 
 
 # -- length ----------------------------------------------------------------------------------
