@@ -250,11 +250,14 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+EXTRA_PATH: list[str] = []  # folders put before the caller's PYTHONPATH in every child (the datasets stand-in)
+
+
 def child_env(threads: int | None = None, **extra) -> dict:
     """The environment for a child: this repository first on PYTHONPATH (the device's wheels in
     /tmp/site stay on it), one process group of its own (no inherited rank or port)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *EXTRA_PATH] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -263,6 +266,34 @@ def child_env(threads: int | None = None, **extra) -> dict:
         env["OMP_NUM_THREADS"] = str(threads)
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+PREFLIGHT_MODULES = ("typing_extensions", "pydantic", "hjson", "tensorboardX", "datasets", "deepspeed", "bitsandbytes",
+                     "sat", "sat.training.deepspeed_training")
+PREFLIGHT = ("import importlib, json\nout = {}\nfor m in %r:\n    try:\n        importlib.import_module(m)\n"
+             "        out[m] = 'ok'\n    except BaseException as e:\n        out[m] = f'{type(e).__name__}: {e}'[:300]\n"
+             "print('PREFLIGHT ' + json.dumps(out))" % (PREFLIGHT_MODULES,))
+DATASETS_STUB = '''"""Stand-in written by benchmarks/gpu_check.py: the real datasets package does not import on this
+machine. sat imports it at start (sat.data_utils.hf_dataset) but the fine-tune never calls it."""
+
+
+def load_dataset(*args, **kwargs):
+    raise ImportError("datasets is a stand-in here (benchmarks/gpu_check.py): the real one did not import")
+
+
+def load_from_disk(*args, **kwargs):
+    raise ImportError("datasets is a stand-in here (benchmarks/gpu_check.py): the real one did not import")
+'''
+
+
+def preflight(threads) -> dict:
+    """Import in a child what the runs need; {module: 'ok' or the error}."""
+    r = subprocess.run([sys.executable, "-c", PREFLIGHT], cwd=ROOT, env=child_env(threads), capture_output=True,
+                       text=True, timeout=300)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("PREFLIGHT ")), None)
+    if line is None:
+        return {"error": (r.stdout + r.stderr)[-2000:]}
+    return json.loads(line[len("PREFLIGHT "):])
 
 
 def tail(path: Path, n: int) -> str:
@@ -850,6 +881,28 @@ class Check:
         self.results["meta"]["elapsed_s"] = round(self.elapsed(), 1)
         write_json(self.out, self.results)
 
+    def preflight(self) -> None:
+        """The imports first (seconds): a missing or broken wheel shows here, not as nine failed runs.
+        Should only ``datasets`` fail (it needs a pyarrow the machine may lack), a stand-in takes its
+        place: sat imports it at start and never uses it in a fine-tune."""
+        res = preflight(self.preset["threads"])
+        self.results["meta"]["imports"] = res
+        if res.get("datasets", "ok") != "ok" and all(v == "ok" for k, v in res.items() if not k.startswith(("datasets", "sat"))):
+            stub = self.work / "stub"
+            (stub / "datasets").mkdir(parents=True, exist_ok=True)
+            (stub / "datasets" / "__init__.py").write_text(DATASETS_STUB, encoding="utf-8")
+            EXTRA_PATH.append(str(stub))
+            res2 = preflight(self.preset["threads"])
+            self.results["meta"]["imports_with_datasets_stub"] = res2
+            note = (f"datasets did not import ({res['datasets']}); a stand-in (it only raises) took its place, since "
+                    "sat imports it at start but the fine-tune never calls it")
+            self.results["notes"].append(note)
+            self.log(note)
+            res = res2
+        bad = {k: v for k, v in res.items() if v != "ok"}
+        self.log("imports: " + ("all ok" if not bad else "FAILED " + json.dumps(bad, ensure_ascii=False)))
+        self.save()
+
     def check_disk(self) -> None:
         free = shutil.disk_usage(self.work).free
         self.results["meta"]["work_free_bytes"] = free
@@ -1222,6 +1275,7 @@ def main(argv=None) -> int:
     log = c.log
     log(f"gpu_check --size {a.size}: results -> {c.out} (log beside it), work {c.work}, budget {c.budget:g} s")
     c.check_disk()
+    c.preflight()
     # Untimed workers run beside others; at full size they end before the first timed part, at
     # tiny size (nothing there is a timing to keep clean) they run on beside the training runs.
     background = []

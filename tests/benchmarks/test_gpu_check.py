@@ -44,6 +44,7 @@ def test_every_section_has_numbers_or_an_explicit_skip(tiny_run):
     assert res["skipped"] == []
     env = res["meta"]["env"]
     assert env["SwissArmyTransformer"] and env["deepspeed"] and env["bitsandbytes"]
+    assert set(res["meta"]["imports"].values()) == {"ok"}  # the preflight, before any run
 
     fl = res["flops"]
     assert "4·P·T + 6·N·T + 12·L·d·Σn²" in fl["formula"] and "NOT counted" in fl["formula"]
