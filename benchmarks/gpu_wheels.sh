@@ -8,7 +8,8 @@
 # What the machine lacks (its package list, /work/.library/device/KINDS.md): sat itself, DeepSpeed,
 # bitsandbytes, jieba, and of their imports hjson and pydantic (DeepSpeed), tensorboardX and datasets
 # with dill and multiprocess (sat.training imports them at start). sat's other requirements
-# (boto3, webdataset, cpm_kernels) are imported only if present: left out.
+# (boto3, webdataset, cpm_kernels) are imported only if present: left out. typing-extensions comes
+# along because pydantic needs >= 4.14.1 and the machine's version is not on its list.
 #
 # - deepspeed 0.19.8 and jieba 0.42.1 exist on PyPI only as source: they are built here into
 #   pure-Python wheels (DS_BUILD_OPS=0: no compiled ops; the fine-tune uses torch's AdamW, so
@@ -34,7 +35,7 @@ TAGS=(--python-version 3.12 --implementation cp
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 BINARY=(SwissArmyTransformer==0.4.6 bitsandbytes==0.50.2
         hjson==3.1.0 pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
-        tensorboardX==2.6.5 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
+        typing-extensions==4.16.0 tensorboardX==2.6.5 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
 SOURCE=(deepspeed==0.19.8 jieba==0.42.1)
 
 echo ">> wheels from PyPI (Python 3.12, manylinux x86-64)"
