@@ -48,8 +48,20 @@ def local_process_group() -> None:
 
     if not dist.is_available() or dist.is_initialized():
         return
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_ifname())
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    lo = _loopback_ifname()
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", lo)
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", lo)
+    import torch
+
+    # CUDA tensors' collectives (DeepSpeed, sat's loss all-reduce) go to NCCL, as they would in
+    # sat's own group; the CPU ones to gloo.
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+    try:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    except (RuntimeError, ValueError):
+        if backend == "gloo":
+            raise
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
 
 
 def _loopback_ifname() -> str:
