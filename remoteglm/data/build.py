@@ -4,6 +4,11 @@
 ``<name>_{train,val,test}.json`` are lists of ``{"img", "prompt", "label"}`` (plus ``task`` and,
 for val/test, ``references``). ``img`` is relative to the folder of the JSON file; training code
 resolves it against that folder first, then the working directory.
+
+With ``tasks`` (``--tasks``) the files hold the kinds asked for (see ``tasks.py``): caption,
+description, classify, presence, count, attribute and conversation records, the last with
+``"history": [[question, answer], ...]`` before its ``prompt``/``label`` turn; ``mix``
+(``--mix``) weights the kinds of the train file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .datasets import SPLITS, CaptionSet
 from .glossary import tokenize_zh
 from .io import read_json
 from .rewrite import source_key
+from .tasks import mix_records
 from .translate import normalise
 
 # Instructions for one-sentence labels, for paragraph labels (rewrite) and for scene classes.
@@ -31,11 +37,14 @@ PARAGRAPH_PROMPTS = [
 ]
 # Scene classes: one template, the question evaluation asks (remoteglm.model.prompt).
 CLASSIFY_PROMPTS = [CLASSIFY_PROMPT]
+# With --tasks a paragraph is asked for in words no one-sentence record uses.
+DESCRIPTION_PROMPTS = [p for p in PARAGRAPH_PROMPTS if p not in SENTENCE_PROMPTS]
 
 
 def build_zh_dataset(cs: CaptionSet, translations: dict[str, str], labels: dict[str, str] | None = None,
-                     meta: dict | None = None) -> dict:
-    """The Chinese Karpathy-style dataset: same images, splits and sentence counts as ``cs``."""
+                     meta: dict | None = None, instructions: dict[str, list[dict]] | None = None) -> dict:
+    """The Chinese Karpathy-style dataset: same images, splits and sentence counts as ``cs``;
+    ``instructions`` (tasks.py, per file name) go to each image's ``instructions`` list."""
     names_zh = dict(zip(cs.classes, cs.classes_zh))
     images, sentid = [], 0
     for im in cs.images:
@@ -48,6 +57,8 @@ def build_zh_dataset(cs: CaptionSet, translations: dict[str, str], labels: dict[
                  "class": im.cls, "class_zh": names_zh.get(im.cls), "sentences": sents}
         if labels is not None:
             entry["label"] = labels[source_key([s["raw"] for s in sents])]
+        if instructions is not None:
+            entry["instructions"] = instructions.get(im.filename, [])
         images.append(entry)
     return {"dataset": cs.name, **(meta or {}), "classes": cs.classes, "classes_zh": cs.classes_zh, "images": images}
 
@@ -79,15 +90,28 @@ def _pick(pool: list[str], seed: int, *key: object) -> str:
 
 
 def build_finetune_records(zh: dict, image_dir: str | Path, json_dir: str | Path, seed: int = 42,
-                           classify: bool = True) -> dict[str, list[dict]]:
+                           classify: bool = True, tasks: tuple[str, ...] | None = None,
+                           mix: dict[str, float] | None = None) -> dict[str, list[dict]]:
     """VisualGLM fine-tune records per split from a Chinese dataset (see module docstring).
 
     train: one record per distinct Chinese sentence of an image (or one per image with its
     rewritten ``label``); val/test: one description record per image with all sentences as
     ``references``. With ``classify``, one scene-class record per image with a known class.
+    With ``tasks``, the records of those kinds instead (``_kind_records``), the train file
+    weighted by ``mix``.
     """
     class_list = "、".join(zh.get("classes_zh") or [])
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    if tasks is not None:
+        for im in zh["images"]:
+            if im["split"] not in out:
+                raise RemoteGLMError(f"image {im['filename']} has split '{im['split']}'; expected train, val or test")
+            img = image_path(image_dir, im["filename"], json_dir)
+            out[im["split"]].extend(_kind_records(im, img, seed, tasks, class_list))
+        if mix:
+            out["train"] = mix_records(out["train"], mix, seed)
+        check_no_leak(out)
+        return out
     for im in zh["images"]:
         split, fn = im["split"], im["filename"]
         if split not in out:
@@ -109,6 +133,36 @@ def build_finetune_records(zh: dict, image_dir: str | Path, json_dir: str | Path
             prompt = _pick(CLASSIFY_PROMPTS, seed, fn, "cls").format(classes=class_list)
             out[split].append({"img": img, "prompt": prompt, "label": im["class_zh"], "task": "classify"})
     check_no_leak(out)
+    return out
+
+
+def _kind_records(im: dict, img: str, seed: int, kinds: tuple[str, ...], class_list: str) -> list[dict]:
+    """One image's records of the given kinds (val/test caption and description ones carry
+    ``references``; a conversation's earlier turns are its ``history``)."""
+    fn, split = im["filename"], im["split"]
+    refs = [s["raw"] for s in im["sentences"]]
+    out = []
+    if "caption" in kinds:
+        sents = list(dict.fromkeys(refs)) if split == "train" else refs[:1]
+        for k, sent in enumerate(sents):
+            rec = {"img": img, "prompt": _pick(SENTENCE_PROMPTS, seed, fn, k), "label": sent, "task": "caption"}
+            out.append(rec if split == "train" else {**rec, "references": refs})
+    if "description" in kinds and im.get("label"):
+        rec = {"img": img, "prompt": _pick(DESCRIPTION_PROMPTS, seed, fn, "desc"), "label": im["label"],
+               "task": "description"}
+        out.append(rec if split == "train" else {**rec, "references": refs})
+    if "classify" in kinds and class_list and im.get("class_zh"):
+        prompt = _pick(CLASSIFY_PROMPTS, seed, fn, "cls").format(classes=class_list)
+        out.append({"img": img, "prompt": prompt, "label": im["class_zh"], "task": "classify"})
+    for item in im.get("instructions") or []:
+        if item["task"] not in kinds:
+            continue
+        if item["task"] == "conversation":
+            *history, (q, a) = item["turns"]
+            out.append({"img": img, "prompt": q, "label": a, "history": [list(t) for t in history],
+                        "task": "conversation"})
+        else:
+            out.append({"img": img, "prompt": item["question"], "label": item["answer"], "task": item["task"]})
     return out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import RemoteGLMError, cli_entry
 from .llm import LLMConfig, redact
 from .pipeline import PipelineConfig, print_summary, run
+from .tasks import KINDS, LEGACY, parse_kinds, parse_mix
 from .translate import TranslateConfig
 
 EPILOG = """examples:
@@ -24,6 +25,9 @@ EPILOG = """examples:
   python translation_en2zh.py --dry-run
   python translation_en2zh.py --limit 20
   python translation_en2zh.py --input data/Sydney_captions/dataset.json --rewrite
+  # multi-task files: every kind (captions, description, class, 是/否, counts, attributes, conversations),
+  # the train file weighted: all VQA, half the class and conversation records
+  python translation_en2zh.py --tasks all --mix caption=1,vqa=1,cls=0.5,conv=0.5
 
 OPENAI_API_KEY is sent only to https://api.openai.com; any other remote endpoint needs
 --api-key-env NAME (the environment variable holding its key); local servers get no key.
@@ -66,6 +70,17 @@ def parser() -> argparse.ArgumentParser:
                      "Retry-After honoured (default: %(default)s)")
     llm.add_argument("--cache", type=Path, default=Path("data/cache/llm_cache.sqlite"),
                      help="SQLite cache of answers, shared by all datasets (default: %(default)s)")
+    tk = p.add_argument_group("instruction kinds")
+    tk.add_argument("--tasks", metavar="KINDS", default=None,
+                    help=f"kinds of fine-tune records: all, or a comma list of {', '.join(KINDS)} "
+                    "(groups: vqa = presence,count,attribute; cls; conv; desc); description is the checked "
+                    f"rewrite and turns --rewrite on (default: {','.join(LEGACY)}; with --mix: all)")
+    tk.add_argument("--mix", metavar="KIND=W,...", default=None,
+                    help="weights of the kinds in the train file, e.g. caption=1,vqa=1,cls=0.5,conv=0.5: 0.5 keeps "
+                    "a seeded half, 2 each record twice, 0 none; kinds not named keep 1; val/test keep every record")
+    tk.add_argument("--phrase-questions", action="store_true",
+                    help="let the LLM phrase the questions (checked and cached; a question that fails keeps its "
+                    "template); answers never come from the LLM except in conversations")
     job = p.add_argument_group("job")
     job.add_argument("--rewrite", action="store_true",
                      help="also merge each image's sentences into one checked paragraph (the fine-tune label)")
@@ -82,13 +97,23 @@ def main(argv: list[str] | None = None) -> int:
             raise RemoteGLMError(f"{flag} must be at least 1 (got {value})")
     if a.timeout <= 0 or a.retries < 0:
         raise RemoteGLMError("--timeout must be > 0 and --retries >= 0")
+    tasks = parse_kinds(a.tasks) if a.tasks else (parse_kinds("all") if a.mix else None)
+    mix = parse_mix(a.mix) if a.mix else None
+    if tasks is not None:
+        if a.no_classify:
+            tasks = tuple(k for k in tasks if k != "classify")
+        unused = [k for k in (mix or {}) if k not in tasks and mix[k] > 0]
+        if mix and unused and not any(k in tasks for k in mix):
+            raise RemoteGLMError(f"--mix weights {', '.join(unused)}, which --tasks does not make")
+        if not tasks:
+            raise RemoteGLMError("--tasks with --no-classify leaves no kind of record to write")
     cfg = PipelineConfig(
         input=a.input, images=a.images, name=a.name, out_dir=a.out_dir, cache=a.cache,
         llm=LLMConfig(base_url=a.base_url, model=a.model, timeout=a.timeout, max_retries=a.retries,
                       api_key_env=a.api_key_env),
         translate=TranslateConfig(batch_size=a.batch_size, concurrency=a.concurrency),
         rewrite=a.rewrite, classify=not a.no_classify, dry_run=a.dry_run, limit=a.limit, seed=a.seed,
-        progress=not a.no_progress,
+        progress=not a.no_progress, tasks=tasks, mix=mix, phrase_questions=a.phrase_questions,
     )
     try:
         print_summary(run(cfg))

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 import json
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .io import write_json_atomic, write_text_atomic
 from .llm import LLMClient, LLMConfig, Usage
 from .rewrite import PROMPT_VERSION as REWRITE_VERSION
 from .rewrite import RewriteConfig, Rewriter, source_key
+from .tasks import MADE_HERE, Sources, TaskConfig, TaskImage, TaskMaker, estimate_calls, join_english
 from .translate import PROMPT_VERSION, TranslateConfig, Translator, distinct_sentences, estimate, normalise
 
 IMAGE_DIR_NAMES = ("imgs", "images", "RSICD_images")
@@ -38,6 +40,14 @@ class PipelineConfig:
     limit: int | None = None  # first N images only (a trial run)
     seed: int = 42
     progress: bool = True
+    tasks: tuple[str, ...] | None = None  # kinds of fine-tune records (tasks.KINDS); None: caption + classify
+    mix: dict[str, float] | None = None  # kind -> weight in the train file (tasks.mix_records)
+    phrase_questions: bool = False  # the LLM phrases the questions of the instruction kinds
+
+    @property
+    def does_rewrite(self) -> bool:
+        """A description record is the checked rewrite: asking for one turns the step on."""
+        return self.rewrite or bool(self.tasks and "description" in self.tasks)
 
 
 @dataclass
@@ -59,6 +69,8 @@ class Summary:
     rewrite_cached: int = 0
     split_counts: dict = field(default_factory=dict)  # split -> {"images", "records"}
     up_to_date: bool = False  # outputs already matched this run's answers: not rewritten
+    tasks: object = None  # tasks.TasksResult of the instruction step, when it ran
+    task_calls: int = 0  # HTTP requests of the instruction step
 
 
 def default_image_dir(input_path: Path) -> Path:
@@ -100,8 +112,8 @@ def failure_advice(endpoint_kind: str, endpoint_reason: str, problems: list[str]
             "or try a stronger --model")
 
 
-def _failures(cs, tr, rr, keys_of) -> list[dict]:
-    """One entry per missing sentence / paragraph: image, sentence, last problem, bad answer."""
+def _failures(cs, tr, rr, keys_of, tk=None) -> list[dict]:
+    """One entry per missing sentence / paragraph / conversation: image, sentence, last problem, bad answer."""
     out = []
     for im in cs.images:
         for en in im.sentences:
@@ -112,6 +124,12 @@ def _failures(cs, tr, rr, keys_of) -> list[dict]:
         if rr is not None and keys_of.get(im.filename) in rr.failed:
             out.append({"image": im.filename, "split": im.split, "sentence": "(rewrite of its sentences)",
                         "problem": rr.failed[keys_of[im.filename]], "reply_sample": ""})
+        if tk is not None and im.filename in tk.failed:
+            out.append({"image": im.filename, "split": im.split, "sentence": "(conversation about the image)",
+                        "problem": tk.failed[im.filename], "reply_sample": ""})
+    if tk is not None and tk.aborted and not tk.failed:
+        out.append({"image": "", "split": "", "sentence": "(instruction questions)", "problem": tk.aborted,
+                    "reply_sample": ""})
     return out
 
 
@@ -158,9 +176,12 @@ def run(cfg: PipelineConfig) -> Summary:
             todo = [x for x in distinct if x not in translator.cached(distinct)]
             s.distinct, s.cache_hits = len(distinct), len(distinct) - len(todo)
             s.estimate = estimate(todo, cfg.translate.batch_size)
-            if cfg.rewrite:
+            if cfg.does_rewrite:
                 groups = {source_key(im.sentences) for im in cs.images if len(set(im.sentences)) > 1}
                 s.estimate["rewrite_calls"] = len(groups)  # at least; failed checks add re-asks
+            if cfg.tasks:
+                s.estimate.update(estimate_calls(len(cs.images), cfg.tasks, cfg.phrase_questions,
+                                                 cfg.translate.batch_size))
             return s
 
         client = LLMClient(cfg.llm)  # connects (and needs a key) only when something is not cached
@@ -171,8 +192,8 @@ def run(cfg: PipelineConfig) -> Summary:
         s.distinct, s.cache_hits, s.translated, s.failed = tr.distinct, tr.cache_hits, tr.new, len(tr.failed)
         done_images = [im for im in cs.images if all(normalise(en) in tr.translations for en in im.sentences)]
 
-        labels, keys_of = None, {}
-        if cfg.rewrite:
+        labels, keys_of, tk = None, {}, None
+        if cfg.does_rewrite:
             zh_per_image = [[tr.translations[normalise(en)] for en in im.sentences] for im in done_images]
             keys_of = {im.filename: source_key(z) for im, z in zip(done_images, zh_per_image)}
             rw = Rewriter(client, cache, RewriteConfig(cfg.translate.concurrency, cfg.rewrite_rounds), cfg.llm.model)
@@ -186,22 +207,28 @@ def run(cfg: PipelineConfig) -> Summary:
                 done_images = [im for im in done_images if keys_of[im.filename] in labels]
             else:
                 done_images = []
+        if cfg.tasks and set(cfg.tasks) & set(MADE_HERE) and done_images and not tr.aborted \
+                and not (rr and rr.aborted):
+            tk = _instructions(cfg, cs, done_images, tr.translations, client, cache)
+            s.tasks, s.task_calls = tk, tk.calls
         s.llm_seconds = time.time() - t_llm
     finally:
         cache.close()
 
-    failures = _failures(cs, tr, rr, keys_of) if (tr.failed or (rr and rr.failed) or tr.aborted) else []
+    failures = _failures(cs, tr, rr, keys_of, tk) \
+        if (tr.failed or (rr and rr.failed) or tr.aborted or (tk and (tk.failed or tk.aborted))) else []
     complete = len(done_images) == len(cs.images)
     if done_images:
         part = cs if complete else replace(cs, images=done_images)
         meta = {"source": Path(cfg.input).name, "model": cfg.llm.model, "prompt_version": PROMPT_VERSION,
                 # where the images are, relative to this JSON: the fine-tune code reads the dataset directly
                 "image_root": os.path.relpath(Path(image_dir).absolute(), Path(out_dir).absolute())}
-        if cfg.rewrite:
+        if cfg.does_rewrite:
             meta["rewrite_version"] = REWRITE_VERSION
         if not complete:
             meta["incomplete"] = {"images_missing": len(cs.images) - len(done_images), "see": "failures.json"}
-        _write_outputs(s, part, tr.translations, labels, meta, image_dir, out_dir, cfg)
+        _write_outputs(s, part, tr.translations, labels, meta, image_dir, out_dir, cfg,
+                       tk.instructions if tk is not None else None)
     failures_file = out_dir / "failures.json"
     if failures:
         s.outputs.append(write_json_atomic(failures_file, failures))
@@ -210,19 +237,43 @@ def run(cfg: PipelineConfig) -> Summary:
     s.seconds = time.time() - t0
     if failures:
         print_summary(s)
-        reason = tr.aborted or (rr.aborted if rr else "")
-        kind = tr.aborted_kind or (rr.aborted_kind if rr else "")
+        reason = tr.aborted or (rr.aborted if rr else "") or (tk.aborted if tk else "")
+        kind = tr.aborted_kind or (rr.aborted_kind if rr else "") or (tk.aborted_kind if tk else "")
         what = (f"{len(done_images)} of {len(cs.images)} images written" if done_images else "no image complete, nothing written")
         items = f"{len(tr.failed)} distinct sentences" if tr.failed else ""
         if rr is not None and rr.failed:
             items += (" and " if items else "") + f"{len(rr.failed)} image paragraphs"
+        if tk is not None and (tk.failed or tk.aborted):
+            items += (" and " if items else "") + (f"{len(tk.failed)} conversations" if tk.failed
+                                                   else "the instruction questions")
         raise RemoteGLMError(
             f"{items or 'some items'} still not done after every round ({what}; each is listed in {failures_file}): "
             + failure_advice(kind if reason else "", reason, [f["problem"] for f in failures]))
     return s
 
 
-def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, out_dir: Path, cfg) -> None:
+def _instructions(cfg: PipelineConfig, cs, done_images, translations, client, cache):
+    """The instruction step (tasks.py) for the images whose captions are all translated; which
+    objects are typical of a class comes from the English of every train image (the same on a
+    rerun that finishes what an earlier one left)."""
+    names_zh = dict(zip(cs.classes, cs.classes_zh))
+    images = [TaskImage(im.filename, Sources(tuple(im.sentences), tuple(translations[normalise(en)] for en in im.sentences),
+                                             names_zh.get(im.cls) or ""), im.cls, im.split == "train")
+              for im in done_images]
+    population = [(im.cls, join_english(im.sentences)) for im in cs.images if im.split == "train"]
+    maker = TaskMaker(client, cache, TaskConfig(kinds=cfg.tasks, seed=cfg.seed, concurrency=cfg.translate.concurrency,
+                                                batch_size=cfg.translate.batch_size,
+                                                phrase_questions=cfg.phrase_questions), cfg.llm.model)
+    before = client.usage.calls
+    tk = maker.run(images, progress=cfg.progress, population=population)
+    tk.calls = client.usage.calls - before
+    for why in tk.examples:
+        _say(f"instruction reply rejected (example): {why}")
+    return tk
+
+
+def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, out_dir: Path, cfg,
+                   instructions: dict | None = None) -> None:
     """The Chinese dataset and the per-split fine-tune files; skipped when nothing they are made
     of changed since the last build (a finished rerun of RSICD then takes seconds, not tens)."""
     names = [out_dir / f"dataset_{cs.name}_zh.json"] + [out_dir / f"{cs.name}_{split}.json" for split in SPLITS]
@@ -230,6 +281,8 @@ def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, 
     stamp = _stamp(BUILD_VERSION, meta, cfg.seed, cfg.classify, str(image_dir),
                    [(im.filename, im.split, im.cls, im.sentences) for im in cs.images],
                    [translations[k] for k in keys], sorted((labels or {}).items()))
+    if cfg.tasks is not None:  # (a job without --tasks keeps the stamp it always had)
+        stamp = _stamp(stamp, cfg.tasks, sorted((cfg.mix or {}).items()), instructions)
     stamp_file = out_dir / STAMP
     if all(n.exists() for n in names) and stamp_file.exists() and stamp_file.read_text(encoding="utf-8").strip() == stamp:
         s.up_to_date = True
@@ -237,15 +290,33 @@ def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, 
         s.split_counts = json.loads((out_dir / ".split_counts.json").read_text(encoding="utf-8")) \
             if (out_dir / ".split_counts.json").exists() else {}
         return
-    zh = build_zh_dataset(cs, translations, labels, meta)
+    zh = build_zh_dataset(cs, translations, labels, meta, instructions)
     s.outputs.append(write_json_atomic(names[0], zh))
-    records = build_finetune_records(zh, image_dir, out_dir, seed=cfg.seed, classify=cfg.classify)
+    records = build_finetune_records(zh, image_dir, out_dir, seed=cfg.seed, classify=cfg.classify, tasks=cfg.tasks,
+                                     mix=cfg.mix)
     for name, split in zip(names[1:], SPLITS):
         s.outputs.append(write_json_atomic(name, records[split]))
     s.split_counts = {split: {"images": sum(1 for im in cs.images if im.split == split), "records": len(records[split])}
                       for split in SPLITS}
+    if cfg.tasks is not None:
+        for split in SPLITS:
+            s.split_counts[split]["kinds"] = dict(Counter(r.get("task", "caption") for r in records[split]))
     write_json_atomic(out_dir / ".split_counts.json", s.split_counts)
     write_text_atomic(stamp_file, stamp + "\n")
+
+
+def task_summary(tk, calls: int) -> str:
+    """The instruction step in a few lines: items per kind, 是/否, rejects and drops per kind, cache."""
+    made = ", ".join(f"{k} {n}" for k, n in tk.made.items()) or "none"
+    yes_no = f" (是 {tk.answers.get('是', 0)} / 否 {tk.answers.get('否', 0)})" if tk.made.get("presence") else ""
+    lines = [f"instructions: {made}{yes_no}; {calls} LLM calls"]
+    rejected = ", ".join(f"{k} {n}" for k, n in tk.rejected.items() if n)
+    dropped = ", ".join(f"{k} {n}" for k, n in tk.dropped.items() if n)
+    lines.append(f"  replies rejected by the grounding check: {rejected or 'none'}; items dropped: {dropped or 'none'}")
+    cached = ", ".join(f"{k} {tk.cached[k]} from cache, {tk.new[k]} new" for k in sorted(set(tk.cached) | set(tk.new)))
+    if cached or tk.fallbacks:
+        lines.append(f"  {cached}" + (f"; {tk.fallbacks} questions kept their template" if tk.fallbacks else ""))
+    return "\n".join(lines)
 
 
 def print_summary(s: Summary) -> None:
@@ -256,6 +327,10 @@ def print_summary(s: Summary) -> None:
              f"~{e['tokens_in']:,} tokens in / ~{e['tokens_out']:,} out (rough)")
         if "rewrite_calls" in e:
             _say(f"  rewrite: at least {e['rewrite_calls']} calls (one per image with several distinct sentences)")
+        if "conversation_calls" in e:
+            _say(f"  conversations: at most {e['conversation_calls']} calls (one per image with 2+ turns), plus re-asks")
+        if "question_calls" in e:
+            _say(f"  question phrasing: ~{e['question_calls']} calls")
         return
     u = s.usage
     _say(f"translate: {s.images} images, {s.sentences} sentences, {s.distinct} distinct: "
@@ -264,8 +339,11 @@ def print_summary(s: Summary) -> None:
         _say(f"rewrite: {s.rewrite_cached} paragraphs from cache, {s.rewritten} new accepted, {s.rewrite_rejected} "
              f"replies rejected, {s.rewrite_fallbacks} images fell back to their translated sentences")
     _say(f"LLM: {u.calls} calls ({u.retries} retries), tokens in {u.tokens_in:,} / out {u.tokens_out:,}")
+    if s.tasks is not None:
+        _say(task_summary(s.tasks, s.task_calls))
     for split, c in s.split_counts.items():
-        _say(f"  {split}: {c['images']} images, {c['records']} fine-tune records")
+        kinds = ", ".join(f"{k} {n}" for k, n in c.get("kinds", {}).items())
+        _say(f"  {split}: {c['images']} images, {c['records']} fine-tune records" + (f" ({kinds})" if kinds else ""))
     verb = "up to date" if s.up_to_date else "wrote"
     for p in s.outputs:
         _say(f"{verb} {p}" if p.name != "failures.json" else f"wrote {p} (what is still missing, and why)")

@@ -4,6 +4,9 @@ Layout per sample (as the official VisualGLM fine-tune):
 
     tok("<img>") + [pad] * image_length + tok("</img>问：{prompt}\\n答：") + [gMASK, <sop>] + tok(label) + [<eop>]
 
+A record with ``"history": [[q1, a1], ...]`` (a conversation) puts those turns before its question,
+``</img>问：{q1}\\n答：{a1}\\n问：{prompt}\\n答：``, as the chat sends them; the loss is on ``label``.
+
 i.e. ``remoteglm.model.prompt.encode_prompt`` (the prompt the CLI, web demo, API and evaluation
 send, id for id) followed by the answer, with the loss only on the answer (labels are -100 up to
 and including ``<sop>``). Unlike the official loader, ``max_source_length`` counts the prompt
@@ -35,6 +38,17 @@ class Record:
     img: Path
     prompt: str
     label: str
+    history: tuple[tuple[str, str], ...] = ()  # earlier turns of a conversation record, oldest first
+
+
+def _history(path: Path, i: int, value: Any) -> tuple[tuple[str, str], ...]:
+    """A record's optional ``"history": [[question, answer], ...]`` (ChatGLM's fine-tune convention)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+            isinstance(t, (list, tuple)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in value):
+        raise RemoteGLMError(f"{path}: item {i} 'history' must be a list of [question, answer] string pairs")
+    return tuple((q, a) for q, a in value)
 
 
 def _warn(msg: str) -> None:
@@ -86,7 +100,8 @@ def load_records(path: str | Path, split: str = "train", seed: int = 42,
                 raise RemoteGLMError(f"{path}: item {i} is not an {{\"img\", \"prompt\", \"label\"}} object")
             if not str(item["label"]).strip():
                 raise RemoteGLMError(f"{path}: item {i} has an empty label")
-            records.append(Record(resolve_image(str(item["img"]), base), str(item["prompt"]), str(item["label"])))
+            records.append(Record(resolve_image(str(item["img"]), base), str(item["prompt"]), str(item["label"]),
+                                  _history(path, i, item.get("history"))))
     elif isinstance(data, dict) and isinstance(data.get("images"), list):
         rng = random.Random(seed)
         for im in data["images"]:
@@ -149,11 +164,18 @@ class SampleEncoder:
     def __post_init__(self):
         self.pre_image = encode_prompt(self.tokenizer, "", image_length=self.image_length).pre_image
 
-    def encode(self, prompt: str, label: str) -> Encoded:
+    def encode(self, prompt: str, label: str, history: Sequence[tuple[str, str]] = ()) -> Encoded:
         tok = self.tokenizer
-        # The serving prompt itself; a question past max_source_length is cut, "问：" and the
-        # "\n答：" cue kept.
-        source = encode_prompt(tok, prompt, image_length=self.image_length, max_text_tokens=self.max_source_length)
+        # The serving prompt itself (with a conversation's earlier turns, as the chat sends them);
+        # a question past max_source_length is cut, "问：" and the "\n答：" cue kept; turns that do
+        # not fit go first, oldest first.
+        history, dropped = list(history), False
+        while True:
+            source = encode_prompt(tok, prompt, history or None, image_length=self.image_length,
+                                   max_text_tokens=self.max_source_length)
+            if not (source.truncated and history):
+                break
+            history, dropped = history[1:], True
         answer = tok.encode(label, add_special_tokens=False)
         label_cut = len(answer) > self.max_target_length - 2
         if label_cut:
@@ -161,7 +183,7 @@ class SampleEncoder:
         context = len(source.ids)  # everything up to and including <sop>
         ids = source.ids + answer + [tok.eos_token_id]
         labels = [IGNORE_INDEX] * context + ids[context:]
-        return Encoded(ids, labels, source.truncated, label_cut)
+        return Encoded(ids, labels, source.truncated or dropped, label_cut)
 
 
 class FinetuneDataset(torch.utils.data.Dataset):
@@ -183,7 +205,7 @@ class FinetuneDataset(torch.utils.data.Dataset):
         self.encoder = encoder
         self.image_size = image_size
         self.features = features
-        self.encoded = [encoder.encode(r.prompt, r.label) for r in self.records]
+        self.encoded = [encoder.encode(r.prompt, r.label, r.history) for r in self.records]
         self.prompt_truncated = sum(e.prompt_truncated for e in self.encoded)
         self.label_truncated = sum(e.label_truncated for e in self.encoded)
         self._bad: set[int] = set()
