@@ -48,670 +48,76 @@ characters in requests as escapes.
 Library use: ``create_app(engine, ...)`` builds the ASGI app around any object with the
 ``Engine`` interface; ``make_server(app, host, port, ...)`` binds and returns the uvicorn server
 with this module's transport limits (``server.run()`` blocks; a thread may run it).
+
+Split by concern: ``openai_schema`` (errors, request/response bodies, request parsing),
+``api_queue`` (the one-at-a-time generations and their queue), ``api_transport`` (the h11
+protocol, the server, ``make_server``), ``api_log`` (the escaped logs); this module keeps the
+application and the command line, and its names stay importable from here.
 """
+
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import hmac
-import http
 import json
 import logging
-import math
 import os
-import signal
-import socket
 import sys
-import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, AsyncIterator, Literal, Sequence, Union
-from urllib.parse import unquote, urlparse
+from typing import AsyncIterator, Sequence
 
 import anyio
-import h11
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.serve.engine import Engine, Reply, strip_control
+from remoteglm.serve.api_log import EscapingFormatter, _client, _request_line, access_log, escape_controls, log, log_access
+from remoteglm.serve.api_queue import Generations, Job, Reservation
+from remoteglm.serve.api_transport import (BACKLOG, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_BODY, DEFAULT_TIMEOUT_HEADER,
+                                           DEFAULT_TIMEOUT_KEEP_ALIVE, MAX_HEADER_BYTES, MIN_DRAIN_BYTES, APIServer,
+                                           GuardedH11Protocol, ServerLimits, _drain_cap, make_server)
+from remoteglm.serve.engine import Engine, Reply
+from remoteglm.serve.openai_schema import (ERROR_RESPONSES, ROUTES_HINT, APIError, AssistantMessage, ChatCompletion,
+                                           ChatCompletionRequest, ChatRequest, Choice, ClientGone, ContentPart,
+                                           ErrorDetail, ErrorResponse, ImagePart, ImageURL, Message, ModelCard, ModelList,
+                                           StreamOptions, TextPart, Usage, _answer, _cut_at_stop, _handle_error,
+                                           as_api_error, error_response, internal_error, parse_chat_request, resolve_image,
+                                           shutting_down, validation_error)
 from remoteglm.serve.options import add_host_arg, add_model_args
+
+__all__ = [  # the module's public names, those of the modules it was split into included
+    "API_KEY_ENV", "BACKLOG", "CHAT_PATH", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_REQUEST_MB",
+    "DEFAULT_SHUTDOWN_GRACE", "DEFAULT_TIMEOUT_BODY", "DEFAULT_TIMEOUT_HEADER", "DEFAULT_TIMEOUT_KEEP_ALIVE",
+    "ERROR_RESPONSES", "MAX_HEADER_BYTES", "MIN_DRAIN_BYTES", "PLACE_KEY", "PREPARING", "PUBLIC_HOSTS_WARNING",
+    "PUBLIC_PATHS", "ROUTES_HINT",
+    "APIError", "APIServer", "APIState", "AssistantMessage", "ChatCompletion", "ChatCompletionRequest", "ChatRequest",
+    "Choice", "ClientGone", "ContentPart", "EscapingFormatter", "ErrorDetail", "ErrorResponse", "Generations", "Guard",
+    "GuardedH11Protocol", "ImagePart", "ImageURL", "Job", "Message", "ModelCard", "ModelList", "Reservation",
+    "ServerLimits", "StreamOptions", "TextPart", "Usage",
+    "access_log", "as_api_error", "build_parser", "create_app", "error_response", "escape_controls", "internal_error",
+    "log", "log_access", "main", "make_server", "parse_chat_request", "resolve_image", "shutting_down",
+    "validation_error",
+]
 
 DEFAULT_MAX_REQUEST_MB = 20.0
 DEFAULT_MAX_QUEUE = 16
-DEFAULT_MAX_CONNECTIONS = 64
-DEFAULT_TIMEOUT_HEADER = 10.0
-DEFAULT_TIMEOUT_BODY = 60.0
-DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0
 DEFAULT_SHUTDOWN_GRACE = 10.0
-BACKLOG = 2048  # pending connections the kernel queues (the stdlib server's was 5)
-MAX_HEADER_BYTES = 16 * 1024  # request line + headers (h11's max incomplete event size)
-MIN_DRAIN_BYTES = 64 * 2**20  # body bytes still read and dropped after an early error reply (see _drain_cap)
 API_KEY_ENV = "REMOTEGLM_API_KEY"
 CHAT_PATH = "/v1/chat/completions"
 PLACE_KEY = "remoteglm.place"  # the ASGI scope key of a chat request's reserved queue place
 PREPARING = 2  # requests read and checked at once (worker threads: image decoding takes memory)
 PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
-ROUTES_HINT = "this server has GET /v1/models and POST /v1/chat/completions (docs: GET /docs)"
 PUBLIC_HOSTS_WARNING = (
     "warning: --host {host} makes the server reachable from other machines; anyone who can reach "
     "port {port} can use the model{key}. Bind 127.0.0.1 unless you mean it."
 )
-
-log = logging.getLogger("remoteglm.api")
-access_log = logging.getLogger("remoteglm.api.access")
-
-
-def escape_controls(text: str, keep: str = "") -> str:
-    """``text`` with every character that is not printable (ESC, CR and the other C0/C1 controls,
-    bidirectional marks, other invisible format characters) written as a ``\\xNN`` / ``\\uNNNN``
-    escape: a log line shows what a client sent instead of letting it move the cursor, clear the
-    screen or fake another line. ``keep``: characters left as they are."""
-    if text.isprintable():
-        return text
-    out = []
-    for c in text:
-        if c.isprintable() or c in keep:
-            out.append(c)
-        elif ord(c) < 0x100:
-            out.append(f"\\x{ord(c):02x}")
-        elif ord(c) < 0x10000:
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(f"\\U{ord(c):08x}")
-    return "".join(out)
-
-
-class EscapingFormatter(logging.Formatter):
-    """Log records with control characters escaped (newlines kept: tracebacks stay readable)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return escape_controls(super().format(record), keep="\n")
-
-
-# ---- errors: one shape for all ---------------------------------------------------------------------
-class APIError(StarletteHTTPException):
-    """An HTTP error in OpenAI's JSON shape. A Starlette HTTPException, so FastAPI passes it on
-    unchanged (from a route or from reading the body) to the app's one error handler."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(status, message, headers)
-        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-class ClientGone(APIError):
-    """The client disconnected: its generation was stopped. Nobody reads the reply; the access
-    log shows 499 (nginx's "client closed request")."""
-
-    def __init__(self) -> None:
-        super().__init__(499, "the client closed the connection", code="client_closed_request")
-
-
-def internal_error(exc: BaseException) -> APIError:
-    """500 for an exception nobody expected (a CUDA out-of-memory, a bug). The same request
-    would fail the same way, so clients are told not to retry it."""
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return APIError(500, f"internal error: {type(exc).__name__}{': ' + first if first else ''} "
-                         "(the server's log has the details); retrying the same request is unlikely to help",
-                    type_="server_error", code="internal_error", headers={"x-should-retry": "false"})
-
-
-def shutting_down(cut: bool = False) -> APIError:
-    what = "this answer was cut short" if cut else "no new answers are started"
-    return APIError(503, f"the server is shutting down: {what}; retry once it is back", type_="server_error",
-                    code="server_shutting_down", headers={"Retry-After": "5"})
-
-
-def _input_path(body, loc: Sequence, missing: bool) -> list:
-    """The part of pydantic's error location that names places in the input (union member tags
-    such as ``str`` or ``list[...]`` dropped); a missing field's own name is kept."""
-    node, out = body, []
-    for i, key in enumerate(loc):
-        if isinstance(node, dict) and isinstance(key, str) and key in node:
-            out.append(key)
-            node = node[key]
-        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-            out.append(key)
-            node = node[key]
-        elif missing and i == len(loc) - 1 and isinstance(key, str):
-            out.append(key)
-    return out
-
-
-def _param_name(path: list) -> str:
-    return "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else k) for i, k in enumerate(path))
-
-
-def validation_error(errors: Sequence[dict], body, *, in_body: bool = False) -> APIError:
-    """400 for a request that does not fit the schema, naming the most specific place (``param``,
-    e.g. ``messages[0].content[1].image_url``) and what is wrong there."""
-    best: tuple[list, dict] | None = None
-    for e in errors:
-        loc = list(e.get("loc", ()))
-        if in_body and loc[:1] == ["body"]:
-            loc = loc[1:]
-        path = _input_path(body, loc, e.get("type") == "missing")
-        if best is None or len(path) > len(best[0]):
-            best = (path, e)
-    if best is None:
-        return APIError(400, "the request is not valid", code="invalid_request")
-    path, e = best
-    kind = e.get("type")
-    if kind == "json_invalid":
-        return APIError(400, f"the request body is not valid JSON ({(e.get('ctx') or {}).get('error', 'decode error')})",
-                        code="invalid_json")
-    if not path and kind in ("missing", "model_attributes_type", "dict_type", "model_type"):
-        return APIError(400, "the request body must be a JSON object (an OpenAI chat request)", code="invalid_request")
-    param = _param_name(path)
-    msg = e.get("msg", "invalid value")
-    return APIError(400, f"{param}: {msg}" if param else msg, param=param or None, code="invalid_value")
-
-
-def as_api_error(exc: BaseException, method: str = "", path: str = "") -> APIError:
-    """Any exception as the error the client gets."""
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, RequestValidationError):
-        return validation_error(exc.errors(), exc.body, in_body=True)
-    if isinstance(exc, StarletteHTTPException):
-        headers = dict(exc.headers or {})
-        if exc.status_code == 404:
-            return APIError(404, f"no route {method} {path}; {ROUTES_HINT}", code="unknown_url", headers=headers)
-        if exc.status_code == 405:
-            return APIError(405, f"{method} is not allowed on {path} (allowed: {headers.get('Allow', 'none')}); {ROUTES_HINT}",
-                            code="method_not_allowed", headers=headers)
-        return APIError(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error",
-                        headers=headers)
-    return internal_error(exc)
-
-
-def error_response(err: APIError) -> JSONResponse:
-    headers = dict(err.headers or {})
-    if err.status == 401:
-        headers.setdefault("WWW-Authenticate", "Bearer")
-    return JSONResponse(err.body(), status_code=err.status, headers=headers)
-
-
-async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
-    """The app's one error handler (routing's 404/405, validation, APIError, and any other
-    exception, which uvicorn then logs with its traceback)."""
-    return error_response(as_api_error(exc, request.method, request.url.path))
-
-
-# ---- request and response bodies -------------------------------------------------------------------
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
-
-
-class ImageURL(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    url: str = Field(min_length=1, description="data:image/png;base64,... or a local path under an --allow-path directory")
-    detail: str | None = None
-
-
-class ImagePart(BaseModel):
-    type: Literal["image_url"]
-    image_url: Union[ImageURL, str]
-
-
-ContentPart = Annotated[Union[TextPart, ImagePart], Field(discriminator="type")]
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[ContentPart], None] = None
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat request. Fields it has that VisualGLM cannot use (tools, seed, ...) are
-    accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
-        "model": "visualglm-6b", "max_tokens": 256, "stream": False,
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "描述这张图片。"},
-                                                  {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}]}]}]})
-    model: str = Field(description="the served model's id (GET /v1/models) or one of its aliases")
-    messages: list[Message] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2, description="0: greedy")
-    top_p: float | None = Field(None, ge=0, le=1)
-    top_k: int | None = Field(None, ge=0, description="VisualGLM extra")
-    repetition_penalty: float | None = Field(None, ge=0.01, le=10, description="VisualGLM extra")
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=1)
-    stop: Union[str, list[str], None] = None
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"]
-    content: str
-
-
-class Choice(BaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: str | None
-    logprobs: None = None
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-
-
-ERROR_RESPONSES = {s: {"model": ErrorResponse} for s in (400, 401, 404, 429, 500, 503)}
-
-
-# ---- requests -------------------------------------------------------------------------------------
-@dataclass
-class ChatRequest:
-    image: bytes | str | None
-    query: str
-    history: list[tuple[str, str]]
-    stream: bool
-    include_usage: bool
-    gen: dict
-    stop: list[str]
-    max_tokens_param: str = "max_tokens"
-
-
-def _text_of(content, role: str, index: int) -> tuple[str, list]:
-    """(text, image URLs) of a message's content."""
-    if content is None:
-        return "", []
-    if isinstance(content, str):
-        return content, []
-    texts, images = [], []
-    for j, part in enumerate(content):
-        if isinstance(part, TextPart):
-            texts.append(part.text)
-            continue
-        if role != "user":
-            raise APIError(400, f"messages[{index}]: images are only accepted in user messages", param=f"messages[{index}].content[{j}]")
-        url = part.image_url.url if isinstance(part.image_url, ImageURL) else part.image_url
-        if not url:
-            raise APIError(400, f"messages[{index}].content[{j}].image_url.url is missing", param=f"messages[{index}].content[{j}]")
-        images.append(url)
-    return "\n".join(texts), images
-
-
-def resolve_image(url: str, allowed: Sequence[Path], max_bytes: int) -> bytes | str:
-    """A data URL -> its bytes; a local path (plain or file://) under an allowed dir -> the path."""
-    if url.startswith("data:"):
-        head, sep, data = url.partition(",")
-        if not sep or ";base64" not in head:
-            raise APIError(400, "bad image: a data URL must look like data:image/png;base64,<data>", param="image_url")
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise APIError(400, "bad image: the data URL is not valid base64", param="image_url") from None
-        if not raw:
-            raise APIError(400, "bad image: the data URL is empty", param="image_url")
-        return raw
-    parsed = urlparse(url)
-    if parsed.scheme in ("http", "https"):
-        raise APIError(400, "bad image: remote image URLs are not fetched; send the image as a base64 data URL", param="image_url")
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise APIError(400, f"bad image: file URL with host {parsed.netloc!r}", param="image_url")
-        path = unquote(parsed.path)
-    elif parsed.scheme and len(parsed.scheme) > 1:  # ("c:" would be a Windows drive)
-        raise APIError(400, f"bad image: unsupported URL scheme {parsed.scheme!r}; use a data URL or a local path", param="image_url")
-    else:
-        path = url
-    if not allowed:
-        raise APIError(400, "bad image: this server reads no local files (start it with --allow-path DIR); send a base64 data URL",
-                       param="image_url")
-    p = Path(path).expanduser()
-    if not p.is_absolute():
-        raise APIError(400, f"bad image: local image paths must be absolute: {path}", param="image_url")
-    real = p.resolve()  # symlinks and .. resolved before the check
-    if not any(real.is_relative_to(d) for d in allowed):
-        raise APIError(403, f"image path {path} is outside the directories this server may read", type_="permission_error",
-                       param="image_url")
-    if not real.is_file():
-        raise APIError(400, f"bad image: no such file: {path}", param="image_url")
-    if real.stat().st_size > max_bytes:
-        raise APIError(413, f"image {path} is larger than the {max_bytes / 2**20:g} MB limit", code="request_too_large")
-    return str(real)
-
-
-def parse_chat_request(body, allowed: Sequence[Path], max_bytes: int) -> ChatRequest:
-    """An OpenAI chat request (a ``ChatCompletionRequest`` or its JSON object) -> what the engine
-    needs; APIError (400/403/413) on bad input."""
-    if not isinstance(body, ChatCompletionRequest):
-        if not isinstance(body, dict):
-            raise APIError(400, "the request body must be a JSON object (an OpenAI chat request)", code="invalid_request")
-        try:
-            body = ChatCompletionRequest.model_validate(body)
-        except ValidationError as e:
-            raise validation_error(e.errors(), body) from None
-    system: list[str] = []
-    turns: list[list] = []  # [role, text]
-    image_url = None
-    for i, m in enumerate(body.messages):
-        text, images = _text_of(m.content, m.role, i)
-        if images:
-            image_url = images[-1]  # one image per conversation: the latest wins
-        if m.role in ("system", "developer"):
-            system.append(text)
-        elif turns and turns[-1][0] == m.role:  # two user (or assistant) messages in a row: one turn
-            turns[-1][1] = f"{turns[-1][1]}\n{text}"
-        else:
-            turns.append([m.role, text])
-    if not turns or turns[-1][0] != "user":
-        raise APIError(400, "the last message must come from the user", param="messages")
-    if turns[0][0] == "assistant":
-        turns.insert(0, ["user", ""])
-    query = turns[-1][1]
-    history = [(turns[k][1], turns[k + 1][1]) for k in range(0, len(turns) - 1, 2)]
-    sys_text = "\n".join(s for s in system if s)
-    if sys_text:
-        if history:
-            history[0] = (f"{sys_text}\n{history[0][0]}", history[0][1])
-        else:
-            query = f"{sys_text}\n{query}"
-    if not query.strip():
-        raise APIError(400, "the last user message has no text", param="messages")
-    gen: dict = {}
-    if body.temperature is not None:
-        gen["temperature"] = float(body.temperature)  # 0 -> greedy (GenerationConfig.make)
-    if body.top_p is not None:
-        if body.top_p == 0:
-            gen["do_sample"] = False
-        else:
-            gen["top_p"] = float(body.top_p)
-    if body.top_k is not None:
-        gen["top_k"] = body.top_k
-    if body.repetition_penalty is not None:
-        gen["repetition_penalty"] = float(body.repetition_penalty)
-    param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    mt = body.max_completion_tokens or body.max_tokens
-    if mt is not None:
-        gen["max_new_tokens"] = mt
-    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    if not all(stop) or len(stop) > 4:
-        raise APIError(400, "stop must be a string or a list of up to 4 non-empty strings", param="stop")
-    image = resolve_image(image_url, allowed, max_bytes) if image_url else None
-    opts = body.stream_options
-    return ChatRequest(image, query, history, body.stream, bool(opts and opts.include_usage), gen, stop, param)
-
-
-def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
-    hits = [text.find(s) for s in stop if s in text]
-    return (text[: min(hits)], True) if hits else (text, False)
-
-
-def _answer(text: str) -> str:
-    """An answer as the API returns it: the engine's (post-processed like the official chat's)
-    without control characters. Removing characters keeps each streamed text a prefix of the next."""
-    return strip_control(text)
-
-
-# ---- one generation at a time, a bounded queue behind it --------------------------------------------
-_END, _STOPPED = object(), object()
-
-
-class Job:
-    """One request's generation: waits for its turn, then runs ``engine.stream`` in a thread
-    whose replies arrive on the event loop. ``stop`` (client gone, shutdown) ends the wait at
-    once and wakes the request's reader at once; the thread sees it at the engine's next reply
-    (the next token that adds to the answer) and closes the engine's iterator, which stops the
-    engine's worker before its following token."""
-
-    def __init__(self, gens: "Generations", req: ChatRequest):
-        self.gens, self.req = gens, req
-        self.cancel = threading.Event()
-        self.reason: str | None = None  # why it was stopped: "client", "shutdown", "done"
-        self.turn_future: asyncio.Future | None = None  # while waiting
-        self.items: asyncio.Queue = asyncio.Queue()
-        self.thread: threading.Thread | None = None
-        self.started = 0.0
-
-    def stop(self, reason: str) -> None:
-        """Called on the event loop."""
-        if self.reason is None:
-            self.reason = reason
-        self.cancel.set()
-        if self.turn_future is not None and not self.turn_future.done():
-            self.gens.leave(self)
-            self.turn_future.set_result(None)
-        self.items.put_nowait(_STOPPED)  # wake a reader now, not at the next token
-
-    def _error(self) -> APIError:
-        if self.reason == "shutdown":
-            return shutting_down(cut=self.thread is not None)
-        return ClientGone()
-
-    async def turn(self) -> None:
-        """Wait until this job's generation has started (it may start at once)."""
-        if self.turn_future is not None:
-            await self.turn_future
-        if self.reason is not None:
-            raise self._error()
-
-    async def replies(self) -> AsyncIterator:
-        while True:
-            item = await self.items.get()
-            if item is _END:
-                return
-            if item is _STOPPED or self.reason is not None:
-                raise self._error()
-            if isinstance(item, BaseException):
-                raise _engine_error(item)
-            yield item
-
-    async def first(self):
-        """The first reply (None if there was none)."""
-        async for r in self.replies():
-            return r
-        return None
-
-    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The generation thread."""
-
-        def post(item) -> None:
-            try:
-                loop.call_soon_threadsafe(self.items.put_nowait, item)
-            except RuntimeError:  # the event loop is gone (forced exit): nobody is listening
-                pass
-
-        r = self.req
-        try:
-            replies = self.gens.engine.stream(r.image, r.query, r.history, **r.gen)
-            try:
-                for reply in replies:
-                    if self.cancel.is_set():
-                        break
-                    post(reply)
-            finally:
-                replies.close()  # stops the engine's worker at its next token
-        except BaseException as e:  # noqa: BLE001 - handed to the event loop
-            post(e)
-        finally:
-            post(_END)
-            try:
-                loop.call_soon_threadsafe(self.gens.finished, self)
-            except RuntimeError:
-                pass
-
-
-def _engine_error(exc: BaseException) -> APIError:
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, RemoteGLMError):  # the user's input: e.g. an image that does not decode
-        return APIError(400, str(exc))
-    log.error("generation failed", exc_info=exc)
-    return internal_error(exc)
-
-
-class Generations:
-    """The engine's one-at-a-time generations and the bounded queue of requests waiting for it."""
-
-    def __init__(self, engine, max_waiting: int):
-        self.engine, self.max_waiting = engine, max_waiting
-        self.waiting: deque[Job] = deque()
-        self.running: Job | None = None
-        self.closing = False
-        self.threads: set[threading.Thread] = set()
-        self.seconds: float | None = None  # moving average of a generation's duration
-        self.reserved = 0
-
-    def load(self) -> int:
-        """Requests holding a place: the one running, the waiting ones, the ones being read and
-        checked (reserved)."""
-        return (self.running is not None) + len(self.waiting) + self.reserved
-
-    def retry_after(self) -> int:
-        return max(1, min(60, math.ceil((self.seconds or 1.0) * self.load())))
-
-    def reserve(self) -> "Reservation":
-        """A place for a new request, taken before its body is read; APIError (503 shutting
-        down, 429 no place left) now, so a full server spends nothing on the rest."""
-        if self.closing:
-            raise shutting_down()
-        if self.load() >= 1 + self.max_waiting:
-            s = self.retry_after()
-            raise APIError(429, f"the server is busy: one answer is being generated and {self.load() - 1} requests are "
-                                f"waiting, the most it queues (--max-queue {self.max_waiting}); retry in {s} s",
-                           type_="rate_limit_error", code="queue_full", headers={"Retry-After": str(s)})
-        self.reserved += 1
-        return Reservation(self)
-
-    def admit(self, req: ChatRequest, place: "Reservation") -> Job:
-        """A job for ``req`` in the place reserved for it: started now if the model is free,
-        else queued."""
-        place.release()
-        if self.closing:
-            raise shutting_down()
-        job = Job(self, req)
-        if self.running is None and not self.waiting:
-            self._start(job)
-        else:
-            job.turn_future = asyncio.get_running_loop().create_future()
-            self.waiting.append(job)
-        return job
-
-    def _start(self, job: Job) -> None:
-        self.running = job
-        job.started = time.monotonic()
-        job.thread = threading.Thread(target=job._run, args=(asyncio.get_running_loop(),), name="remoteglm-api-job", daemon=True)
-        self.threads.add(job.thread)
-        job.thread.start()
-
-    def leave(self, job: Job) -> None:
-        try:
-            self.waiting.remove(job)
-        except ValueError:
-            pass
-
-    def finished(self, job: Job) -> None:
-        """On the event loop, when a job's thread is done: the next waiting job starts."""
-        self.threads.discard(job.thread)
-        if self.running is job:
-            self.running = None
-            if job.reason is None:
-                took = time.monotonic() - job.started
-                self.seconds = took if self.seconds is None else 0.7 * self.seconds + 0.3 * took
-        while self.running is None and self.waiting and not self.closing:
-            nxt = self.waiting.popleft()
-            self._start(nxt)
-            nxt.turn_future.set_result(None)
-
-    def begin_shutdown(self, grace: float) -> None:
-        """On the event loop: refuse new requests, send the waiting ones away (503), give the
-        running one ``grace`` seconds."""
-        self.closing = True
-        for job in list(self.waiting):
-            job.stop("shutdown")
-        if self.running is not None:
-            running = self.running
-            asyncio.get_running_loop().call_later(grace, lambda: running.thread is not None and running.thread.is_alive()
-                                                  and running.stop("shutdown"))
-
-    def stop_all(self, timeout: float) -> None:
-        """From any thread, after the server stopped: stop what still runs and wait for the
-        threads (the engine's worker included) to end."""
-        for job in [self.running, *self.waiting]:
-            if job is not None:
-                job.cancel.set()
-        end = time.monotonic() + timeout
-        for t in list(self.threads):
-            t.join(max(0.0, end - time.monotonic()))
-        lock = getattr(self.engine, "lock", None)
-        if lock is not None and lock.acquire(timeout=max(0.1, end - time.monotonic())):
-            lock.release()
-
-
-class Reservation:
-    """A request's place in the queue until its job takes it over (``Generations.admit``) or the
-    request ends without one; ``release`` is idempotent."""
-
-    def __init__(self, gens: Generations):
-        self.gens, self.held = gens, True
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.gens.reserved -= 1
 
 
 # ---- the application ------------------------------------------------------------------------------
@@ -806,25 +212,6 @@ def _auth_error(header: str | None, key: str) -> APIError | None:
     return None
 
 
-def _request_line(scope) -> str:
-    """The request as the access log shows it: the path decoded (readable, 中文 included), which
-    is why every log line goes through ``escape_controls``."""
-    target = scope.get("path") or "-"
-    if scope.get("query_string"):
-        target += "?" + scope["query_string"].decode("utf-8", "backslashreplace")
-    return f"{scope.get('method', '-')} {target} HTTP/{scope.get('http_version', '1.1')}"
-
-
-def _client(scope_or_addr) -> str:
-    addr = scope_or_addr.get("client") if isinstance(scope_or_addr, dict) else scope_or_addr
-    return f"{addr[0]}:{addr[1]}" if addr else "-"
-
-
-def log_access(client: str, request_line: str, status: int, seconds: float | None = None) -> None:
-    took = f" {seconds:.3f}s" if seconds is not None else ""
-    access_log.info("%s", escape_controls(f'{client} "{request_line}" {status}{took}'))
-
-
 class _LimitedReceive:
     """The body as it streams in, refused (413) once past the limit: nothing beyond it is read."""
 
@@ -839,12 +226,6 @@ class _LimitedReceive:
                 raise APIError(413, f"the request body is over this server's {self.limit / 2**20:g} MB limit (--max-request-mb); "
                                     "send a smaller image", code="request_too_large")
         return message
-
-
-def _drain_cap(limit: int) -> int:
-    """Body bytes still read (and dropped) after an early error reply, so the client reads that
-    reply instead of a connection reset; past it the connection is closed."""
-    return max(4 * limit, MIN_DRAIN_BYTES)
 
 
 class Guard:
@@ -1071,208 +452,6 @@ async def _events(api: APIState, job: Job, first, watcher: asyncio.Task) -> Asyn
     finally:
         job.stop("done")
         watcher.cancel()
-
-
-# ---- the transport: uvicorn's h11 protocol with deadlines and JSON refusals -------------------------------
-@dataclass(frozen=True)
-class ServerLimits:
-    timeout_header: float = DEFAULT_TIMEOUT_HEADER
-    timeout_body: float = DEFAULT_TIMEOUT_BODY
-    drain_bytes: int = MIN_DRAIN_BYTES
-
-
-class _Connection(h11.Connection):
-    """h11's connection, remembering the parse error it raised (for the JSON reply)."""
-
-    last_error: h11.RemoteProtocolError | None = None
-
-    def next_event(self):
-        try:
-            return super().next_event()
-        except h11.RemoteProtocolError as e:
-            self.last_error = e
-            raise
-
-
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus what it lacks: a deadline for the request line and headers
-    (from the connection's first byte, or its opening), one for the body, a cap on body bytes
-    read after an early reply, and JSON instead of plain text for malformed requests (400/431,
-    closed), timeouts (408, closed) and the connection limit (503). ``limits``: set per server
-    by ``make_server``."""
-
-    limits = ServerLimits()
-
-    def __init__(self, config, server_state, app_state, _loop=None):
-        super().__init__(config, server_state, app_state, _loop)
-        self.conn = _Connection(h11.SERVER, config.h11_max_incomplete_event_size or MAX_HEADER_BYTES)
-        self.real_app = self.app
-        self.max_connections = self.limit_concurrency or 0
-        self.limit_concurrency = None  # checked below, answered in JSON (uvicorn's own 503 is plain text)
-        self._timer: asyncio.TimerHandle | None = None
-        self._phase: str | None = None
-        self._bytes = 0  # of the request being received
-        self._drained = 0
-        self._over = False
-
-    # deadlines
-    def _arm(self, phase: str, seconds: float) -> None:
-        self._disarm()
-        self._phase = phase
-        if seconds and seconds > 0:
-            self._timer = self.loop.call_later(seconds, self._expired)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._phase = None, None
-
-    def _expired(self) -> None:
-        phase = self._phase
-        self._timer, self._phase = None, None
-        if self.transport.is_closing():
-            return
-        if phase == "headers" and self._bytes:
-            self._refuse(APIError(408, f"the request line and headers did not arrive within {self.limits.timeout_header:g} s "
-                                       "(--timeout-header)", code="request_timeout"), "(request headers too slow)")
-        elif phase == "body" and self.cycle is not None and not self.cycle.response_started:
-            self._refuse(APIError(408, f"the request body did not arrive within {self.limits.timeout_body:g} s (--timeout-body)",
-                                  code="request_timeout"), "(request body too slow)")
-            self.cycle.disconnected = True  # the app's reply, if any, goes nowhere
-            self.cycle.message_event.set()
-        self.transport.close()
-
-    def _refuse(self, err: APIError, what: str) -> None:
-        """Write ``err`` as a complete JSON response and log it; the caller closes the connection."""
-        body = json.dumps(err.body(), ensure_ascii=False).encode("utf-8")
-        try:
-            phrase = http.HTTPStatus(err.status).phrase
-        except ValueError:
-            phrase = ""
-        head = [f"HTTP/1.1 {err.status} {phrase}", "content-type: application/json", f"content-length: {len(body)}",
-                "connection: close", *(f"{k}: {v}" for k, v in (err.headers or {}).items())]
-        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        log_access(_client(self.client), what, err.status)
-
-    # asyncio.Protocol
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._bytes = 0
-        # the first max_connections connections are served; later ones get 503 while that many are open
-        self._over = 0 < self.max_connections < len(self.connections)
-        self._arm("headers", self.limits.timeout_header)
-
-    def connection_lost(self, exc) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        state = self.conn.their_state
-        if state is h11.IDLE:  # (part of) a new request
-            if self._phase != "headers":
-                self._bytes = 0
-                self._arm("headers", self.limits.timeout_header)
-            self._bytes += len(data)
-            self._over = self._over and len(self.connections) > self.max_connections
-            busy = self._over or 0 < self.max_connections <= len(self.tasks)
-            self.app = self._too_many if busy else self.real_app
-        elif state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete:
-            self._drained += len(data)  # uvicorn reads and drops the rest of a body after the reply
-            if self._drained > self.limits.drain_bytes:
-                self._disarm()
-                self.transport.close()
-                return
-        super().data_received(data)
-        state = self.conn.their_state
-        if state is h11.SEND_BODY:
-            if self._phase != "body":
-                self._drained = 0
-                self._arm("body", self.limits.timeout_body)
-        elif state is h11.IDLE:
-            if self._phase != "headers":
-                self._bytes = 0
-                self._arm("headers", self.limits.timeout_header)
-        else:
-            self._disarm()
-
-    def send_400_response(self, msg: str) -> None:
-        err = self.conn.last_error
-        status = getattr(err, "error_status_hint", 400) or 400
-        detail = (str(err) if err is not None else msg)[:200]
-        self._disarm()
-        self._refuse(APIError(status, f"invalid HTTP request: {detail}", code="invalid_http_request"), "(invalid HTTP request)")
-        self.transport.close()
-
-    async def _too_many(self, scope, receive, send) -> None:
-        err = APIError(503, f"too many connections: this server takes {self.max_connections} at a time (--max-connections); "
-                            "retry in a moment", type_="server_error", code="too_many_connections", headers={"Retry-After": "1"})
-        await error_response(err)(scope, receive, send)
-        log_access(_client(scope), _request_line(scope), 503)
-
-
-class APIServer(uvicorn.Server):
-    """uvicorn's server on a socket bound (and listening) before it starts, so the URL is known
-    at once (port 0 works). On SIGTERM / Ctrl-C it shuts down gracefully (see the module doc)
-    and returns from ``run`` instead of re-raising the signal; a second Ctrl-C stops waiting."""
-
-    def __init__(self, config: uvicorn.Config, sock: socket.socket, api: APIState | None):
-        super().__init__(config)
-        self.sock, self.api = sock, api
-
-    @property
-    def url(self) -> str:
-        host, port = self.sock.getsockname()[:2]
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
-
-    def run(self, sockets=None) -> None:
-        super().run(sockets=[self.sock])
-
-    def handle_exit(self, sig, frame) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
-
-    async def shutdown(self, sockets=None) -> None:
-        if self.api is not None:
-            self.api.begin_shutdown()
-        await super().shutdown(sockets=sockets)
-
-
-def _bind(host: str, port: int, backlog: int) -> socket.socket:
-    sock = None
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.listen(backlog)
-        sock.setblocking(False)
-        return sock
-    except OSError as e:
-        if sock is not None:
-            sock.close()
-        raise RemoteGLMError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port") from None
-
-
-def make_server(app, host: str = "127.0.0.1", port: int = 8000, *, timeout_header: float = DEFAULT_TIMEOUT_HEADER,
-                timeout_body: float = DEFAULT_TIMEOUT_BODY, timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE,
-                max_connections: int = DEFAULT_MAX_CONNECTIONS, backlog: int = BACKLOG) -> APIServer:
-    """Bind ``host:port`` (0: any free port) and return the uvicorn server for ``app`` (from
-    ``create_app``) with these transport limits; ``server.url`` is its base URL, ``server.run()``
-    serves until SIGTERM / Ctrl-C (or ``server.should_exit = True``)."""
-    api = getattr(getattr(app, "state", None), "remoteglm", None)
-    limits = ServerLimits(timeout_header, timeout_body, _drain_cap(api.max_request_bytes) if api else MIN_DRAIN_BYTES)
-    protocol = type("RemoteGLMProtocol", (GuardedH11Protocol,), {"limits": limits})
-    grace = api.shutdown_grace if api else 0.0
-    config = uvicorn.Config(
-        app, http=protocol, ws="none", lifespan="off", log_config=None, access_log=False, proxy_headers=False,
-        server_header=False, limit_concurrency=max_connections or None, backlog=backlog,
-        timeout_keep_alive=timeout_keep_alive, timeout_graceful_shutdown=math.ceil(grace + 5),
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES)
-    return APIServer(config, _bind(host, port, backlog), api)
 
 
 # ---- command line -----------------------------------------------------------------------------------

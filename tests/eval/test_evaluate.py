@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 
 from remoteglm.eval.evaluate import main
 from remoteglm.eval.evalset import load_eval_set
+from tests.browser import headless_chrome
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
@@ -111,22 +111,13 @@ def test_overfit_model_scores_higher_than_untrained(evaluated):
 
 def test_report_opens_in_headless_chromium(evaluated, tmp_path):
     from PIL import Image
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     _, out, m = evaluated
     report = out / "report.html"
     text = report.read_text(encoding="utf-8")
     assert "<script" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    opts = Options()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-              f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--window-size=1400,2400"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver = headless_chrome(tmp_path)
     try:
         driver.get(report.as_uri())
         assert driver.title == "RemoteGLM evaluation — sample / test"

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from remoteglm.eval.evalset import load_eval_set
 from remoteglm.eval.evaluate import main
 from remoteglm.eval.report import render_report
 from remoteglm.eval.vqa import QTYPES, expected_value, normalize_answer
+from tests.browser import headless_chrome
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "data" / "sample" / "images"
@@ -180,21 +180,12 @@ def test_scene_numbers_are_what_the_logged_answers_imply(scene_run, files):
 
 
 def test_reports_open_in_headless_chromium(vqa_run, scene_run, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     for _, out, _ in (vqa_run, scene_run):
         text = (out / "report.html").read_text(encoding="utf-8")
         assert "<script" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    opts = Options()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-              f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--window-size=1400,2400"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver = headless_chrome(tmp_path)
     try:
         # VQA: per-type table, anchors with the caveat, examples with thumbnails, no caption tables
         _, out, m = vqa_run

@@ -4,7 +4,6 @@ it must not serve) and end to end in headless Chromium through Selenium."""
 
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,13 +13,13 @@ import pytest
 from remoteglm.compat import free_port
 from remoteglm.serve.engine import Engine
 from remoteglm.serve.web import WEB_DEFAULTS
+from tests.browser import headless_chrome
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "tests" / "fixtures" / "images"
 PNG, TIF = IMAGES / "s2_farmland.png", IMAGES / "OSBS_029.tif"
 CAP = 16
 Q1, Q2 = "描述这张图片。", "有几条道路？"
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DIST_VARS = ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
@@ -157,20 +156,12 @@ def test_public_binding_warns_and_bad_auth_is_one_line(capsys, tmp_path):
 
 def test_browser_end_to_end(url, expected, tmp_path_factory):
     """Real headless Chromium: upload a TIFF, ask, wait for the streamed answer, screenshot."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     out = tmp_path_factory.mktemp("screenshots")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp(dir=out)}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = headless_chrome(out, window_size="1400,1000", headless="--headless=new")
     try:
         driver.get(url)
         wait = WebDriverWait(driver, 60)

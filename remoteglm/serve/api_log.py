@@ -1,0 +1,56 @@
+"""The API server's logs: ``remoteglm.api`` (errors) and ``remoteglm.api.access`` (one line per
+request), with control characters a client sent written as escapes. Shared by the application
+(``api``) and the transport (``api_transport``)."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("remoteglm.api")
+access_log = logging.getLogger("remoteglm.api.access")
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """``text`` with every character that is not printable (ESC, CR and the other C0/C1 controls,
+    bidirectional marks, other invisible format characters) written as a ``\\xNN`` / ``\\uNNNN``
+    escape: a log line shows what a client sent instead of letting it move the cursor, clear the
+    screen or fake another line. ``keep``: characters left as they are."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable() or c in keep:
+            out.append(c)
+        elif ord(c) < 0x100:
+            out.append(f"\\x{ord(c):02x}")
+        elif ord(c) < 0x10000:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return "".join(out)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log records with control characters escaped (newlines kept: tracebacks stay readable)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record), keep="\n")
+
+
+def _request_line(scope) -> str:
+    """The request as the access log shows it: the path decoded (readable, 中文 included), which
+    is why every log line goes through ``escape_controls``."""
+    target = scope.get("path") or "-"
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("utf-8", "backslashreplace")
+    return f"{scope.get('method', '-')} {target} HTTP/{scope.get('http_version', '1.1')}"
+
+
+def _client(scope_or_addr) -> str:
+    addr = scope_or_addr.get("client") if isinstance(scope_or_addr, dict) else scope_or_addr
+    return f"{addr[0]}:{addr[1]}" if addr else "-"
+
+
+def log_access(client: str, request_line: str, status: int, seconds: float | None = None) -> None:
+    took = f" {seconds:.3f}s" if seconds is not None else ""
+    access_log.info("%s", escape_controls(f'{client} "{request_line}" {status}{took}'))

@@ -1,0 +1,241 @@
+"""The API's transport: uvicorn's h11 protocol with deadlines for the headers and the body, a cap
+on body bytes drained after an early reply, and JSON refusals (400/408/431/503) instead of plain
+text (``GuardedH11Protocol``); the uvicorn server on a socket bound before it starts, with the
+graceful shutdown (``APIServer``); ``make_server`` puts them together for an app."""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import math
+import signal
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from remoteglm.errors import RemoteGLMError
+from remoteglm.serve.api_log import _client, _request_line, log_access
+from remoteglm.serve.openai_schema import APIError, error_response
+
+if TYPE_CHECKING:
+    from remoteglm.serve.api import APIState
+
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_TIMEOUT_HEADER = 10.0
+DEFAULT_TIMEOUT_BODY = 60.0
+DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0
+BACKLOG = 2048  # pending connections the kernel queues (the stdlib server's was 5)
+MAX_HEADER_BYTES = 16 * 1024  # request line + headers (h11's max incomplete event size)
+MIN_DRAIN_BYTES = 64 * 2**20  # body bytes still read and dropped after an early error reply (see _drain_cap)
+
+
+def _drain_cap(limit: int) -> int:
+    """Body bytes still read (and dropped) after an early error reply, so the client reads that
+    reply instead of a connection reset; past it the connection is closed."""
+    return max(4 * limit, MIN_DRAIN_BYTES)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    timeout_header: float = DEFAULT_TIMEOUT_HEADER
+    timeout_body: float = DEFAULT_TIMEOUT_BODY
+    drain_bytes: int = MIN_DRAIN_BYTES
+
+
+class _Connection(h11.Connection):
+    """h11's connection, remembering the parse error it raised (for the JSON reply)."""
+
+    last_error: h11.RemoteProtocolError | None = None
+
+    def next_event(self):
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as e:
+            self.last_error = e
+            raise
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol plus what it lacks: a deadline for the request line and headers
+    (from the connection's first byte, or its opening), one for the body, a cap on body bytes
+    read after an early reply, and JSON instead of plain text for malformed requests (400/431,
+    closed), timeouts (408, closed) and the connection limit (503). ``limits``: set per server
+    by ``make_server``."""
+
+    limits = ServerLimits()
+
+    def __init__(self, config, server_state, app_state, _loop=None):
+        super().__init__(config, server_state, app_state, _loop)
+        self.conn = _Connection(h11.SERVER, config.h11_max_incomplete_event_size or MAX_HEADER_BYTES)
+        self.real_app = self.app
+        self.max_connections = self.limit_concurrency or 0
+        self.limit_concurrency = None  # checked below, answered in JSON (uvicorn's own 503 is plain text)
+        self._timer: asyncio.TimerHandle | None = None
+        self._phase: str | None = None
+        self._bytes = 0  # of the request being received
+        self._drained = 0
+        self._over = False
+
+    # deadlines
+    def _arm(self, phase: str, seconds: float) -> None:
+        self._disarm()
+        self._phase = phase
+        if seconds and seconds > 0:
+            self._timer = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._phase = None, None
+
+    def _expired(self) -> None:
+        phase = self._phase
+        self._timer, self._phase = None, None
+        if self.transport.is_closing():
+            return
+        if phase == "headers" and self._bytes:
+            self._refuse(APIError(408, f"the request line and headers did not arrive within {self.limits.timeout_header:g} s "
+                                       "(--timeout-header)", code="request_timeout"), "(request headers too slow)")
+        elif phase == "body" and self.cycle is not None and not self.cycle.response_started:
+            self._refuse(APIError(408, f"the request body did not arrive within {self.limits.timeout_body:g} s (--timeout-body)",
+                                  code="request_timeout"), "(request body too slow)")
+            self.cycle.disconnected = True  # the app's reply, if any, goes nowhere
+            self.cycle.message_event.set()
+        self.transport.close()
+
+    def _refuse(self, err: APIError, what: str) -> None:
+        """Write ``err`` as a complete JSON response and log it; the caller closes the connection."""
+        body = json.dumps(err.body(), ensure_ascii=False).encode("utf-8")
+        try:
+            phrase = http.HTTPStatus(err.status).phrase
+        except ValueError:
+            phrase = ""
+        head = [f"HTTP/1.1 {err.status} {phrase}", "content-type: application/json", f"content-length: {len(body)}",
+                "connection: close", *(f"{k}: {v}" for k, v in (err.headers or {}).items())]
+        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        log_access(_client(self.client), what, err.status)
+
+    # asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._bytes = 0
+        # the first max_connections connections are served; later ones get 503 while that many are open
+        self._over = 0 < self.max_connections < len(self.connections)
+        self._arm("headers", self.limits.timeout_header)
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.conn.their_state
+        if state is h11.IDLE:  # (part of) a new request
+            if self._phase != "headers":
+                self._bytes = 0
+                self._arm("headers", self.limits.timeout_header)
+            self._bytes += len(data)
+            self._over = self._over and len(self.connections) > self.max_connections
+            busy = self._over or 0 < self.max_connections <= len(self.tasks)
+            self.app = self._too_many if busy else self.real_app
+        elif state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete:
+            self._drained += len(data)  # uvicorn reads and drops the rest of a body after the reply
+            if self._drained > self.limits.drain_bytes:
+                self._disarm()
+                self.transport.close()
+                return
+        super().data_received(data)
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            if self._phase != "body":
+                self._drained = 0
+                self._arm("body", self.limits.timeout_body)
+        elif state is h11.IDLE:
+            if self._phase != "headers":
+                self._bytes = 0
+                self._arm("headers", self.limits.timeout_header)
+        else:
+            self._disarm()
+
+    def send_400_response(self, msg: str) -> None:
+        err = self.conn.last_error
+        status = getattr(err, "error_status_hint", 400) or 400
+        detail = (str(err) if err is not None else msg)[:200]
+        self._disarm()
+        self._refuse(APIError(status, f"invalid HTTP request: {detail}", code="invalid_http_request"), "(invalid HTTP request)")
+        self.transport.close()
+
+    async def _too_many(self, scope, receive, send) -> None:
+        err = APIError(503, f"too many connections: this server takes {self.max_connections} at a time (--max-connections); "
+                            "retry in a moment", type_="server_error", code="too_many_connections", headers={"Retry-After": "1"})
+        await error_response(err)(scope, receive, send)
+        log_access(_client(scope), _request_line(scope), 503)
+
+
+class APIServer(uvicorn.Server):
+    """uvicorn's server on a socket bound (and listening) before it starts, so the URL is known
+    at once (port 0 works). On SIGTERM / Ctrl-C it shuts down gracefully (see the module doc)
+    and returns from ``run`` instead of re-raising the signal; a second Ctrl-C stops waiting."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket, api: APIState | None):
+        super().__init__(config)
+        self.sock, self.api = sock, api
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
+    def run(self, sockets=None) -> None:
+        super().run(sockets=[self.sock])
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+    async def shutdown(self, sockets=None) -> None:
+        if self.api is not None:
+            self.api.begin_shutdown()
+        await super().shutdown(sockets=sockets)
+
+
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
+    sock = None
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+        return sock
+    except OSError as e:
+        if sock is not None:
+            sock.close()
+        raise RemoteGLMError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another --port") from None
+
+
+def make_server(app, host: str = "127.0.0.1", port: int = 8000, *, timeout_header: float = DEFAULT_TIMEOUT_HEADER,
+                timeout_body: float = DEFAULT_TIMEOUT_BODY, timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE,
+                max_connections: int = DEFAULT_MAX_CONNECTIONS, backlog: int = BACKLOG) -> APIServer:
+    """Bind ``host:port`` (0: any free port) and return the uvicorn server for ``app`` (from
+    ``create_app``) with these transport limits; ``server.url`` is its base URL, ``server.run()``
+    serves until SIGTERM / Ctrl-C (or ``server.should_exit = True``)."""
+    api = getattr(getattr(app, "state", None), "remoteglm", None)
+    limits = ServerLimits(timeout_header, timeout_body, _drain_cap(api.max_request_bytes) if api else MIN_DRAIN_BYTES)
+    protocol = type("RemoteGLMProtocol", (GuardedH11Protocol,), {"limits": limits})
+    grace = api.shutdown_grace if api else 0.0
+    config = uvicorn.Config(
+        app, http=protocol, ws="none", lifespan="off", log_config=None, access_log=False, proxy_headers=False,
+        server_header=False, limit_concurrency=max_connections or None, backlog=backlog,
+        timeout_keep_alive=timeout_keep_alive, timeout_graceful_shutdown=math.ceil(grace + 5),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+    return APIServer(config, _bind(host, port, backlog), api)
