@@ -180,6 +180,7 @@ def _cue(stems: tuple[str, ...]) -> re.Pattern:
     return re.compile(f"(?:{'|'.join(alts)})", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1 << 18)  # the instruction checks ask the same captions about every object
 def _english_says(english: str, stems: tuple[str, ...]) -> bool:
     return bool(stems) and bool(_cue(stems).search(english))
 
@@ -280,7 +281,8 @@ def _cn_value(run: str) -> int | None:
     return total + section + (digit or 0)
 
 
-def chinese_numbers(text: str, places: bool = True) -> tuple[set[int], set[int], bool]:
+@functools.lru_cache(maxsize=65536)  # sources are counted again for every answer checked against them
+def chinese_numbers(text: str, places: bool = True) -> tuple[frozenset[int], frozenset[int], bool]:
     """(definite numbers, approximate numbers, says "several") in Chinese text; 1 is left out.
 
     "三" and "3" are both 3; "两"/"俩"/"双" are 2; "十几"/"几十"/"数百" are approximate; idioms that
@@ -305,7 +307,7 @@ def chinese_numbers(text: str, places: bool = True) -> tuple[set[int], set[int],
     if "双" in text:
         exact.add(2)
     several = bool(_SEVERAL.search(text))
-    return exact - {0, 1}, approx - {0, 1}, several
+    return frozenset(exact - {0, 1}), frozenset(approx - {0, 1}), several
 
 
 def english_numbers(english: str) -> tuple[set[int], set[int]]:
@@ -374,7 +376,8 @@ def _term_forms() -> dict[str, frozenset[str]]:
     return {t: frozenset(f) for t, f in forms.items()}
 
 
-def zh_terms(sentence: str) -> list[str]:
+@functools.lru_cache(maxsize=65536)  # sources are checked against many answers
+def zh_terms(sentence: str) -> tuple[str, ...]:
     """Glossary terms in a Chinese sentence, longest first and not overlapping (密集住宅区, not 住宅)."""
     found, taken = [], [False] * len(sentence)
     for term in sorted(_term_forms(), key=len, reverse=True):
@@ -384,7 +387,7 @@ def zh_terms(sentence: str) -> list[str]:
                 found.append(term)
                 taken[start : start + len(term)] = [True] * len(term)
             start = sentence.find(term, start + 1)
-    return list(dict.fromkeys(found))
+    return tuple(dict.fromkeys(found))
 
 
 def _noun_kept(noun: str, paragraph: str, chars: set[str]) -> bool:
@@ -491,14 +494,15 @@ def attributes_zh(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
-def attributes_en(english: str) -> set[int]:
+@functools.lru_cache(maxsize=65536)
+def attributes_en(english: str) -> frozenset[int]:
     """Indexes of the ATTRIBUTES an English text says (its stems)."""
-    return {i for i, (_, _, stems) in enumerate(ATTRIBUTES) if _english_says(english, stems)}
+    return frozenset(i for i, (_, _, stems) in enumerate(ATTRIBUTES) if _english_says(english, stems))
 
 
 def invented_attributes(text: str, sources: list[str], english: str = "") -> list[str]:
     """Colour, shape and position words of ``text`` that no source says (Chinese forms or English stems)."""
-    said = {i for s in sources for _, i in attributes_zh(s)} | (attributes_en(english) if english else set())
+    said = {i for s in sources for _, i in attributes_zh(s)} | (attributes_en(english) if english else frozenset())
     return list(dict.fromkeys(form for form, i in attributes_zh(text) if i not in said))
 
 

@@ -463,10 +463,11 @@ def _numbers(text: str) -> set[int]:
 def fact_problems(fact: Fact, question: str, answer: str, src: Sources) -> list[str]:
     """Whether a question and its answer still ask and say ``fact`` (both grounded besides)."""
     allow = (fact.obj,) if fact.what == "no" else ()
-    # the question may re-use its template's words ("树是" is jieba's cut of 树 + 是什么颜色)
-    template = (fact.question.replace(fact.obj, "、"),) if fact.obj else (fact.question,)
+    # question and answer may re-use the words of their templates ("树是" is jieba's cut of
+    # 树 + 是什么颜色, "海是" of 海 + 是蓝色的)
+    template = tuple(t.replace(fact.obj, "、") if fact.obj else t for t in (fact.question, _turn_answer(fact)))
     problems = [f"问题：{p}" for p in grounding_problems(question, src, allow + template, question=True)]
-    problems += [f"回答：{p}" for p in grounding_problems(answer, src, allow)]
+    problems += [f"回答：{p}" for p in grounding_problems(answer, src, allow + template)]
     if not question.rstrip().endswith(("？", "?")) and fact.what != "describe":
         problems.append("问题要以“？”结尾")
     if fact.what != "describe" and not any(w in question for w in ASKS[fact.what]):

@@ -113,6 +113,25 @@ def test_presence_is_balanced_and_no_only_for_objects_no_caption_names():
     assert yes == no > 0.8 * len(images)  # balanced over the set, and nearly every image asked
 
 
+def test_every_draft_passes_its_own_checks():
+    """What the LLM is given, given back unchanged, is accepted: every item and every draft
+    conversation of real UCM captions (a check that rejects its own draft drops good data)."""
+    images = _ucm_images(5)
+    maker = T.TaskMaker(None, None, T.TaskConfig(seed=3), "m")
+    all_facts, drafts = maker.facts(images), 0
+    for im in images:
+        facts = all_facts[im.key]
+        for f in facts:
+            assert T.fact_problems(f, f.question, f.answer, im.src) == [], (im.key, f)
+        turns = T.draft_conversation(im.src, facts, 3, im.key)
+        if len(turns) >= 2:
+            drafts += 1
+            user = T.conversation_messages(im.src, turns)[1]["content"]
+            items = json.loads(user.splitlines()[1])
+            assert T.check_conversation(im.src, turns, [items[str(k + 1)] for k in range(len(items))]) == [], im.key
+    assert drafts > 0.9 * len(images)
+
+
 def test_negated_objects_are_never_asked():
     src = _src(("there are no boats in the harbor", "港口里没有船。"), ("a harbor without boats", "一个没有船的港口。"))
     assert "船" not in T.present_terms(src)
