@@ -330,7 +330,7 @@ def print_summary(s: Summary) -> None:
         if "conversation_calls" in e:
             _say(f"  conversations: at most {e['conversation_calls']} calls (one per image with 2+ turns), plus re-asks")
         if "question_calls" in e:
-            _say(f"  question phrasing: ~{e['question_calls']} calls")
+            _say(f"  question phrasing: at most ~{e['question_calls']} calls")
         return
     u = s.usage
     _say(f"translate: {s.images} images, {s.sentences} sentences, {s.distinct} distinct: "
