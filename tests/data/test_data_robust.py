@@ -10,57 +10,34 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from datahelp import karpathy_from_list, run_cli, ucm_list, write_json
+from scripted_server import ScriptedServer
 
 
 NUMBERS = {"two": "两", "three": "三", "four": "四", "five": "五", "six": "六", "seven": "七", "eight": "八",
            "nine": "九", "ten": "十"}
 
 
-class StubbornLLM:
+class StubbornLLM(ScriptedServer):
     def __init__(self):
         self.asked: list[str] = []
-        outer = self
+        super().__init__(self._answer)
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                user = body["messages"][-1]["content"]
-                items = json.loads(user[user.index("{"):]) if "{" in user else {}
-                outer.asked.extend(items.values() if isinstance(items, dict) else [])
-                if isinstance(items, dict) and "sentences" in items:  # a rewrite request
-                    content = "".join(items["sentences"])
-                else:  # follows the term list the system prompt gives, as a decent LLM would
-                    system = body["messages"][0]["content"]
-                    line = next((ln for ln in system.splitlines() if "exactly:" in ln), "")
-                    terms = [t.split(" = ", 1) for t in line.split("exactly:", 1)[-1].split("; ") if " = " in t]
-                    content = json.dumps({k: (v if "zebra" in v else "图中有" + "".join(  # numbers kept too
-                        NUMBERS[w] + "个" for w in re.findall(r"[a-z]+", v.lower()) if w in NUMBERS) + "、".join(
-                        zh.strip() for en, zh in terms if en.strip().lower() in v.lower()) + "一些东西。")
-                        for k, v in items.items()}, ensure_ascii=False)
-                out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                                  "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": content}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
+    def _answer(self, body: dict, items: dict) -> str:
+        self.asked.extend(items.values())
+        if "sentences" in items:  # a rewrite request
+            return "".join(items["sentences"])
+        # follows the term list the system prompt gives, as a decent LLM would
+        system = body["messages"][0]["content"]
+        line = next((ln for ln in system.splitlines() if "exactly:" in ln), "")
+        terms = [t.split(" = ", 1) for t in line.split("exactly:", 1)[-1].split("; ") if " = " in t]
+        return json.dumps({k: (v if "zebra" in v else "图中有" + "".join(  # numbers kept too
+            NUMBERS[w] + "个" for w in re.findall(r"[a-z]+", v.lower()) if w in NUMBERS) + "、".join(
+            zh.strip() for en, zh in terms if en.strip().lower() in v.lower()) + "一些东西。")
+            for k, v in items.items()}, ensure_ascii=False)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from datahelp import ROOT, run_cli, write_json
 from faithful_cases import REAL, SAMPLE_PARAGRAPHS
+from scripted_server import ScriptedServer
 
 from remoteglm.data import faithful
 from remoteglm.data.cache import ResultCache
@@ -247,44 +247,23 @@ def test_answers_stamped_by_todays_validator_are_not_checked_again(tmp_path, mon
 
 # -- the whole CLI against an LLM that refuses -------------------------------------------------
 
-class RefusingLLM:
+class RefusingLLM(ScriptedServer):
     """127.0.0.1 server: hand translations of REAL, and a refusal as the first answer to every rewrite."""
 
     def __init__(self):
-        table = {en.rstrip(". ").lower(): zh for ds, _, pairs, _ in REAL if ds == "UCM" for en, zh in pairs}
-        paragraphs = {source_key([zh for _, zh in pairs]): p for ds, _, pairs, p in REAL if ds == "UCM"}
+        self.table = {en.rstrip(". ").lower(): zh for ds, _, pairs, _ in REAL if ds == "UCM" for en, zh in pairs}
+        self.paragraphs = {source_key([zh for _, zh in pairs]): p for ds, _, pairs, p in REAL if ds == "UCM"}
         self.rewrites, self.translations = [], 0
-        outer = self
+        super().__init__(self._answer)
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                user = body["messages"][-1]["content"]
-                items = json.loads(user[user.index("{"):])
-                if "sentences" in items:
-                    key = source_key(items["sentences"])
-                    outer.rewrites.append(key)
-                    first = outer.rewrites.count(key) == 1
-                    content = "抱歉，这个我做不到。" if first else paragraphs.get(key, "".join(items["sentences"]))
-                else:
-                    outer.translations += 1
-                    content = "好的，以下是翻译：\n" + json.dumps({k: table[v.lower()] for k, v in items.items()},
-                                                              ensure_ascii=False)
-                out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                                  "choices": [{"index": 0, "finish_reason": "stop",
-                                               "message": {"role": "assistant", "content": content}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def _answer(self, body: dict, items: dict) -> str:
+        if "sentences" in items:
+            key = source_key(items["sentences"])
+            self.rewrites.append(key)
+            first = self.rewrites.count(key) == 1
+            return "抱歉，这个我做不到。" if first else self.paragraphs.get(key, "".join(items["sentences"]))
+        self.translations += 1
+        return "好的，以下是翻译：\n" + json.dumps({k: self.table[v.lower()] for k, v in items.items()}, ensure_ascii=False)
 
 
 def test_cli_rewrite_with_refusals_keeps_none_and_reruns_without_calls(tmp_path):
@@ -306,4 +285,4 @@ def test_cli_rewrite_with_refusals_keeps_none_and_reruns_without_calls(tmp_path)
         r = run_cli(*args)  # the rerun takes everything from the cache
         assert r.returncode == 0 and (llm.translations, len(llm.rewrites)) == calls, r.stderr
     finally:
-        llm.httpd.shutdown()
+        llm.close()

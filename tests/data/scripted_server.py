@@ -1,0 +1,40 @@
+"""A minimal OpenAI-compatible chat endpoint on 127.0.0.1 whose reply text a test scripts.
+
+It knows nothing of the project: ``answer(body, items)`` gets the request body and the JSON object
+found in the last user message (``{}`` if none) and returns the assistant's text; this class only
+wraps it in a chat.completion and serves it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+class ScriptedServer:
+    def __init__(self, answer: Callable[[dict, dict], str]):
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                user = body["messages"][-1]["content"]
+                items = json.loads(user[user.index("{"):]) if "{" in user else {}
+                content = answer(body, items if isinstance(items, dict) else {})
+                out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                  "choices": [{"index": 0, "finish_reason": "stop",
+                                               "message": {"role": "assistant", "content": content}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
