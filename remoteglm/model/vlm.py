@@ -1,0 +1,291 @@
+"""The second engine's models: modern vision-language models on transformers (GLM-4.1V, Qwen2.5-VL,
+Qwen2-VL), loaded from a local Hugging Face folder with no remote code and no hub.
+
+    family = vlm_family("checkpoints/Qwen2.5-VL-7B-Instruct")   # None for VisualGLM folders
+    model, processor = load_vlm(path, quant=4, device="cuda")      # a peft adapter folder works too
+
+A folder is this engine's when its ``config.json`` names one of ``FAMILIES``' model types; an
+adapter folder (``adapter_config.json``, written by the fine-tune) is loaded on top of the base
+it records. Each family lists what the engine needs to know beyond the config: the model and
+processor classes and the tokens that end an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from remoteglm.errors import RemoteGLMError
+
+ADAPTER_CONFIG = "adapter_config.json"
+BASE_RECORD = "remoteglm_base.json"  # written beside an adapter: the base folder it was trained on
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str          # config.json "model_type"
+    label: str               # what users call it
+    model_class: str         # transformers class name
+    processor_class: str
+    image_token: str         # the placeholder the processor expands to one token per merged patch
+    stop_tokens: tuple[str, ...]   # any of these ends an answer
+    patch: int = 14          # ViT patch size (pixels)
+    merge: int = 2           # patches merged per side into one LLM token
+
+
+FAMILIES = {f.model_type: f for f in (
+    Family("qwen2_5_vl", "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor",
+           "<|image_pad|>", ("<|im_end|>", "<|endoftext|>")),
+    Family("qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor",
+           "<|image_pad|>", ("<|im_end|>", "<|endoftext|>")),
+    Family("glm4v", "GLM-4.1V", "Glm4vForConditionalGeneration", "Glm4vProcessor",
+           "<|image|>", ("<|endoftext|>", "<|user|>", "<|observation|>")),
+)}
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise RemoteGLMError(f"cannot read {p}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise RemoteGLMError(f"{p} is not valid JSON (line {e.lineno}: {e.msg}); restore it from the original download") from None
+    if not isinstance(d, dict):
+        raise RemoteGLMError(f"{p} should hold a JSON object")
+    return d
+
+
+def adapter_base(path: str | os.PathLike) -> Path | None:
+    """The base model folder of a LoRA adapter folder (None when ``path`` is not one)."""
+    d = Path(path).expanduser()
+    if not (d / ADAPTER_CONFIG).is_file():
+        return None
+    rec = d / BASE_RECORD
+    base = _read_json(rec).get("base") if rec.is_file() else _read_json(d / ADAPTER_CONFIG).get("base_model_name_or_path")
+    if not base:
+        raise RemoteGLMError(f"{d} is a LoRA adapter that does not say which base model it belongs to; merge it or "
+                             f"add {BASE_RECORD} with {{\"base\": \"PATH\"}}")
+    b = Path(base)
+    if not b.is_absolute() and not b.exists():
+        b = d / base
+    if not (b / "config.json").is_file():
+        raise RemoteGLMError(f"{d} is a LoRA adapter of {base}, which is not a model folder here: put the base model "
+                             f"there or edit {rec.name}")
+    return b
+
+
+def vlm_family(path: str | os.PathLike) -> Family | None:
+    """The family of an HF folder (or of an adapter's base), None for anything else (VisualGLM,
+    sat folders, missing paths: their own loader reports those)."""
+    d = Path(path).expanduser()
+    if not d.is_dir():
+        return None
+    base = adapter_base(d) if (d / ADAPTER_CONFIG).is_file() else d
+    cfg = base / "config.json"
+    if not cfg.is_file():
+        return None
+    mt = _read_json(cfg).get("model_type")
+    if mt in FAMILIES:
+        return FAMILIES[mt]
+    if isinstance(mt, str) and mt.endswith("_vl") or mt in ("glm4v_moe", "qwen3_vl", "qwen3_vl_moe"):
+        raise RemoteGLMError(f"{d}: model type {mt!r} is not supported yet (supported: "
+                             f"{', '.join(f.label for f in FAMILIES.values())}, and VisualGLM-6B)")
+    return None
+
+
+def is_vlm(path) -> bool:
+    return vlm_family(path) is not None
+
+
+def _dtype(dtype, device: str):
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "", "auto"):
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+                "fp16": torch.float16, "float16": torch.float16}[str(dtype)]
+    except KeyError:
+        raise RemoteGLMError(f"unknown dtype {dtype!r}: use fp32, bf16 or fp16") from None
+
+
+def bnb_config(bits: int | None, compute_dtype):
+    """transformers' BitsAndBytesConfig for NF4 (QLoRA / int4 serving) or LLM.int8; the vision
+    tower and the merger stay in float (they are small and sensitive to rounding)."""
+    if not bits:
+        return None
+    if bits not in (4, 8):
+        raise RemoteGLMError(f"--quant {bits}: use 4 (NF4) or 8 (LLM.int8)")
+    from transformers import BitsAndBytesConfig
+
+    from remoteglm.compat import pin_bnb_cpu_layout
+
+    pin_bnb_cpu_layout()
+    skip = ["visual", "lm_head"]
+    if bits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+class Processor:
+    """The folder's tokenizer, image processor and chat template, and the one step the models'
+    processor classes add: each image placeholder becomes one token per merged patch. (Those
+    classes also build a video processor, which needs torchvision; this engine takes images only.)"""
+
+    def __init__(self, tokenizer, image_processor, chat_template: str, family: Family):
+        self.tokenizer, self.image_processor, self.family = tokenizer, image_processor, family
+        self.chat_template = chat_template
+        self.image_token_id = tokenizer.convert_tokens_to_ids(family.image_token)
+        self.stop_ids = [i for i in (tokenizer.convert_tokens_to_ids(t) for t in family.stop_tokens)
+                         if i is not None and i != tokenizer.unk_token_id]
+        self.merge = int(getattr(image_processor, "merge_size", family.merge) or family.merge)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def images(self, images: list) -> dict:
+        """pixel_values / image_grid_thw tensors of PIL images (empty dict for none)."""
+        if not images:
+            return {}
+        return dict(self.image_processor(images=images, return_tensors="pt"))
+
+    def encode(self, text: str, grid_thw=None) -> list[int]:
+        """Token ids of rendered ``text`` with each image placeholder expanded (``grid_thw``: one
+        row per image, in order)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if grid_thw is None or len(grid_thw) == 0:
+            if self.image_token_id in ids:
+                raise RemoteGLMError("the prompt has an image placeholder but no image was given")
+            return ids
+        counts = [int(g.prod()) // self.merge ** 2 for g in grid_thw]
+        out, k = [], 0
+        for t in ids:
+            if t == self.image_token_id:
+                if k >= len(counts):
+                    raise RemoteGLMError("the prompt has more image placeholders than images")
+                out += [t] * counts[k]
+                k += 1
+            else:
+                out.append(t)
+        if k != len(counts):
+            raise RemoteGLMError(f"{len(counts)} image(s) but {k} placeholder(s) in the prompt")
+        return out
+
+    def token_types(self, ids: list[int]) -> list[int]:
+        """The models' ``mm_token_type_ids``: 1 on image tokens, 0 on text (their 3-D rotary
+        positions are computed from it; without it they silently fall back to 1-D positions)."""
+        return [1 if t == self.image_token_id else 0 for t in ids]
+
+
+def chat_messages(query: str, history=(), image: bool = True, answer: str | None = None) -> list[dict]:
+    """The conversation in the chat-template message format: the image (if any) in the first user
+    turn, earlier ``history`` turns, the question, and ``answer`` as the assistant turn if given.
+    The one prompt layout of this engine (training and serving build it here)."""
+    turns = [*history, (query, answer)]
+    msgs: list[dict] = []
+    for i, (q, a) in enumerate(turns):
+        content = ([{"type": "image"}] if image and i == 0 else []) + [{"type": "text", "text": q}]
+        msgs.append({"role": "user", "content": content})
+        if a is not None:
+            msgs.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+    return msgs
+
+
+def load_processor(path: str | os.PathLike, min_pixels: int | None = None, max_pixels: int | None = None) -> Processor:
+    """The folder's own tokenizer, image processor and chat template, local files only;
+    ``min_pixels``/``max_pixels`` override the image resolution it resizes to."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    d = Path(path)
+    fam = vlm_family(d)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True, trust_remote_code=False)
+        ip = AutoImageProcessor.from_pretrained(str(d), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise RemoteGLMError(f"{d}: cannot load the tokenizer/image processor ({str(e).splitlines()[0][:200]}); the folder "
+                             "needs the tokenizer and preprocessor files of the original download") from None
+    if min_pixels or max_pixels:
+        lo = int(min_pixels or ip.size.get("shortest_edge", 56 * 56))
+        hi = int(max_pixels or ip.size.get("longest_edge", 28 * 28 * 1280))
+        if lo > hi:
+            raise RemoteGLMError(f"min_pixels {lo} is more than max_pixels {hi}")
+        ip.size = {"shortest_edge": lo, "longest_edge": hi}
+        for k, v in (("min_pixels", lo), ("max_pixels", hi)):
+            if hasattr(ip, k):
+                setattr(ip, k, v)
+    template = None
+    for name in ("chat_template.jinja",):
+        if (d / name).is_file():
+            template = (d / name).read_text(encoding="utf-8")
+    if template is None and (d / "chat_template.json").is_file():
+        template = _read_json(d / "chat_template.json").get("chat_template")
+    template = template or getattr(tok, "chat_template", None)
+    if not template:
+        raise RemoteGLMError(f"{d}: no chat template (chat_template.jinja / chat_template.json / tokenizer_config.json); "
+                             "copy it from the original download")
+    return Processor(tok, ip, template, fam)
+
+
+def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "cpu", dtype=None, *,
+             min_pixels: int | None = None, max_pixels: int | None = None, merge: bool = False):
+    """(model, processor) of a local HF folder or of a LoRA adapter folder on its base. ``quant``:
+    4 or 8 bits through bitsandbytes. ``merge``: fold an adapter into the weights (float only)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    d = Path(path).expanduser()
+    fam = vlm_family(d)
+    if fam is None:
+        raise RemoteGLMError(f"{d} is not a {'/'.join(f.label for f in FAMILIES.values())} folder (config.json model_type)")
+    adapter = (d / ADAPTER_CONFIG).is_file()
+    base = adapter_base(d) if adapter else d
+    dt = _dtype(dtype, str(device))
+    qc = bnb_config(quant, dt)
+    if qc is not None and merge:
+        raise RemoteGLMError("cannot merge an adapter into a quantised model: merge in float, then quantise")
+    if qc is not None:
+        from remoteglm.compat import quiet_warnings
+
+        quiet_warnings()
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(base), local_files_only=True, trust_remote_code=False, dtype=dt, quantization_config=qc,
+            device_map={"": torch.device(device)} if qc is not None else None)
+    except (OSError, ValueError) as e:
+        raise RemoteGLMError(f"{base}: cannot load the model ({str(e).splitlines()[0][:240]})") from None
+    if qc is None:
+        model.to(device)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(d), is_trainable=False)
+        if merge:
+            model = model.merge_and_unload()
+    model.eval()
+    proc = load_processor(d if (d / "tokenizer_config.json").is_file() else base, min_pixels, max_pixels)
+    return model, proc
+
+
+def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fam: Family | None = None) -> int:
+    """How many LLM tokens one ``width`` x ``height`` image becomes at this resolution setting
+    (the processors' smart resize: sides rounded to patch*merge, area kept in [min, max])."""
+    import math
+
+    f = (fam or FAMILIES["qwen2_5_vl"]).patch * (fam or FAMILIES["qwen2_5_vl"]).merge
+    h = max(f, round(height / f) * f)
+    w = max(f, round(width / f) * f)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h, w = max(f, math.floor(height / beta / f) * f), max(f, math.floor(width / beta / f) * f)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
+    return (h // f) * (w // f)

@@ -1,0 +1,392 @@
+"""LoRA / QLoRA / DoRA fine-tuning of GLM-4.1V and Qwen2.5-VL (the transformers engine), on the
+same data files as the VisualGLM path. ``finetune.sh`` and ``finetune_visualglm.py`` hand a
+folder of these models here (chosen from its config.json), so
+
+    MODEL_DIR=checkpoints/Qwen2.5-VL-7B-Instruct QLORA=1 bash finetune.sh
+
+just works. Why the HF Trainer (and not a loop on accelerate): it already implements what the
+sat path had to add by hand - exact resume (optimizer, LR schedule, RNG states and the data order,
+skipping the batches already seen), DeepSpeed ZeRO-2/3, eval loss, TensorBoard and a progress bar
+with ETA - and it is what peft's adapters are tested against. What it lacks is added here: a
+checkpoint counts only once complete (``latest`` moves last, atomically), every setting and the
+data are checked before the model loads, and the run folder itself loads as the newest adapter.
+
+Run folder (``SAVE/finetune-<model>-MM-DD-HH-MM``)::
+
+    latest                    the newest COMPLETE checkpoint folder's name (written last)
+    checkpoint-N/             Trainer's checkpoint + remoteglm_complete.json
+    adapter_config.json ...   the adapter of ``latest`` and the processor files: the folder loads alone
+    remoteglm_base.json       the base model folder;  runs/  TensorBoard;  train_summary.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from remoteglm.errors import RemoteGLMError, cli_entry
+
+COMPLETE = "remoteglm_complete.json"
+LATEST = "latest"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj")
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+                   "generation_config.json")
+
+EXAMPLES = """examples:
+  python -m remoteglm.model.vlm_tiny qwen2_5_vl checkpoints/qwen2.5-vl-tiny      # a tiny random model to try it
+  python -m remoteglm.train.vlm_finetune --from_pretrained checkpoints/qwen2.5-vl-tiny \\
+      --train_data data/sample/sample_train.json --valid_data data/sample/sample_val.json --lr 1e-2
+  # Qwen2.5-VL-7B, QLoRA at 448 px on one card
+  python -m remoteglm.train.vlm_finetune --from_pretrained checkpoints/Qwen2.5-VL-7B-Instruct \\
+      --train_data data/ucm/ucm_train.json --use_qlora --max_pixels 200704
+  # continue a run that stopped
+  python -m remoteglm.train.vlm_finetune ... --resume checkpoints/finetune-qwen2.5-vl-11-22-10-00
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="finetune_visualglm.py (transformers engine)", description=__doc__.split("\n\n")[0],
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--from_pretrained", required=True, help="local HF folder of GLM-4.1V / Qwen2.5-VL / Qwen2-VL")
+    g.add_argument("--min_pixels", type=int, default=None, help="smallest image area after resizing [the folder's]")
+    g.add_argument("--max_pixels", type=int, default=None,
+                   help="largest image area after resizing; 28*28 pixels = one LLM token [the folder's]")
+    g.add_argument("--dtype", default=None, help="fp32 / bf16 / fp16 [bf16 on GPUs that have it, else fp32]")
+    g = p.add_argument_group("data")
+    g.add_argument("--train_data", required=True, nargs="+", help="fine-tune JSON ({img, prompt, label} list) or dataset_*_zh.json")
+    g.add_argument("--valid_data", nargs="*", default=None, help="held-out JSON for the eval loss")
+    g.add_argument("--image_root", help="folder for relative image paths (default: the JSON file's folder)")
+    g.add_argument("--max_length", type=int, default=None,
+                   help="tokens per sample, image tokens included [max_source_length + max_target_length + image tokens]")
+    g.add_argument("--max_source_length", type=int, default=128, help="prompt text tokens (with --max_target_length: "
+                   "sets --max_length when it is not given) [128]")
+    g.add_argument("--max_target_length", type=int, default=256, help="answer tokens [256]")
+    g.add_argument("--num_workers", type=int, default=0, help="DataLoader workers that decode images [0]")
+    g = p.add_argument_group("LoRA / QLoRA / DoRA (peft)")
+    g.add_argument("--lora_rank", type=int, default=8, help="LoRA rank [8]")
+    g.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank [2 * rank]")
+    g.add_argument("--lora_dropout", type=float, default=0.05)
+    g.add_argument("--layer_range", type=int, nargs="*", default=None, help="language-model layer indices to adapt [all]")
+    g.add_argument("--use_qlora", action="store_true", help="NF4-quantised language model (bitsandbytes), LoRA on top")
+    g.add_argument("--use_dora", action="store_true", help="weight-decomposed LoRA (DoRA)")
+    g.add_argument("--tune_merger", action="store_true", help="also train the vision-to-LLM merger/projector fully")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--train_iters", type=int, default=300, help="optimizer steps [300]")
+    g.add_argument("--batch_size", type=int, default=1, help="micro-batch per GPU [1]")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--warmup", type=float, default=0.02, help="fraction of steps with linear warmup [0.02]")
+    g.add_argument("--lr_decay_style", default="cosine", choices=["cosine", "linear", "constant"])
+    g.add_argument("--weight_decay", type=float, default=0.0)
+    g.add_argument("--gradient_clipping", type=float, default=1.0)
+    g.add_argument("--zero_stage", type=int, default=None, choices=[0, 2, 3],
+                   help="DeepSpeed ZeRO stage; 0 = plain DDP [2 with several GPUs, else 0]")
+    g.add_argument("--no_gradient_checkpointing", action="store_true", help="keep activations (faster, more memory)")
+    g.add_argument("--seed", type=int, default=1234)
+    g = p.add_argument_group("checkpoints and logs")
+    g.add_argument("--save", default="checkpoints", help="parent folder of the run folder [checkpoints]")
+    g.add_argument("--experiment_name", default=None, help="run folder prefix [finetune-<model>]")
+    g.add_argument("--save_interval", type=int, default=None, help="checkpoint every N steps [min(100, train_iters)]")
+    g.add_argument("--keep_checkpoints", type=int, default=2, help="complete checkpoints kept (0 = all) [2]")
+    g.add_argument("--eval_interval", type=int, default=None, help="eval loss every N steps [save_interval]")
+    g.add_argument("--eval_iters", type=int, default=10, help="batches per evaluation [10]")
+    g.add_argument("--log_interval", type=int, default=10, help="loss to TensorBoard every N steps [10]")
+    g.add_argument("--resume", help="a run folder of this script: continue at its latest complete checkpoint")
+    g.add_argument("--trust-checkpoint", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+# ---- checks before anything loads --------------------------------------------------------------
+def validate(opts) -> None:
+    for flag in ("train_iters", "batch_size", "gradient_accumulation_steps", "lora_rank", "max_source_length",
+                 "max_target_length", "eval_iters", "log_interval"):
+        v = getattr(opts, flag)
+        if v is None or v < 1:
+            raise RemoteGLMError(f"--{flag} must be a whole number >= 1, got {v}")
+    for flag in ("save_interval", "eval_interval", "max_length", "min_pixels", "max_pixels"):
+        v = getattr(opts, flag)
+        if v is not None and v < 1:
+            raise RemoteGLMError(f"--{flag} must be >= 1, got {v}")
+    if opts.keep_checkpoints < 0:
+        raise RemoteGLMError("--keep_checkpoints must be >= 0 (0 keeps all)")
+    if not (opts.lr > 0 and math.isfinite(opts.lr)):
+        raise RemoteGLMError(f"--lr must be a positive number, got {opts.lr}")
+    if not 0 <= opts.warmup < 1 or not 0 <= opts.lora_dropout < 1:
+        raise RemoteGLMError("--warmup and --lora_dropout must be in [0, 1)")
+    if opts.min_pixels and opts.max_pixels and opts.min_pixels > opts.max_pixels:
+        raise RemoteGLMError(f"--min_pixels {opts.min_pixels} is more than --max_pixels {opts.max_pixels}")
+    if opts.max_pixels is not None and opts.max_pixels < 28 * 28:
+        raise RemoteGLMError("--max_pixels must be at least 784 (28 x 28: one image token)")
+    if opts.use_qlora and opts.use_dora:
+        pass  # peft supports DoRA on 4-bit layers
+    if opts.layer_range is not None and any(i < 0 for i in opts.layer_range):
+        raise RemoteGLMError("--layer_range takes layer indices >= 0")
+
+
+def complete_checkpoints(run: Path) -> list[Path]:
+    """A run folder's complete checkpoint folders, oldest first."""
+    out = []
+    for d in run.glob("checkpoint-*"):
+        if d.is_dir() and (d / COMPLETE).is_file() and d.name.split("-")[-1].isdigit():
+            out.append(d)
+    return sorted(out, key=lambda d: int(d.name.split("-")[-1]))
+
+
+def resume_point(run: str | Path) -> Path:
+    """The checkpoint a ``--resume RUN`` continues from, or one line on what is wrong."""
+    r = Path(run)
+    if not r.is_dir():
+        raise RemoteGLMError(f"--resume {r}: no such run folder")
+    good = complete_checkpoints(r)
+    names = ", ".join(d.name for d in good) or "none"
+    f = r / LATEST
+    if not f.is_file():
+        if good:
+            raise RemoteGLMError(f"--resume {r}: '{LATEST}' is missing; complete checkpoints: {names}: write one name into {f}")
+        raise RemoteGLMError(f"--resume {r}: no complete checkpoint was saved (the run stopped before its first "
+                             "--save_interval); start it again without --resume")
+    name = f.read_text(encoding="utf-8", errors="replace").strip()
+    d = r / name
+    if not name or "/" in name or not (d / COMPLETE).is_file():
+        raise RemoteGLMError(f"--resume {r}: '{LATEST}' names {name!r}, which is not a complete checkpoint; complete "
+                             f"checkpoints: {names}: write one of them into {f}")
+    return d
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+# ---- the Trainer pieces -----------------------------------------------------------------------
+def _callbacks(run: Path, base: Path, keep: int):
+    from transformers import TrainerCallback
+
+    from remoteglm.data.io import write_json_atomic, write_text_atomic
+
+    class CompleteCheckpoints(TrainerCallback):
+        """After the Trainer wrote checkpoint-N: mark it complete, copy its adapter to the run
+        folder, move ``latest``, then drop old checkpoints (never an incomplete newer one first)."""
+
+        def on_save(self, args, state, control, **kw):
+            if not state.is_world_process_zero:
+                return
+            ck = run / f"checkpoint-{state.global_step}"
+            write_json_atomic(ck / COMPLETE, {"step": state.global_step, "time": time.time()})
+            for f in ck.iterdir():
+                if f.name.startswith("adapter_") or f.name == "README.md":
+                    tmp = run / (f.name + ".tmp")
+                    shutil.copyfile(f, tmp)
+                    os.replace(tmp, run / f.name)
+            write_text_atomic(run / LATEST, ck.name + "\n")
+            done = complete_checkpoints(run)
+            old = done[:-keep] if keep else []
+            for d in old:
+                shutil.rmtree(d, ignore_errors=True)
+
+    return [CompleteCheckpoints()]
+
+
+def _ds_config(stage: int, opts) -> dict | None:
+    if not stage:
+        return None
+    cfg = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+           "zero_optimization": {"stage": stage, "overlap_comm": False, "contiguous_gradients": True},
+           "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}}
+    if stage == 3:
+        cfg["zero_optimization"].update(stage3_gather_16bit_weights_on_model_save=True)
+    return cfg
+
+
+def lora_config(opts, model):
+    from peft import LoraConfig
+
+    layers = None
+    if opts.layer_range:
+        n = model.config.text_config.num_hidden_layers
+        lo, hi = (opts.layer_range + [n - 1])[:2] if len(opts.layer_range) <= 2 else (None, None)
+        layers = list(range(lo, hi + 1)) if lo is not None and len(opts.layer_range) == 2 else list(opts.layer_range)
+        if any(i >= n for i in layers):
+            raise RemoteGLMError(f"--layer_range {opts.layer_range}: the model has layers 0-{n - 1}")
+    names = "|".join(LORA_TARGETS)
+    return LoraConfig(r=opts.lora_rank, lora_alpha=opts.lora_alpha or 2 * opts.lora_rank, lora_dropout=opts.lora_dropout,
+                      target_modules=rf".*language_model\.layers\.\d+\.(self_attn|mlp)\.({names})",
+                      layers_to_transform=layers, layers_pattern="layers" if layers else None,
+                      use_dora=opts.use_dora, modules_to_save=["merger"] if opts.tune_merger else None,
+                      task_type="CAUSAL_LM")
+
+
+def run(opts) -> Path:
+    validate(opts)
+    import torch
+
+    from remoteglm.data.io import write_json_atomic, write_text_atomic
+    from remoteglm.model.vlm import BASE_RECORD, load_processor, vlm_family
+    from remoteglm.train.data import load_records
+
+    base = Path(opts.from_pretrained).expanduser().resolve()
+    fam = vlm_family(base)
+    if fam is None:
+        raise RemoteGLMError(f"{base} is not a GLM-4.1V / Qwen2.5-VL folder")
+    resume_from = resume_point(opts.resume) if opts.resume else None
+    if resume_from is not None:
+        saved = _read_json(Path(opts.resume) / BASE_RECORD).get("base")
+        if saved and Path(saved).resolve() != base:
+            raise RemoteGLMError(f"--resume {opts.resume} was trained on {saved}, not {base}: pass the same --from_pretrained")
+    train = [r for f in opts.train_data for r in load_records(f, "train", image_root=opts.image_root)]
+    valid = [r for f in (opts.valid_data or []) for r in load_records(f, "val", image_root=opts.image_root)]
+    cuda = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    stage = opts.zero_stage if opts.zero_stage is not None else (2 if cuda and world > 1 else 0)
+    if stage and not cuda:
+        raise RemoteGLMError("--zero_stage 2/3 needs GPUs; on a CPU train with --zero_stage 0")
+    if opts.use_qlora:
+        try:
+            import bitsandbytes  # noqa: F401
+        except Exception as e:  # noqa: BLE001
+            raise RemoteGLMError(f"--use_qlora needs bitsandbytes ({e}): pip install -r requirements.txt") from None
+    proc = load_processor(base, opts.min_pixels, opts.max_pixels)
+    from remoteglm.model.vlm import image_tokens
+
+    ip = proc.image_processor
+    lo, hi = ip.size.get("shortest_edge"), ip.size.get("longest_edge")
+    img_tok = image_tokens(hi and int(math.sqrt(hi)) or 448, hi and int(math.sqrt(hi)) or 448, lo or 3136, hi or 1003520, fam)
+    max_length = opts.max_length or opts.max_source_length + opts.max_target_length + img_tok + 32
+    print(f">> {fam.label}: images resized to {lo}-{hi} pixels: up to {img_tok} image tokens each; "
+          f"{max_length} tokens per sample", flush=True)
+
+    from remoteglm.train.vlm_data import VLMDataset, VLMEncoder, collate
+
+    enc = VLMEncoder(proc, max_length)
+    train_ds = VLMDataset(train, enc)
+    valid_ds = VLMDataset(valid, enc) if valid else None
+    train_ds[0]  # a sample that cannot be encoded fails here, before the model loads
+
+    if resume_from is not None:
+        run_dir = Path(opts.resume).resolve()
+    else:
+        name = opts.experiment_name or f"finetune-{fam.label.lower()}"
+        run_dir = Path(opts.save) / f"{name}-{time.strftime('%m-%d-%H-%M-%S')}"
+        run_dir.mkdir(parents=True, exist_ok=False)
+    save_interval = opts.save_interval or min(100, opts.train_iters)
+    eval_interval = opts.eval_interval or save_interval
+
+    from remoteglm.model.vlm import _dtype, bnb_config
+
+    dtype = _dtype(opts.dtype, "cuda" if cuda else "cpu")
+    model = _load_for_training(base, opts, dtype, cuda)
+    from peft import get_peft_model
+
+    model = get_peft_model(model, lora_config(opts, model))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    print(f">> trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"
+          f"{' (NF4 base)' if opts.use_qlora else ''}{' DoRA' if opts.use_dora else ''}", flush=True)
+    del bnb_config
+
+    from transformers import Trainer, TrainingArguments
+
+    write_json_atomic(run_dir / BASE_RECORD, {"base": str(base), "family": fam.model_type,
+                                              "train_data": [str(Path(f).resolve()) for f in opts.train_data]})
+    for f in PROCESSOR_FILES:
+        if (base / f).is_file():
+            shutil.copyfile(base / f, run_dir / f)
+    bf16 = cuda and dtype == torch.bfloat16
+    targs = TrainingArguments(
+        output_dir=str(run_dir), max_steps=opts.train_iters, per_device_train_batch_size=opts.batch_size,
+        per_device_eval_batch_size=opts.batch_size, gradient_accumulation_steps=opts.gradient_accumulation_steps,
+        learning_rate=opts.lr, lr_scheduler_type=opts.lr_decay_style, warmup_steps=int(opts.warmup * opts.train_iters),
+        weight_decay=opts.weight_decay, max_grad_norm=opts.gradient_clipping, seed=opts.seed, data_seed=opts.seed,
+        logging_steps=1, report_to=["tensorboard"],  # TensorBoard: RUN/runs/
+        save_strategy="steps", save_steps=save_interval, save_total_limit=None,
+        eval_strategy="steps" if valid_ds is not None else "no", eval_steps=eval_interval,
+        bf16=bf16, fp16=cuda and dtype == torch.float16, use_cpu=not cuda,
+        gradient_checkpointing=cuda and not opts.no_gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
+        dataloader_num_workers=opts.num_workers, deepspeed=_ds_config(stage, opts), disable_tqdm=False,
+        save_only_model=False, label_names=["labels"])
+    pad = proc.tokenizer.pad_token_id if proc.tokenizer.pad_token_id is not None else proc.stop_ids[0]
+    trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=_limit(valid_ds, opts),
+                      data_collator=lambda b: collate(b, pad), callbacks=_callbacks(run_dir, base, opts.keep_checkpoints))
+    write_text_atomic(Path(opts.save) / "LAST_RUN", str(run_dir) + "\n") if resume_from is None else None
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if trainer.state.global_step % save_interval:
+        trainer._save_checkpoint(trainer.model, None)
+        trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+    hist = trainer.state.log_history
+    losses = [h["loss"] for h in hist if "loss" in h]
+    evals = [h["eval_loss"] for h in hist if "eval_loss" in h]
+    summary = {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
+               "last_loss": losses[-1] if losses else None, "eval_loss": evals, "seconds_this_run": round(time.time() - t0, 1),
+               "train_runtime": result.metrics.get("train_runtime"), "samples": len(train_ds), "skipped": train_ds.skipped,
+               "family": fam.model_type, "qlora": opts.use_qlora, "dora": opts.use_dora, "zero_stage": stage}
+    if trainer.is_world_process_zero():
+        write_json_atomic(run_dir / "train_summary.json", summary)
+        print(f">> {run_dir}: loss {summary['first_loss']} -> {summary['last_loss']}"
+              + (f", eval loss {evals[-1]:.4f}" if evals else ""), flush=True)
+    return run_dir
+
+
+def _limit(ds, opts):
+    if ds is None:
+        return None
+    n = min(len(ds), opts.eval_iters * opts.batch_size)
+    return torch_subset(ds, n)
+
+
+def torch_subset(ds, n: int):
+    import torch
+
+    return torch.utils.data.Subset(ds, list(range(n)))
+
+
+def _load_for_training(base: Path, opts, dtype, cuda: bool):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from remoteglm.model.vlm import bnb_config
+
+    qc = bnb_config(4, dtype) if opts.use_qlora else None
+    if qc is not None:
+        from remoteglm.compat import quiet_warnings
+
+        quiet_warnings()
+    dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(base), local_files_only=True, trust_remote_code=False, dtype=dtype, quantization_config=qc,
+        device_map={"": dev} if qc is not None else None)
+    for n, p in model.named_parameters():
+        p.requires_grad_(False)
+    if qc is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cuda and not opts.no_gradient_checkpointing)
+    elif cuda and not opts.no_gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    opts = build_parser().parse_args(argv)
+    from remoteglm.compat import quiet_warnings
+
+    quiet_warnings()
+    run(opts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
