@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# LoRA / QLoRA fine-tuning of VisualGLM-6B. With no settings: the tiny model on the bundled sample
+# LoRA / QLoRA fine-tuning of VisualGLM-6B - or of GLM-4.1V / Qwen2.5-VL when MODEL_DIR is one of
+# their HF folders (the transformers engine, chosen from its config.json). With no settings: the tiny model on the bundled sample
 # (CPU, about two minutes), then a greedy answer of the base and the new checkpoint, scored.
 #
 # Settings (environment variables; extra arguments go straight to finetune_visualglm.py):
 #   MODEL_DIR     base checkpoint folder, sat or HF format   [checkpoints/visualglm-tiny, created if missing]
+#                 (checkpoints/qwen2.5-vl-tiny and checkpoints/glm4.1v-tiny are also created if missing)
 #   TRAIN_DATA    fine-tune JSON or dataset_*_zh.json        [data/sample/sample_train.json]
 #   VALID_DATA    held-out JSON for the eval loss ('' = none) [tiny: the sample's; else X_val.json beside X_train.json]
 #   SAVE_DIR      where run folders go (and LAST_RUN)         [checkpoints]
@@ -13,11 +15,11 @@
 #   HOSTFILE      DeepSpeed hostfile for several machines ("host slots=N" lines) [none]
 #   MASTER_ADDR / MASTER_PORT   rendezvous of the ranks       [127.0.0.1 / a free port; with HOSTFILE: its first host / 29500]
 #   QLORA=1       NF4-quantised base (QLoRA)                 [0]
-#   LORA_RANK     LoRA rank                                   [10]
-#   LORA_ALPHA    LoRA alpha (scale = alpha/rank)             [1, official; tiny default = rank]
+#   LORA_RANK     LoRA rank                                   [10; GLM-4.1V / Qwen2.5-VL: 8]
+#   LORA_ALPHA    LoRA alpha (scale = alpha/rank)             [1, official; tiny default = rank; GLM-4.1V / Qwen2.5-VL: 2 x rank]
 #   LAYER_RANGE   ChatGLM layer indices, e.g. "0 14"          [all layers]
 #   TRAIN_ITERS   optimizer steps                             [300]
-#   BATCH_SIZE    micro-batch per GPU                         [4]
+#   BATCH_SIZE    micro-batch per GPU                         [4; GLM-4.1V / Qwen2.5-VL: 1]
 #   LR            peak learning rate                          [1e-4; tiny default 1e-2]
 #   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt text / answer tokens (image slots extra) [128 / 256]
 #   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png]
@@ -32,9 +34,27 @@ MODEL_DIR=${MODEL_DIR:-$TINY_DIR}
 TRAIN_DATA=${TRAIN_DATA:-data/sample/sample_train.json}
 SAVE_DIR=${SAVE_DIR:-checkpoints}
 QLORA=${QLORA:-0}
-LORA_RANK=${LORA_RANK:-10}
 LAYER_RANGE=${LAYER_RANGE:-}
-BATCH_SIZE=${BATCH_SIZE:-4}
+case "$MODEL_DIR" in  # the tiny transformers-engine models, made on first use like the VisualGLM one
+  checkpoints/qwen2.5-vl-tiny) TINY_VLM=qwen2_5_vl ;;
+  checkpoints/glm4.1v-tiny) TINY_VLM=glm4v ;;
+  *) TINY_VLM="" ;;
+esac
+if [[ -n "$TINY_VLM" && ! -f "$MODEL_DIR/config.json" && "${DRY_RUN:-0}" != 1 ]]; then
+  echo ">> creating the tiny $TINY_VLM model in $MODEL_DIR (briefly pre-trained on the sample captions, for trying the pipeline)"
+  python -m remoteglm.model.vlm_tiny "$TINY_VLM" "$MODEL_DIR"
+fi
+ENGINE=visualglm
+if [[ -n "$TINY_VLM" ]] || python -c "import sys; from remoteglm.model.vlm import is_vlm; sys.exit(0 if is_vlm(sys.argv[1]) else 1)" "$MODEL_DIR" 2>/dev/null; then
+  ENGINE=transformers
+fi
+if [[ "$ENGINE" == transformers ]]; then
+  LORA_RANK=${LORA_RANK:-8}
+  BATCH_SIZE=${BATCH_SIZE:-1}
+else
+  LORA_RANK=${LORA_RANK:-10}
+  BATCH_SIZE=${BATCH_SIZE:-4}
+fi
 MAX_SOURCE_LEN=${MAX_SOURCE_LEN:-128}
 MAX_TARGET_LEN=${MAX_TARGET_LEN:-256}
 KEEP_CHECKPOINTS=${KEEP_CHECKPOINTS:-2}
@@ -53,10 +73,16 @@ if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
     echo ">> creating the tiny VisualGLM checkpoint in $TINY_DIR (briefly pre-trained on the sample captions, for trying the pipeline)"
     python -m remoteglm.model.tiny "$TINY_DIR"
   fi
+elif [[ -n "$TINY_VLM" ]]; then
+  TRAIN_ITERS=${TRAIN_ITERS:-150}
+  LR=${LR:-1e-2}
+  LORA_ALPHA=${LORA_ALPHA:-$((2 * LORA_RANK))}
+  VALID_DATA=${VALID_DATA-data/sample/sample_val.json}
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else
   TRAIN_ITERS=${TRAIN_ITERS:-300}
   LR=${LR:-1e-4}
-  LORA_ALPHA=${LORA_ALPHA:-1}
+  if [[ "$ENGINE" == transformers ]]; then LORA_ALPHA=${LORA_ALPHA:-$((2 * LORA_RANK))}; else LORA_ALPHA=${LORA_ALPHA:-1}; fi
   # the held-out split beside the training file (data/ucm_zh/ucm_train.json -> ucm_val.json), if there is one
   guess=""
   [[ "$TRAIN_DATA" == *_train.json && -f "${TRAIN_DATA%_train.json}_val.json" ]] && guess="${TRAIN_DATA%_train.json}_val.json"
@@ -104,7 +130,7 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
   printf '%q ' "${launch[@]}" "${args[@]}" "$@"; echo
   exit 0
 fi
-echo ">> fine-tuning $MODEL_DIR on $TRAIN_DATA ($TRAIN_ITERS steps, $where)"
+echo ">> fine-tuning $MODEL_DIR on $TRAIN_DATA ($TRAIN_ITERS steps, $where, $ENGINE engine)"
 "${launch[@]}" "${args[@]}" "$@"
 
 RUN_DIR=$(cat "$SAVE_DIR/LAST_RUN")

@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM to 4 or 8 bits (bitsandbytes)")
     p.add_argument("--device", help="cuda, cuda:N or cpu [cuda if available]")
     p.add_argument("--dtype", help="fp16, bf16 or fp32 [fp16 on GPU, fp32 on CPU]")
+    p.add_argument("--min_pixels", type=int, help="GLM-4.1V / Qwen2.5-VL checkpoints: smallest image area after resizing")
+    p.add_argument("--max_pixels", type=int, help="GLM-4.1V / Qwen2.5-VL checkpoints: largest image area (28 x 28 = one token)")
     p.add_argument("--tokenizer", help="ice_text.model when the checkpoint folder has none")
     add_trust_arg(p)
     p.add_argument("--thumb_size", type=int, default=160, help="thumbnail size in the report, pixels [160]")
@@ -171,15 +173,14 @@ def generate_answers(engine, queries: Sequence[Query], log: AnswerLog, batch_siz
     return [log.done[log.key(q)] for q in queries]
 
 
-def _load(path: str, args):
-    import torch
+def _load(path: str, args, label: str):
+    """The engine for one checkpoint (either kind: ``remoteglm.serve.loading``)."""
+    from remoteglm.serve.loading import load_engine
 
-    from remoteglm.model.quant import describe_quant, load_model_quantized
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok, _ = load_model_quantized(path, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype,
-                                         progress=False)
-    return model, tok, describe_quant(model)
+    engine, _ = load_engine(path, quant=args.quant, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype,
+                            name=label, min_pixels=getattr(args, "min_pixels", None),
+                            max_pixels=getattr(args, "max_pixels", None), progress=False)
+    return engine
 
 
 # ---- the evaluation -----------------------------------------------------------------------------------
@@ -222,8 +223,6 @@ def run_evaluation(args) -> dict:
     """Everything after argument parsing; returns the metrics dict (also written to disk)."""
     from remoteglm.data import write_json_atomic, write_text_atomic
     from remoteglm.eval.report import render_report
-    from remoteglm.serve.engine import Engine
-
     paths = list(args.compare) if args.compare else [args.from_pretrained]
     labels = _labels(paths, args.labels)
     for p in paths:  # a wrong path should fail before anything slow
@@ -270,15 +269,15 @@ def run_evaluation(args) -> dict:
     for path, label in zip(paths, labels):
         t0 = time.time()
         print(f"loading {path} ...", file=sys.stderr, flush=True)
-        model, tok, weights = _load(path, args)
+        engine = _load(path, args, label)
+        weights = engine.quant
         queries = [Query(im.path, args.caption_prompt, args.max_new_tokens) for im in cap_images]
         queries += [Query(im.path, im.classify_prompt, cls_tokens) for im in cls_images]
         queries += [Query(q.path, q.prompt, cls_tokens) for q in questions]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
         log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings)
-        engine = Engine(model, tok, name=label, quant=weights)
         answers = generate_answers(engine, queries, log, args.batch_size, args.repetition_penalty, label)
-        del model, engine
+        del engine
         gc.collect()
         _empty_cuda_cache()
         n_cap, n_cls = len(cap_images), len(cls_images)

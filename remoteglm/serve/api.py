@@ -149,7 +149,6 @@ class APIState:
     def prepare(self, body: ChatCompletionRequest) -> ChatRequest:
         """Everything checked before a request queues (in a worker thread: it reads files and
         decodes the image): 400 for bad input, a prompt or ``max_tokens`` beyond the context."""
-        from remoteglm.serve.generation import encode_prompt
 
         req = parse_chat_request(body, self.allowed, self.max_request_bytes)
         engine = self.engine
@@ -162,8 +161,7 @@ class APIState:
             cfg = engine.config(**req.gen)
         except RemoteGLMError as err:
             raise APIError(400, str(err)) from None
-        slots = engine.model.image_length if req.image is not None else None
-        n = len(encode_prompt(engine.tokenizer, req.query, req.history, cfg.english, slots)[0])
+        n = engine.prompt_tokens(req.query, req.history, cfg.english, image=req.image is not None)
         if n >= cfg.max_length:
             raise APIError(400, f"the messages are {n} tokens, not less than this model's context of {cfg.max_length} tokens: "
                                 "shorten the history or the question", param="messages", code="context_length_exceeded")
@@ -522,17 +520,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from remoteglm.compat import single_process_env
     from remoteglm.model.checkpoint import trust_checkpoints
-    from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
     from remoteglm.serve.generation import CHAT_DEFAULTS
+    from remoteglm.serve.loading import load_engine
 
     single_process_env()
     trust_checkpoints(args.trust_checkpoint)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
-    model, tok, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
     name = args.model_name or Path(args.from_pretrained).expanduser().resolve().name
-    print(f"{name}: {describe_quant(model)}, {memory_summary(model)}", file=sys.stderr, flush=True)
-    engine = Engine(model, tok, name=name, quant=describe_quant(model), defaults=CHAT_DEFAULTS, max_new_tokens=args.max_new_tokens)
+    engine, memory = load_engine(args.from_pretrained, quant=args.quant, tokenizer=args.tokenizer, device=device,
+                                 dtype=args.dtype, name=name, defaults=CHAT_DEFAULTS, max_new_tokens=args.max_new_tokens,
+                                 min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    print(f"{name}: {engine.quant}, {memory}", file=sys.stderr, flush=True)
     app = create_app(engine, api_key=key, allowed=allowed, max_request_bytes=int(args.max_request_mb * 2**20),
                      max_queue=args.max_queue, shutdown_grace=args.shutdown_grace, cors_origins=args.cors_origin,
                      model_aliases=args.model_alias)

@@ -155,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from remoteglm.model.checkpoint import trust_checkpoints
-    from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
     from remoteglm.serve.chat import ChatSession
-    from remoteglm.serve.engine import Engine
+    from remoteglm.serve.loading import load_engine
 
     trust_checkpoints(args.trust_checkpoint)
 
@@ -169,12 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         load_image(args.image)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
-    model, tokenizer, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
+    engine, memory = load_engine(args.from_pretrained, quant=args.quant, tokenizer=args.tokenizer, device=device,
+                                 dtype=args.dtype, name=Path(args.from_pretrained).name, defaults=CLI_DEFAULTS,
+                                 seed=args.seed, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     if args.quant:
-        print(f"ChatGLM weights: {describe_quant(model)}; {memory_summary(model)}", file=sys.stderr, flush=True)
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed) if args.seed is not None else None
-    engine = Engine(model, tokenizer, name=Path(args.from_pretrained).name, quant=describe_quant(model),
-                    defaults=CLI_DEFAULTS, generator=generator)
+        print(f"weights: {engine.quant}; {memory}", file=sys.stderr, flush=True)
     session = ChatSession(
         engine, english=args.english, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repetition_penalty=args.repetition_penalty, max_length=args.max_length, max_new_tokens=args.max_new_tokens,

@@ -96,11 +96,9 @@ class Engine:
         return None  # a PIL image or a pixel tensor: encoded each time
 
     def embeddings(self, image):
-        """Image embeddings [1, 32, hidden] of ``image`` (None for None), from the cache when the
-        same bytes or the same unchanged file were seen recently. Call under ``lock`` when other
-        threads may generate."""
-        from remoteglm.serve.generation import image_embeddings
-
+        """The encoded image (VisualGLM: embeddings [1, 32, hidden]; None for None), from the cache
+        when the same bytes or the same unchanged file were seen recently. Call under ``lock``
+        when other threads may generate."""
         if image is None:
             return None
         try:
@@ -110,12 +108,42 @@ class Engine:
         if key is not None and key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        emb = image_embeddings(self.model, bytes(image) if isinstance(image, bytearray) else image)
+        emb = self._encode_image(bytes(image) if isinstance(image, bytearray) else image)
         if key is not None:
             self._cache[key] = emb
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return emb
+
+    # ---- what a model family implements (VisualGLM here; transformers VLMs in vlm_engine.py) ----
+    def _encode_image(self, image):
+        from remoteglm.serve.generation import image_embeddings
+
+        return image_embeddings(self.model, image)
+
+    def _generate(self, encoded, query: str, history: list, cfg: GenerationConfig, cancelled) -> Iterator[Reply]:
+        from remoteglm.serve.generation import stream_response
+
+        return stream_response(self.model, self.tokenizer, query, history, cfg, image_embeds=encoded,
+                               generator=self.generator, cancelled=cancelled)
+
+    def _batch(self, images, queries, histories, batch_size: int, cfg: GenerationConfig) -> list[str]:
+        from remoteglm.serve.generation import generate_batch
+
+        return generate_batch(self.model, self.tokenizer, images, queries, histories, batch_size=batch_size,
+                              generator=self.generator, config=cfg)
+
+    def prompt_tokens(self, query: str, history=None, english: bool = False, image: bool = False) -> int:
+        """How many tokens the prompt for ``query`` takes (for the API's context checks)."""
+        from remoteglm.serve.generation import encode_prompt
+
+        slots = self.model.image_length if image else None
+        return len(encode_prompt(self.tokenizer, query, history, english, slots)[0])
+
+    @property
+    def context_length(self) -> int:
+        """Prompt + answer tokens the model takes."""
+        return int(getattr(self.model.config, "max_sequence_length", 2048))
 
     def check_image(self, image) -> None:
         """Decode ``image`` fully (no model): RemoteGLMError with the reason if it is not usable."""
@@ -136,8 +164,6 @@ class Engine:
     def stream(self, image, query: str, history: Sequence[tuple[str, str]] | None = None, **gen) -> Iterator[Reply]:
         """Yield growing replies for ``query`` about ``image`` (path, bytes, PIL, pixel tensor or
         None); the last one carries ``finish_reason``. ``gen``: GenerationConfig fields."""
-        from remoteglm.serve.generation import stream_response
-
         cfg = self.config(**gen)  # bad options fail here, in the caller's thread
         history = list(history or [])
         out: queue.Queue = queue.Queue()
@@ -149,8 +175,7 @@ class Engine:
                     if stop.is_set():
                         return
                     emb = self.embeddings(image)
-                    for r in stream_response(self.model, self.tokenizer, query, history, cfg, image_embeds=emb,
-                                             generator=self.generator, cancelled=stop.is_set):
+                    for r in self._generate(emb, query, history, cfg, stop.is_set):
                         out.put(r)
             except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
                 out.put(e)
@@ -182,10 +207,7 @@ class Engine:
         """Answers for many (image, query) pairs, ``batch_size`` at a time (greedy unless
         ``do_sample=True``), post-processed like ``stream``'s. Runs in the caller's thread, under
         the lock."""
-        from remoteglm.serve.generation import generate_batch
-
         gen.setdefault("do_sample", False)
         cfg = self.config(**gen)
         with self.lock:
-            return generate_batch(self.model, self.tokenizer, images, queries, histories, batch_size=batch_size,
-                                  generator=self.generator, config=cfg)
+            return self._batch(images, queries, histories, batch_size, cfg)

@@ -108,7 +108,7 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
     import gradio as gr
 
     max_bytes = int(max_upload_mb * 2**20)
-    max_seq = int(getattr(engine.model.config, "max_sequence_length", 2048))
+    max_seq = engine.context_length
     d = {**WEB_DEFAULTS, **engine.defaults}
 
     def on_image(path, state):
@@ -243,19 +243,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from remoteglm.compat import single_process_env
     from remoteglm.model.checkpoint import trust_checkpoints
-    from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
-    from remoteglm.serve.engine import Engine
+    from remoteglm.serve.loading import load_engine
 
     single_process_env()
     trust_checkpoints(args.trust_checkpoint)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
-    model, tok, _ = load_model_quantized(args.from_pretrained, args.quant, tokenizer=args.tokenizer, device=device, dtype=args.dtype)
     name = args.model_name or Path(args.from_pretrained).expanduser().resolve().name
-    memory = memory_summary(model)
-    print(f"{name}: {describe_quant(model)}, {memory}", file=sys.stderr, flush=True)
-    engine = Engine(model, tok, name=name, quant=describe_quant(model),
-                    defaults={**WEB_DEFAULTS, "max_new_tokens": args.max_new_tokens})
+    engine, memory = load_engine(args.from_pretrained, quant=args.quant, tokenizer=args.tokenizer, device=device,
+                                 dtype=args.dtype, name=name, defaults={**WEB_DEFAULTS, "max_new_tokens": args.max_new_tokens},
+                                 min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    print(f"{name}: {engine.quant}, {memory}", file=sys.stderr, flush=True)
     demo = build_demo(engine, max_upload_mb=args.max_upload_mb, device=device, memory=memory,
                       upload_ttl_s=int(args.upload_ttl_minutes * 60))
     demo.queue(default_concurrency_limit=1)

@@ -52,16 +52,16 @@ def answer(model_dir: str | Path, image: str | Path, prompt: str, max_new_tokens
     """Greedy answer of the checkpoint in ``model_dir`` (base, LoRA run or merged) about ``image``."""
     import torch
 
-    from remoteglm.model.checkpoint import load_model
-    from remoteglm.serve.generation import CLI_DEFAULTS, chat
+    from remoteglm.model.vlm import is_vlm
+    from remoteglm.serve.generation import CLI_DEFAULTS
+    from remoteglm.serve.loading import load_engine
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok, _ = load_model(model_dir, tokenizer=tokenizer, device=device)
+    engine, _ = load_engine(model_dir, tokenizer=None if is_vlm(model_dir) else tokenizer, device=device,
+                            defaults=CLI_DEFAULTS, progress=False)
     try:
-        text, _ = chat(model, tok, str(image), prompt, defaults=CLI_DEFAULTS, do_sample=False,
-                       max_new_tokens=max_new_tokens)
+        text = engine.reply(str(image), prompt, do_sample=False, max_new_tokens=max_new_tokens).text
     finally:
-        del model  # the full-size model is 15 GB: free it before the next one loads
+        del engine  # the full-size model is 15 GB: free it before the next one loads
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -192,11 +192,29 @@ def _load_base(opts, dtype):
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    handed = _vlm_handoff(sys.argv[1:] if argv is None else argv)
+    if handed is not None:
+        return handed
     opts = build_parser().parse_args(argv)
     from remoteglm import compat
 
     compat.single_process_env()
     return run(opts)
+
+
+def _vlm_handoff(argv: list[str]) -> int | None:
+    """GLM-4.1V / Qwen2.5-VL folders go to the transformers engine (remoteglm.train.vlm_finetune),
+    with the same arguments; None for VisualGLM checkpoints."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--from_pretrained")
+    known, _ = ap.parse_known_args(argv)
+    from remoteglm.model.vlm import is_vlm
+
+    if not known.from_pretrained or known.from_pretrained.startswith("random:") or not is_vlm(known.from_pretrained):
+        return None
+    from remoteglm.train import vlm_finetune
+
+    return vlm_finetune.main(argv)
 
 
 def _peek_config(opts):

@@ -1,6 +1,8 @@
-"""Fold a LoRA / QLoRA fine-tune into its base weights and save a plain sat checkpoint.
+"""Fold a LoRA / QLoRA fine-tune into its base weights and save a plain sat checkpoint (VisualGLM)
+or a plain HF folder (GLM-4.1V / Qwen2.5-VL runs: peft's merge_and_unload).
 
     python -m remoteglm.train.merge checkpoints/finetune-visualglm-11-22-10-00 checkpoints/visualglm-rs-merged
+    python -m remoteglm.train.merge checkpoints/finetune-qwen2.5-vl-11-22-10-00 checkpoints/qwen2.5-vl-rs
 
 The merged model has no LoRA layers (W + concat(B_i A_i) * alpha/rank), loads anywhere a base
 VisualGLM-6B loads, and quantises the same way. A QLoRA run's NF4 base is dequantised first, so
@@ -26,6 +28,10 @@ def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = N
     src, dst = Path(src), Path(dst)
     if dst.exists() and any(dst.iterdir()):
         raise RemoteGLMError(f"{dst} already exists and is not empty; choose a new output folder")
+    from remoteglm.model.vlm import is_vlm
+
+    if is_vlm(src):
+        return merge_vlm(src, dst, dtype)
     model, tok, config = load_model(src, tokenizer=tokenizer, device="cpu",
                                     dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype or "", None))
     if not config.has_lora:
@@ -36,6 +42,29 @@ def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = N
         ref = model.transformer.word_embeddings.weight.dtype
         model.to(ref)
     save_sat_checkpoint(model, model.config, dst, iteration=1, tokenizer=tok)
+    return dst
+
+
+def merge_vlm(src: Path, dst: Path, dtype: str | None = None) -> Path:
+    """A GLM-4.1V / Qwen2.5-VL LoRA run -> a plain HF folder (safetensors, the processor files),
+    written beside ``dst`` and renamed into place. A QLoRA run merges into the float base."""
+    import shutil
+
+    from remoteglm.model.vlm import ADAPTER_CONFIG, load_vlm
+    from remoteglm.train.vlm_finetune import PROCESSOR_FILES
+
+    if not (src / ADAPTER_CONFIG).is_file():
+        raise RemoteGLMError(f"{src} has no LoRA adapter ({ADAPTER_CONFIG}); nothing to merge")
+    model, _ = load_vlm(src, None, "cpu", dtype, merge=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for f in PROCESSOR_FILES:
+        if (src / f).is_file():
+            shutil.copyfile(src / f, tmp / f)
+    if dst.exists():
+        dst.rmdir()
+    tmp.replace(dst)
     return dst
 
 

@@ -308,7 +308,7 @@ def run(opts) -> Path:
         per_device_eval_batch_size=opts.batch_size, gradient_accumulation_steps=opts.gradient_accumulation_steps,
         learning_rate=opts.lr, lr_scheduler_type=opts.lr_decay_style, warmup_steps=int(opts.warmup * opts.train_iters),
         weight_decay=opts.weight_decay, max_grad_norm=opts.gradient_clipping, seed=opts.seed, data_seed=opts.seed,
-        logging_steps=1, report_to=["tensorboard"],  # TensorBoard: RUN/runs/
+        logging_steps=opts.log_interval, report_to=["tensorboard"],  # TensorBoard: RUN/runs/
         save_strategy="steps", save_steps=save_interval, save_total_limit=None,
         eval_strategy="steps" if valid_ds is not None else "no", eval_steps=eval_interval,
         bf16=bf16, fp16=cuda and dtype == torch.float16, use_cpu=not cuda,
@@ -331,6 +331,7 @@ def run(opts) -> Path:
     summary = {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
                "last_loss": losses[-1] if losses else None, "eval_loss": evals, "seconds_this_run": round(time.time() - t0, 1),
                "train_runtime": result.metrics.get("train_runtime"), "samples": len(train_ds), "skipped": train_ds.skipped,
+               "train_data": [str(Path(f).resolve()) for f in opts.train_data],
                "family": fam.model_type, "qlora": opts.use_qlora, "dora": opts.use_dora, "zero_stage": stage}
     if trainer.is_world_process_zero():
         write_json_atomic(run_dir / "train_summary.json", summary)
@@ -381,9 +382,12 @@ def _load_for_training(base: Path, opts, dtype, cuda: bool):
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
+    import warnings
+
     from remoteglm.compat import quiet_warnings
 
     quiet_warnings()
+    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
     run(opts)
     return 0
 

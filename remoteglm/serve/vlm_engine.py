@@ -1,0 +1,197 @@
+"""The ``Engine`` for transformers VLMs (GLM-4.1V, Qwen2.5-VL): the same interface, locking,
+image cache and post-processing as VisualGLM's, with the folder's own chat template and
+``model.generate`` underneath. Front ends get one through ``remoteglm.serve.loading.load_engine``.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from typing import Iterator, Sequence
+
+import torch
+
+from remoteglm.model.prompt import process_partial_response, process_response
+from remoteglm.model.vlm import Processor, chat_messages
+from remoteglm.serve.engine import Engine
+from remoteglm.serve.generation import GenerationConfig, Reply
+
+_THINK = re.compile(r"<think>.*?</think>", re.S)
+_TAGS = re.compile(r"</?answer>")
+
+
+def answer_text(raw: str, final: bool) -> str:
+    """What a reasoning model's raw output shows: the ``<think>`` part dropped (an unclosed one
+    shows nothing yet), ``<answer>`` tags removed, then the toolkit's punctuation rule."""
+    text = _THINK.sub("", raw)
+    if "<think>" in text:
+        text = text[: text.index("<think>")]
+    text = _TAGS.sub("", text)
+    if not final:
+        text = text.rstrip("\ufffd")  # a character whose bytes are still arriving
+        k = text.rfind("<")  # a tag still arriving
+        if k >= 0 and ">" not in text[k:] and len(text) - k < 9:
+            text = text[:k]
+    return process_response(text) if final else process_partial_response(text)
+
+
+class _Streamer:
+    """``generate``'s streamer: collects the new token ids, calls ``push`` with them."""
+
+    def __init__(self, push):
+        self.push, self.first, self.ids = push, True, []
+
+    def put(self, value):
+        if self.first:  # generate passes the prompt first
+            self.first = False
+            return
+        self.ids += value.reshape(-1).tolist()
+        self.push(self.ids)
+
+    def end(self):
+        pass
+
+
+class VLMEngine(Engine):
+    def __init__(self, model, processor: Processor, **kw):
+        super().__init__(model, processor.tokenizer, **kw)
+        self.processor = processor
+
+    # images: the processor's pixel rows and grid (cached like VisualGLM's embeddings)
+    def _encode_image(self, image):
+        from remoteglm.model.image import load_image
+
+        if isinstance(image, torch.Tensor):
+            from remoteglm.errors import RemoteGLMError
+
+            raise RemoteGLMError("this model takes images as files, bytes or PIL images, not pixel tensors")
+        return self.processor.images([load_image(image)])
+
+    def _inputs(self, encoded_list: Sequence, queries: Sequence[str], histories: Sequence) -> tuple[dict, list[int]]:
+        """Left-padded batch inputs for generate; returns (inputs, prompt lengths)."""
+        p = self.processor
+        rows, pix, grids = [], [], []
+        for enc, q, h in zip(encoded_list, queries, histories):
+            text = p.render(chat_messages(q, list(h or []), enc is not None), add_generation_prompt=True)
+            rows.append(p.encode(text, enc["image_grid_thw"] if enc is not None else None))
+            if enc is not None:
+                pix.append(enc["pixel_values"])
+                grids.append(enc["image_grid_thw"])
+        n = max(len(r) for r in rows)
+        pad = p.tokenizer.pad_token_id if p.tokenizer.pad_token_id is not None else p.stop_ids[0]
+        dev = next(self.model.parameters()).device
+        ids = torch.tensor([[pad] * (n - len(r)) + r for r in rows], device=dev)
+        inputs = {"input_ids": ids,
+                  "attention_mask": torch.tensor([[0] * (n - len(r)) + [1] * len(r) for r in rows], device=dev),
+                  "mm_token_type_ids": torch.tensor([[0] * (n - len(r)) + p.token_types(r) for r in rows], device=dev)}
+        if pix:
+            dtype = next(self.model.parameters()).dtype
+            vis = getattr(getattr(self.model, "model", self.model), "visual", None)
+            if vis is not None:
+                dtype = next(vis.parameters()).dtype
+            inputs["pixel_values"] = torch.cat(pix).to(dev, dtype)
+            inputs["image_grid_thw"] = torch.cat(grids).to(dev)
+        return inputs, [len(r) for r in rows]
+
+    def _gen_kwargs(self, cfg: GenerationConfig, prompt_len: int) -> dict:
+        room = max(1, cfg.max_length - prompt_len)
+        new = min(cfg.max_new_tokens or room, room)
+        kw = dict(max_new_tokens=new, do_sample=cfg.do_sample, repetition_penalty=cfg.repetition_penalty,
+                  eos_token_id=self.processor.stop_ids, pad_token_id=self.processor.stop_ids[0])
+        if cfg.do_sample:
+            kw.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
+        else:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        return kw
+
+    def _decode(self, ids: list[int]) -> str:
+        stops = set(self.processor.stop_ids)
+        ids = [i for i in ids if i not in stops]
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=False).replace(
+            self.processor.tokenizer.pad_token or "\x00", "")
+
+    def _generate(self, encoded, query: str, history: list, cfg: GenerationConfig, cancelled) -> Iterator[Reply]:
+        """``generate`` in a helper thread (it calls the streamer synchronously); replies are
+        yielded as the answer grows. Abandoning the iterator or ``cancelled()`` stops it at the
+        next token."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        inputs, (n,) = self._inputs([encoded], [query], [history])
+        kw = self._gen_kwargs(cfg, n)
+        if self.generator is not None:
+            torch.manual_seed(int(self.generator.initial_seed()))
+        q: queue.Queue = queue.Queue()
+        abandoned = threading.Event()
+        result: dict = {}
+
+        class Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **_):
+                stop = abandoned.is_set() or bool(cancelled())
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        def run():
+            try:
+                with torch.inference_mode():
+                    out = self.model.generate(**inputs, **kw, streamer=_Streamer(lambda ids: q.put(list(ids))),
+                                              stopping_criteria=StoppingCriteriaList([Cancel()]))
+                result["ids"] = out[0, n:].tolist()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                result["error"] = e
+            finally:
+                q.put(None)
+
+        worker = threading.Thread(target=run, name="remoteglm-hf-generate", daemon=True)
+        worker.start()
+        shown = ""
+        try:
+            while (ids := q.get()) is not None:
+                text = answer_text(self._decode(ids), final=False)
+                if text != shown:
+                    shown = text
+                    yield Reply(text, n, len(ids))
+        finally:
+            abandoned.set()
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        out_ids = result["ids"]
+        stops = set(self.processor.stop_ids)
+        hit_stop = any(i in stops for i in out_ids)
+        final = answer_text(self._decode(out_ids), final=True)
+        yield Reply(final, n, len(out_ids), "stop" if hit_stop or len(out_ids) < kw["max_new_tokens"] else "length")
+
+    def _batch(self, images, queries, histories, batch_size: int, cfg: GenerationConfig) -> list[str]:
+        histories = list(histories) if histories is not None else [None] * len(queries)
+        out: list[str] = []
+        for i in range(0, len(queries), batch_size):
+            enc = [self.embeddings(im) for im in images[i:i + batch_size]]
+            inputs, lens = self._inputs(enc, queries[i:i + batch_size], histories[i:i + batch_size])
+            kw = self._gen_kwargs(cfg, max(lens))
+            if self.generator is not None:
+                torch.manual_seed(int(self.generator.initial_seed()))
+            with torch.inference_mode():
+                gen = self.model.generate(**inputs, **kw)
+            width = inputs["input_ids"].shape[1]
+            for row in gen[:, width:].tolist():
+                stops = set(self.processor.stop_ids)
+                cut = next((k for k, t in enumerate(row) if t in stops), len(row))
+                out.append(answer_text(self._decode(row[:cut]), final=True))
+        return out
+
+    def prompt_tokens(self, query: str, history=None, english: bool = False, image: bool = False) -> int:
+        p = self.processor
+        text = p.render(chat_messages(query, list(history or []), image), add_generation_prompt=True)
+        ids = p.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if image:  # the largest image this processor makes
+            from remoteglm.model.vlm import image_tokens
+
+            hi = p.image_processor.size.get("longest_edge", 28 * 28 * 1280)
+            side = int(hi ** 0.5)
+            ids += [0] * (image_tokens(side, side, 0, hi, p.family) - 1)
+        return len(ids)
+
+    @property
+    def context_length(self) -> int:
+        cfg = getattr(self.model.config, "text_config", self.model.config)
+        return int(getattr(cfg, "max_position_embeddings", 32768))
