@@ -33,6 +33,7 @@ class Family:
     stop_tokens: tuple[str, ...]   # any of these ends an answer
     patch: int = 14          # ViT patch size (pixels)
     merge: int = 2           # patches merged per side into one LLM token
+    frames_in_budget: int = 1  # GLM-4.1V's resize counts an image as 2 frames against max/min_pixels
 
 
 FAMILIES = {f.model_type: f for f in (
@@ -41,7 +42,7 @@ FAMILIES = {f.model_type: f for f in (
     Family("qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor",
            "<|image_pad|>", ("<|im_end|>", "<|endoftext|>")),
     Family("glm4v", "GLM-4.1V", "Glm4vForConditionalGeneration", "Glm4vProcessor",
-           "<|image|>", ("<|endoftext|>", "<|user|>", "<|observation|>")),
+           "<|image|>", ("<|endoftext|>", "<|user|>", "<|observation|>"), frames_in_budget=2),
 )}
 
 
@@ -127,7 +128,7 @@ def bnb_config(bits: int | None, compute_dtype):
     from remoteglm.compat import pin_bnb_cpu_layout
 
     pin_bnb_cpu_layout()
-    skip = ["visual", "lm_head"]
+    skip = ["model.visual", "lm_head"]  # matched from the start of the module name (transformers 5)
     if bits == 4:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
@@ -275,17 +276,22 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
 
 
 def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fam: Family | None = None) -> int:
-    """How many LLM tokens one ``width`` x ``height`` image becomes at this resolution setting
-    (the processors' smart resize: sides rounded to patch*merge, area kept in [min, max])."""
+    """How many LLM tokens one ``width`` x ``height`` image becomes at this resolution setting:
+    the processors' resize (sides rounded to patch*merge, area kept within [min, max]; GLM-4.1V
+    counts the image twice, as two frames, and first scales tiny images up to one cell)."""
     import math
 
-    f = (fam or FAMILIES["qwen2_5_vl"]).patch * (fam or FAMILIES["qwen2_5_vl"]).merge
-    h = max(f, round(height / f) * f)
-    w = max(f, round(width / f) * f)
-    if h * w > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
+    fam = fam or FAMILIES["qwen2_5_vl"]
+    f, t = fam.patch * fam.merge, fam.frames_in_budget
+    if t > 1 and (height < f or width < f):
+        scale = max(f / height, f / width)
+        height, width = int(height * scale), int(width * scale)
+    h = round(height / f) * f
+    w = round(width / f) * f
+    if t * h * w > max_pixels:
+        beta = math.sqrt(t * height * width / max_pixels)
         h, w = max(f, math.floor(height / beta / f) * f), max(f, math.floor(width / beta / f) * f)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
+    elif t * h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (t * height * width))
         h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
     return (h // f) * (w // f)

@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                                  dtype=args.dtype, name=Path(args.from_pretrained).name, defaults=CLI_DEFAULTS,
                                  seed=args.seed, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     if args.quant:
-        print(f"weights: {engine.quant}; {memory}", file=sys.stderr, flush=True)
+        what = "language-model weights" if hasattr(engine, "processor") else "ChatGLM weights"
+        print(f"{what}: {engine.quant}; {memory}", file=sys.stderr, flush=True)
     session = ChatSession(
         engine, english=args.english, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repetition_penalty=args.repetition_penalty, max_length=args.max_length, max_new_tokens=args.max_new_tokens,

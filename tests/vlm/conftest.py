@@ -1,0 +1,56 @@
+"""Fixtures for the transformers engine: tiny GLM-4.1V and Qwen2.5-VL folders built from their
+config classes (briefly pre-trained on the sample captions) and LoRA runs on the sample, each
+built once per session through the commands a user runs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "sample"
+TRAIN = SAMPLE / "sample_train.json"
+VALID = SAMPLE / "sample_val.json"
+FAMILIES = ("qwen2_5_vl", "glm4v")
+
+
+def env() -> dict:
+    e = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    e.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return e
+
+
+def run(args, timeout=600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env(), capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def train_images() -> list[Path]:
+    return sorted({SAMPLE / r["img"] for r in json.loads(TRAIN.read_text(encoding="utf-8"))})
+
+
+@pytest.fixture(scope="session")
+def vlm_bases(tmp_path_factory) -> dict[str, Path]:
+    from remoteglm.model.vlm_tiny import create_tiny_vlm
+
+    root = tmp_path_factory.mktemp("vlm_bases")
+    return {f: create_tiny_vlm(f, root / f"{f}-tiny", pretrain_steps=150) for f in FAMILIES}
+
+
+def finetune(base: Path, save: Path, *extra) -> Path:
+    """``finetune_visualglm.py`` on a VLM folder (it hands over to the transformers engine)."""
+    p = run(["finetune_visualglm.py", "--from_pretrained", base, "--train_data", TRAIN, "--save", save,
+             "--lr", "1e-2", "--batch_size", "4", "--log_interval", "1", *extra])
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return Path((save / "LAST_RUN").read_text().strip())
+
+
+@pytest.fixture(scope="session")
+def vlm_runs(vlm_bases, tmp_path_factory) -> dict[str, Path]:
+    """A LoRA run per family: 100 steps on the sample, eval loss on its val split."""
+    root = tmp_path_factory.mktemp("vlm_runs")
+    return {f: finetune(b, root / f, "--train_iters", "100", "--valid_data", VALID, "--eval_iters", "2",
+                        "--save_interval", "50") for f, b in vlm_bases.items()}

@@ -1,0 +1,91 @@
+"""The tiny GLM-4.1V / Qwen2.5-VL folders are ordinary HF folders (read back by transformers'
+own Auto classes), the engine is chosen from config.json, and the image-token arithmetic agrees
+with the models' own image processors."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from remoteglm.errors import RemoteGLMError
+from remoteglm.model.vlm import FAMILIES, chat_messages, image_tokens, is_vlm, load_processor, load_vlm, vlm_family
+from tests.vlm.conftest import FAMILIES as FAMS
+
+
+@pytest.mark.parametrize("family", FAMS)
+def test_tiny_folder_loads_through_transformers_auto_classes(vlm_bases, family):
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+    d = vlm_bases[family]
+    cfg = AutoConfig.from_pretrained(d, local_files_only=True)
+    assert cfg.model_type == family
+    model = AutoModelForImageTextToText.from_pretrained(d, local_files_only=True)
+    assert type(model).__name__ == FAMILIES[family].model_class
+    tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+    assert tok.convert_tokens_to_ids(FAMILIES[family].image_token) == cfg.image_token_id
+    assert type(AutoImageProcessor.from_pretrained(d, local_files_only=True)).__name__.startswith(
+        ("Qwen2VLImageProcessor", "Glm4vImageProcessor"))
+    assert (d / "chat_template.jinja").is_file() and (d / "model.safetensors").is_file()
+
+
+def test_engine_is_chosen_from_config_json(vlm_bases, tiny_checkpoint, tmp_path):
+    assert all(is_vlm(d) for d in vlm_bases.values())
+    assert vlm_family(vlm_bases["glm4v"]).label == "GLM-4.1V"
+    assert not is_vlm(tiny_checkpoint) and not is_vlm(tmp_path / "missing")
+    odd = tmp_path / "qwen3"
+    shutil.copytree(vlm_bases["qwen2_5_vl"], odd)
+    cfg = json.loads((odd / "config.json").read_text())
+    (odd / "config.json").write_text(json.dumps({**cfg, "model_type": "qwen3_vl"}))
+    with pytest.raises(RemoteGLMError, match="not supported yet"):
+        is_vlm(odd)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
+    with pytest.raises(RemoteGLMError, match="not a model folder here"):
+        is_vlm(adapter)
+
+
+@pytest.mark.parametrize("family", FAMS)
+@pytest.mark.parametrize("size", [(256, 256), (640, 200), (50, 50), (2000, 900)])
+@pytest.mark.parametrize("pixels", [(None, None), (28 * 28 * 4, 28 * 28 * 64)])
+def test_image_token_count_agrees_with_the_image_processor(vlm_bases, family, size, pixels):
+    proc = load_processor(vlm_bases[family], *pixels)
+    out = proc.images([Image.new("RGB", size, (90, 120, 60))])
+    grid = out["image_grid_thw"][0]
+    want = int(grid.prod()) // 4
+    lo, hi = proc.image_processor.size["shortest_edge"], proc.image_processor.size["longest_edge"]
+    assert image_tokens(*size, lo, hi, FAMILIES[family]) == want
+    ids = proc.encode(proc.render(chat_messages("描述这张图片。"), True), out["image_grid_thw"])
+    assert ids.count(proc.image_token_id) == want
+    assert out["pixel_values"].shape[0] == int(grid.prod())
+
+
+def test_resolution_setting_changes_the_tokens_and_bad_prompts_fail(vlm_bases):
+    small = load_processor(vlm_bases["qwen2_5_vl"], 28 * 28, 28 * 28 * 4)
+    big = load_processor(vlm_bases["qwen2_5_vl"], 28 * 28 * 16, 28 * 28 * 64)
+    img = [Image.new("RGB", (448, 448))]
+    assert int(small.images(img)["image_grid_thw"].prod()) // 4 == 4
+    assert int(big.images(img)["image_grid_thw"].prod()) // 4 == 64
+    with pytest.raises(RemoteGLMError, match="min_pixels"):
+        load_processor(vlm_bases["qwen2_5_vl"], 5000, 4000)
+    with pytest.raises(RemoteGLMError, match="no image was given"):
+        small.encode(small.render(chat_messages("q"), True))
+
+
+@pytest.mark.parametrize("family", FAMS)
+def test_int8_and_int4_loading_through_bitsandbytes(vlm_bases, family):
+    from PIL import Image
+
+    model, proc = load_vlm(vlm_bases[family], quant=4)
+    import bitsandbytes as bnb
+
+    lm = [m for n, m in model.named_modules() if "language_model" in n and isinstance(m, bnb.nn.Linear4bit)]
+    assert lm and not any(isinstance(m, bnb.nn.Linear4bit) for n, m in model.named_modules() if ".visual." in n)
+    im = proc.images([Image.new("RGB", (128, 128))])
+    ids = proc.encode(proc.render(chat_messages("描述这张图片。"), True), im["image_grid_thw"])
+    out = model(input_ids=torch.tensor([ids]), mm_token_type_ids=torch.tensor([proc.token_types(ids)]), **im)
+    assert torch.isfinite(out.logits).all()
+    m8, _ = load_vlm(vlm_bases[family], quant=8)
+    assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in m8.modules())
