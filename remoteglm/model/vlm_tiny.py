@@ -109,9 +109,30 @@ def build_image_processor(family: str):
 
     lo, hi = TINY_PIXELS
     size = {"shortest_edge": lo, "longest_edge": hi}
-    if family == "glm4v":
-        return tf.Glm4vImageProcessorPil(size=size)
+    if family == "glm4v":  # its resize counts an image as two frames: twice the budget, the same tokens
+        return tf.Glm4vImageProcessorPil(size={"shortest_edge": 2 * lo, "longest_edge": 2 * hi})
     return tf.Qwen2VLImageProcessorPil(size=size)
+
+
+def _match_image_scale(model, family: str) -> None:
+    """Scale the random merger's output layer so image embeddings are as large as token
+    embeddings. At toy sizes GLM-4.1V's initialisation makes them ~20x smaller, and the language
+    model then cannot tell images apart; a real checkpoint's merger is trained for this."""
+    import torch
+    from PIL import Image
+
+    ip = build_image_processor(family)
+    img = Image.effect_noise((112, 112), 64).convert("RGB")
+    pix = ip(images=[img], return_tensors="pt")
+    with torch.no_grad():
+        out = model.model.get_image_features(pixel_values=pix["pixel_values"], image_grid_thw=pix["image_grid_thw"])
+        emb = getattr(out, "pooler_output", out)
+        emb = torch.cat(list(emb)) if isinstance(emb, (list, tuple)) else emb
+        want = model.get_input_embeddings().weight.std()
+        last = [m for m in model.model.visual.merger.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.mul_(want / emb.std())
+        if last.bias is not None:
+            last.bias.mul_(want / emb.std())
 
 
 def _pretrain(model, tok, family: str, steps: int, seed: int) -> None:
@@ -165,6 +186,7 @@ def create_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0, pretrain_st
     tok = train_tokenizer(family, _texts())
     cfg = build_config(family, tok)
     model = getattr(tf, FAMILIES[family].model_class)(cfg).eval()
+    _match_image_scale(model, family)
     if pretrain_steps:
         _pretrain(model, tok, family, pretrain_steps, seed)
     stops = [tok.convert_tokens_to_ids(s) for s in FAMILIES[family].stop_tokens]

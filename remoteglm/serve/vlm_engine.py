@@ -187,7 +187,7 @@ class VLMEngine(Engine):
             from remoteglm.model.vlm import image_tokens
 
             hi = p.image_processor.size.get("longest_edge", 28 * 28 * 1280)
-            side = int(hi ** 0.5)
+            side = int((hi / p.family.frames_in_budget) ** 0.5)
             ids += [0] * (image_tokens(side, side, 0, hi, p.family) - 1)
         return len(ids)
 

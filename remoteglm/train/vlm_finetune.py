@@ -261,7 +261,8 @@ def run(opts) -> Path:
 
     ip = proc.image_processor
     lo, hi = ip.size.get("shortest_edge"), ip.size.get("longest_edge")
-    img_tok = image_tokens(hi and int(math.sqrt(hi)) or 448, hi and int(math.sqrt(hi)) or 448, lo or 3136, hi or 1003520, fam)
+    side = int(math.sqrt(hi / fam.frames_in_budget))  # the largest square image the setting allows
+    img_tok = image_tokens(side, side, lo, hi, fam)
     max_length = opts.max_length or opts.max_source_length + opts.max_target_length + img_tok + 32
     print(f">> {fam.label}: images resized to {lo}-{hi} pixels: up to {img_tok} image tokens each; "
           f"{max_length} tokens per sample", flush=True)
@@ -285,6 +286,9 @@ def run(opts) -> Path:
     from remoteglm.model.vlm import _dtype, bnb_config
 
     dtype = _dtype(opts.dtype, "cuda" if cuda else "cpu")
+    from transformers import set_seed
+
+    set_seed(opts.seed)  # the LoRA matrices' random init: the same run for the same --seed
     model = _load_for_training(base, opts, dtype, cuda)
     from peft import get_peft_model
 

@@ -50,7 +50,7 @@ def finetune(base: Path, save: Path, *extra) -> Path:
 
 @pytest.fixture(scope="session")
 def vlm_runs(vlm_bases, tmp_path_factory) -> dict[str, Path]:
-    """A LoRA run per family: 100 steps on the sample, eval loss on its val split."""
+    """A LoRA run per family: 150 steps on the sample, eval loss on its val split."""
     root = tmp_path_factory.mktemp("vlm_runs")
-    return {f: finetune(b, root / f, "--train_iters", "100", "--valid_data", VALID, "--eval_iters", "2",
-                        "--save_interval", "50") for f, b in vlm_bases.items()}
+    return {f: finetune(b, root / f, "--train_iters", "150", "--valid_data", VALID, "--eval_iters", "2",
+                        "--save_interval", "75") for f, b in vlm_bases.items()}

@@ -1,0 +1,164 @@
+"""Fine-tuning GLM-4.1V / Qwen2.5-VL through finetune_visualglm.py (handed to the transformers
+engine): LoRA fits the sample, QLoRA and DoRA train, a run killed with SIGKILL resumes to the
+same losses as an uninterrupted one, merged equals unmerged, bad settings fail before loading."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from remoteglm.errors import RemoteGLMError
+from tests.vlm.conftest import FAMILIES, ROOT, TRAIN, env, finetune, run, train_images
+
+
+def _mean_f1(path) -> float:
+    from remoteglm.eval.metrics import char_f1
+    from remoteglm.serve.loading import load_engine
+    from remoteglm.train.demo import image_labels
+
+    engine, _ = load_engine(path)
+    scores = [char_f1(engine.reply(str(im), "描述这张图片。", do_sample=False, max_new_tokens=40).text,
+                      image_labels(im, [TRAIN])) for im in train_images()]
+    return sum(scores) / len(scores)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_fits_the_sample(vlm_bases, vlm_runs, family):
+    run_dir = vlm_runs[family]
+    s = json.loads((run_dir / "train_summary.json").read_text())
+    assert s["steps"] == 150 and s["family"] == family
+    losses = [v[0] for _, v in sorted(_losses(run_dir).items())]
+    assert len(losses) == 150 and sum(losses[-10:]) < 0.75 * sum(losses[:10]), losses  # the loss falls
+    assert len(s["eval_loss"]) == 2  # steps 75 and 150
+    assert (run_dir / "latest").read_text().strip() == "checkpoint-150"
+    assert list(run_dir.glob("runs/*/events.out.tfevents.*")), "no TensorBoard log"
+    before, after = _mean_f1(vlm_bases[family]), _mean_f1(run_dir)
+    assert after > before + 0.2, (before, after)  # answers on the training images move to their own labels
+
+
+def _losses(run_dir: Path) -> dict[int, tuple]:
+    state = json.loads((run_dir / (run_dir / "latest").read_text().strip() / "trainer_state.json").read_text())
+    return {h["step"]: (h["loss"], h["learning_rate"], h.get("grad_norm")) for h in state["log_history"] if "loss" in h}
+
+
+def test_resume_after_sigkill_equals_uninterrupted(vlm_bases, tmp_path):
+    base = vlm_bases["qwen2_5_vl"]
+    args = ["--train_iters", "40", "--save_interval", "4", "--keep_checkpoints", "2", "--batch_size", "2",
+            "--gradient_accumulation_steps", "2"]
+    whole = finetune(base, tmp_path / "whole", *args)
+    save = tmp_path / "killed"
+    cmd = [sys.executable, "finetune_visualglm.py", "--from_pretrained", str(base), "--train_data", str(TRAIN),
+           "--save", str(save), "--lr", "1e-2", "--log_interval", "1", *args]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 300
+    while time.monotonic() < end and p.poll() is None:
+        latest = list(save.glob("*/latest"))
+        if latest and latest[0].read_text().strip() not in ("", "checkpoint-4"):
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    run_dir = Path((save / "LAST_RUN").read_text().strip())
+    killed_at = int((run_dir / "latest").read_text().strip().split("-")[1])
+    assert 4 <= killed_at < 40, killed_at
+    r = run(["finetune_visualglm.py", "--from_pretrained", base, "--train_data", TRAIN, "--save", save, "--lr", "1e-2",
+             "--log_interval", "1", *args, "--resume", run_dir])
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _losses(whole), _losses(run_dir)
+    assert sorted(b) == list(range(1, 41))
+    resumed = [s for s in range(killed_at + 1, 41)]
+    assert [a[s] for s in range(1, killed_at + 1)] == [b[s] for s in range(1, killed_at + 1)]  # the same run up to the kill
+    assert [a[s] for s in resumed] == [b[s] for s in resumed]  # loss, LR and grad norm of every resumed step
+    assert len(list(run_dir.glob("checkpoint-*"))) == 2  # --keep_checkpoints
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_merged_equals_unmerged_and_loads_without_peft(vlm_runs, family, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from remoteglm.model.vlm import chat_messages, load_vlm
+
+    out = tmp_path / "merged"
+    p = run(["-m", "remoteglm.train.merge", vlm_runs[family], out])
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
+    unmerged, proc = load_vlm(vlm_runs[family])
+    merged = AutoModelForImageTextToText.from_pretrained(out, local_files_only=True).eval()
+    im = proc.images([Image.open(train_images()[0]).convert("RGB")])
+    ids = proc.encode(proc.render(chat_messages("描述这张图片。"), True), im["image_grid_thw"])
+    inp = dict(input_ids=torch.tensor([ids]), mm_token_type_ids=torch.tensor([proc.token_types(ids)]), **im)
+    with torch.no_grad():
+        a, b = unmerged(**inp).logits, merged(**inp).logits
+    assert (a - b).abs().max().item() < 1e-4
+    with pytest.raises(Exception):
+        from remoteglm.train.merge import merge_checkpoint
+
+        merge_checkpoint(vlm_runs[family], out)  # never over an existing folder
+
+
+def test_qlora_and_dora_train(vlm_bases, tmp_path):
+    q = finetune(vlm_bases["qwen2_5_vl"], tmp_path / "q", "--train_iters", "40", "--use_qlora")
+    d = finetune(vlm_bases["glm4v"], tmp_path / "d", "--train_iters", "40", "--use_dora", "--tune_merger")
+    for r in (q, d):
+        s = json.loads((r / "train_summary.json").read_text())
+        assert s["last_loss"] < s["first_loss"], s
+    assert json.loads((q / "train_summary.json").read_text())["qlora"]
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    assert cfg["use_dora"] and cfg["modules_to_save"] == ["merger"]
+    from remoteglm.serve.loading import load_engine
+
+    engine, _ = load_engine(q, quant=4)  # the QLoRA adapter on an NF4 base, as trained
+    assert engine.quant == "int4 (NF4)"
+    assert engine.reply(str(train_images()[0]), "描述这张图片。", do_sample=False, max_new_tokens=8).finish_reason
+
+
+def test_only_complete_checkpoints_are_resumed(vlm_runs, tmp_path):
+    from remoteglm.train.vlm_finetune import resume_point
+
+    r = tmp_path / "run"
+    shutil.copytree(vlm_runs["glm4v"], r)
+    assert resume_point(r).name == "checkpoint-150"
+    half = r / "checkpoint-225"
+    half.mkdir()
+    (half / "adapter_model.safetensors").write_bytes(b"\0" * 10)  # killed while writing: no completion mark
+    (r / "latest").write_text("checkpoint-225\n")
+    with pytest.raises(RemoteGLMError, match="not a complete checkpoint; complete checkpoints: checkpoint-75, checkpoint-150"):
+        resume_point(r)
+    (r / "latest").unlink()
+    with pytest.raises(RemoteGLMError, match="'latest' is missing"):
+        resume_point(r)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--max_pixels", "100"], "--max_pixels must be at least 784"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--min_pixels", "9000", "--max_pixels", "5000"], "is more than --max_pixels"),
+    (["--train_iters", "0"], "--train_iters must be a whole number"),
+    (["--resume", "/nonexistent/run"], "no such run folder"),
+    (["--zero_stage", "3"], "needs GPUs"),
+])
+def test_bad_settings_fail_in_one_line_before_the_model_loads(vlm_bases, tmp_path, bad, message):
+    p = run(["finetune_visualglm.py", "--from_pretrained", vlm_bases["glm4v"], "--train_data", TRAIN,
+             "--save", tmp_path, *bad], timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], p.stderr[-2000:]
+    assert "Traceback" not in p.stderr and "Loading weights" not in p.stderr + p.stdout
+
+
+def test_finetune_sh_picks_the_engine_and_its_defaults(vlm_bases, tmp_path):
+    e = dict(env(), MODEL_DIR=str(vlm_bases["qwen2_5_vl"]), DRY_RUN="1", SAVE_DIR=str(tmp_path), NUM_GPUS="0")
+    p = subprocess.run(["bash", "finetune.sh"], cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    cmd = p.stdout.split()
+    assert cmd[:2] == ["python", "finetune_visualglm.py"]
+    opt = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
+    assert (opt["--batch_size"], opt["--lora_rank"], opt["--lora_alpha"], opt["--lr"]) == ("1", "8", "16", "1e-4")
