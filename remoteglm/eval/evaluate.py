@@ -226,9 +226,9 @@ def run_evaluation(args) -> dict:
     paths = list(args.compare) if args.compare else [args.from_pretrained]
     labels = _labels(paths, args.labels)
     for p in paths:  # a wrong path should fail before anything slow
-        from remoteglm.model.checkpoint import detect_format
+        from remoteglm.serve.loading import check_checkpoint
 
-        detect_format(p)
+        check_checkpoint(p)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise RemoteGLMError("--batch_size and --max_new_tokens must be >= 1")
     if "{classes}" not in args.classify_prompt:

@@ -480,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     trust_checkpoints(args.trust_checkpoint)
     if Path(args.dst).resolve() == Path(args.src).resolve():
         raise RemoteGLMError("dst must differ from src: the float checkpoint is kept")
+    from remoteglm.model.vlm import is_vlm
+
+    if is_vlm(args.src):
+        raise RemoteGLMError(f"{args.src} is a GLM-4.1V / Qwen2.5-VL folder: those are quantised as they load; pass "
+                             f"--quant {args.bits} to cli_demo.py, web_demo.py, the API or the evaluation instead")
     if is_quantized_checkpoint(args.src) is not None:
         raise RemoteGLMError(f"{args.src} is already quantised; pass the float checkpoint")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

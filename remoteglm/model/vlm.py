@@ -249,6 +249,9 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
     adapter = (d / ADAPTER_CONFIG).is_file()
     base = adapter_base(d) if adapter else d
     dt = _dtype(dtype, str(device))
+    if _read_json(base / "config.json").get("quantization_config"):
+        raise RemoteGLMError(f"{base} holds pre-quantised weights, which this engine does not load; use the float "
+                             "folder with --quant 4 or 8 (it quantises while loading)")
     qc = bnb_config(quant, dt)
     if qc is not None and merge:
         raise RemoteGLMError("cannot merge an adapter into a quantised model: merge in float, then quantise")
@@ -295,3 +298,4 @@ def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fam:
         beta = math.sqrt(min_pixels / (t * height * width))
         h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
     return (h // f) * (w // f)
+

@@ -16,6 +16,14 @@ def default_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_checkpoint(path) -> str:
+    """"vlm", "sat" or "hf" for a loadable folder, else the one-line error of its kind (no weights read)."""
+    from remoteglm.model.checkpoint import detect_format
+    from remoteglm.model.vlm import is_vlm
+
+    return "vlm" if is_vlm(path) else detect_format(path)[0]
+
+
 def describe_vlm_quant(model) -> str:
     qc = getattr(model.config, "quantization_config", None)
     if qc is not None:

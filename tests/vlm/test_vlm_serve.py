@@ -1,0 +1,161 @@
+"""GLM-4.1V / Qwen2.5-VL runs served through the same front ends as VisualGLM: the engine
+(streaming prefixes, batch = one by one, cancel), cli_demo.py, the OpenAI-compatible API driven
+by the openai client, web_demo.py driven by gradio_client and headless Chromium, and the
+evaluation with VisualGLM and a tuned VLM side by side."""
+
+import base64
+import json
+import os
+import sys
+import threading
+import time
+
+import openai
+import pytest
+
+from remoteglm.compat import free_port
+from remoteglm.serve.engine import strip_control
+from remoteglm.serve.generation import CHAT_DEFAULTS
+from tests.serve.conftest import ServerProcess
+from tests.vlm.conftest import FAMILIES, ROOT, SAMPLE, env, run, train_images
+
+IMG = SAMPLE / "images" / "s2_inlet.png"
+Q, Q2 = "描述这张图片。", "有几条道路？"
+CAP = 24
+
+
+@pytest.fixture(scope="module")
+def engines(vlm_runs):
+    from remoteglm.serve.loading import load_engine
+
+    return {f: load_engine(r, defaults=CHAT_DEFAULTS, max_new_tokens=CAP)[0] for f, r in vlm_runs.items()}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stream_grows_by_prefixes_and_batch_equals_one_by_one(engines, family):
+    e = engines[family]
+    texts, last = [], None
+    for r in e.stream(str(IMG), Q, do_sample=False):
+        texts.append(r.text)
+        last = r
+    assert last.finish_reason in ("stop", "length") and last.text == e.reply(str(IMG), Q, do_sample=False).text
+    assert len(texts) > 2 and all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+    assert last.prompt_tokens > 16 and last.completion_tokens >= 1
+    images = [str(p) for p in train_images()] + [None]
+    queries = [Q] * (len(images) - 1) + ["你好"]
+    hist = [None] * (len(images) - 2) + [[(Q, "一条河。")], None]
+    one = [e.reply(im, q, h, do_sample=False).text for im, q, h in zip(images, queries, hist)]
+    assert e.batch(images, queries, hist, batch_size=3) == one  # left-padded batches, mixed with and without images
+
+
+def test_abandoned_stream_stops_generation(engines):
+    e = engines["qwen2_5_vl"]
+    # sampling at a high temperature: hundreds of tokens unless stopped
+    it = e.stream(str(IMG), Q, max_new_tokens=400, repetition_penalty=1.0, do_sample=True, temperature=5.0)
+    next(it)
+    it.close()
+    assert e.lock.acquire(timeout=10), "the generation kept the engine busy after its reader left"
+    e.lock.release()
+    assert e.reply(str(IMG), Q, do_sample=False).finish_reason  # still serves
+
+
+def test_context_and_images(engines):
+    e = engines["glm4v"]
+    assert e.context_length == 1024
+    n_img, n_txt = e.prompt_tokens(Q, image=True), e.prompt_tokens(Q)
+    assert n_img - n_txt >= 16
+    from remoteglm.errors import RemoteGLMError
+
+    with pytest.raises(RemoteGLMError):
+        e.check_image(b"not an image")
+
+
+def test_cli_one_shot(vlm_runs, engines):
+    p = run(["cli_demo.py", "--from_pretrained", vlm_runs["qwen2_5_vl"], "--image", IMG, "--prompt", Q, "--greedy",
+             "--max_new_tokens", str(CAP)], stdin=open(os.devnull))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == engines["qwen2_5_vl"].reply(str(IMG), Q, do_sample=False).text
+    p = run(["cli_demo.py", "--from_pretrained", vlm_runs["qwen2_5_vl"], "--tokenizer", "x.model", "--image", IMG,
+             "--prompt", Q], stdin=open(os.devnull))
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: --tokenizer is for VisualGLM")
+
+
+@pytest.fixture(scope="module")
+def api(vlm_runs):
+    port = free_port()
+    srv = ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", str(vlm_runs["glm4v"]),
+                        "--port", str(port), "--api-key", "sk-test", "--max_new_tokens", str(CAP)],
+                       env=env(), cwd=ROOT, ready_marker="serving ")
+    srv.wait_ready("API server")
+    yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0, timeout=60), srv
+    srv.stop()
+
+
+def test_api_with_the_openai_client(api, engines, vlm_runs):
+    client, srv = api
+    name = vlm_runs["glm4v"].name
+    assert [m.id for m in client.models.list().data] == [name]
+    url = "data:image/png;base64," + base64.b64encode(IMG.read_bytes()).decode()
+    msgs = [{"role": "user", "content": [{"type": "text", "text": Q}, {"type": "image_url", "image_url": {"url": url}}]}]
+    r = client.chat.completions.create(model=name, messages=msgs, temperature=0)
+    want = strip_control(engines["glm4v"].reply(str(IMG), Q, do_sample=False).text)
+    assert r.choices[0].message.content == want and r.usage.prompt_tokens > 16
+    parts = [c.choices[0].delta.content or "" for c in
+             client.chat.completions.create(model=name, messages=msgs, temperature=0, stream=True) if c.choices]
+    assert "".join(parts) == want and len([p for p in parts if p]) > 1
+    follow = msgs + [{"role": "assistant", "content": want}, {"role": "user", "content": Q2}]
+    r2 = client.chat.completions.create(model=name, messages=follow, temperature=0)
+    assert r2.choices[0].message.content == strip_control(
+        engines["glm4v"].reply(str(IMG), Q2, [(Q, want)], do_sample=False).text)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=name, messages=msgs, max_tokens=5000)
+    assert err.value.code == "context_length_exceeded"
+
+
+@pytest.fixture(scope="module")
+def web(vlm_runs, tmp_path_factory):
+    port = free_port()
+    e = dict(env(), GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")), GRADIO_ANALYTICS_ENABLED="False")
+    srv = ServerProcess([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(vlm_runs["qwen2_5_vl"]),
+                        "--port", str(port), "--max_new_tokens", str(CAP)], env=e, cwd=ROOT,
+                       ready_marker="Running on local URL")
+    srv.wait_ready("web demo")
+    yield f"http://127.0.0.1:{port}/"
+    srv.stop()
+
+
+def test_web_demo_with_gradio_client_and_a_browser(web, engines, tmp_path):
+    from gradio_client import Client, handle_file
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser import headless_chrome
+
+    c = Client(web, verbose=False)
+    c.predict(handle_file(str(IMG)), api_name="/upload_image")
+    messages, _ = c.predict(Q, [], 0, 0.4, 100, 1024, CAP, api_name="/ask")
+    want = engines["qwen2_5_vl"].reply(str(IMG), Q, do_sample=False).text
+    got = messages[-1]["content"]
+    got = "".join(p.get("text", "") for p in got) if isinstance(got, list) else got
+    assert got == want
+    driver = headless_chrome(tmp_path, window_size="1400,1000", headless="--headless=new")
+    try:
+        driver.get(web)
+        info = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "#model-info")).text
+        assert "finetune-qwen2.5-vl" in info and "float32" in info
+    finally:
+        driver.quit()
+
+
+def test_evaluation_side_by_side_with_visualglm(tiny_checkpoint, vlm_runs, tmp_path):
+    out = tmp_path / "report"
+    p = run(["-m", "remoteglm.eval", "--compare", tiny_checkpoint, vlm_runs["qwen2_5_vl"],
+             "--labels", "visualglm", "qwen", "--data", SAMPLE / "dataset_sample_zh.json", "--split", "test",
+             "--out", out, "--max_new_tokens", "16", "--batch_size", "2"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert [r["label"] for r in m["models"]] == ["visualglm", "qwen"]
+    assert all("CIDEr-D" in r["caption"]["char"] for r in m["models"])
+    assert all(set(im["answers"]) == {"visualglm", "qwen"} for im in m["images"])
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert all(name in html for name in ("visualglm", "qwen"))
