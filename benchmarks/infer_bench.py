@@ -217,8 +217,28 @@ def run_mode(args, mode: str) -> dict:
     return res
 
 
+def _vlm(what: str) -> int | None:
+    """``--model qwen2_5_vl|glm4v``: the transformers engine's benchmark (benchmarks/vlm_bench.py)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", choices=["visualglm", "qwen2_5_vl", "glm4v"], default="visualglm")
+    pre.add_argument("--size", default="tiny")
+    known, rest = pre.parse_known_args()
+    if known.model == "visualglm":
+        sys.argv = [a for i, a in enumerate(sys.argv) if a != "--model" and not (i and sys.argv[i - 1] == "--model")]
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import vlm_bench
+
+    size = "full" if known.size in ("full", "6b") else "tiny"
+    return vlm_bench.main(["--family", known.model, "--size", size, "--what", what, *rest])
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rc = _vlm("infer")
+    if rc is not None:
+        return rc
+    ap = argparse.ArgumentParser(epilog="--model qwen2_5_vl|glm4v: the transformers engine (benchmarks/vlm_bench.py)",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=["tiny", "full"], default="tiny")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--device", default=None, help="default: cuda for --size full, cpu for tiny")

@@ -47,8 +47,28 @@ def run(kind: str, cache: bool, a, work: Path, base: list[str]) -> dict:
     return json.loads((run_dir / "train_summary.json").read_text())
 
 
+def _vlm(what: str) -> int | None:
+    """``--model qwen2_5_vl|glm4v``: the transformers engine's benchmark (benchmarks/vlm_bench.py)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", choices=["visualglm", "qwen2_5_vl", "glm4v"], default="visualglm")
+    pre.add_argument("--size", default="tiny")
+    known, rest = pre.parse_known_args()
+    if known.model == "visualglm":
+        sys.argv = [a for i, a in enumerate(sys.argv) if a != "--model" and not (i and sys.argv[i - 1] == "--model")]
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import vlm_bench
+
+    size = "full" if known.size in ("full", "6b") else "tiny"
+    return vlm_bench.main(["--family", known.model, "--size", size, "--what", what, *rest])
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    rc = _vlm("train")
+    if rc is not None:
+        return rc
+    ap = argparse.ArgumentParser(epilog="--model qwen2_5_vl|glm4v: the transformers engine (benchmarks/vlm_bench.py)",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=["tiny", "6b"], default="tiny")
     ap.add_argument("--steps", type=int, default=None, help="training steps per run [tiny 30, 6b 10]")
     ap.add_argument("--batch_size", type=int, default=None, help="[tiny 4, 6b 1]")

@@ -91,6 +91,20 @@ def quiet_warnings() -> None:
 
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
         lambda record: "kernels-community" not in record.getMessage())
+    quiet_bnb_casts()
+
+
+def quiet_bnb_casts() -> None:
+    """bitsandbytes logs "inputs will be cast" on every int8 matmul with fp32 inputs (the CPU
+    case): expected, and noise. Idempotent."""
+    import logging
+
+    lg = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(getattr(f, "remoteglm", False) for f in lg.filters):
+        f = logging.Filter()
+        f.filter = lambda record: "inputs will be cast" not in record.getMessage()
+        f.remoteglm = True
+        lg.addFilter(f)
 
 
 def on_cpu() -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
 import time
 from pathlib import Path
@@ -186,16 +185,10 @@ def _head_last(model) -> None:
     model.collect_hooks_()
 
 
-class _QuietCast(logging.Filter):
-    # bitsandbytes logs this on every int8 matmul with fp32 inputs (the CPU case): expected, noise.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "inputs will be cast" not in record.getMessage()
-
-
 def _quiet_bnb() -> None:
-    lg = logging.getLogger("bitsandbytes.autograd._functions")
-    if not any(isinstance(f, _QuietCast) for f in lg.filters):
-        lg.addFilter(_QuietCast())
+    from remoteglm.compat import quiet_bnb_casts
+
+    quiet_bnb_casts()
 
 
 def quantization_of(model) -> dict | None:

@@ -21,6 +21,24 @@ CLI_PRETRAIN_STEPS = 150
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=1024)
 
+# Published sizes (config.json of Qwen/Qwen2.5-VL-7B-Instruct and zai-org/GLM-4.1V-9B-Thinking), for
+# randomly initialised full-size benchmarks: ``create_tiny_vlm(family, out, size="full")``.
+FULL = {
+    "qwen2_5_vl": dict(
+        text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                  num_key_value_heads=4, max_position_embeddings=128000, vocab_size=152064,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
+        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                    fullatt_block_indexes=[7, 15, 23, 31], window_size=112)),
+    "glm4v": dict(
+        text=dict(hidden_size=4096, intermediate_size=13696, num_hidden_layers=40, num_attention_heads=32,
+                  num_key_value_heads=2, max_position_embeddings=65536, vocab_size=151552,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5,
+                                   "mrope_section": [8, 12, 12]}),
+        vision=dict(depth=24, hidden_size=1536, intermediate_size=13696, num_heads=12, out_hidden_size=4096,
+                    image_size=336)),
+}
+
 # Special tokens in the published order of each family's tokenizer (ids follow the vocabulary).
 SPECIALS = {
     "qwen2_5_vl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -77,8 +95,9 @@ def _texts() -> list[str]:
     return texts
 
 
-def build_config(family: str, tok):
-    """The family's config class at toy sizes, wired to ``tok``'s special-token ids."""
+def build_config(family: str, tok, size: str = "tiny"):
+    """The family's config class at toy (or the published full) sizes, wired to ``tok``'s
+    special-token ids (full size: a vocabulary larger than the tiny tokenizer's, as real)."""
     ids = {s: tok.convert_tokens_to_ids(s) for s in SPECIALS[family]}
     vocab = len(tok)
     if family == "qwen2_5_vl":
@@ -88,6 +107,8 @@ def build_config(family: str, tok):
                     bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
         vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TEXT["hidden_size"],
                       fullatt_block_indexes=[1], window_size=112)
+        if size == "full":
+            text, vision = {**text, **FULL[family]["text"]}, FULL[family]["vision"]
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
                                 video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                                 vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
@@ -97,6 +118,8 @@ def build_config(family: str, tok):
                 rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5, "mrope_section": [2, 1, 1]})
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TEXT["hidden_size"],
                   image_size=112)
+    if size == "full":
+        text, vision = {**text, **FULL[family]["text"]}, FULL[family]["vision"]
     return Glm4vConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image|>"], video_token_id=ids["<|video|>"],
                        image_start_token_id=ids["<|begin_of_image|>"], image_end_token_id=ids["<|end_of_image|>"],
                        video_start_token_id=ids["<|begin_of_video|>"], video_end_token_id=ids["<|end_of_video|>"],
@@ -170,9 +193,11 @@ def _pretrain(model, tok, family: str, steps: int, seed: int) -> None:
     model.eval()
 
 
-def create_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0, pretrain_steps: int = 0) -> Path:
+def create_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0, pretrain_steps: int = 0, size: str = "tiny",
+                    device: str = "cpu") -> Path:
     """Build and save a tiny ``family`` folder at ``out_dir`` (random, or briefly pre-trained on
-    the sample captions with ``pretrain_steps``); returns it."""
+    the sample captions with ``pretrain_steps``); returns it. ``size="full"``: the published
+    sizes with random bf16 weights, built on ``device`` (benchmarks only: it talks nonsense)."""
     if family not in SPECIALS:
         raise RemoteGLMError(f"unknown family {family!r}: use one of {', '.join(SPECIALS)}")
     import torch
@@ -184,9 +209,14 @@ def create_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0, pretrain_st
     out = Path(out_dir)
     torch.manual_seed(seed)
     tok = train_tokenizer(family, _texts())
-    cfg = build_config(family, tok)
-    model = getattr(tf, FAMILIES[family].model_class)(cfg).eval()
-    _match_image_scale(model, family)
+    cfg = build_config(family, tok, size)
+    if size == "full":
+        with torch.device(device):
+            model = getattr(tf, FAMILIES[family].model_class)._from_config(cfg, dtype=torch.bfloat16).eval()
+        pretrain_steps = 0
+    else:
+        model = getattr(tf, FAMILIES[family].model_class)(cfg).eval()
+        _match_image_scale(model, family)
     if pretrain_steps:
         _pretrain(model, tok, family, pretrain_steps, seed)
     stops = [tok.convert_tokens_to_ids(s) for s in FAMILIES[family].stop_tokens]
@@ -197,6 +227,7 @@ def create_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0, pretrain_st
 
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
+    del model
     tok.chat_template = TEMPLATES[family]
     tok.save_pretrained(tmp)
     (tmp / "chat_template.jinja").write_text(TEMPLATES[family], encoding="utf-8")
@@ -224,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain_steps", type=int, default=CLI_PRETRAIN_STEPS,
                     help=f"full-parameter steps on the sample captions; 0 = random weights [{CLI_PRETRAIN_STEPS}]")
     a = ap.parse_args(argv)
+    from remoteglm.compat import quiet_warnings
+
+    quiet_warnings()
     if a.pretrain_steps < 0:
         raise RemoteGLMError(f"--pretrain_steps must be >= 0, got {a.pretrain_steps}")
     print(create_tiny_vlm(a.family, a.out_dir, a.seed, a.pretrain_steps))

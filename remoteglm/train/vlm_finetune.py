@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight_decay", type=float, default=0.0)
     g.add_argument("--gradient_clipping", type=float, default=1.0)
     g.add_argument("--zero_stage", type=int, default=None, choices=[0, 2, 3],
-                   help="DeepSpeed ZeRO stage; 0 = plain DDP [2 with several GPUs, else 0]")
+                   help="DeepSpeed ZeRO stage (also runs on a CPU, slowly); 0 = no DeepSpeed [2 with several GPUs, else 0]")
     g.add_argument("--no_gradient_checkpointing", action="store_true", help="keep activations (faster, more memory)")
     g.add_argument("--seed", type=int, default=1234)
     g = p.add_argument_group("checkpoints and logs")
@@ -249,8 +249,6 @@ def run(opts) -> Path:
     cuda = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     stage = opts.zero_stage if opts.zero_stage is not None else (2 if cuda and world > 1 else 0)
-    if stage and not cuda:
-        raise RemoteGLMError("--zero_stage 2/3 needs GPUs; on a CPU train with --zero_stage 0")
     if opts.use_qlora:
         try:
             import bitsandbytes  # noqa: F401
@@ -324,6 +322,8 @@ def run(opts) -> Path:
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=_limit(valid_ds, opts),
                       data_collator=lambda b: collate(b, pad), callbacks=_callbacks(run_dir, base, opts.keep_checkpoints))
     write_text_atomic(Path(opts.save) / "LAST_RUN", str(run_dir) + "\n") if resume_from is None else None
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()  # the peak of training, not of loading
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if trainer.state.global_step % save_interval:
@@ -332,10 +332,21 @@ def run(opts) -> Path:
     hist = trainer.state.log_history
     losses = [h["loss"] for h in hist if "loss" in h]
     evals = [h["eval_loss"] for h in hist if "eval_loss" in h]
+    import resource
+
+    rt = result.metrics.get("train_runtime") or 0.0
+    steps_run = trainer.state.global_step - (int(resume_from.name.split("-")[1]) if resume_from else 0)
+    samples = steps_run * opts.batch_size * opts.gradient_accumulation_steps * max(1, world)
+    probe = [len(train_ds[i]["input_ids"]) for i in range(min(16, len(train_ds)))]
     summary = {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
                "last_loss": losses[-1] if losses else None, "eval_loss": evals, "seconds_this_run": round(time.time() - t0, 1),
                "train_runtime": result.metrics.get("train_runtime"), "samples": len(train_ds), "skipped": train_ds.skipped,
                "train_data": [str(Path(f).resolve()) for f in opts.train_data],
+               "samples_per_second": round(samples / rt, 3) if rt > 0 else None,
+               "mean_sample_tokens": round(sum(probe) / len(probe), 1), "trainable_parameters": trainable,
+               "total_parameters": total, "image_tokens_max": img_tok,
+               "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+               "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                "family": fam.model_type, "qlora": opts.use_qlora, "dora": opts.use_dora, "zero_stage": stage}
     if trainer.is_world_process_zero():
         write_json_atomic(run_dir / "train_summary.json", summary)
@@ -388,9 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
     import warnings
 
-    from remoteglm.compat import quiet_warnings
+    from remoteglm import compat
 
-    quiet_warnings()
+    compat.single_process_env()  # one process: an in-memory process group, no TCPStore listening on every interface
+    compat.patch_for_cpu_training()
     warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
     run(opts)
     return 0

@@ -34,23 +34,40 @@ def train_images() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def vlm_bases(tmp_path_factory) -> dict[str, Path]:
-    from remoteglm.model.vlm_tiny import create_tiny_vlm
-
+    """``python -m remoteglm.model.vlm_tiny FAMILY DIR`` for both families at once (150 pre-training steps)."""
     root = tmp_path_factory.mktemp("vlm_bases")
-    return {f: create_tiny_vlm(f, root / f"{f}-tiny", pretrain_steps=150) for f in FAMILIES}
+    procs = {f: subprocess.Popen([sys.executable, "-m", "remoteglm.model.vlm_tiny", f, str(root / f"{f}-tiny"),
+                                  "--pretrain_steps", "150"], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for f in FAMILIES}
+    for f, p in procs.items():
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.strip().splitlines()[-1] == str(root / f"{f}-tiny"), err[-2000:]
+    return {f: root / f"{f}-tiny" for f in FAMILIES}
+
+
+def start_finetune(base: Path, save: Path, *extra) -> tuple[subprocess.Popen, Path]:
+    """``finetune_visualglm.py`` on a VLM folder (it hands over to the transformers engine), started
+    in the background: these runs use one core each, so two at a time halve the wait on 2 cores."""
+    cmd = [sys.executable, "finetune_visualglm.py", "--from_pretrained", str(base), "--train_data", str(TRAIN),
+           "--save", str(save), "--lr", "1e-2", "--batch_size", "4", "--log_interval", "1", *map(str, extra)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), save
+
+
+def wait_finetune(started: tuple[subprocess.Popen, Path]) -> Path:
+    p, save = started
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, out[-2000:] + err[-3000:]
+    return Path((save / "LAST_RUN").read_text().strip())
 
 
 def finetune(base: Path, save: Path, *extra) -> Path:
-    """``finetune_visualglm.py`` on a VLM folder (it hands over to the transformers engine)."""
-    p = run(["finetune_visualglm.py", "--from_pretrained", base, "--train_data", TRAIN, "--save", save,
-             "--lr", "1e-2", "--batch_size", "4", "--log_interval", "1", *extra])
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    return Path((save / "LAST_RUN").read_text().strip())
+    return wait_finetune(start_finetune(base, save, *extra))
 
 
 @pytest.fixture(scope="session")
 def vlm_runs(vlm_bases, tmp_path_factory) -> dict[str, Path]:
-    """A LoRA run per family: 150 steps on the sample, eval loss on its val split."""
+    """A LoRA run per family (both at once): 150 steps on the sample, eval loss on its val split."""
     root = tmp_path_factory.mktemp("vlm_runs")
-    return {f: finetune(b, root / f, "--train_iters", "150", "--valid_data", VALID, "--eval_iters", "2",
-                        "--save_interval", "75") for f, b in vlm_bases.items()}
+    started = {f: start_finetune(b, root / f, "--train_iters", "150", "--valid_data", VALID, "--eval_iters", "2",
+                                 "--save_interval", "75") for f, b in vlm_bases.items()}
+    return {f: wait_finetune(s) for f, s in started.items()}

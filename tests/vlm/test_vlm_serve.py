@@ -25,7 +25,7 @@ CAP = 24
 
 
 @pytest.fixture(scope="module")
-def engines(vlm_runs):
+def engines(vlm_runs, servers):  # the servers start first and load while the engines are built here
     from remoteglm.serve.loading import load_engine
 
     return {f: load_engine(r, defaults=CHAT_DEFAULTS, max_new_tokens=CAP)[0] for f, r in vlm_runs.items()}
@@ -70,25 +70,40 @@ def test_context_and_images(engines):
         e.check_image(b"not an image")
 
 
-def test_cli_one_shot(vlm_runs, engines):
+def test_cli_one_shot(vlm_runs, engines, capsys, monkeypatch):
     p = run(["cli_demo.py", "--from_pretrained", vlm_runs["qwen2_5_vl"], "--image", IMG, "--prompt", Q, "--greedy",
              "--max_new_tokens", str(CAP)], stdin=open(os.devnull))
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip() == engines["qwen2_5_vl"].reply(str(IMG), Q, do_sample=False).text
-    p = run(["cli_demo.py", "--from_pretrained", vlm_runs["qwen2_5_vl"], "--tokenizer", "x.model", "--image", IMG,
-             "--prompt", Q], stdin=open(os.devnull))
-    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: --tokenizer is for VisualGLM")
+    from remoteglm.serve.cli import main
+
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))
+    assert main(["--from_pretrained", str(vlm_runs["qwen2_5_vl"]), "--tokenizer", "x.model", "--image", str(IMG),
+                 "--prompt", Q]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --tokenizer is for VisualGLM")
 
 
 @pytest.fixture(scope="module")
-def api(vlm_runs):
-    port = free_port()
-    srv = ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", str(vlm_runs["glm4v"]),
-                        "--port", str(port), "--api-key", "sk-test", "--max_new_tokens", str(CAP)],
-                       env=env(), cwd=ROOT, ready_marker="serving ")
+def servers(vlm_runs, tmp_path_factory):
+    """The API (GLM-4.1V run) and the web demo (Qwen2.5-VL run), both started before they are needed."""
+    api_port, web_port = free_port(), free_port()
+    api = ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", str(vlm_runs["glm4v"]),
+                         "--port", str(api_port), "--api-key", "sk-test", "--max_new_tokens", str(CAP)],
+                        env=env(), cwd=ROOT, ready_marker="serving ")
+    e = dict(env(), GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")), GRADIO_ANALYTICS_ENABLED="False")
+    web = ServerProcess([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(vlm_runs["qwen2_5_vl"]),
+                         "--port", str(web_port), "--max_new_tokens", str(CAP)], env=e, cwd=ROOT,
+                        ready_marker="Running on local URL")
+    yield {"api": (api, api_port), "web": (web, web_port)}
+    api.stop()
+    web.stop()
+
+
+@pytest.fixture(scope="module")
+def api(servers):
+    srv, port = servers["api"]
     srv.wait_ready("API server")
-    yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0, timeout=60), srv
-    srv.stop()
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0, timeout=60), srv
 
 
 def test_api_with_the_openai_client(api, engines, vlm_runs):
@@ -113,15 +128,10 @@ def test_api_with_the_openai_client(api, engines, vlm_runs):
 
 
 @pytest.fixture(scope="module")
-def web(vlm_runs, tmp_path_factory):
-    port = free_port()
-    e = dict(env(), GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")), GRADIO_ANALYTICS_ENABLED="False")
-    srv = ServerProcess([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(vlm_runs["qwen2_5_vl"]),
-                        "--port", str(port), "--max_new_tokens", str(CAP)], env=e, cwd=ROOT,
-                       ready_marker="Running on local URL")
+def web(servers):
+    srv, port = servers["web"]
     srv.wait_ready("web demo")
-    yield f"http://127.0.0.1:{port}/"
-    srv.stop()
+    return f"http://127.0.0.1:{port}/"
 
 
 def test_web_demo_with_gradio_client_and_a_browser(web, engines, tmp_path):
