@@ -35,7 +35,8 @@ TAGS=(--python-version 3.12 --implementation cp
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 BINARY=(SwissArmyTransformer==0.4.6 bitsandbytes==0.50.2
         hjson==3.1.0 pydantic==2.13.4 pydantic-core==2.46.4 annotated-types==0.7.0 typing-inspection==0.4.2
-        typing-extensions==4.16.0 tensorboardX==2.6.5 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
+        typing-extensions==4.16.0 tensorboardX==2.6.5 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+        transformers==5.23.0 peft==0.21.2)  # the machine has transformers 5.17: the transformers engine (vlm_bench.py) is pinned to 5.23
 SOURCE=(deepspeed==0.19.8 jieba==0.42.1)
 
 echo ">> wheels from PyPI (Python 3.12, manylinux x86-64)"
@@ -67,7 +68,7 @@ echo ">> checking that pip takes them for the device's Python 3.12 (install into
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 "$PY" -m pip install -q --no-index --no-deps --no-compile --only-binary=:all: "${TAGS[@]}" --target "$scratch" .whl/*.whl
-for n in sat deepspeed bitsandbytes jieba hjson pydantic pydantic_core tensorboardX datasets dill multiprocess; do
+for n in sat deepspeed bitsandbytes jieba hjson pydantic pydantic_core tensorboardX datasets dill multiprocess transformers peft; do
   [[ -d "$scratch/$n" ]] || { echo "missing after install: $n" >&2; exit 1; }
 done
 

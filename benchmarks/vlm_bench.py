@@ -10,6 +10,11 @@ own process; numbers come from the run's train_summary.json. Full size: bf16, gr
 checkpointing, batch 1, images at --max_pixels (default 448 x 448 = 256 image tokens); goals
 (Qwen2.5-VL-7B): QLoRA <= 8 GB, LoRA <= 20 GB peak GPU memory over the training steps.
 
+On a lent GPU machine (after ``bash benchmarks/gpu_wheels.sh`` here; carry [".whl"], timeout_s 540):
+``pip install -q --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site python3
+benchmarks/vlm_bench.py --family qwen2_5_vl --size full`` (the random 7B folder is built on the GPU
+and written to a temporary folder first: ~17 GB of disk).
+
 MFU = (4·P_lm + 6·N_lora)·tokens/s + 2·P_vision·patches/s, over the GPU's dense bf16 peak: a
 frozen weight costs a forward and an activation-gradient matmul (4 FLOPs per parameter per token),
 a trained one also its weight gradient (6); the vision tower runs forward only. Attention-score

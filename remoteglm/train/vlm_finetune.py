@@ -272,12 +272,20 @@ def run(opts) -> Path:
     valid_ds = VLMDataset(valid, enc) if valid else None
     train_ds[0]  # a sample that cannot be encoded fails here, before the model loads
 
+    rank = _init_ranks(cuda, world)
     if resume_from is not None:
         run_dir = Path(opts.resume).resolve()
+        if rank == 0:  # checkpoints a kill left half-written: the Trainer would otherwise write into them
+            done = set(complete_checkpoints(run_dir))
+            for d in run_dir.glob("checkpoint-*"):
+                if d not in done:
+                    shutil.rmtree(d, ignore_errors=True)
     else:
         name = opts.experiment_name or f"finetune-{fam.label.lower()}"
-        run_dir = Path(opts.save) / f"{name}-{time.strftime('%m-%d-%H-%M-%S')}"
-        run_dir.mkdir(parents=True, exist_ok=False)
+        run_dir = Path(opts.save) / _same_on_all_ranks(f"{name}-{time.strftime('%m-%d-%H-%M-%S')}", world)
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=False)
+    _barrier(world)  # rank 0 made (or cleaned) the folder before anyone writes into it
     save_interval = opts.save_interval or min(100, opts.train_iters)
     eval_interval = opts.eval_interval or save_interval
 
@@ -299,11 +307,12 @@ def run(opts) -> Path:
 
     from transformers import Trainer, TrainingArguments
 
-    write_json_atomic(run_dir / BASE_RECORD, {"base": str(base), "family": fam.model_type,
-                                              "train_data": [str(Path(f).resolve()) for f in opts.train_data]})
-    for f in PROCESSOR_FILES:
-        if (base / f).is_file():
-            shutil.copyfile(base / f, run_dir / f)
+    if rank == 0:
+        write_json_atomic(run_dir / BASE_RECORD, {"base": str(base), "family": fam.model_type,
+                                                  "train_data": [str(Path(f).resolve()) for f in opts.train_data]})
+        for f in PROCESSOR_FILES:
+            if (base / f).is_file():
+                shutil.copyfile(base / f, run_dir / f)
     bf16 = cuda and dtype == torch.bfloat16
     targs = TrainingArguments(
         output_dir=str(run_dir), max_steps=opts.train_iters, per_device_train_batch_size=opts.batch_size,
@@ -317,11 +326,12 @@ def run(opts) -> Path:
         gradient_checkpointing=cuda and not opts.no_gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
         dataloader_num_workers=opts.num_workers, deepspeed=_ds_config(stage, opts), disable_tqdm=False,
-        save_only_model=False, label_names=["labels"])
+        save_only_model=False, label_names=["labels"], ddp_find_unused_parameters=False)
     pad = proc.tokenizer.pad_token_id if proc.tokenizer.pad_token_id is not None else proc.stop_ids[0]
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=_limit(valid_ds, opts),
                       data_collator=lambda b: collate(b, pad), callbacks=_callbacks(run_dir, base, opts.keep_checkpoints))
-    write_text_atomic(Path(opts.save) / "LAST_RUN", str(run_dir) + "\n") if resume_from is None else None
+    if resume_from is None and rank == 0:
+        write_text_atomic(Path(opts.save) / "LAST_RUN", str(run_dir) + "\n")
     if cuda:
         torch.cuda.reset_peak_memory_stats()  # the peak of training, not of loading
     t0 = time.time()
@@ -347,12 +357,46 @@ def run(opts) -> Path:
                "total_parameters": total, "image_tokens_max": img_tok,
                "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-               "family": fam.model_type, "qlora": opts.use_qlora, "dora": opts.use_dora, "zero_stage": stage}
+               "world_size": world, "family": fam.model_type, "qlora": opts.use_qlora, "dora": opts.use_dora, "zero_stage": stage}
     if trainer.is_world_process_zero():
         write_json_atomic(run_dir / "train_summary.json", summary)
         print(f">> {run_dir}: loss {summary['first_loss']} -> {summary['last_loss']}"
               + (f", eval loss {evals[-1]:.4f}" if evals else ""), flush=True)
     return run_dir
+
+
+def _init_ranks(cuda: bool, world: int) -> int:
+    """This process's rank; with several ranks the process group starts here (the launcher's env://
+    rendezvous), before the Trainer, so the run folder's name can be agreed first. The Trainer
+    (accelerate) keeps a group that exists."""
+    if world <= 1:
+        return 0
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank()
+
+
+def _same_on_all_ranks(value: str, world: int) -> str:
+    """Rank 0's ``value`` on every rank (each rank's clock gives another run-folder name)."""
+    if world <= 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _limit(ds, opts):

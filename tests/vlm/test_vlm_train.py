@@ -81,6 +81,33 @@ def test_resume_after_sigkill_equals_uninterrupted(vlm_bases, tmp_path):
     assert len(list(run_dir.glob("checkpoint-*"))) == 2  # --keep_checkpoints
 
 
+def test_two_ranks_share_one_run_folder_and_resume_on_the_same_batches(vlm_bases, tmp_path):
+    """2 CPU ranks through the DeepSpeed launcher (gloo), as finetune.sh starts several GPUs: one
+    run folder for both, and a resume at step 4 repeats the uninterrupted run's losses."""
+    from remoteglm.compat import free_port
+
+    def two_ranks(save, *extra):
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--master_addr", "127.0.0.1", "--master_port",
+               str(free_port()), "--num_gpus", "2", "--no_local_rank", "finetune_visualglm.py", "--from_pretrained",
+               str(vlm_bases["glm4v"]), "--train_data", str(TRAIN), "--save", str(save), "--lr", "1e-2", "--batch_size", "2",
+               "--log_interval", "1", "--train_iters", "12", "--save_interval", "4", "--keep_checkpoints", "0", *extra]
+        r = subprocess.run(cmd, cwd=ROOT, env={**env(), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+    two_ranks(tmp_path / "a")
+    (run_dir,) = [d for d in (tmp_path / "a").iterdir() if d.is_dir()]
+    assert json.loads((run_dir / "train_summary.json").read_text())["world_size"] == 2
+    copy = tmp_path / "b" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    for d in copy.glob("checkpoint-*"):
+        if d.name != "checkpoint-4":
+            shutil.rmtree(d)
+    (copy / "latest").write_text("checkpoint-4\n")
+    two_ranks(tmp_path / "b", "--resume", copy)
+    a, b = _losses(run_dir), _losses(copy)
+    assert [a[s] for s in range(5, 13)] == [b[s] for s in range(5, 13)]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_merged_equals_unmerged_and_loads_without_peft(vlm_runs, family, tmp_path):
     from transformers import AutoModelForImageTextToText
