@@ -100,7 +100,8 @@ def is_vlm(path) -> bool:
     return vlm_family(path) is not None
 
 
-def _dtype(dtype, device: str):
+def parse_dtype(dtype, device: str):
+    """A torch dtype from fp32/bf16/fp16 (or None: bf16/fp16 on CUDA, fp32 on the CPU)."""
     import torch
 
     if isinstance(dtype, torch.dtype):
@@ -248,7 +249,7 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
         raise RemoteGLMError(f"{d} is not a {'/'.join(f.label for f in FAMILIES.values())} folder (config.json model_type)")
     adapter = (d / ADAPTER_CONFIG).is_file()
     base = adapter_base(d) if adapter else d
-    dt = _dtype(dtype, str(device))
+    dt = parse_dtype(dtype, str(device))
     if _read_json(base / "config.json").get("quantization_config"):
         raise RemoteGLMError(f"{base} holds pre-quantised weights, which this engine does not load; use the float "
                              "folder with --quant 4 or 8 (it quantises while loading)")

@@ -24,6 +24,10 @@ Interface (stable; the API server relies on it):
 - Added: ``embeddings(image)`` (the cached image embeddings) and ``batch(images, queries,
   histories=None, *, batch_size=8, **gen) -> list[str]`` (evaluation's batched greedy answers).
 - ``Reply(text, prompt_tokens, completion_tokens, finish_reason=None)``.
+- Added for the second engine: ``prompt_tokens(query, history=None, english=False, image=False)``
+  (the API's context checks) and ``context_length``. A model family implements ``_encode_image``,
+  ``_generate`` and ``_batch``; ``vlm_engine.VLMEngine`` does so for GLM-4.1V / Qwen2.5-VL.
+  Front ends get either through ``remoteglm.serve.loading.load_engine(path, ...)``.
 
 Text helpers for front ends (also importable from here): ``process_response(text)`` and
 ``process_partial_response(text)`` (the official punctuation rule; the engine applies them

@@ -46,8 +46,9 @@ class VLMEncoder:
             raise RemoteGLMError(f"{record.img}: the prompt is {len(prompt)} tokens (image tokens included), not less than "
                                  f"--max_length {self.max_length}: lower --max_pixels or raise --max_length")
         cut = len(answer) > room
-        if cut:
-            answer = answer[: room - 1] + [answer[-1]]
+        if cut:  # keep the stop token (not what the template puts after it, e.g. "\n")
+            stop = next(t for t in answer if t in p.stop_ids)
+            answer = answer[: room - 1] + [stop]
         ids = prompt + answer
         return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(prompt) + answer,
                 "mm_token_type_ids": p.token_types(ids), "truncated": cut}

@@ -126,8 +126,6 @@ def validate(opts) -> None:
         raise RemoteGLMError(f"--min_pixels {opts.min_pixels} is more than --max_pixels {opts.max_pixels}")
     if opts.max_pixels is not None and opts.max_pixels < 28 * 28:
         raise RemoteGLMError("--max_pixels must be at least 784 (28 x 28: one image token)")
-    if opts.use_qlora and opts.use_dora:
-        pass  # peft supports DoRA on 4-bit layers
     if opts.layer_range is not None and any(i < 0 for i in opts.layer_range):
         raise RemoteGLMError("--layer_range takes layer indices >= 0")
 
@@ -209,20 +207,15 @@ def _ds_config(stage: int, opts) -> dict | None:
     return cfg
 
 
-def lora_config(opts, model):
+def lora_config(opts, model=None):
+    """peft's LoraConfig: the language model's attention and MLP projections (of the layers in
+    --layer_range, or all), DoRA with --use_dora, the merger fully trained with --tune_merger."""
     from peft import LoraConfig
 
-    layers = None
-    if opts.layer_range:
-        n = model.config.text_config.num_hidden_layers
-        lo, hi = (opts.layer_range + [n - 1])[:2] if len(opts.layer_range) <= 2 else (None, None)
-        layers = list(range(lo, hi + 1)) if lo is not None and len(opts.layer_range) == 2 else list(opts.layer_range)
-        if any(i >= n for i in layers):
-            raise RemoteGLMError(f"--layer_range {opts.layer_range}: the model has layers 0-{n - 1}")
+    layers = "|".join(str(i) for i in sorted(set(opts.layer_range))) if opts.layer_range else r"\d+"
     names = "|".join(LORA_TARGETS)
     return LoraConfig(r=opts.lora_rank, lora_alpha=opts.lora_alpha or 2 * opts.lora_rank, lora_dropout=opts.lora_dropout,
-                      target_modules=rf".*language_model\.layers\.\d+\.(self_attn|mlp)\.({names})",
-                      layers_to_transform=layers, layers_pattern="layers" if layers else None,
+                      target_modules=rf".*language_model\.layers\.({layers})\.(self_attn|mlp)\.({names})",
                       use_dora=opts.use_dora, modules_to_save=["merger"] if opts.tune_merger else None,
                       task_type="CAUSAL_LM")
 
@@ -244,6 +237,10 @@ def run(opts) -> Path:
         saved = _read_json(Path(opts.resume) / BASE_RECORD).get("base")
         if saved and Path(saved).resolve() != base:
             raise RemoteGLMError(f"--resume {opts.resume} was trained on {saved}, not {base}: pass the same --from_pretrained")
+    if opts.layer_range:
+        n = _read_json(base / "config.json").get("text_config", {}).get("num_hidden_layers")
+        if n is not None and any(i >= n for i in opts.layer_range):
+            raise RemoteGLMError(f"--layer_range {' '.join(map(str, opts.layer_range))}: the language model has layers 0-{n - 1}")
     train = [r for f in opts.train_data for r in load_records(f, "train", image_root=opts.image_root)]
     valid = [r for f in (opts.valid_data or []) for r in load_records(f, "val", image_root=opts.image_root)]
     cuda = torch.cuda.is_available()
@@ -289,9 +286,9 @@ def run(opts) -> Path:
     save_interval = opts.save_interval or min(100, opts.train_iters)
     eval_interval = opts.eval_interval or save_interval
 
-    from remoteglm.model.vlm import _dtype, bnb_config
+    from remoteglm.model.vlm import parse_dtype
 
-    dtype = _dtype(opts.dtype, "cuda" if cuda else "cpu")
+    dtype = parse_dtype(opts.dtype, "cuda" if cuda else "cpu")
     from transformers import set_seed
 
     set_seed(opts.seed)  # the LoRA matrices' random init: the same run for the same --seed
@@ -303,7 +300,6 @@ def run(opts) -> Path:
     total = sum(p.numel() for p in model.parameters())
     print(f">> trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"
           f"{' (NF4 base)' if opts.use_qlora else ''}{' DoRA' if opts.use_dora else ''}", flush=True)
-    del bnb_config
 
     from transformers import Trainer, TrainingArguments
 
@@ -400,16 +396,12 @@ def _barrier(world: int) -> None:
 
 
 def _limit(ds, opts):
+    """The first ``eval_iters`` batches of the validation set (what each evaluation reads)."""
     if ds is None:
         return None
-    n = min(len(ds), opts.eval_iters * opts.batch_size)
-    return torch_subset(ds, n)
-
-
-def torch_subset(ds, n: int):
     import torch
 
-    return torch.utils.data.Subset(ds, list(range(n)))
+    return torch.utils.data.Subset(ds, list(range(min(len(ds), opts.eval_iters * opts.batch_size))))
 
 
 def _load_for_training(base: Path, opts, dtype, cuda: bool):

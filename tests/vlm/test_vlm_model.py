@@ -12,6 +12,9 @@ from PIL import Image
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.vlm import FAMILIES, chat_messages, image_tokens, is_vlm, load_processor, load_vlm, vlm_family
 from tests.vlm.conftest import FAMILIES as FAMS
+from tests.vlm.conftest import SAMPLE
+
+SAMPLE_IMG = SAMPLE / "images" / "s2_farmland.png"
 
 
 @pytest.mark.parametrize("family", FAMS)
@@ -89,3 +92,32 @@ def test_int8_and_int4_loading_through_bitsandbytes(vlm_bases, family):
     assert torch.isfinite(out.logits).all()
     m8, _ = load_vlm(vlm_bases[family], quant=8)
     assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in m8.modules())
+
+
+@pytest.mark.parametrize("family", FAMS)
+def test_training_samples_put_the_loss_on_the_answer_only(vlm_bases, family):
+    """The prompt of a sample is what serving sends (the model's own template, earlier turns of a
+    conversation record included); labels are -100 on it and the answer + a stop token after it."""
+    from remoteglm.train.data import IGNORE_INDEX, Record
+    from remoteglm.train.vlm_data import VLMEncoder, collate
+
+    proc = load_processor(vlm_bases[family])
+    rec = Record(SAMPLE_IMG, "有几条道路？", "一条笔直的道路。", history=(("描述这张图片。", "农田。"),))
+    pix = proc.images([Image.open(SAMPLE_IMG).convert("RGB")])
+    item = VLMEncoder(proc, 512).encode(rec, pix["image_grid_thw"])
+    serving = proc.encode(proc.render(chat_messages(rec.prompt, rec.history, True), True), pix["image_grid_thw"])
+    ids, labels = item["input_ids"], item["labels"]
+    assert ids[:len(serving)] == serving and set(labels[:len(serving)]) == {IGNORE_INDEX}
+    answer = [t for t in labels if t != IGNORE_INDEX]
+    assert answer == ids[len(serving):] and any(t in proc.stop_ids for t in answer)
+    assert proc.tokenizer.decode(answer, skip_special_tokens=True).strip() == rec.label
+    assert "农田。" in proc.tokenizer.decode(serving)  # the earlier turn is in the prompt, not in the loss
+    assert item["mm_token_type_ids"] == [1 if t == proc.image_token_id else 0 for t in ids]
+    cut = VLMEncoder(proc, len(serving) + 3).encode(rec, pix["image_grid_thw"])
+    assert cut["truncated"] and len(cut["input_ids"]) == len(serving) + 3 and cut["labels"][-1] in proc.stop_ids
+    with pytest.raises(RemoteGLMError, match="lower --max_pixels or raise --max_length"):
+        VLMEncoder(proc, len(serving)).encode(rec, pix["image_grid_thw"])
+    b = collate([dict(item, **pix), dict(cut, **pix)], proc.tokenizer.pad_token_id)
+    assert b["input_ids"].shape == b["labels"].shape == b["attention_mask"].shape == (2, len(ids))
+    assert b["attention_mask"][1].sum() == len(cut["input_ids"]) and (b["labels"][1, len(cut["input_ids"]):] == -100).all()
+    assert b["pixel_values"].shape[0] == 2 * pix["pixel_values"].shape[0] and b["image_grid_thw"].shape == (2, 3)

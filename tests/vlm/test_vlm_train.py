@@ -178,6 +178,7 @@ def test_only_complete_checkpoints_are_resumed(vlm_runs, tmp_path):
     (["--train_iters", "0"], "--train_iters must be a whole number"),
     (["--resume", "/nonexistent/run"], "no such run folder"),
     (["--keep_checkpoints", "-1"], "--keep_checkpoints must be >= 0"),
+    (["--layer_range", "0", "7"], "the language model has layers 0-1"),
 ])
 def test_bad_settings_fail_in_one_line_before_the_model_loads(vlm_bases, tmp_path, bad, message, capsys):
     """Through finetune_visualglm.py's main (in-process: the same code path as the script)."""
@@ -190,6 +191,21 @@ def test_bad_settings_fail_in_one_line_before_the_model_loads(vlm_bases, tmp_pat
     assert len(lines) == 1 and message in lines[0], out.err[-2000:]
     assert "Traceback" not in out.err and "Loading weights" not in out.err + out.out
     assert not list(tmp_path.iterdir())  # no run folder was made
+
+
+def test_lora_goes_on_the_language_model_layers_asked_for(vlm_bases):
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from remoteglm.train.vlm_finetune import build_parser, lora_config
+
+    for extra, layers in (([], {"0", "1"}), (["--layer_range", "1"], {"1"})):
+        opts = build_parser().parse_args(["--from_pretrained", "x", "--train_data", "y", *extra])
+        model = AutoModelForImageTextToText.from_pretrained(vlm_bases["qwen2_5_vl"], local_files_only=True)
+        names = [n for n, _ in get_peft_model(model, lora_config(opts)).named_modules() if n.endswith("lora_A")]
+        assert names and all(".language_model.layers." in n for n in names)  # never the vision tower
+        assert {n.split(".layers.")[1].split(".")[0] for n in names} == layers
+        assert len(names) == 7 * len(layers)  # q k v o gate up down
 
 
 def test_quantising_a_vlm_folder_says_how(vlm_bases, tmp_path, capsys):
