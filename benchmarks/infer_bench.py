@@ -219,18 +219,10 @@ def run_mode(args, mode: str) -> dict:
 
 def _vlm(what: str) -> int | None:
     """``--model qwen2_5_vl|glm4v``: the transformers engine's benchmark (benchmarks/vlm_bench.py)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--model", choices=["visualglm", "qwen2_5_vl", "glm4v"], default="visualglm")
-    pre.add_argument("--size", default="tiny")
-    known, rest = pre.parse_known_args()
-    if known.model == "visualglm":
-        sys.argv = [a for i, a in enumerate(sys.argv) if a != "--model" and not (i and sys.argv[i - 1] == "--model")]
-        return None
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import vlm_bench
 
-    size = "full" if known.size in ("full", "6b") else "tiny"
-    return vlm_bench.main(["--family", known.model, "--size", size, "--what", what, *rest])
+    return vlm_bench.delegate(what)
 
 
 def main() -> int:

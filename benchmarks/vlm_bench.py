@@ -168,6 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def delegate(what: str) -> int | None:
+    """For train_bench.py / infer_bench.py: run this benchmark when ``--model`` names a VLM family
+    (None, with ``--model visualglm`` removed from sys.argv, otherwise)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", choices=["visualglm", "qwen2_5_vl", "glm4v"], default="visualglm")
+    pre.add_argument("--size", default="tiny")
+    known, rest = pre.parse_known_args()
+    if known.model == "visualglm":
+        sys.argv = [a for i, a in enumerate(sys.argv) if a != "--model" and not (i and sys.argv[i - 1] == "--model")]
+        return None
+    size = "full" if known.size in ("full", "6b") else "tiny"
+    return main(["--family", known.model, "--size", size, "--what", what, *rest])
+
+
 def _prod(shape) -> int:
     n = 1
     for x in shape:

@@ -32,6 +32,20 @@ EXAMPLES = """examples:
 """
 
 
+def add_schedule_args(p: argparse.ArgumentParser, batch_size: int):
+    """The optimisation options both engines share (steps, batch, LR schedule); returns the group."""
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--train_iters", type=int, default=300, help="optimizer steps [300]")
+    g.add_argument("--batch_size", type=int, default=batch_size, help=f"micro-batch per GPU [{batch_size}]")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--warmup", type=float, default=0.02, help="fraction of steps with linear warmup [0.02]")
+    g.add_argument("--lr_decay_style", default="cosine", choices=["cosine", "linear", "constant"])
+    g.add_argument("--weight_decay", type=float, default=0.0)
+    g.add_argument("--gradient_clipping", type=float, default=1.0)
+    return g
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="finetune_visualglm.py", description=__doc__.split("\n\n")[0],
@@ -56,15 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ChatGLM layer INDICES to adapt, e.g. '0 14' = layers 0 and 14 (default: all)")
     g.add_argument("--use_qlora", action="store_true", help="NF4-quantise every ChatGLM linear layer (bitsandbytes)")
     g.add_argument("--train_qformer", action="store_true", help="also train the Q-Former and glm_proj (disables the feature cache)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--train_iters", type=int, default=300, help="optimizer steps [300]")
-    g.add_argument("--batch_size", type=int, default=4, help="micro-batch per GPU [4]")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--warmup", type=float, default=0.02, help="fraction of steps with linear warmup [0.02]")
-    g.add_argument("--lr_decay_style", default="cosine", choices=["cosine", "linear", "constant"])
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--gradient_clipping", type=float, default=1.0)
+    g = add_schedule_args(p, batch_size=4)
     g.add_argument("--zero_stage", type=int, default=1, choices=[1, 2], help="DeepSpeed ZeRO stage [1]")
     prec = g.add_mutually_exclusive_group()
     prec.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPU)")

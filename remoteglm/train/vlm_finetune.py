@@ -78,15 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--use_qlora", action="store_true", help="NF4-quantised language model (bitsandbytes), LoRA on top")
     g.add_argument("--use_dora", action="store_true", help="weight-decomposed LoRA (DoRA)")
     g.add_argument("--tune_merger", action="store_true", help="also train the vision-to-LLM merger/projector fully")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--train_iters", type=int, default=300, help="optimizer steps [300]")
-    g.add_argument("--batch_size", type=int, default=1, help="micro-batch per GPU [1]")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--warmup", type=float, default=0.02, help="fraction of steps with linear warmup [0.02]")
-    g.add_argument("--lr_decay_style", default="cosine", choices=["cosine", "linear", "constant"])
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--gradient_clipping", type=float, default=1.0)
+    from remoteglm.train.finetune import add_schedule_args
+
+    g = add_schedule_args(p, batch_size=1)
     g.add_argument("--zero_stage", type=int, default=None, choices=[0, 2, 3],
                    help="DeepSpeed ZeRO stage (also runs on a CPU, slowly); 0 = no DeepSpeed [2 with several GPUs, else 0]")
     g.add_argument("--no_gradient_checkpointing", action="store_true", help="keep activations (faster, more memory)")
