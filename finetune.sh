@@ -22,7 +22,7 @@
 #   BATCH_SIZE    micro-batch per GPU                         [4; GLM-4.1V / Qwen2.5-VL: 1]
 #   LR            peak learning rate                          [1e-4; tiny default 1e-2]
 #   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt text / answer tokens (image slots extra) [128 / 256]
-#   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png]
+#   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png; tiny VLMs: s2_inlet.png]
 #   DRY_RUN=1     print the training command and stop
 #
 # Resume a killed run: the same command plus `--resume RUN_FOLDER` (finetune_visualglm.py checks it first).
@@ -58,6 +58,7 @@ fi
 MAX_SOURCE_LEN=${MAX_SOURCE_LEN:-128}
 MAX_TARGET_LEN=${MAX_TARGET_LEN:-256}
 KEEP_CHECKPOINTS=${KEEP_CHECKPOINTS:-2}
+DEMO_IMAGE_SET=${DEMO_IMAGE:-}
 DEMO_IMAGE=${DEMO_IMAGE:-data/sample/images/s2_farmland.png}
 HOSTFILE=${HOSTFILE:-}
 
@@ -74,6 +75,8 @@ if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
     python -m remoteglm.model.tiny "$TINY_DIR"
   fi
 elif [[ -n "$TINY_VLM" ]]; then
+  # their text-only pre-training makes the base answer every image with a farmland caption: ask about another one
+  DEMO_IMAGE=${DEMO_IMAGE_SET:-data/sample/images/s2_inlet.png}
   TRAIN_ITERS=${TRAIN_ITERS:-150}
   LR=${LR:-1e-2}
   LORA_ALPHA=${LORA_ALPHA:-$((2 * LORA_RANK))}

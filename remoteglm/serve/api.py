@@ -83,7 +83,7 @@ from remoteglm.serve.api_queue import Generations, Job, Reservation
 from remoteglm.serve.api_transport import (BACKLOG, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_BODY, DEFAULT_TIMEOUT_HEADER,
                                            DEFAULT_TIMEOUT_KEEP_ALIVE, MAX_HEADER_BYTES, MIN_DRAIN_BYTES, APIServer,
                                            GuardedH11Protocol, ServerLimits, _drain_cap, make_server)
-from remoteglm.serve.engine import Engine, Reply
+from remoteglm.serve.engine import Reply
 from remoteglm.serve.openai_schema import (ERROR_RESPONSES, ROUTES_HINT, APIError, AssistantMessage, ChatCompletion,
                                            ChatCompletionRequest, ChatRequest, Choice, ClientGone, ContentPart,
                                            ErrorDetail, ErrorResponse, ImagePart, ImageURL, Message, ModelCard, ModelList,

@@ -106,10 +106,13 @@ class VLMEngine(Engine):
         return kw
 
     def _decode(self, ids: list[int]) -> str:
-        stops = set(self.processor.stop_ids)
-        ids = [i for i in ids if i not in stops]
-        return self.processor.tokenizer.decode(ids, skip_special_tokens=False).replace(
-            self.processor.tokenizer.pad_token or "\x00", "")
+        """The answer text: special tokens dropped except the reasoning tags ``answer_text`` reads."""
+        if not hasattr(self, "_hidden"):
+            tok = self.processor.tokenizer
+            keep = {tok.convert_tokens_to_ids(t) for t in ("<think>", "</think>", "<answer>", "</answer>")}
+            self._hidden = (set(tok.all_special_ids) | set(self.processor.stop_ids)
+                            | {i for i, t in tok.added_tokens_decoder.items() if t.special}) - keep
+        return self.processor.tokenizer.decode([i for i in ids if i not in self._hidden], skip_special_tokens=False)
 
     def _generate(self, encoded, query: str, history: list, cfg: GenerationConfig, cancelled) -> Iterator[Reply]:
         """``generate`` in a helper thread (it calls the streamer synchronously); replies are

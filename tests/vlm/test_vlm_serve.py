@@ -7,8 +7,6 @@ import base64
 import json
 import os
 import sys
-import threading
-import time
 
 import openai
 import pytest
@@ -17,7 +15,7 @@ from remoteglm.compat import free_port
 from remoteglm.serve.engine import strip_control
 from remoteglm.serve.generation import CHAT_DEFAULTS
 from tests.serve.conftest import ServerProcess
-from tests.vlm.conftest import FAMILIES, ROOT, SAMPLE, env, run, train_images
+from tests.vlm.conftest import FAMILIES, ROOT, SAMPLE, env, train_images
 
 IMG = SAMPLE / "images" / "s2_inlet.png"
 Q, Q2 = "描述这张图片。", "有几条道路？"
@@ -71,13 +69,13 @@ def test_context_and_images(engines):
 
 
 def test_cli_one_shot(vlm_runs, engines, capsys, monkeypatch):
-    p = run(["cli_demo.py", "--from_pretrained", vlm_runs["qwen2_5_vl"], "--image", IMG, "--prompt", Q, "--greedy",
-             "--max_new_tokens", str(CAP)], stdin=open(os.devnull))
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.strip() == engines["qwen2_5_vl"].reply(str(IMG), Q, do_sample=False).text
-    from remoteglm.serve.cli import main
+    from remoteglm.serve.cli import main  # cli_demo.py's main, in-process (no terminal: one-shot)
 
     monkeypatch.setattr(sys, "stdin", open(os.devnull))
+    for family in FAMILIES:
+        assert main(["--from_pretrained", str(vlm_runs[family]), "--image", str(IMG), "--prompt", Q, "--greedy",
+                     "--max_new_tokens", str(CAP)]) == 0
+        assert capsys.readouterr().out.strip() == engines[family].reply(str(IMG), Q, do_sample=False).text
     assert main(["--from_pretrained", str(vlm_runs["qwen2_5_vl"]), "--tokenizer", "x.model", "--image", str(IMG),
                  "--prompt", Q]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --tokenizer is for VisualGLM")
@@ -158,14 +156,20 @@ def test_web_demo_with_gradio_client_and_a_browser(web, engines, tmp_path):
 
 
 def test_evaluation_side_by_side_with_visualglm(tiny_checkpoint, vlm_runs, tmp_path):
+    from remoteglm.eval.evaluate import main  # python -m remoteglm.eval, in-process
+
     out = tmp_path / "report"
-    p = run(["-m", "remoteglm.eval", "--compare", tiny_checkpoint, vlm_runs["qwen2_5_vl"],
-             "--labels", "visualglm", "qwen", "--data", SAMPLE / "dataset_sample_zh.json", "--split", "test",
-             "--out", out, "--max_new_tokens", "16", "--batch_size", "2"])
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert main(["--compare", str(tiny_checkpoint), str(vlm_runs["qwen2_5_vl"]), "--labels", "visualglm", "qwen",
+                 "--data", str(SAMPLE / "dataset_sample_zh.json"), "--split", "test", "--out", str(out),
+                 "--max_new_tokens", "16", "--batch_size", "2"]) == 0
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert [r["label"] for r in m["models"]] == ["visualglm", "qwen"]
     assert all("CIDEr-D" in r["caption"]["char"] for r in m["models"])
     assert all(set(im["answers"]) == {"visualglm", "qwen"} for im in m["images"])
     html = (out / "report.html").read_text(encoding="utf-8")
     assert all(name in html for name in ("visualglm", "qwen"))
+    glm = tmp_path / "glm"  # the other family alone, in-process
+    assert main(["--from_pretrained", str(vlm_runs["glm4v"]), "--data", str(SAMPLE / "dataset_sample_zh.json"),
+                 "--split", "test", "--out", str(glm), "--max_new_tokens", "16"]) == 0
+    g = json.loads((glm / "metrics.json").read_text(encoding="utf-8"))
+    assert g["models"][0]["label"] == vlm_runs["glm4v"].name and "CIDEr-D" in g["models"][0]["caption"]["char"]
