@@ -236,6 +236,36 @@ def load_processor(path: str | os.PathLike, min_pixels: int | None = None, max_p
     return Processor(tok, ip, template, fam)
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
+
+
+def check_weights(d: Path) -> list[Path]:
+    """The folder's weight files: every shard its index names present, none a Git LFS pointer
+    (a clone without ``git lfs pull``), each at least as long as its safetensors header says."""
+    import struct
+
+    from remoteglm.model.checkpoint import _check_not_lfs_pointer, hf_weight_files
+
+    files = hf_weight_files(d)
+    for f in files:
+        _check_not_lfs_pointer(f)
+        if f.suffix == ".safetensors":
+            with open(f, "rb") as fh:
+                head = fh.read(8)
+                n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+                if n <= 0 or n > 100 * 2**20:
+                    raise RemoteGLMError(f"{f} is not a safetensors file (bad header); download it again")
+                try:
+                    meta = json.loads(fh.read(n))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    raise RemoteGLMError(f"{f} has a damaged header; download it again") from None
+            end = max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"), default=0)
+            if f.stat().st_size < 8 + n + end:
+                raise RemoteGLMError(f"{f} is truncated ({f.stat().st_size:,} of {8 + n + end:,} bytes); download it again")
+    return files
+
+
 def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "cpu", dtype=None, *,
              min_pixels: int | None = None, max_pixels: int | None = None, merge: bool = False):
     """(model, processor) of a local HF folder or of a LoRA adapter folder on its base. ``quant``:
@@ -250,6 +280,7 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
     adapter = (d / ADAPTER_CONFIG).is_file()
     base = adapter_base(d) if adapter else d
     dt = parse_dtype(dtype, str(device))
+    check_weights(base)
     if _read_json(base / "config.json").get("quantization_config"):
         raise RemoteGLMError(f"{base} holds pre-quantised weights, which this engine does not load; use the float "
                              "folder with --quant 4 or 8 (it quantises while loading)")
@@ -264,8 +295,12 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
         model = AutoModelForImageTextToText.from_pretrained(
             str(base), local_files_only=True, trust_remote_code=False, dtype=dt, quantization_config=qc,
             device_map={"": torch.device(device)} if qc is not None else None)
-    except (OSError, ValueError) as e:
-        raise RemoteGLMError(f"{base}: cannot load the model ({str(e).splitlines()[0][:240]})") from None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise RemoteGLMError(f"{base}: cannot load the model ({_first_line(e)}); download the weights again") from None
+    except Exception as e:  # noqa: BLE001 - safetensors' own errors (a truncated shard) are not OSErrors
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise RemoteGLMError(f"{base}: a weight file is damaged ({_first_line(e)}); download it again") from None
     if qc is None:
         model.to(device)
     if adapter:

@@ -29,6 +29,8 @@ EXAMPLES = """examples:
       --valid_data data/ucm/ucm_val.json --use_qlora --bf16
   # continue a run that stopped
   python finetune_visualglm.py ... --resume checkpoints/finetune-visualglm-11-22-10-00
+  # a GLM-4.1V / Qwen2.5-VL folder goes to the transformers engine (its options: add --help after it)
+  python finetune_visualglm.py --from_pretrained checkpoints/Qwen2.5-VL-7B-Instruct --help
 """
 
 

@@ -121,3 +121,27 @@ def test_training_samples_put_the_loss_on_the_answer_only(vlm_bases, family):
     assert b["input_ids"].shape == b["labels"].shape == b["attention_mask"].shape == (2, len(ids))
     assert b["attention_mask"][1].sum() == len(cut["input_ids"]) and (b["labels"][1, len(cut["input_ids"]):] == -100).all()
     assert b["pixel_values"].shape[0] == 2 * pix["pixel_values"].shape[0] and b["image_grid_thw"].shape == (2, 3)
+
+
+def test_damaged_folders_are_one_line_each(vlm_bases, tmp_path):
+    src = vlm_bases["glm4v"]
+    cases = {}
+    for name in ("lfs", "truncated", "missing_shard", "no_template"):
+        d = tmp_path / name
+        shutil.copytree(src, d)
+        cases[name] = d
+    (cases["lfs"] / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12345\n")
+    w = cases["truncated"] / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    (cases["missing_shard"] / "model.safetensors").rename(cases["missing_shard"] / "model-00001-of-00002.safetensors")
+    (cases["missing_shard"] / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (cases["no_template"] / "chat_template.jinja").unlink()
+    cfg = json.loads((cases["no_template"] / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (cases["no_template"] / "tokenizer_config.json").write_text(json.dumps(cfg))
+    want = {"lfs": "Git LFS pointer", "truncated": "is truncated", "missing_shard": "shard model-00002-of-00002",
+            "no_template": "no chat template"}
+    for name, d in cases.items():
+        with pytest.raises(RemoteGLMError, match=want[name]):
+            load_vlm(d)
