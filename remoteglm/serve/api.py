@@ -161,7 +161,7 @@ class APIState:
             cfg = engine.config(**req.gen)
         except RemoteGLMError as err:
             raise APIError(400, str(err)) from None
-        n = engine.prompt_tokens(req.query, req.history, cfg.english, image=req.image is not None)
+        n = engine.prompt_tokens(req.query, req.history, cfg.english, image=req.image)
         if n >= cfg.max_length:
             raise APIError(400, f"the messages are {n} tokens, not less than this model's context of {cfg.max_length} tokens: "
                                 "shorten the history or the question", param="messages", code="context_length_exceeded")

@@ -24,8 +24,8 @@ Interface (stable; the API server relies on it):
 - Added: ``embeddings(image)`` (the cached image embeddings) and ``batch(images, queries,
   histories=None, *, batch_size=8, **gen) -> list[str]`` (evaluation's batched greedy answers).
 - ``Reply(text, prompt_tokens, completion_tokens, finish_reason=None)``.
-- Added for the second engine: ``prompt_tokens(query, history=None, english=False, image=False)``
-  (the API's context checks) and ``context_length``. A model family implements ``_encode_image``,
+- Added for the second engine: ``prompt_tokens(query, history=None, english=False, image=None)``
+  (the API's context checks; ``image``: the request's image, None for text only) and ``context_length``. A model family implements ``_encode_image``,
   ``_generate`` and ``_batch``; ``vlm_engine.VLMEngine`` does so for GLM-4.1V / Qwen2.5-VL.
   Front ends get either through ``remoteglm.serve.loading.load_engine(path, ...)``.
 
@@ -137,11 +137,12 @@ class Engine:
         return generate_batch(self.model, self.tokenizer, images, queries, histories, batch_size=batch_size,
                               generator=self.generator, config=cfg)
 
-    def prompt_tokens(self, query: str, history=None, english: bool = False, image: bool = False) -> int:
-        """How many tokens the prompt for ``query`` takes (for the API's context checks)."""
+    def prompt_tokens(self, query: str, history=None, english: bool = False, image=None) -> int:
+        """How many tokens the prompt for ``query`` (about ``image``, if not None) takes: for the
+        API's context checks."""
         from remoteglm.serve.generation import encode_prompt
 
-        slots = self.model.image_length if image else None
+        slots = self.model.image_length if image is not None and image is not False else None
         return len(encode_prompt(self.tokenizer, query, history, english, slots)[0])
 
     @property

@@ -57,6 +57,8 @@ class VLMEngine(Engine):
     def __init__(self, model, processor: Processor, **kw):
         super().__init__(model, processor.tokenizer, **kw)
         self.processor = processor
+        # the front ends' defaults carry VisualGLM's 2048-token context: this model has its own
+        self.defaults["max_length"] = self.context_length
 
     # images: the processor's pixel rows and grid (cached like VisualGLM's embeddings)
     def _encode_image(self, image):
@@ -182,17 +184,27 @@ class VLMEngine(Engine):
                 out.append(answer_text(self._decode(row[:cut]), final=True))
         return out
 
-    def prompt_tokens(self, query: str, history=None, english: bool = False, image: bool = False) -> int:
-        p = self.processor
-        text = p.render(chat_messages(query, list(history or []), image), add_generation_prompt=True)
-        ids = p.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if image:  # the largest image this processor makes
-            from remoteglm.model.vlm import image_tokens
+    def prompt_tokens(self, query: str, history=None, english: bool = False, image=None) -> int:
+        """Prompt tokens for ``query`` about ``image`` (its own size sets its tokens; ``True``: the
+        largest image this resolution setting allows)."""
+        from remoteglm.model.vlm import image_tokens
 
-            hi = p.image_processor.size.get("longest_edge", 28 * 28 * 1280)
-            side = int((hi / p.family.frames_in_budget) ** 0.5)
-            ids += [0] * (image_tokens(side, side, 0, hi, p.family) - 1)
-        return len(ids)
+        p = self.processor
+        has_image = image is not None and image is not False
+        text = p.render(chat_messages(query, list(history or []), has_image), add_generation_prompt=True)
+        n = len(p.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if has_image:
+            lo = p.image_processor.size.get("shortest_edge") or 56 * 56
+            hi = p.image_processor.size.get("longest_edge") or 28 * 28 * 1280
+            if image is True:
+                side = int((hi / p.family.frames_in_budget) ** 0.5)
+                w = h = side
+            else:
+                from remoteglm.model.image import load_image
+
+                w, h = load_image(bytes(image) if isinstance(image, bytearray) else image).size
+            n += image_tokens(w, h, lo, hi, p.family) - 1  # the placeholder becomes this many
+        return n
 
     @property
     def context_length(self) -> int:

@@ -61,7 +61,10 @@ def test_context_and_images(engines):
     e = engines["glm4v"]
     assert e.context_length == 1024
     n_img, n_txt = e.prompt_tokens(Q, image=True), e.prompt_tokens(Q)
-    assert n_img - n_txt >= 16
+    assert n_img - n_txt >= 16 and e.config().max_length == 1024  # the model's context, not VisualGLM's 2048
+    for im in (IMG, SAMPLE / "images" / "OSBS_029.tif"):  # the API's count is the prompt the model gets
+        assert e.prompt_tokens(Q, [(Q, "农田。")], image=str(im)) == e.reply(str(im), Q, [(Q, "农田。")],
+                                                                            max_new_tokens=1).prompt_tokens
     from remoteglm.errors import RemoteGLMError
 
     with pytest.raises(RemoteGLMError):
