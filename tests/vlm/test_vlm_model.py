@@ -145,3 +145,17 @@ def test_damaged_folders_are_one_line_each(vlm_bases, tmp_path):
     for name, d in cases.items():
         with pytest.raises(RemoteGLMError, match=want[name]):
             load_vlm(d)
+
+
+@pytest.mark.parametrize("family, billions", [("qwen2_5_vl", 8.29), ("glm4v", 10.29)])
+def test_full_size_registry_matches_the_published_models(family, billions):
+    """The sizes the GPU benchmark builds (on the meta device here: no memory): Qwen2.5-VL-7B has
+    8.29 B parameters, GLM-4.1V-9B 10.29 B, as their model cards say."""
+    import transformers as tf
+
+    from remoteglm.model.vlm_tiny import _texts, build_config, train_tokenizer
+
+    cfg = build_config(family, train_tokenizer(family, _texts()[:100], vocab_size=400), "full")
+    with torch.device("meta"):
+        model = getattr(tf, FAMILIES[family].model_class)._from_config(cfg, dtype=torch.bfloat16)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == billions
