@@ -19,10 +19,10 @@
 #   LORA_ALPHA    LoRA alpha (scale = alpha/rank)             [1, official; tiny default = rank; GLM-4.1V / Qwen2.5-VL: 2 x rank]
 #   LAYER_RANGE   ChatGLM layer indices, e.g. "0 14"          [all layers]
 #   TRAIN_ITERS   optimizer steps                             [300]
-#   BATCH_SIZE    micro-batch per GPU                         [4; GLM-4.1V / Qwen2.5-VL: 1]
+#   BATCH_SIZE    micro-batch per GPU                         [4; GLM-4.1V / Qwen2.5-VL: 1 (their tiny ones: 4)]
 #   LR            peak learning rate                          [1e-4; tiny default 1e-2]
 #   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt text / answer tokens (image slots extra) [128 / 256]
-#   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png; tiny VLMs: s2_inlet.png]
+#   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png; tiny VLMs: SOAP_031.png]
 #   DRY_RUN=1     print the training command and stop
 #
 # Resume a killed run: the same command plus `--resume RUN_FOLDER` (finetune_visualglm.py checks it first).
@@ -50,7 +50,7 @@ if [[ -n "$TINY_VLM" ]] || python -c "import sys; from remoteglm.model.vlm impor
 fi
 if [[ "$ENGINE" == transformers ]]; then
   LORA_RANK=${LORA_RANK:-8}
-  BATCH_SIZE=${BATCH_SIZE:-1}
+  if [[ -n "$TINY_VLM" ]]; then BATCH_SIZE=${BATCH_SIZE:-4}; else BATCH_SIZE=${BATCH_SIZE:-1}; fi
 else
   LORA_RANK=${LORA_RANK:-10}
   BATCH_SIZE=${BATCH_SIZE:-4}
@@ -76,7 +76,7 @@ if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
   fi
 elif [[ -n "$TINY_VLM" ]]; then
   # their text-only pre-training makes the base answer every image with a farmland caption: ask about another one
-  DEMO_IMAGE=${DEMO_IMAGE_SET:-data/sample/images/s2_inlet.png}
+  DEMO_IMAGE=${DEMO_IMAGE_SET:-data/sample/images/SOAP_031.png}
   TRAIN_ITERS=${TRAIN_ITERS:-150}
   LR=${LR:-1e-2}
   LORA_ALPHA=${LORA_ALPHA:-$((2 * LORA_RANK))}
