@@ -124,6 +124,17 @@ def validate(opts) -> None:
         raise RemoteGLMError("--layer_range takes layer indices >= 0")
 
 
+def run_settings(opts, world: int) -> dict:
+    """What a resume must repeat: the adapter's shape (its saved weights must fit) and what sets
+    the batches (their order and contents)."""
+    return {"lora_rank": opts.lora_rank, "lora_alpha": opts.lora_alpha or 2 * opts.lora_rank,
+            "layer_range": sorted(set(opts.layer_range)) if opts.layer_range else None, "use_dora": opts.use_dora,
+            "use_qlora": opts.use_qlora, "tune_merger": opts.tune_merger, "batch_size": opts.batch_size,
+            "gradient_accumulation_steps": opts.gradient_accumulation_steps, "seed": opts.seed,
+            "min_pixels": opts.min_pixels, "max_pixels": opts.max_pixels, "world_size": world,
+            "train_data": [str(Path(f).resolve()) for f in opts.train_data]}
+
+
 def complete_checkpoints(run: Path) -> list[Path]:
     """A run folder's complete checkpoint folders, oldest first."""
     out = []
@@ -227,10 +238,18 @@ def run(opts) -> Path:
     if fam is None:
         raise RemoteGLMError(f"{base} is not a GLM-4.1V / Qwen2.5-VL folder")
     resume_from = resume_point(opts.resume) if opts.resume else None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if resume_from is not None:
-        saved = _read_json(Path(opts.resume) / BASE_RECORD).get("base")
+        record = _read_json(Path(opts.resume) / BASE_RECORD)
+        saved = record.get("base")
         if saved and Path(saved).resolve() != base:
             raise RemoteGLMError(f"--resume {opts.resume} was trained on {saved}, not {base}: pass the same --from_pretrained")
+        now = run_settings(opts, world)
+        for k, v in (record.get("settings") or {}).items():
+            if k in now and now[k] != v:
+                flag = "the number of ranks (NUM_GPUS x machines)" if k == "world_size" else f"--{k}"
+                raise RemoteGLMError(f"--resume {opts.resume} was trained with {flag} {v}, not {now[k]}: resume with the "
+                                     f"run's settings (an exact resume repeats its batches; see {BASE_RECORD} there)")
     if opts.layer_range:
         n = _read_json(base / "config.json").get("text_config", {}).get("num_hidden_layers")
         if n is not None and any(i >= n for i in opts.layer_range):
@@ -238,7 +257,6 @@ def run(opts) -> Path:
     train = [r for f in opts.train_data for r in load_records(f, "train", image_root=opts.image_root)]
     valid = [r for f in (opts.valid_data or []) for r in load_records(f, "val", image_root=opts.image_root)]
     cuda = torch.cuda.is_available()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     stage = opts.zero_stage if opts.zero_stage is not None else (2 if cuda and world > 1 else 0)
     if opts.use_qlora:
         try:
@@ -299,7 +317,8 @@ def run(opts) -> Path:
 
     if rank == 0:
         write_json_atomic(run_dir / BASE_RECORD, {"base": str(base), "family": fam.model_type,
-                                                  "train_data": [str(Path(f).resolve()) for f in opts.train_data]})
+                                                  "train_data": [str(Path(f).resolve()) for f in opts.train_data],
+                                                  "settings": run_settings(opts, world)})
         for f in PROCESSOR_FILES:
             if (base / f).is_file():
                 shutil.copyfile(base / f, run_dir / f)

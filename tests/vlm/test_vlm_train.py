@@ -158,6 +158,16 @@ def test_only_complete_checkpoints_are_resumed(vlm_runs, tmp_path):
     (r / "latest").unlink()
     with pytest.raises(RemoteGLMError, match="'latest' is missing"):
         resume_point(r)
+    (r / "latest").write_text("checkpoint-150\n")
+    from remoteglm.train.vlm_finetune import build_parser
+    from remoteglm.train.vlm_finetune import run as vlm_run
+
+    base = json.loads((r / "remoteglm_base.json").read_text())["base"]
+    for bad, said in ((["--lora_rank", "4"], "--lora_rank 8, not 4"), (["--batch_size", "2"], "--batch_size 4, not 2"),
+                      (["--use_dora"], "--use_dora False, not True")):
+        with pytest.raises(RemoteGLMError, match=said):  # a resume that could not repeat the run: before loading
+            vlm_run(build_parser().parse_args(["--from_pretrained", base, "--train_data", str(TRAIN), "--batch_size", "4",
+                                               "--resume", str(r), *bad]))
 
 
 @pytest.mark.parametrize("bad, message", [
