@@ -157,6 +157,8 @@ class Processor:
         """pixel_values / image_grid_thw tensors of PIL images (empty dict for none)."""
         if not images:
             return {}
+        for im in images:
+            check_aspect(*im.size)
         return dict(self.image_processor(images=images, return_tensors="pt"))
 
     def encode(self, text: str, grid_thw=None) -> list[int]:
@@ -314,12 +316,22 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
     return model, proc
 
 
+MAX_ASPECT = 200  # the models' resize refuses longer strips
+
+
+def check_aspect(width: int, height: int) -> None:
+    """One line for an image these models cannot take (a strip over 200:1)."""
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise RemoteGLMError(f"image {width}x{height} is too long and thin for this model (over {MAX_ASPECT}:1); crop it")
+
+
 def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fam: Family | None = None) -> int:
     """How many LLM tokens one ``width`` x ``height`` image becomes at this resolution setting:
     the processors' resize (sides rounded to patch*merge, area kept within [min, max]; GLM-4.1V
     counts the image twice, as two frames, and first scales tiny images up to one cell)."""
     import math
 
+    check_aspect(width, height)
     fam = fam or FAMILIES["qwen2_5_vl"]
     f, t = fam.patch * fam.merge, fam.frames_in_budget
     if t > 1 and (height < f or width < f):

@@ -60,6 +60,15 @@ class VLMEngine(Engine):
         # the front ends' defaults carry VisualGLM's 2048-token context: this model has its own
         self.defaults["max_length"] = self.context_length
 
+    def check_image(self, image) -> None:
+        """As VisualGLM's, and the image's shape must suit these models (not a strip over 200:1)."""
+        super().check_image(image)
+        if isinstance(image, (str, bytes, bytearray)) or hasattr(image, "__fspath__"):
+            from remoteglm.model.image import load_image
+            from remoteglm.model.vlm import check_aspect
+
+            check_aspect(*load_image(bytes(image) if isinstance(image, bytearray) else image).size)
+
     # images: the processor's pixel rows and grid (cached like VisualGLM's embeddings)
     def _encode_image(self, image):
         from remoteglm.model.image import load_image

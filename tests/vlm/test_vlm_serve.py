@@ -126,6 +126,18 @@ def test_api_with_the_openai_client(api, engines, vlm_runs):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=name, messages=msgs, max_tokens=5000)
     assert err.value.code == "context_length_exceeded"
+    import io
+
+    from PIL import Image
+
+    strip = io.BytesIO()
+    Image.new("RGB", (4020, 20), (10, 200, 30)).save(strip, "PNG")  # decodes fine; the model's resize refuses it
+    bad = [{"role": "user", "content": [{"type": "text", "text": Q}, {"type": "image_url", "image_url": {
+        "url": "data:image/png;base64," + base64.b64encode(strip.getvalue()).decode()}}]}]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=name, messages=bad)
+    assert "too long and thin" in err.value.message
+    assert client.chat.completions.create(model=name, messages=msgs, temperature=0).choices[0].message.content == want
 
 
 @pytest.fixture(scope="module")
