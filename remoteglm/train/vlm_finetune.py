@@ -244,6 +244,11 @@ def run(opts) -> Path:
         saved = record.get("base")
         if saved and Path(saved).resolve() != base:
             raise RemoteGLMError(f"--resume {opts.resume} was trained on {saved}, not {base}: pass the same --from_pretrained")
+        done_steps = int(resume_from.name.split("-")[1])
+        if done_steps >= opts.train_iters:
+            print(f">> {opts.resume} already ran {done_steps} of --train_iters {opts.train_iters} steps: nothing to do "
+                  "(raise --train_iters to train further)", flush=True)
+            return Path(opts.resume)
         now = run_settings(opts, world)
         for k, v in (record.get("settings") or {}).items():
             if k in now and now[k] != v:

@@ -167,6 +167,10 @@ def test_only_complete_checkpoints_are_resumed(vlm_runs, tmp_path):
     from remoteglm.train.vlm_finetune import run as vlm_run
 
     base = json.loads((r / "remoteglm_base.json").read_text())["base"]
+    before = {f: f.stat().st_mtime_ns for f in r.rglob("*") if f.is_file()}
+    vlm_run(build_parser().parse_args(["--from_pretrained", base, "--train_data", str(TRAIN), "--batch_size", "4",
+                                       "--train_iters", "150", "--resume", str(r)]))
+    assert before == {f: f.stat().st_mtime_ns for f in r.rglob("*") if f.is_file()}  # a finished run is left as it is
     for bad, said in ((["--lora_rank", "4"], "--lora_rank 8, not 4"), (["--batch_size", "2"], "--batch_size 4, not 2"),
                       (["--use_dora"], "--use_dora False, not True")):
         with pytest.raises(RemoteGLMError, match=said):  # a resume that could not repeat the run: before loading
