@@ -46,13 +46,11 @@ FAMILIES = {f.model_type: f for f in (
 )}
 
 
-def _read_json(p: Path) -> dict:
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise RemoteGLMError(f"cannot read {p}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise RemoteGLMError(f"{p} is not valid JSON (line {e.lineno}: {e.msg}); restore it from the original download") from None
+def read_object(p: Path) -> dict:
+    """A JSON file that must hold an object (config.json, adapter and run records); one line otherwise."""
+    from remoteglm.data.io import read_json
+
+    d = read_json(p, p.name)
     if not isinstance(d, dict):
         raise RemoteGLMError(f"{p} should hold a JSON object")
     return d
@@ -64,7 +62,7 @@ def adapter_base(path: str | os.PathLike) -> Path | None:
     if not (d / ADAPTER_CONFIG).is_file():
         return None
     rec = d / BASE_RECORD
-    base = _read_json(rec).get("base") if rec.is_file() else _read_json(d / ADAPTER_CONFIG).get("base_model_name_or_path")
+    base = read_object(rec).get("base") if rec.is_file() else read_object(d / ADAPTER_CONFIG).get("base_model_name_or_path")
     if not base:
         raise RemoteGLMError(f"{d} is a LoRA adapter that does not say which base model it belongs to; merge it or "
                              f"add {BASE_RECORD} with {{\"base\": \"PATH\"}}")
@@ -87,7 +85,7 @@ def vlm_family(path: str | os.PathLike) -> Family | None:
     cfg = base / "config.json"
     if not cfg.is_file():
         return None
-    mt = _read_json(cfg).get("model_type")
+    mt = read_object(cfg).get("model_type")
     if mt in FAMILIES:
         return FAMILIES[mt]
     if isinstance(mt, str) and mt.endswith("_vl") or mt in ("glm4v_moe", "qwen3_vl", "qwen3_vl_moe"):
@@ -230,7 +228,7 @@ def load_processor(path: str | os.PathLike, min_pixels: int | None = None, max_p
         if (d / name).is_file():
             template = (d / name).read_text(encoding="utf-8")
     if template is None and (d / "chat_template.json").is_file():
-        template = _read_json(d / "chat_template.json").get("chat_template")
+        template = read_object(d / "chat_template.json").get("chat_template")
     template = template or getattr(tok, "chat_template", None)
     if not template:
         raise RemoteGLMError(f"{d}: no chat template (chat_template.jinja / chat_template.json / tokenizer_config.json); "
@@ -283,7 +281,7 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
     base = adapter_base(d) if adapter else d
     dt = parse_dtype(dtype, str(device))
     check_weights(base)
-    if _read_json(base / "config.json").get("quantization_config"):
+    if read_object(base / "config.json").get("quantization_config"):
         raise RemoteGLMError(f"{base} holds pre-quantised weights, which this engine does not load; use the float "
                              "folder with --quant 4 or 8 (it quantises while loading)")
     qc = bnb_config(quant, dt)

@@ -22,7 +22,6 @@ Run folder (``SAVE/finetune-<model>-MM-DD-HH-MM``)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -166,10 +165,10 @@ def resume_point(run: str | Path) -> Path:
 
 
 def _read_json(p: Path) -> dict:
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
+    """A JSON object file of a run or model folder; {} when there is none."""
+    from remoteglm.model.vlm import read_object
+
+    return read_object(p) if p.is_file() else {}
 
 
 # ---- the Trainer pieces -----------------------------------------------------------------------
