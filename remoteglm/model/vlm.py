@@ -1,5 +1,5 @@
-"""The second engine's models: modern vision-language models on transformers (GLM-4.1V, Qwen2.5-VL,
-Qwen2-VL), loaded from a local Hugging Face folder with no remote code and no hub.
+"""The second engine's models: modern vision-language models on transformers (GLM-4.1V, Qwen2.5-VL),
+loaded from a local Hugging Face folder with no remote code and no hub.
 
     family = vlm_family("checkpoints/Qwen2.5-VL-7B-Instruct")   # None for VisualGLM folders
     model, processor = load_vlm(path, quant=4, device="cuda")      # a peft adapter folder works too
@@ -38,8 +38,6 @@ class Family:
 
 FAMILIES = {f.model_type: f for f in (
     Family("qwen2_5_vl", "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor",
-           "<|image_pad|>", ("<|im_end|>", "<|endoftext|>")),
-    Family("qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor",
            "<|image_pad|>", ("<|im_end|>", "<|endoftext|>")),
     Family("glm4v", "GLM-4.1V", "Glm4vForConditionalGeneration", "Glm4vProcessor",
            "<|image|>", ("<|endoftext|>", "<|user|>", "<|observation|>"), frames_in_budget=2),

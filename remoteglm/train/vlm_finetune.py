@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="finetune_visualglm.py (transformers engine)", description=__doc__.split("\n\n")[0],
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--from_pretrained", required=True, help="local HF folder of GLM-4.1V / Qwen2.5-VL / Qwen2-VL")
+    g.add_argument("--from_pretrained", required=True, help="local HF folder of GLM-4.1V or Qwen2.5-VL (or a run of one)")
     g.add_argument("--min_pixels", type=int, default=None, help="smallest image area after resizing [the folder's]")
     g.add_argument("--max_pixels", type=int, default=None,
                    help="largest image area after resizing; 28*28 pixels = one LLM token [the folder's]")
