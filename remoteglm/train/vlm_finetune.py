@@ -457,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     compat.single_process_env()  # one process: an in-memory process group, no TCPStore listening on every interface
     compat.patch_for_cpu_training()
     warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="OMP_NUM_THREADS/MKL_NUM_THREADS unset")  # accelerate, on a CPU
     run(opts)
     return 0
 
