@@ -292,15 +292,13 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             str(base), local_files_only=True, trust_remote_code=False, dtype=dt, quantization_config=qc,
-            device_map={"": torch.device(device)} if qc is not None else None)
+            device_map={"": torch.device(device)})  # straight onto the device: no full copy in host RAM first
     except (OSError, ValueError, RuntimeError) as e:
         raise RemoteGLMError(f"{base}: cannot load the model ({_first_line(e)}); download the weights again") from None
     except Exception as e:  # noqa: BLE001 - safetensors' own errors (a truncated shard) are not OSErrors
         if type(e).__name__ != "SafetensorError":
             raise
         raise RemoteGLMError(f"{base}: a weight file is damaged ({_first_line(e)}); download it again") from None
-    if qc is None:
-        model.to(device)
     if adapter:
         from peft import PeftModel
 
