@@ -179,6 +179,19 @@ class Processor:
             raise RemoteGLMError(f"{len(counts)} image(s) but {k} placeholder(s) in the prompt")
         return out
 
+    def pixel_range(self) -> tuple[int, int]:
+        """(min, max) image area the image processor resizes to."""
+        size = self.image_processor.size
+        return int(size.get("shortest_edge") or 56 * 56), int(size.get("longest_edge") or 28 * 28 * 1280)
+
+    def tokens_for(self, width: int | None = None, height: int | None = None) -> int:
+        """LLM tokens of a ``width`` x ``height`` image; without a size, of the largest square image
+        the resolution setting allows."""
+        lo, hi = self.pixel_range()
+        if width is None or height is None:
+            width = height = int((hi / self.family.frames_in_budget) ** 0.5)
+        return image_tokens(width, height, lo, hi, self.family)
+
     def token_types(self, ids: list[int]) -> list[int]:
         """The models' ``mm_token_type_ids``: 1 on image tokens, 0 on text (their 3-D rotary
         positions are computed from it; without it they silently fall back to 1-D positions)."""

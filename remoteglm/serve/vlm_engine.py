@@ -57,6 +57,10 @@ class VLMEngine(Engine):
     def __init__(self, model, processor: Processor, **kw):
         super().__init__(model, processor.tokenizer, **kw)
         self.processor = processor
+        tok = processor.tokenizer
+        keep = {tok.convert_tokens_to_ids(t) for t in ("<think>", "</think>", "<answer>", "</answer>")}
+        self._hidden = (set(tok.all_special_ids) | set(processor.stop_ids)
+                        | {i for i, t in tok.added_tokens_decoder.items() if t.special}) - keep
         # the front ends' defaults carry VisualGLM's 2048-token context: this model has its own
         self.defaults["max_length"] = self.context_length
 
@@ -118,11 +122,6 @@ class VLMEngine(Engine):
 
     def _decode(self, ids: list[int]) -> str:
         """The answer text: special tokens dropped except the reasoning tags ``answer_text`` reads."""
-        if not hasattr(self, "_hidden"):
-            tok = self.processor.tokenizer
-            keep = {tok.convert_tokens_to_ids(t) for t in ("<think>", "</think>", "<answer>", "</answer>")}
-            self._hidden = (set(tok.all_special_ids) | set(self.processor.stop_ids)
-                            | {i for i, t in tok.added_tokens_decoder.items() if t.special}) - keep
         return self.processor.tokenizer.decode([i for i in ids if i not in self._hidden], skip_special_tokens=False)
 
     def _generate(self, encoded, query: str, history: list, cfg: GenerationConfig, cancelled) -> Iterator[Reply]:
@@ -196,23 +195,17 @@ class VLMEngine(Engine):
     def prompt_tokens(self, query: str, history=None, english: bool = False, image=None) -> int:
         """Prompt tokens for ``query`` about ``image`` (its own size sets its tokens; ``True``: the
         largest image this resolution setting allows)."""
-        from remoteglm.model.vlm import image_tokens
-
         p = self.processor
         has_image = image is not None and image is not False
         text = p.render(chat_messages(query, list(history or []), has_image), add_generation_prompt=True)
         n = len(p.tokenizer(text, add_special_tokens=False)["input_ids"])
         if has_image:
-            lo = p.image_processor.size.get("shortest_edge") or 56 * 56
-            hi = p.image_processor.size.get("longest_edge") or 28 * 28 * 1280
-            if image is True:
-                side = int((hi / p.family.frames_in_budget) ** 0.5)
-                w = h = side
-            else:
+            size = (None, None)
+            if image is not True:
                 from remoteglm.model.image import load_image
 
-                w, h = load_image(bytes(image) if isinstance(image, bytearray) else image).size
-            n += image_tokens(w, h, lo, hi, p.family) - 1  # the placeholder becomes this many
+                size = load_image(bytes(image) if isinstance(image, bytearray) else image).size
+            n += p.tokens_for(*size) - 1  # the placeholder becomes this many
         return n
 
     @property

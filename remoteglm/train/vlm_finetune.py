@@ -172,7 +172,7 @@ def _read_json(p: Path) -> dict:
 
 
 # ---- the Trainer pieces -----------------------------------------------------------------------
-def _callbacks(run: Path, base: Path, keep: int):
+def _callbacks(run: Path, keep: int):
     from transformers import TrainerCallback
 
     from remoteglm.data.io import write_json_atomic, write_text_atomic
@@ -200,7 +200,7 @@ def _callbacks(run: Path, base: Path, keep: int):
     return [CompleteCheckpoints()]
 
 
-def _ds_config(stage: int, opts) -> dict | None:
+def _ds_config(stage: int) -> dict | None:
     if not stage:
         return None
     cfg = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
@@ -211,7 +211,7 @@ def _ds_config(stage: int, opts) -> dict | None:
     return cfg
 
 
-def lora_config(opts, model=None):
+def lora_config(opts):
     """peft's LoraConfig: the language model's attention and MLP projections (of the layers in
     --layer_range, or all), DoRA with --use_dora, the merger fully trained with --tune_merger."""
     from peft import LoraConfig
@@ -268,12 +268,8 @@ def run(opts) -> Path:
         except Exception as e:  # noqa: BLE001
             raise RemoteGLMError(f"--use_qlora needs bitsandbytes ({e}): pip install -r requirements.txt") from None
     proc = load_processor(base, opts.min_pixels, opts.max_pixels)
-    from remoteglm.model.vlm import image_tokens
-
-    ip = proc.image_processor
-    lo, hi = ip.size.get("shortest_edge"), ip.size.get("longest_edge")
-    side = int(math.sqrt(hi / fam.frames_in_budget))  # the largest square image the setting allows
-    img_tok = image_tokens(side, side, lo, hi, fam)
+    lo, hi = proc.pixel_range()
+    img_tok = proc.tokens_for()  # the largest square image the setting allows
     max_length = opts.max_length or opts.max_source_length + opts.max_target_length + img_tok + 32
     print(f">> {fam.label}: images resized to {lo}-{hi} pixels: up to {img_tok} image tokens each; "
           f"{max_length} tokens per sample", flush=True)
@@ -311,7 +307,7 @@ def run(opts) -> Path:
     model = _load_for_training(base, opts, dtype, cuda)
     from peft import get_peft_model
 
-    model = get_peft_model(model, lora_config(opts, model))
+    model = get_peft_model(model, lora_config(opts))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     print(f">> trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"
@@ -338,11 +334,11 @@ def run(opts) -> Path:
         bf16=bf16, fp16=cuda and dtype == torch.float16, use_cpu=not cuda,
         gradient_checkpointing=cuda and not opts.no_gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
-        dataloader_num_workers=opts.num_workers, deepspeed=_ds_config(stage, opts), disable_tqdm=False,
+        dataloader_num_workers=opts.num_workers, deepspeed=_ds_config(stage), disable_tqdm=False,
         save_only_model=False, label_names=["labels"], ddp_find_unused_parameters=False)
     pad = proc.tokenizer.pad_token_id if proc.tokenizer.pad_token_id is not None else proc.stop_ids[0]
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=_limit(valid_ds, opts),
-                      data_collator=lambda b: collate(b, pad), callbacks=_callbacks(run_dir, base, opts.keep_checkpoints))
+                      data_collator=lambda b: collate(b, pad), callbacks=_callbacks(run_dir, opts.keep_checkpoints))
     if resume_from is None and rank == 0:
         write_text_atomic(Path(opts.save) / "LAST_RUN", str(run_dir) + "\n")
     if cuda:
