@@ -277,12 +277,42 @@ def check_weights(d: Path) -> list[Path]:
     return files
 
 
+def check_folder(base: Path) -> None:
+    """Everything about a base model folder that can be checked without loading it (weights
+    complete, not pre-quantised): one line each. Serving and fine-tuning call it first."""
+    check_weights(base)
+    if read_object(base / "config.json").get("quantization_config"):
+        raise RemoteGLMError(f"{base} holds pre-quantised weights, which this engine does not load; use the float "
+                             "folder with --quant 4 or 8 (it quantises while loading)")
+
+
+def from_pretrained(base: Path, dtype, quantization_config=None, device_map=None):
+    """``AutoModelForImageTextToText.from_pretrained`` on a checked local folder, with loading
+    errors (a damaged shard, a config this transformers cannot read) as one line."""
+    from transformers import AutoModelForImageTextToText
+
+    check_folder(base)
+    if quantization_config is not None:
+        from remoteglm.compat import quiet_warnings
+
+        quiet_warnings()
+    try:
+        return AutoModelForImageTextToText.from_pretrained(
+            str(base), local_files_only=True, trust_remote_code=False, dtype=dtype,
+            quantization_config=quantization_config, device_map=device_map)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise RemoteGLMError(f"{base}: cannot load the model ({_first_line(e)}); download the weights again") from None
+    except Exception as e:  # noqa: BLE001 - safetensors' own errors (a truncated shard) are not OSErrors
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise RemoteGLMError(f"{base}: a weight file is damaged ({_first_line(e)}); download it again") from None
+
+
 def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "cpu", dtype=None, *,
              min_pixels: int | None = None, max_pixels: int | None = None, merge: bool = False):
     """(model, processor) of a local HF folder or of a LoRA adapter folder on its base. ``quant``:
     4 or 8 bits through bitsandbytes. ``merge``: fold an adapter into the weights (float only)."""
     import torch
-    from transformers import AutoModelForImageTextToText
 
     d = Path(path).expanduser()
     fam = vlm_family(d)
@@ -291,27 +321,11 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
     adapter = (d / ADAPTER_CONFIG).is_file()
     base = adapter_base(d) if adapter else d
     dt = parse_dtype(dtype, str(device))
-    check_weights(base)
-    if read_object(base / "config.json").get("quantization_config"):
-        raise RemoteGLMError(f"{base} holds pre-quantised weights, which this engine does not load; use the float "
-                             "folder with --quant 4 or 8 (it quantises while loading)")
     qc = bnb_config(quant, dt)
     if qc is not None and merge:
         raise RemoteGLMError("cannot merge an adapter into a quantised model: merge in float, then quantise")
-    if qc is not None:
-        from remoteglm.compat import quiet_warnings
-
-        quiet_warnings()
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(
-            str(base), local_files_only=True, trust_remote_code=False, dtype=dt, quantization_config=qc,
-            device_map={"": torch.device(device)})  # straight onto the device: no full copy in host RAM first
-    except (OSError, ValueError, RuntimeError) as e:
-        raise RemoteGLMError(f"{base}: cannot load the model ({_first_line(e)}); download the weights again") from None
-    except Exception as e:  # noqa: BLE001 - safetensors' own errors (a truncated shard) are not OSErrors
-        if type(e).__name__ != "SafetensorError":
-            raise
-        raise RemoteGLMError(f"{base}: a weight file is damaged ({_first_line(e)}); download it again") from None
+    # straight onto the device: no full copy in host RAM first
+    model = from_pretrained(base, dt, qc, device_map={"": torch.device(device)})
     if adapter:
         from peft import PeftModel
 

@@ -229,13 +229,14 @@ def run(opts) -> Path:
     import torch
 
     from remoteglm.data.io import write_json_atomic, write_text_atomic
-    from remoteglm.model.vlm import BASE_RECORD, load_processor, vlm_family
+    from remoteglm.model.vlm import BASE_RECORD, check_folder, load_processor, vlm_family
     from remoteglm.train.data import load_records
 
     base = Path(opts.from_pretrained).expanduser().resolve()
     fam = vlm_family(base)
     if fam is None:
         raise RemoteGLMError(f"{base} is not a GLM-4.1V / Qwen2.5-VL folder")
+    check_folder(base)  # a missing or damaged shard: one line now, not a traceback after the data work
     resume_from = resume_point(opts.resume) if opts.resume else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if resume_from is not None:
@@ -282,19 +283,6 @@ def run(opts) -> Path:
     train_ds[0]  # a sample that cannot be encoded fails here, before the model loads
 
     rank = _init_ranks(cuda, world)
-    if resume_from is not None:
-        run_dir = Path(opts.resume).resolve()
-        if rank == 0:  # checkpoints a kill left half-written: the Trainer would otherwise write into them
-            done = set(complete_checkpoints(run_dir))
-            for d in run_dir.glob("checkpoint-*"):
-                if d not in done:
-                    shutil.rmtree(d, ignore_errors=True)
-    else:
-        name = opts.experiment_name or f"finetune-{fam.label.lower()}"
-        run_dir = Path(opts.save) / _same_on_all_ranks(f"{name}-{time.strftime('%m-%d-%H-%M-%S')}", world)
-        if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=False)
-    _barrier(world)  # rank 0 made (or cleaned) the folder before anyone writes into it
     save_interval = opts.save_interval or min(100, opts.train_iters)
     eval_interval = opts.eval_interval or save_interval
 
@@ -312,6 +300,21 @@ def run(opts) -> Path:
     total = sum(p.numel() for p in model.parameters())
     print(f">> trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)"
           f"{' (NF4 base)' if opts.use_qlora else ''}{' DoRA' if opts.use_dora else ''}", flush=True)
+
+    # the run folder is made (or cleaned) only now: a model that fails to load leaves nothing behind
+    if resume_from is not None:
+        run_dir = Path(opts.resume).resolve()
+        if rank == 0:  # checkpoints a kill left half-written: the Trainer would otherwise write into them
+            done = set(complete_checkpoints(run_dir))
+            for d in run_dir.glob("checkpoint-*"):
+                if d not in done:
+                    shutil.rmtree(d, ignore_errors=True)
+    else:
+        name = opts.experiment_name or f"finetune-{fam.label.lower()}"
+        run_dir = Path(opts.save) / _same_on_all_ranks(f"{name}-{time.strftime('%m-%d-%H-%M-%S')}", world)
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=False)
+    _barrier(world)  # rank 0 made (or cleaned) the folder before anyone writes into it
 
     from transformers import Trainer, TrainingArguments
 
@@ -419,19 +422,12 @@ def _limit(ds, opts):
 
 def _load_for_training(base: Path, opts, dtype, cuda: bool):
     import torch
-    from transformers import AutoModelForImageTextToText
 
-    from remoteglm.model.vlm import bnb_config
+    from remoteglm.model.vlm import bnb_config, from_pretrained
 
     qc = bnb_config(4, dtype) if opts.use_qlora else None
-    if qc is not None:
-        from remoteglm.compat import quiet_warnings
-
-        quiet_warnings()
     dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-    model = AutoModelForImageTextToText.from_pretrained(
-        str(base), local_files_only=True, trust_remote_code=False, dtype=dtype, quantization_config=qc,
-        device_map={"": dev} if qc is not None else None)
+    model = from_pretrained(base, dtype, qc, device_map={"": dev} if qc is not None else None)
     for n, p in model.named_parameters():
         p.requires_grad_(False)
     if qc is not None:

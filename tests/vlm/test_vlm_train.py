@@ -230,3 +230,29 @@ def test_finetune_sh_picks_the_engine_and_its_defaults(vlm_bases, tmp_path):
     assert cmd[:2] == ["python", "finetune_visualglm.py"]
     opt = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
     assert (opt["--batch_size"], opt["--lora_rank"], opt["--lora_alpha"], opt["--lr"]) == ("1", "8", "16", "1e-4")
+
+
+@pytest.mark.parametrize("damage, message", [("missing_shard", "shard model-00002-of-00002"), ("truncated", "is truncated")])
+def test_damaged_base_fails_in_one_line_and_makes_no_run_folder(vlm_bases, tmp_path, damage, message, capsys):
+    """The same checks as serving, before anything is created (the run folder used to be made
+    before the model loaded, and a missing shard was a 34-line traceback)."""
+    from remoteglm.train.finetune import main
+
+    base = tmp_path / "base"
+    shutil.copytree(vlm_bases["qwen2_5_vl"], base)
+    w = base / "model.safetensors"
+    if damage == "truncated":
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    else:
+        w.rename(base / "model-00001-of-00002.safetensors")
+        (base / "model.safetensors.index.json").write_text(json.dumps(
+            {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    save = tmp_path / "runs"
+    save.mkdir()
+    rc = main(["--from_pretrained", str(base), "--train_data", str(TRAIN), "--save", str(save), "--train_iters", "2"])
+    out = capsys.readouterr()
+    assert rc == 2, out.err[-2000:]
+    lines = [ln for ln in out.err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], out.err[-2000:]
+    assert "Traceback" not in out.err
+    assert not list(save.iterdir())  # no run folder
