@@ -7,9 +7,11 @@ this pipeline de-duplicates sentences, batches them and keeps --concurrency requ
     python benchmarks/translate_bench.py                 # full UCM set, 50 ms, concurrency 16
     python benchmarks/translate_bench.py --images 300    # quicker
     python benchmarks/translate_bench.py --rsicd         # RSICD scale (real file or a synthetic one), 20% faults, --rewrite
+    python benchmarks/translate_bench.py --rsicd --dry-run-only   # only the --dry-run estimate, empty cache
 Targets: <= 1/5 of the calls, >= 10x faster, 0 calls on a rerun (exit 1 if missed).
 RSICD targets: 0 valid answers asked twice, 0 sentences lost, 0 labels with a refusal or an
-invented mood word, rerun of the finished job under 3 s.
+invented mood word, rerun of the finished job under 3 s, --dry-run under 3 s with an empty and
+with a full cache.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ def rsicd(a) -> int:
                 "--retries", "3"]
         with FakeLLM(latency=a.latency, rates=mixed_faults(a.faults), seed=1) as srv:
             args += ["--base-url", srv.base_url]
+            rc0, dry_empty, _, err = _cli(args + ["--dry-run"])
+            print(f"  --dry-run, empty cache: exit {rc0}, {dry_empty:.1f} s; {[ln for ln in err.splitlines() if ln.startswith("dry run")][-1:]}",
+                  flush=True)
+            if a.dry_run_only:
+                return 0 if rc0 == 0 and dry_empty < 3 and srv.requests == 0 else 1
             runs, total_s, peak, rc = 0, 0.0, 0, 2
             while rc != 0 and runs < 5:  # what a user does: rerun until done
                 rc, secs, peak, err = _cli(args)
@@ -100,6 +107,8 @@ def rsicd(a) -> int:
             calls = srv.requests
             rc2, rerun_s, _, _ = _cli(args)
             rerun_calls = srv.requests - calls
+            rc3, dry_full, _, _ = _cli(args + ["--dry-run"])
+            dry_calls = srv.requests - calls - rerun_calls
             twice = sum(srv.asked_after_valid().values())
             from collections import Counter
 
@@ -114,9 +123,12 @@ def rsicd(a) -> int:
     print(f"valid answers asked twice: {twice}; sentences lost: {lost}; labels with a refusal: {refusals}, "
           f"with an invented mood word: {invented}")
     print(f"rerun of the finished job: exit {rc2}, {rerun_calls} calls, {rerun_s:.1f} s (target < 3 s)")
+    print(f"--dry-run: {dry_empty:.1f} s with an empty cache, {dry_full:.1f} s with the full one, {dry_calls} calls "
+          "(target < 3 s each)")
     if faults:
         print(f"faults served: {faults}")
     ok = rc == 0 and twice == 0 and lost == 0 and refusals == 0 and invented == 0 and rerun_calls == 0 and rerun_s < 3
+    ok = ok and rc0 == 0 and rc3 == 0 and dry_empty < 3 and dry_full < 3 and dry_calls == 0
     return 0 if ok else 1
 
 
@@ -127,6 +139,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=20)
     ap.add_argument("--rsicd", action="store_true", help="the RSICD-scale run with faults (see above)")
+    ap.add_argument("--dry-run-only", action="store_true", help="with --rsicd: time only the estimate (empty cache)")
     ap.add_argument("--faults", type=float, default=0.2, help="share of faulty replies in the RSICD run [0.2]")
     a = ap.parse_args()
     if a.rsicd:

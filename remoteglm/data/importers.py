@@ -530,7 +530,7 @@ def import_rsvqa(cfg: RSVQAConfig) -> ImportSummary:
         translator = Translator(None, cache, cfg.translate, cfg.llm.model)
         distinct = distinct_sentences(vs.questions())
         if cfg.dry_run:
-            todo = [q for q in distinct if q not in translator.cached(distinct)]
+            todo = translator.pending(distinct)[1]
             s.distinct, s.cache_hits = len(distinct), len(distinct) - len(todo)
             s.estimate = estimate(todo, cfg.translate.batch_size)
             return s

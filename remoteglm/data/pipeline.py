@@ -173,7 +173,7 @@ def run(cfg: PipelineConfig) -> Summary:
         translator = Translator(None, cache, cfg.translate, cfg.llm.model)
         distinct = distinct_sentences(cs.sentences())
         if cfg.dry_run:
-            todo = [x for x in distinct if x not in translator.cached(distinct)]
+            todo = translator.pending(distinct)[1]
             s.distinct, s.cache_hits = len(distinct), len(distinct) - len(todo)
             s.estimate = estimate(todo, cfg.translate.batch_size)
             if cfg.does_rewrite:

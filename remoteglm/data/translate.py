@@ -197,6 +197,11 @@ class Translator:
         hits = self.cache.get_checked(KIND, self.model, PROMPT_VERSION, sentences, validator(), _still_valid)
         return {s: r for s, (r, _) in hits.items()}
 
+    def pending(self, distinct: list[str]) -> tuple[dict[str, str], list[str]]:
+        """(cached translations, the sentences still to ask in their order): one cache read for all."""
+        done = self.cached(distinct)
+        return done, [s for s in distinct if s not in done]
+
     def _ask(self, job: tuple[list[str], dict[int, str]]):
         """One request: (accepted, failed -> (problem, bad answer), endpoint error or None).
         Accepted ones are cached now."""
@@ -224,9 +229,8 @@ class Translator:
 
     def run(self, sentences: list[str], progress: bool = True) -> TranslateResult:
         distinct = distinct_sentences(sentences)
-        done = self.cached(distinct)
+        done, todo = self.pending(distinct)
         res = TranslateResult(translations=dict(done), distinct=len(distinct), cache_hits=len(done))
-        todo = [s for s in distinct if s not in done]
         if not todo:
             return res
         bar = tqdm(total=len(todo), unit="sent", desc="translate", disable=not progress, dynamic_ncols=True,
