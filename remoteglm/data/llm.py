@@ -135,9 +135,20 @@ def is_local_host(host: str) -> bool:
     return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
 
 
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) with the default port filled in: a key belongs to one origin, so another
+    port or an http downgrade of the same host is somewhere else."""
+    u = urlparse(url)
+    scheme = u.scheme.lower()
+    try:
+        port = u.port
+    except ValueError:  # not a port number: matches no real origin
+        port = -1
+    return scheme, (u.hostname or "").lower().rstrip("."), port or {"http": 80, "https": 443}.get(scheme, 0)
+
+
 def is_openai_host(base_url: str) -> bool:
-    u = urlparse(base_url)
-    return u.scheme == "https" and (u.hostname or "").lower().rstrip(".") == OPENAI_HOST
+    return origin(base_url) == ("https", OPENAI_HOST, 443)
 
 
 def api_key_for(base_url: str, api_key_env: str | None = None) -> str:
@@ -210,7 +221,7 @@ class LLMClient:
         self._local = threading.local()
         self._answered = False  # the endpoint has sent at least one HTTP response
         self._key = None
-        self._host = (urlparse(cfg.base_url).hostname or "").lower()
+        self._origin = origin(cfg.base_url)
 
     # SDK set-up: made on the first call, so a fully cached rerun needs neither a key nor the SDK.
     def _sdk(self, retries: int):
@@ -261,7 +272,7 @@ class LLMClient:
         with self._lock:
             self.usage.calls += 1
         self._local.sent = getattr(self._local, "sent", 0) + 1
-        if (request.url.host or "").lower() != self._host:  # a redirect elsewhere takes no key
+        if origin(str(request.url)) != self._origin:  # a redirect elsewhere (host, port or scheme) takes no key
             request.headers.pop("Authorization", None)
         else:
             request.headers["Authorization"] = f"Bearer {self._key}"

@@ -13,7 +13,9 @@ from fake_llm import GARBAGE_DATE, REFUSALS, mixed_faults
 
 from remoteglm.data.cache import ResultCache
 from remoteglm.data.datasets import load_captions
-from remoteglm.data.llm import LLMClient, LLMConfig, LLMUnavailable, api_key_for, parallel, redact
+from remoteglm.data.llm import (
+    LLMClient, LLMConfig, LLMUnavailable, api_key_for, is_openai_host, origin, parallel, redact,
+)
 from remoteglm.data.translate import TranslateConfig, Translator, check_translation, distinct_sentences
 from remoteglm.errors import RemoteGLMError
 
@@ -176,6 +178,42 @@ def test_cli_sends_openai_key_only_where_named(fake_llm, tmp_path):
     r = run_cli(*_cli_args(srv.base_url, tmp_path, "--api-key-env", "OPENAI_API_KEY"), env=env)
     assert r.returncode == 0 and set(srv.auths) == {f"Bearer {openai_key}"}, r.stderr  # named: the user's choice
     assert openai_key not in r.stderr + r.stdout
+
+
+def test_a_redirect_to_another_origin_gets_no_key(fake_llm, monkeypatch):
+    """The key goes to the base URL's origin only: a 307 to another port of the same host (or
+    another scheme) is followed without it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    srv = fake_llm()
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(307)
+            self.send_header("Location", srv.base_url + "/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    hop = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=hop.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("REDIRECT_TEST_KEY", "sk-stays-on-its-port")
+        c = LLMClient(LLMConfig(base_url=f"http://127.0.0.1:{hop.server_address[1]}/v1", model="fake",
+                                api_key_env="REDIRECT_TEST_KEY", backoff=0.01))
+        assert json.loads(c.chat(ASK))["1"].endswith("。")  # the redirect was followed ...
+        assert srv.requests == 1 and srv.last_auth == ""  # ... without the key
+    finally:
+        hop.shutdown()
+        hop.server_close()
+    assert origin("https://Example.com./v1") == origin("https://example.com:443/x") == ("https", "example.com", 443)
+    assert origin("http://example.com/v1") != origin("https://example.com/v1")  # a downgrade is another origin
+    assert origin("http://127.0.0.1:8000/v1") != origin("http://127.0.0.1:8001/v1")
+    assert not is_openai_host("https://api.openai.com:8443/v1") and is_openai_host("https://api.openai.com:443/v1")
 
 
 def test_cli_error_text_that_echoes_the_key_is_redacted(fake_llm, tmp_path):
