@@ -92,6 +92,20 @@ def vlm_family(path: str | os.PathLike) -> Family | None:
     return None
 
 
+SAMPLING = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def sampling_defaults(path: str | os.PathLike) -> dict:
+    """The decoding settings the model's authors ship (``generation_config.json`` of the folder,
+    or of an adapter's base): they start every answer; a user's own settings override them."""
+    d = Path(path).expanduser()
+    for folder in (d, adapter_base(d)):
+        if folder is not None and (folder / "generation_config.json").is_file():
+            gc = read_object(folder / "generation_config.json")
+            return {k: gc[k] for k in SAMPLING if gc.get(k) is not None}
+    return {}
+
+
 def is_vlm(path) -> bool:
     return vlm_family(path) is not None
 

@@ -42,13 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image", metavar="PATH", help="image to talk about first")
     ap.add_argument("--prompt", help=f"first question about the image (default {DEFAULT_PROMPT!r}, English {DEFAULT_PROMPT_EN!r})")
     ap.add_argument("--english", action="store_true", help="English prompt format (Q:/A:), Chinese tokens suppressed")
-    ap.add_argument("--temperature", type=float, default=CLI_DEFAULTS["temperature"])
-    ap.add_argument("--top_p", type=float, default=CLI_DEFAULTS["top_p"])
-    ap.add_argument("--top_k", type=int, default=CLI_DEFAULTS["top_k"])
-    ap.add_argument("--repetition_penalty", type=float, default=CLI_DEFAULTS["repetition_penalty"])
-    ap.add_argument("--max_length", type=int, default=CLI_DEFAULTS["max_length"], help="prompt + answer tokens")
-    ap.add_argument("--max_new_tokens", type=int, default=CLI_DEFAULTS["max_new_tokens"],
-                    help=f"cap on answer tokens (default {CLI_DEFAULTS['max_new_tokens']}; 0: only --max_length)")
+    # Unset options take the model's own values: a GLM-4.1V / Qwen2.5-VL folder's generation_config.json,
+    # else VisualGLM's official cli_demo values (shown in brackets).
+    d = CLI_DEFAULTS
+    ap.add_argument("--temperature", type=float, help=f"sampling temperature [the model's; VisualGLM {d['temperature']}]")
+    ap.add_argument("--top_p", type=float, help=f"nucleus sampling [the model's; VisualGLM {d['top_p']}]")
+    ap.add_argument("--top_k", type=int, help=f"top-k sampling [the model's; VisualGLM {d['top_k']}]")
+    ap.add_argument("--repetition_penalty", type=float,
+                    help=f"[the model's; VisualGLM {d['repetition_penalty']}]")
+    ap.add_argument("--max_length", type=int, help=f"prompt + answer tokens [the model's context; VisualGLM {d['max_length']}]")
+    ap.add_argument("--max_new_tokens", type=int, help=f"cap on answer tokens [{d['max_new_tokens']}; 0: only --max_length]")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling (deterministic)")
     ap.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     return ap
@@ -150,7 +153,7 @@ def interactive(session, image: str | None, first_prompt: str) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_new_tokens < 0:
+    if args.max_new_tokens is not None and args.max_new_tokens < 0:
         raise RemoteGLMError("--max_new_tokens must be >= 0 (0: only --max_length limits the answer)")
     import torch
 
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     session = ChatSession(
         engine, english=args.english, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repetition_penalty=args.repetition_penalty, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
-        do_sample=not args.greedy,
+        do_sample=False if args.greedy else None,
     )
     if one_shot:
         session.set_image(args.image)

@@ -45,12 +45,14 @@ def load_engine(path, *, quant: int | None = None, tokenizer=None, device: str |
     dev = default_device(device)
     label = name or Path(path).expanduser().resolve().name
     if is_vlm(path):
-        from remoteglm.model.vlm import load_vlm
+        from remoteglm.model.vlm import load_vlm, sampling_defaults
+        from remoteglm.serve.generation import CHAT_DEFAULTS
         from remoteglm.serve.vlm_engine import VLMEngine
 
         if tokenizer:
             raise RemoteGLMError("--tokenizer is for VisualGLM checkpoints; this folder brings its own tokenizer")
         model, proc = load_vlm(path, quant, dev, dtype, min_pixels=min_pixels, max_pixels=max_pixels)
+        defaults = {**(defaults or CHAT_DEFAULTS), **sampling_defaults(path)}  # VisualGLM's tables, then the authors'
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         engine = VLMEngine(model, proc, name=label, quant=describe_vlm_quant(model), defaults=defaults,
                            max_new_tokens=max_new_tokens, generator=gen)

@@ -188,3 +188,31 @@ def test_evaluation_side_by_side_with_visualglm(tiny_checkpoint, vlm_runs, tmp_p
                  "--split", "test", "--out", str(glm), "--max_new_tokens", "16"]) == 0
     g = json.loads((glm / "metrics.json").read_text(encoding="utf-8"))
     assert g["models"][0]["label"] == vlm_runs["glm4v"].name and "CIDEr-D" in g["models"][0]["caption"]["char"]
+
+
+def test_sampling_defaults_come_from_the_model_folder(vlm_bases, tmp_path, monkeypatch):
+    """The authors' generation_config.json (Qwen2.5-VL-7B-Instruct's published values) is what an
+    answer starts from, in every front end; a user's own setting overrides it."""
+    import shutil
+
+    from remoteglm.serve.chat import ChatSession
+    from remoteglm.serve.cli import build_parser
+    from remoteglm.serve.generation import CLI_DEFAULTS, WEB_DEFAULTS
+    from remoteglm.serve.loading import load_engine
+
+    d = tmp_path / "qwen"
+    shutil.copytree(vlm_bases["qwen2_5_vl"], d)
+    published = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.1, "top_p": 0.001, "top_k": 1}
+    gc = json.loads((d / "generation_config.json").read_text())
+    (d / "generation_config.json").write_text(json.dumps({**gc, **published}))
+    for table in (CHAT_DEFAULTS, CLI_DEFAULTS, WEB_DEFAULTS):
+        cfg = load_engine(d, defaults=table)[0].config()
+        assert {k: getattr(cfg, k) for k in published} == published
+    engine = load_engine(d, defaults=CLI_DEFAULTS)[0]
+    args = build_parser().parse_args(["--from_pretrained", str(d)])  # no sampling flags given: the model's values
+    gen = {k: getattr(args, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "max_length")}
+    cfg = engine.config(**ChatSession(engine, **gen).gen)
+    assert (cfg.temperature, cfg.top_k, cfg.max_length) == (0.1, 1, engine.context_length)
+    args = build_parser().parse_args(["--from_pretrained", str(d), "--temperature", "0.7", "--top_k", "5"])
+    cfg = engine.config(temperature=args.temperature, top_k=args.top_k)
+    assert (cfg.temperature, cfg.top_k, cfg.repetition_penalty) == (0.7, 5, 1.05)
