@@ -28,8 +28,9 @@ Limits (command-line flags, defaults in brackets):
 - ``--timeout-header`` [10 s]: to send the request line and headers; ``--timeout-body`` [60 s]:
   to send the body; ``--timeout-keep-alive`` [5 s]: an idle connection between requests. A slow
   client gets 408 and is disconnected.
-- ``--max-connections`` [64] (uvicorn's ``limit_concurrency``): more get 503; backlog 2048;
-  request line + headers at most 16 KiB (h11's incomplete-event limit; 431 beyond).
+- ``--max-connections`` [64]: requests being answered at once (their head arrived); more get 503.
+  Connections without one (idle, or still sending the head) do not count: 256 are kept, a new
+  one closes the longest idle. Backlog 2048; request line + headers at most 16 KiB (431 beyond).
 - ``--max-queue`` [16]: requests waiting for the model behind the one being answered; more get
   429 with Retry-After (estimated from recent generation times), before their body is read.
 
@@ -471,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-queue", dest="max_queue", type=int, default=DEFAULT_MAX_QUEUE,
                     help=f"requests that may wait behind the answer being generated; more get 429 (default {DEFAULT_MAX_QUEUE})")
     ap.add_argument("--max-connections", dest="max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
-                    help=f"open connections at once; more get 503 (default {DEFAULT_MAX_CONNECTIONS})")
+                    help=f"requests answered at once (idle connections do not count); more get 503 (default {DEFAULT_MAX_CONNECTIONS})")
     ap.add_argument("--timeout-header", dest="timeout_header", type=float, default=DEFAULT_TIMEOUT_HEADER,
                     help=f"seconds a client has to send the request line and headers (default {DEFAULT_TIMEOUT_HEADER:g})")
     ap.add_argument("--timeout-body", dest="timeout_body", type=float, default=DEFAULT_TIMEOUT_BODY,

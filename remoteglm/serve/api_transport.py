@@ -1,7 +1,8 @@
 """The API's transport: uvicorn's h11 protocol with deadlines for the headers and the body, a cap
-on body bytes drained after an early reply, and JSON refusals (400/408/431/503) instead of plain
-text (``GuardedH11Protocol``); the uvicorn server on a socket bound before it starts, with the
-graceful shutdown (``APIServer``); ``make_server`` puts them together for an app."""
+on body bytes drained after an early reply, the in-flight request cap, idle connections kept to
+a number (oldest closed first), and JSON refusals (400/408/431/503) instead of plain text (``GuardedH11Protocol``); the uvicorn server on a socket
+bound before it starts, with the graceful shutdown (``APIServer``); ``make_server`` puts them
+together for an app."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from remoteglm.serve.api import APIState
 
 DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_MAX_IDLE = 256  # connections without a request being answered (see IdleConnections)
 DEFAULT_TIMEOUT_HEADER = 10.0
 DEFAULT_TIMEOUT_BODY = 60.0
 DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0
@@ -60,14 +62,44 @@ class _Connection(h11.Connection):
             raise
 
 
+class IdleConnections:
+    """One server's connections that have no request being answered: just opened, still sending
+    a request head, waiting between requests (keep-alive), or draining a refused body. They do
+    not count towards --max-connections (a request head must have arrived for that), so they are
+    held to ``cap`` instead: a connection that goes over it closes the one idle the longest. A
+    client that sends its request right away is thus always read, however many sockets others
+    leave open."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self._since: dict[GuardedH11Protocol, None] = {}  # insertion order: idle since
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def idle(self, conn: GuardedH11Protocol) -> None:
+        if conn in self._since:
+            return
+        self._since[conn] = None
+        while len(self._since) > self.cap:
+            oldest = next(iter(self._since))
+            del self._since[oldest]
+            oldest.evict()
+
+    def busy(self, conn: GuardedH11Protocol) -> None:
+        self._since.pop(conn, None)
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol plus what it lacks: a deadline for the request line and headers
     (from the connection's first byte, or its opening), one for the body, a cap on body bytes
     read after an early reply, and JSON instead of plain text for malformed requests (400/431,
-    closed), timeouts (408, closed) and the connection limit (503). ``limits``: set per server
-    by ``make_server``."""
+    closed), timeouts (408, closed) and the in-flight limit (503). --max-connections counts the
+    requests being answered (uvicorn's tasks), not open sockets; sockets without one are held to
+    a number by ``idle``. ``limits`` and ``idle``: set per server by ``make_server``."""
 
     limits = ServerLimits()
+    idle: IdleConnections | None = None
 
     def __init__(self, config, server_state, app_state, _loop=None):
         super().__init__(config, server_state, app_state, _loop)
@@ -79,7 +111,6 @@ class GuardedH11Protocol(H11Protocol):
         self._phase: str | None = None
         self._bytes = 0  # of the request being received
         self._drained = 0
-        self._over = False
 
     # deadlines
     def _arm(self, phase: str, seconds: float) -> None:
@@ -120,17 +151,39 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         log_access(_client(self.client), what, err.status)
 
+    # idle or busy
+    def _track(self) -> None:
+        if self.idle is None:
+            return
+        if self.transport.is_closing():
+            self.idle.busy(self)  # on its way out: neither
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self.idle.busy(self)
+        else:
+            self.idle.idle(self)
+
+    def evict(self) -> None:
+        """Closed to make room for a newer connection (``IdleConnections``)."""
+        self._disarm()
+        self._unset_keepalive_if_required()
+        self.transport.close()
+
     # asyncio.Protocol
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._bytes = 0
-        # the first max_connections connections are served; later ones get 503 while that many are open
-        self._over = 0 < self.max_connections < len(self.connections)
         self._arm("headers", self.limits.timeout_header)
+        self._track()
 
     def connection_lost(self, exc) -> None:
         self._disarm()
+        if self.idle is not None:
+            self.idle.busy(self)
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # may start a pipelined request
+        self._track()
 
     def data_received(self, data: bytes) -> None:
         state = self.conn.their_state
@@ -139,16 +192,17 @@ class GuardedH11Protocol(H11Protocol):
                 self._bytes = 0
                 self._arm("headers", self.limits.timeout_header)
             self._bytes += len(data)
-            self._over = self._over and len(self.connections) > self.max_connections
-            busy = self._over or 0 < self.max_connections <= len(self.tasks)
-            self.app = self._too_many if busy else self.real_app
+            full = 0 < self.max_connections <= len(self.tasks)  # requests being answered
+            self.app = self._too_many if full else self.real_app
         elif state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete:
             self._drained += len(data)  # uvicorn reads and drops the rest of a body after the reply
             if self._drained > self.limits.drain_bytes:
                 self._disarm()
                 self.transport.close()
+                self._track()
                 return
         super().data_received(data)
+        self._track()
         state = self.conn.their_state
         if state is h11.SEND_BODY:
             if self._phase != "body":
@@ -170,8 +224,8 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
     async def _too_many(self, scope, receive, send) -> None:
-        err = APIError(503, f"too many connections: this server takes {self.max_connections} at a time (--max-connections); "
-                            "retry in a moment", type_="server_error", code="too_many_connections", headers={"Retry-After": "1"})
+        err = APIError(503, f"too many requests at once: this server answers {self.max_connections} at a time "
+                            "(--max-connections); retry in a moment", type_="server_error", code="too_many_connections", headers={"Retry-After": "1"})
         await error_response(err)(scope, receive, send)
         log_access(_client(scope), _request_line(scope), 503)
 
@@ -225,13 +279,15 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
 
 def make_server(app, host: str = "127.0.0.1", port: int = 8000, *, timeout_header: float = DEFAULT_TIMEOUT_HEADER,
                 timeout_body: float = DEFAULT_TIMEOUT_BODY, timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE,
-                max_connections: int = DEFAULT_MAX_CONNECTIONS, backlog: int = BACKLOG) -> APIServer:
+                max_connections: int = DEFAULT_MAX_CONNECTIONS, max_idle: int = DEFAULT_MAX_IDLE,
+                backlog: int = BACKLOG) -> APIServer:
     """Bind ``host:port`` (0: any free port) and return the uvicorn server for ``app`` (from
-    ``create_app``) with these transport limits; ``server.url`` is its base URL, ``server.run()``
-    serves until SIGTERM / Ctrl-C (or ``server.should_exit = True``)."""
+    ``create_app``) with these transport limits (``max_connections``: requests answered at once;
+    ``max_idle``: connections kept open without one); ``server.url`` is its base URL,
+    ``server.run()`` serves until SIGTERM / Ctrl-C (or ``server.should_exit = True``)."""
     api = getattr(getattr(app, "state", None), "remoteglm", None)
     limits = ServerLimits(timeout_header, timeout_body, _drain_cap(api.max_request_bytes) if api else MIN_DRAIN_BYTES)
-    protocol = type("RemoteGLMProtocol", (GuardedH11Protocol,), {"limits": limits})
+    protocol = type("RemoteGLMProtocol", (GuardedH11Protocol,), {"limits": limits, "idle": IdleConnections(max(1, max_idle))})
     grace = api.shutdown_grace if api else 0.0
     config = uvicorn.Config(
         app, http=protocol, ws="none", lifespan="off", log_config=None, access_log=False, proxy_headers=False,

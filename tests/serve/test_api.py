@@ -563,7 +563,8 @@ def test_a_flood_of_connections_is_bounded_in_count_and_time(port, servers, clie
         if status == 503:
             assert error_of(body)["code"] == "too_many_connections" and headers["retry-after"] == "1"
     assert time.monotonic() - t < 10
-    assert set(statuses) <= {200, 503} and 1 <= statuses.count(200) <= MAX_CONNECTIONS, statuses
+    # --max-connections caps the requests being answered at once (test_api_transport), not sockets
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= MAX_CONNECTIONS, statuses
     assert statuses[:MAX_CONNECTIONS // 2].count(200) == MAX_CONNECTIONS // 2  # the first ones are served
     assert threads_of(srv.proc.pid) <= threads + 2
     for s in socks:

@@ -1,0 +1,132 @@
+"""The API's transport under real uvicorn in a thread on 127.0.0.1, driven by raw sockets: idle
+and half-sent connections must not crowd out requests, the in-flight cap, the exact header limit,
+the Content-Type of a chat body, timestamped access-log lines."""
+
+import http.client
+import json
+import logging
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from remoteglm.serve.api import create_app, make_server
+from remoteglm.serve.engine import Engine
+from remoteglm.serve.generation import CHAT_DEFAULTS
+
+KEY = "sk-transport"
+MODEL = "visualglm-tiny"
+GET = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n" % KEY.encode()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    model, tok, _ = tiny
+    return Engine(model, tok, name=MODEL, defaults=CHAT_DEFAULTS, max_new_tokens=4)
+
+
+@pytest.fixture
+def serve(engine):
+    """``serve(**make_server_kwargs) -> port``: the app (with an API key) under uvicorn in a thread."""
+    running = []
+
+    def start(**kw):
+        server = make_server(create_app(engine, api_key=KEY), "127.0.0.1", 0, **kw)
+        th = threading.Thread(target=server.run, daemon=True)
+        th.start()
+        end = time.monotonic() + 10
+        while not server.started and time.monotonic() < end:
+            time.sleep(0.02)
+        running.append((server, th))
+        return server.sock.getsockname()[1]
+
+    yield start
+    for server, th in running:
+        server.should_exit = True
+        th.join(10)
+
+
+def connect(port) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def exchange(port, request: bytes) -> tuple[int, dict, bytes]:
+    """(status, lower-cased headers, body) of ``request`` sent on a new connection."""
+    s = connect(port)
+    try:
+        s.sendall(request)
+        r = http.client.HTTPResponse(s, method="GET")
+        r.begin()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        s.close()
+
+
+def is_closed(s: socket.socket, wait: float) -> bool:
+    """Whether the server closed ``s`` (EOF or reset) within ``wait`` seconds."""
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except (TimeoutError, socket.timeout):
+        return False
+    except ConnectionResetError:
+        return True
+
+
+# ---- connections that never send a request -------------------------------------------------------
+def test_idle_and_half_sent_connections_do_not_lock_out_requests(serve):
+    port = serve(max_connections=4)
+    idle = [connect(port) for _ in range(8)]  # twice --max-connections, never a byte
+    half = [connect(port) for _ in range(4)]
+    for s in half:  # unauthenticated heads that never end
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    time.sleep(0.2)
+    try:
+        for _ in range(5):
+            status, _, body = exchange(port, GET)
+            assert status == 200 and json.loads(body)["data"][0]["id"] == MODEL, (status, body)
+    finally:
+        for s in idle + half:
+            s.close()
+
+
+def test_idle_connections_beyond_the_cap_are_closed_oldest_first(serve):
+    port = serve(max_connections=4, max_idle=6)
+    old = [connect(port) for _ in range(4)]
+    time.sleep(0.1)
+    new = [connect(port) for _ in range(6)]  # 10 idle, 6 kept: the 4 oldest go
+    try:
+        assert all(is_closed(s, 2) for s in old)
+        assert not any(is_closed(s, 0.2) for s in new)
+        status, _, _ = exchange(port, GET)  # one more: served, and it evicted one more of the idle
+        assert status == 200
+        assert sum(is_closed(s, 0.5) for s in new) == 1
+    finally:
+        for s in old + new:
+            s.close()
+
+
+def test_requests_being_answered_are_capped_by_max_connections(serve):
+    port = serve(max_connections=3)
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 20\r\n\r\n{\"model\":" % KEY.encode())
+    busy = [connect(port) for _ in range(3)]
+    for s in busy:  # three requests whose bodies are still coming: all three are being answered
+        s.sendall(head)
+    time.sleep(0.3)
+    try:
+        status, headers, body = exchange(port, GET)
+        assert status == 503 and headers["retry-after"] == "1"
+        assert json.loads(body)["error"]["code"] == "too_many_connections"
+        busy[0].sendall(b' "x"}' + b" " * 6)  # one body completes (refused: no messages): a place frees up
+        r = http.client.HTTPResponse(busy[0], method="POST")
+        r.begin()
+        assert r.status == 400
+        r.read()
+        time.sleep(0.1)
+        assert exchange(port, GET)[0] == 200
+    finally:
+        for s in busy:
+            s.close()
