@@ -1,6 +1,7 @@
 """The API's transport: uvicorn's h11 protocol with deadlines for the headers and the body, a cap
-on body bytes drained after an early reply, the in-flight request cap, idle connections kept to
-a number (oldest closed first), and JSON refusals (400/408/431/503) instead of plain text (``GuardedH11Protocol``); the uvicorn server on a socket
+on body bytes drained after an early reply, the header-size limit on complete heads too, the
+in-flight request cap, idle connections kept to a number (oldest closed first), and JSON refusals
+(400/408/431/503) instead of plain text (``GuardedH11Protocol``); the uvicorn server on a socket
 bound before it starts, with the graceful shutdown (``APIServer``); ``make_server`` puts them
 together for an app."""
 
@@ -50,13 +51,26 @@ class ServerLimits:
 
 
 class _Connection(h11.Connection):
-    """h11's connection, remembering the parse error it raised (for the JSON reply)."""
+    """h11's connection, remembering the parse error it raised (for the JSON reply) and holding
+    a complete request head to ``max_head`` bytes too: h11's own limit only applies while the
+    head is incomplete, so a larger head that arrived in one piece got through."""
 
     last_error: h11.RemoteProtocolError | None = None
 
+    def __init__(self, role, max_head: int):
+        super().__init__(role, max_head)
+        self.max_head = max_head
+
     def next_event(self):
         try:
-            return super().next_event()
+            pending = len(self.trailing_data[0]) if self.their_state is h11.IDLE else 0  # a head starts here
+            event = super().next_event()
+            if isinstance(event, h11.Request):
+                size = pending - len(self.trailing_data[0])
+                if size > self.max_head:
+                    raise h11.RemoteProtocolError(f"request line and headers of {size} bytes, over the {self.max_head} "
+                                                  "byte limit", error_status_hint=431)
+            return event
         except h11.RemoteProtocolError as e:
             self.last_error = e
             raise

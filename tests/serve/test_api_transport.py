@@ -130,3 +130,33 @@ def test_requests_being_answered_are_capped_by_max_connections(serve):
     finally:
         for s in busy:
             s.close()
+
+
+# ---- the request head ----------------------------------------------------------------------------------
+def head_of(size: int) -> bytes:
+    """An authenticated GET /v1/models whose request line + headers are exactly ``size`` bytes."""
+    pad = b"X-Pad: "
+    head = GET[:-2] + pad + b"\r\n\r\n"
+    return GET[:-2] + pad + b"a" * (size - len(head)) + b"\r\n\r\n"
+
+
+def test_a_complete_head_over_16_kib_gets_431_like_an_incomplete_one(serve):
+    port = serve()
+    assert len(head_of(16384)) == 16384
+    status, _, body = exchange(port, head_of(16384))  # the limit itself: served
+    assert status == 200, body
+    for size in (16385, 20 * 1024):  # sent in one piece, so it arrives complete
+        status, headers, body = exchange(port, head_of(size))
+        err = json.loads(body)["error"]
+        assert status == 431 and err["code"] == "invalid_http_request" and headers["connection"] == "close", (size, body)
+        assert f"{size} bytes" in err["message"] and "16384" in err["message"], err
+    s = connect(port)  # and pipelined behind a small request: the first is answered, the big one refused
+    try:
+        s.sendall(GET + head_of(20 * 1024))
+        s.settimeout(10)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200 ") and got.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 431 " in got, got[:300]
+    finally:
+        s.close()
