@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from ..errors import RemoteGLMError
+from .io import check_writable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -33,6 +34,26 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_cache_file(path: Path) -> None:
+    """One line unless ``path`` is an SQLite file, an empty one, or can be created: SQLite would
+    otherwise take over any small file it is pointed at and its content would be lost."""
+    check_writable(path, "--cache", folder=False)
+    if path.is_dir():
+        raise RemoteGLMError(f"--cache {path} is a folder; pass a file path such as {path / 'llm_cache.sqlite'}")
+    if path.exists():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+        except OSError as e:
+            raise RemoteGLMError(f"--cache {path}: cannot read it ({e.strerror}); pick another --cache path") from None
+        if head and head != SQLITE_HEADER:
+            raise RemoteGLMError(f"--cache {path} is not an SQLite cache (another file?): it is left as it is; "
+                                 "pick another --cache path")
+
+
 class ResultCache:
     """Thread-safe get/put of LLM results; ``put_many`` is one transaction (one reply)."""
 
@@ -40,6 +61,7 @@ class ResultCache:
         """``readonly``: look answers up without creating or changing anything (``--dry-run``);
         a cache file that does not exist yet reads as empty."""
         self.path = Path(path)
+        _check_cache_file(self.path)
         try:
             if readonly:
                 target = f"{self.path.absolute().as_uri()}?mode=ro" if self.path.exists() else "file::memory:"

@@ -45,7 +45,7 @@ from .glossary import (
     folder_class,
     folder_key,
 )
-from .io import read_json, write_json_atomic, write_text_atomic
+from .io import check_writable, drop_stale_temps, read_json, write_json_atomic, write_text_atomic
 from .llm import LLMClient, LLMConfig, Usage, redact
 from .pipeline import STAMP, _stamp, failure_advice
 from .translate import (
@@ -432,6 +432,7 @@ def _write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[P
     if (all(p.exists() for p in files) and stamp_file.exists()
             and stamp_file.read_text(encoding="utf-8").strip() == stamp):
         s.up_to_date = True
+        drop_stale_temps(out_dir)  # nothing is written, so the writes do not do it
         s.outputs.extend(files)
         return
     for p, obj in files.items():
@@ -525,6 +526,7 @@ def import_rsvqa(cfg: RSVQAConfig) -> ImportSummary:
         _say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{vs.name}_zh"
     s = ImportSummary(vs.name, "vqa", items=len(vs.items), left_out=sum(vs.left_out.values()))
+    check_writable(out_dir, "--out-dir")
     cache = ResultCache(cfg.cache, readonly=cfg.dry_run)
     try:
         translator = Translator(None, cache, cfg.translate, cfg.llm.model)
@@ -841,6 +843,7 @@ def import_scenes(cfg: ScenesConfig) -> ImportSummary:
     for w in ss.warnings:
         _say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{ss.name}_classify"
+    check_writable(out_dir, "--out-dir")
     records = scene_records(ss, out_dir)
     s = ImportSummary(ss.name, "classify", items=len(ss.images),
                       detail=f"scenes: {ss.name}, {len(ss.folders)} of {len(ss.classes)} classes, {len(ss.images)} images; "

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,36 +41,84 @@ def _umask() -> int:
 
 
 STALE_TEMP_SECONDS = 600
+# write_atomic's temp files: ".NAME.PID-HOST.RANDOM.tmp"; earlier versions wrote ".NAME.RANDOM.tmp".
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-(?P<host>[0-9a-f]{6})\.[a-z0-9_]+\.tmp")
+_OLD_TEMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]+\.tmp")
 
 
-def _drop_stale_temps(path: Path) -> None:
-    """Remove temp files of ``path`` that a killed writer left behind (older than 10 minutes:
-    a writer still running elsewhere keeps its own)."""
-    import time
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    """Which machine a temp file's writer ran on (a shared folder may hold other machines' writers)."""
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
+def drop_stale_temps(folder: str | Path, writing: str = "") -> None:
+    """Remove the temp files that killed atomic writers left in ``folder``, whatever their target.
+
+    Only write_atomic's own names are touched: one whose writer ran on this machine goes as soon as
+    that process is gone; any other (another machine's, or an earlier version's, then only for a
+    target that exists or is ``writing``) once untouched for 10 minutes - a writer at work keeps its own.
+    """
     now = time.time()
-    for old in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".") and e.name.endswith(".tmp")]
+    except OSError:  # no folder yet: nothing left behind
+        return
+    for e in entries:
         try:
-            if now - old.stat().st_mtime > STALE_TEMP_SECONDS:
-                old.unlink()
-        except OSError:
+            if not e.is_file(follow_symlinks=False):
+                continue
+            m = _TEMP.fullmatch(e.name)
+            if m:
+                gone = m["host"] == _host_tag() and not _alive(int(m["pid"]))
+            else:
+                m = _OLD_TEMP.fullmatch(e.name)
+                if not m or (m["name"] != writing and not os.path.isfile(os.path.join(folder, m["name"]))):
+                    continue
+                gone = False
+            if gone or now - e.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS:
+                os.unlink(e.path)
+        except OSError:  # removed meanwhile, or not ours to remove
             pass
 
 
-def glob_escape(name: str) -> str:
-    import glob
-
-    return glob.escape(name)
+def check_writable(path: str | Path, option: str, folder: bool = True) -> None:
+    """One line if ``path`` (a folder, or with ``folder=False`` a file) cannot be created or written,
+    naming ``option``: checked before any work, so nothing is made or asked for in vain."""
+    where = Path(path) if folder else Path(path).parent
+    probe = where.absolute()
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RemoteGLMError(f"{option} {path}: {probe} is a file, not a folder; pick another {option}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RemoteGLMError(f"{option} {path}: no permission to write in {probe}; pick another {option}")
 
 
 def write_atomic(path: str | Path, writer: Callable[[str], Any]) -> Path:
     """Create ``path`` by ``writer(tmp_path)`` on a temp file in the same folder, fsync, then
     os.replace: readers never see half a file and a crash leaves the old one. The file gets the
-    mode a plain ``open()`` would give (0666 minus the umask), not mkstemp's 0600."""
+    mode a plain ``open()`` would give (0666 minus the umask), not mkstemp's 0600. The folder's
+    leftovers of killed writers are removed first; a folder or file that cannot be written is one
+    RemoteGLMError line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _drop_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        drop_stale_temps(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-{_host_tag()}.", suffix=".tmp",
+                                   dir=path.parent)
+    except OSError as e:
+        raise RemoteGLMError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     try:
         writer(tmp)
@@ -74,9 +126,11 @@ def write_atomic(path: str | Path, writer: Callable[[str], Any]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp, str(path)):  # the disk, not the writer's input
+            raise RemoteGLMError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     return path
 

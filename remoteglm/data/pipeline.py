@@ -14,7 +14,7 @@ from ..errors import RemoteGLMError
 from .build import build_finetune_records, build_zh_dataset
 from .cache import ResultCache
 from .datasets import SPLITS, check_images, load_captions
-from .io import write_json_atomic, write_text_atomic
+from .io import check_writable, drop_stale_temps, write_json_atomic, write_text_atomic
 from .llm import LLMClient, LLMConfig, Usage
 from .rewrite import PROMPT_VERSION as REWRITE_VERSION
 from .rewrite import RewriteConfig, Rewriter, source_key
@@ -167,6 +167,7 @@ def run(cfg: PipelineConfig) -> Summary:
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cs.name}_zh"
 
     s = Summary(images=len(cs.images), sentences=len(cs.sentences()))
+    check_writable(out_dir, "--out-dir")
     cache = ResultCache(cfg.cache, readonly=cfg.dry_run)  # a dry run creates nothing
     rr = None
     try:
@@ -286,6 +287,7 @@ def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, 
     stamp_file = out_dir / STAMP
     if all(n.exists() for n in names) and stamp_file.exists() and stamp_file.read_text(encoding="utf-8").strip() == stamp:
         s.up_to_date = True
+        drop_stale_temps(out_dir)  # nothing is written, so the writes do not do it
         s.outputs.extend(names)
         s.split_counts = json.loads((out_dir / ".split_counts.json").read_text(encoding="utf-8")) \
             if (out_dir / ".split_counts.json").exists() else {}

@@ -484,6 +484,19 @@ def test_the_seeded_split_is_the_same_wherever_the_set_lies(tmp_path):
     assert Counter(im.split for im in c.images if im.cls == "airport") == {"train": 10, "val": 4, "test": 6}
 
 
+def test_an_out_dir_that_cannot_be_made_is_one_line_before_any_work(fake_llm, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(RemoteGLMError, match="--out-dir .*a_file is a file, not a folder"):
+        import_scenes(ScenesConfig(write_scenes(tmp_path / "s", "AID", per_class=2), out_dir=blocker / "out"))
+    write_rsvqa(tmp_path / "RSVQA_LR")
+    srv = fake_llm()
+    r = importers("rsvqa", "--root", str(tmp_path / "RSVQA_LR"), "--out-dir", str(blocker / "out"), "--base-url",
+                  srv.base_url, "--model", "m", "--cache", str(tmp_path / "c.sqlite"), "--no-progress")
+    assert "is a file, not a folder" in one_error_line(r) and srv.requests == 0
+    assert not (tmp_path / "c.sqlite").exists() and blocker.read_text() == "x"
+
+
 def test_official_split_lists_are_used_where_the_set_has_them(tmp_path):
     base = tmp_path / "resisc45"
     write_scenes(base, "NWPU-RESISC45", per_class=5)

@@ -139,6 +139,69 @@ def test_temp_files_of_a_killed_writer_are_cleaned_up(tmp_path):
     assert not stale.exists() and fresh.exists()  # a writer still at work keeps its file
 
 
+@pytest.mark.parametrize("case", ["out-dir below a file", "out-dir is a file", "cache below a file",
+                                  "cache is not SQLite", "cache is not SQLite (dry run)"])
+def test_file_system_faults_are_one_line_before_any_work(llm, tmp_path, case):
+    """Checked before anything is asked or created; a file that is not a cache is never turned into one."""
+    src = _dataset(tmp_path, {})
+    blocker = tmp_path / "a_file"
+    blocker.write_bytes(b"x")
+    args = _args(llm, tmp_path, src)
+    flag, where, needle = {
+        "out-dir below a file": ("--out-dir", blocker / "out", "is a file, not a folder"),
+        "out-dir is a file": ("--out-dir", blocker, "is a file, not a folder"),
+        "cache below a file": ("--cache", blocker / "c.sqlite", "is a file, not a folder"),
+        "cache is not SQLite": ("--cache", blocker, "not an SQLite cache"),
+        "cache is not SQLite (dry run)": ("--cache", blocker, "not an SQLite cache"),
+    }[case]
+    args[args.index(flag) + 1] = str(where)
+    r = run_cli(*args, *(["--dry-run"] if "dry run" in case else []))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr and lines[-1].startswith("error: "), r.stderr
+    assert needle in lines[-1] and flag in lines[-1], lines[-1]
+    assert llm.asked == [] and blocker.read_bytes() == b"x"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache.sqlite").exists()
+
+
+def test_a_rerun_removes_what_a_killed_write_left(llm, tmp_path):
+    """A SIGKILL during an atomic write leaves its hidden temp file: the next run removes it even
+    when it writes nothing (its outputs are up to date); a writer still at work keeps its own."""
+    import signal
+    import subprocess
+    import sys
+
+    from datahelp import ROOT
+
+    src = _dataset(tmp_path, {})
+    assert run_cli(*_args(llm, tmp_path, src)).returncode == 0
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writer = ("import os, signal, sys\nfrom remoteglm.data.io import write_atomic\n"
+              "def half(tmp):\n    open(tmp, 'w').write('{\"half\": ')\n    sys.stdout.write('ready\\n')\n"
+              "    sys.stdout.flush()\n    THEN\n"
+              "write_atomic(sys.argv[1], half)\n")
+    killed = subprocess.run([sys.executable, "-c", writer.replace("THEN", "os.kill(os.getpid(), signal.SIGKILL)"),
+                             str(out / "dataset_UCM_zh.json")], env=env, capture_output=True, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    left = [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].name.startswith(".dataset_UCM_zh.json.")
+    older = out / ".UCM_train.json.k3j4h5g6.tmp"  # what an earlier version's writer left an hour ago
+    older.write_text("[")
+    os.utime(older, (time.time() - 3600,) * 2)
+    live = subprocess.Popen([sys.executable, "-c", writer.replace("THEN", "sys.stdin.readline()"), str(out / "notes.json")],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline() == "ready\n"
+        r = run_cli(*_args(llm, tmp_path, src))
+        assert r.returncode == 0 and "up to date" in r.stderr, r.stderr
+        assert not left[0].exists() and not older.exists()
+        assert [p.name for p in out.iterdir() if p.name.startswith(".notes.json.")]  # still being written
+    finally:
+        live.communicate("go\n", timeout=60)
+    assert live.returncode == 0 and (out / "notes.json").read_text() == '{"half": '
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_unfinished_work_says_which_case_it_is(tmp_path):
     """A closed port and an endpoint that never returns OpenAI JSON are not "rerun the same
     command" cases; an LLM whose answers keep failing the checks is (for those items only)."""
