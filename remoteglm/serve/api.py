@@ -211,6 +211,19 @@ def _auth_error(header: str | None, key: str) -> APIError | None:
     return None
 
 
+def _content_type_error(value: str | None) -> APIError | None:
+    """400 naming the content type for a chat body not declared as JSON (FastAPI, strict about it
+    so that a browser page cannot post one without a CORS preflight, would only say that the body
+    is not an object)."""
+    media = (value or "").split(";", 1)[0].strip().lower()
+    kind, _, sub = media.partition("/")
+    if kind == "application" and (sub == "json" or sub.endswith("+json")):
+        return None
+    got = f"'{escape_controls(media[:100])}'" if media else "none"
+    return APIError(400, f"the request body must be JSON sent with 'Content-Type: application/json' (Content-Type: {got})",
+                    code="unsupported_content_type")
+
+
 class _LimitedReceive:
     """The body as it streams in, refused (413) once past the limit: nothing beyond it is read."""
 
@@ -259,6 +272,9 @@ class Guard:
                                                     f"{api.max_request_bytes / 2**20:g} MB limit (--max-request-mb); send a smaller image",
                                                code="request_too_large", headers=close))
         if method == "POST" and path == CHAT_PATH:
+            err = _content_type_error(headers.get("content-type"))
+            if err is not None:
+                return error_response(err)
             try:
                 scope[PLACE_KEY] = api.generations.reserve()
             except APIError as err:

@@ -160,3 +160,25 @@ def test_a_complete_head_over_16_kib_gets_431_like_an_incomplete_one(serve):
         assert got.startswith(b"HTTP/1.1 200 ") and got.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 431 " in got, got[:300]
     finally:
         s.close()
+
+
+# ---- the body's content type --------------------------------------------------------------------------
+def chat_post(content_type: bytes | None, body: bytes) -> bytes:
+    ct = b"Content-Type: %s\r\n" % content_type if content_type is not None else b""
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n%s"
+            b"Content-Length: %d\r\n\r\n" % (KEY.encode(), ct, len(body)) + body)
+
+
+def test_a_chat_body_sent_as_another_content_type_is_told_to_use_json(serve):
+    port = serve()
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "你好"}], "max_tokens": 1}).encode()
+    # curl -d sends form encoding unless told otherwise; others send text/plain
+    for ct in (b"application/x-www-form-urlencoded", b"text/plain; charset=utf-8", b"multipart/form-data; boundary=x", None):
+        status, _, raw = exchange(port, chat_post(ct, body))
+        err = json.loads(raw)["error"]
+        assert status == 400 and err["code"] == "unsupported_content_type", (ct, raw)
+        said = f"'{ct.split(b';')[0].decode()}'" if ct else "none"
+        assert f"must be JSON sent with 'Content-Type: application/json' (Content-Type: {said})" in err["message"], err
+    for ct in (b"application/json", b"Application/JSON; charset=utf-8", b"application/vnd.api+json"):
+        status, _, raw = exchange(port, chat_post(ct, body))
+        assert status == 200 and json.loads(raw)["object"] == "chat.completion", (ct, raw)
