@@ -127,7 +127,10 @@ def _failures(cs, tr, rr, keys_of, tk=None) -> list[dict]:
         if tk is not None and im.filename in tk.failed:
             out.append({"image": im.filename, "split": im.split, "sentence": "(conversation about the image)",
                         "problem": tk.failed[im.filename], "reply_sample": ""})
-    if tk is not None and tk.aborted and not tk.failed:
+    for key, why in (tk.unphrased.items() if tk is not None else ()):
+        out.append({"image": "", "split": "", "sentence": f"(question phrasing: {json.loads(key)[2]})",
+                    "problem": why, "reply_sample": ""})
+    if tk is not None and tk.aborted and not tk.failed and not tk.unphrased:
         out.append({"image": "", "split": "", "sentence": "(instruction questions)", "problem": tk.aborted,
                     "reply_sample": ""})
     return out
@@ -217,7 +220,7 @@ def run(cfg: PipelineConfig) -> Summary:
         cache.close()
 
     failures = _failures(cs, tr, rr, keys_of, tk) \
-        if (tr.failed or (rr and rr.failed) or tr.aborted or (tk and (tk.failed or tk.aborted))) else []
+        if (tr.failed or (rr and rr.failed) or tr.aborted or (tk and (tk.failed or tk.unphrased or tk.aborted))) else []
     complete = len(done_images) == len(cs.images)
     if done_images:
         part = cs if complete else replace(cs, images=done_images)
@@ -244,9 +247,11 @@ def run(cfg: PipelineConfig) -> Summary:
         items = f"{len(tr.failed)} distinct sentences" if tr.failed else ""
         if rr is not None and rr.failed:
             items += (" and " if items else "") + f"{len(rr.failed)} image paragraphs"
-        if tk is not None and (tk.failed or tk.aborted):
-            items += (" and " if items else "") + (f"{len(tk.failed)} conversations" if tk.failed
-                                                   else "the instruction questions")
+        if tk is not None:
+            parts = [f"{len(tk.failed)} conversations"] * bool(tk.failed)
+            parts += [f"{len(tk.unphrased)} question phrasings"] * bool(tk.unphrased)
+            for part in parts or ["the instruction questions"] * bool(tk.aborted):
+                items += (" and " if items else "") + part
         raise RemoteGLMError(
             f"{items or 'some items'} still not done after every round ({what}; each is listed in {failures_file}): "
             + failure_advice(kind if reason else "", reason, [f["problem"] for f in failures]))

@@ -628,12 +628,12 @@ def parse_conversation(reply: str, turns: list[Fact]) -> list[str | None]:
 
 @functools.lru_cache(maxsize=1)
 def conversation_validator() -> str:
-    return faithful.validator_version(check_conversation, fact_problems, grounding_problems)
+    return faithful.validator_version(check_conversation, fact_problems, grounding_problems, _conversation_still_valid)
 
 
 def _conversation_still_valid(key: str, result: str, status: str) -> bool:
-    if status == "dropped":  # it failed every round under the checks of its time: not asked again
-        return True
+    if status == "dropped":  # every reply was read and failed the checks of its time: not asked again;
+        return bool(json.loads(result))  # a drop that recorded no problems (older versions) is asked again
     src, turns = _from_key(key)
     return not check_conversation(src, turns, json.loads(result))
 
@@ -668,7 +668,9 @@ class TasksResult:
     cached: Counter = field(default_factory=Counter)  # "question" / "conversation" answers from the cache
     new: Counter = field(default_factory=Counter)  # ... accepted this run
     fallbacks: int = 0  # phrased questions that kept their template
-    failed: dict[str, str] = field(default_factory=dict)  # image -> endpoint error (its conversation is missing)
+    failed: dict[str, str] = field(default_factory=dict)  # image -> why its conversation is missing (endpoint
+    # error, or replies that could not be read: a rerun asks again)
+    unphrased: dict[str, str] = field(default_factory=dict)  # question key -> why (unreadable replies; asked again)
     examples: list[str] = field(default_factory=list)  # a few reasons a reply was rejected
     aborted: str = ""
     aborted_kind: str = ""
@@ -714,6 +716,7 @@ class TaskMaker:
         bar = tqdm(total=len(todo), unit="q", desc="questions", disable=not progress or not todo, dynamic_ncols=True,
                    mininterval=1.0)
         size = self.cfg.batch_size
+        unread: set[str] = set()  # keys of a reply that could not be read: not the question's fault
         for rnd in range(self.cfg.rounds):
             if not todo or res.aborted:
                 break
@@ -722,7 +725,7 @@ class TaskMaker:
 
             def ask(batch, problems=problems):
                 if res.aborted:
-                    return {}, {}, None
+                    return {}, {}, None, False
                 items = {str(i + 1): json.loads(k)[2] for i, k in enumerate(batch)}
                 notes = "; ".join(f"{i + 1}: {problems[k]}" for i, k in enumerate(batch) if k in problems)
                 user = "改写这些问题。" + (f"上一次的回答有问题，请改正：{notes}。" if notes else "") + "\n" + json.dumps(
@@ -731,11 +734,11 @@ class TaskMaker:
                     reply = self.client.chat([{"role": "system", "content": QUESTION_PROMPT},
                                               {"role": "user", "content": user}])
                 except LLMUnavailable as e:
-                    return {}, {}, e
+                    return {}, {}, e, False
                 try:
                     outs = parse_reply(reply, len(batch))
                 except ReplyError as e:
-                    return {}, {k: str(e) for k in batch}, None
+                    return {}, {k: str(e) for k in batch}, None, True
                 ok, bad = {}, {}
                 for k, out in zip(batch, outs):
                     text = _clean(out, question=True) if out is not None else ""
@@ -745,12 +748,14 @@ class TaskMaker:
                     else:
                         ok[k] = text
                 self.cache.put_many(QUESTION_KIND, self.model, QUESTION_VERSION, ok, validator=question_validator())
-                return ok, bad, None
+                return ok, bad, None, False
 
             def done(batch, result, failed=failed):
-                ok, bad, err = result
+                ok, bad, err, unreadable = result
                 phrased.update(ok)
                 res.new["question"] += len(ok)
+                if unreadable:
+                    unread.update(bad)
                 for k, why in bad.items():
                     failed[k] = why
                     res.rejected[_TASK_OF[json.loads(k)[0]]] += 1
@@ -764,19 +769,24 @@ class TaskMaker:
             todo = [k for k in todo if k in failed]
             size = max(1, size // 2)
         bar.close()
-        if todo and not res.aborted:  # failed every round: the template stays, and is not asked again
-            keep = {k: json.loads(k)[2] for k in todo}
+        if todo and not res.aborted:  # failed every round: the template stays, and is not asked again -
+            # unless a reply could not be read: a working endpoint may phrase it, so it is unfinished work
+            keep = {k: json.loads(k)[2] for k in todo if k not in unread}
             self.cache.put_many(QUESTION_KIND, self.model, QUESTION_VERSION, keep, status="fallback",
                                 validator=question_validator())
             phrased.update(keep)
             res.fallbacks += len(keep)
+            res.unphrased.update({k: problems[k] for k in todo if k in unread})
         return phrased
 
     # -- conversations
     def _converse(self, src: Sources, turns: list[Fact]) -> tuple[list[str] | None, str, int, object]:
-        """(items or None, status ok|dropped|failed, rejected replies, last problem or error)."""
+        """(items or None, status ok|dropped|unread|failed, rejected replies, last problem or error).
+
+        Dropped (cached, with its problems) only when every reply was read and failed the checks; a
+        reply that could not be read is the endpoint's fault, so the conversation stays unfinished."""
         problems: list[str] = []
-        rejected = 0
+        rejected, unreadable = 0, False
         key = conversation_key(src, turns)
         for _ in range(self.cfg.rounds):
             try:
@@ -787,13 +797,16 @@ class TaskMaker:
                 items = parse_conversation(reply, turns)
                 problems = check_conversation(src, turns, items)
             except ReplyError as e:
-                items, problems = None, [str(e)]
+                items, problems, unreadable = None, [str(e)], True
             if not problems:
                 self.cache.put_many(CONVERSATION_KIND, self.model, CONVERSATION_VERSION,
                                     {key: json.dumps(items, ensure_ascii=False)}, validator=conversation_validator())
                 return items, "ok", rejected, ""
             rejected += 1
-        self.cache.put_many(CONVERSATION_KIND, self.model, CONVERSATION_VERSION, {key: "[]"}, status="dropped",
+        if unreadable:
+            return None, "unread", rejected, "；".join(problems)
+        self.cache.put_many(CONVERSATION_KIND, self.model, CONVERSATION_VERSION,
+                            {key: json.dumps(problems, ensure_ascii=False)}, status="dropped",
                             validator=conversation_validator())
         return None, "dropped", rejected, "；".join(problems)
 
@@ -867,9 +880,12 @@ class TaskMaker:
         def done(key, out):
             items, status, rejected, why = out
             res.rejected["conversation"] += rejected
-            if status == "failed":
+            if status in ("failed", "unread"):
                 res.failed[key] = str(why)
-                res._abort(why)
+                if status == "failed":
+                    res._abort(why)
+                else:
+                    res._example(str(why))
             else:
                 add(key, items)
                 res.new["conversation"] += status == "ok"

@@ -265,6 +265,39 @@ def test_endpoint_down_during_conversations_is_unfinished_work_and_a_rerun_finis
     assert s.tasks.made["conversation"] > 10 and not (tmp_path / "out" / "failures.json").exists()
 
 
+def test_unreadable_replies_are_unfinished_work_not_drops(fake_llm, tmp_path):
+    """An endpoint whose replies never parse (here: refusals) is no verdict on the conversations or
+    questions: they are not cached as dropped or kept-as-template, the job says so like unfinished
+    translations (failures.json, non-zero exit) and a rerun against a working endpoint makes them."""
+    import sqlite3
+
+    src = write_json(tmp_path / "UCM-en.json", ucm_list(21, step=100))
+    clean = fake_llm()
+    out, cache = tmp_path / "out", tmp_path / "cache.sqlite"
+    run(_cfg(src, out, cache, clean.base_url))
+    kinds = ("caption", "presence", "conversation")
+    bad = fake_llm(rates={"refuse": 1.0})
+    with pytest.raises(RemoteGLMError, match=r"conversations and \d+ question phrasings still not done .*"
+                                             r"reply is not a JSON object x\d+\): a rerun asks only for these"):
+        run(_cfg(src, out, cache, bad.base_url, tasks=kinds, phrase_questions=True))
+    failures = json.loads((out / "failures.json").read_text(encoding="utf-8"))
+    kinds_failed = Counter(f["sentence"].split(":")[0] for f in failures)
+    assert kinds_failed["(conversation about the image)"] > 10 and kinds_failed["(question phrasing"] > 0, kinds_failed
+    assert all("JSON object" in f["problem"] for f in failures)
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT COUNT(*) FROM results WHERE kind != 'translate'").fetchone()[0] == 0
+    s = run(_cfg(src, out, cache, clean.base_url, tasks=kinds, phrase_questions=True))
+    made = s.tasks.made["conversation"]
+    assert made > 10 and s.tasks.dropped["conversation"] == 0 and s.tasks.fallbacks == 0
+    assert not (out / "failures.json").exists()
+    # a cache from before drops recorded their cause: such a drop is asked again, once
+    with sqlite3.connect(cache) as db:
+        db.execute("UPDATE results SET status='dropped', result='[]', validator='older' WHERE kind='conversation'")
+    asked = clean.requests
+    again = run(_cfg(src, out, cache, clean.base_url, tasks=kinds, phrase_questions=True))
+    assert again.tasks.made["conversation"] == made and clean.requests - asked == made
+
+
 # -- mixing ------------------------------------------------------------------------------------
 
 def _zh_with_tasks(tmp_path, fake_llm, n=42) -> tuple[dict, Path]:
