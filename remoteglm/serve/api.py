@@ -43,8 +43,8 @@ the server stops accepting, waiting requests get 503, the answer being generated
 
 Binds 127.0.0.1 unless told otherwise; ``--api-key`` (or ``REMOTEGLM_API_KEY``) makes every route
 but the docs require ``Authorization: Bearer KEY``. ``--cors-origin`` (repeatable, ``*`` for any)
-lets browser pages from those origins call the API. The access log (stderr) shows control
-characters in requests as escapes.
+lets browser pages from those origins call the API. The access log (stderr) starts each line
+with its ISO 8601 time and shows control characters in requests as escapes.
 
 Library use: ``create_app(engine, ...)`` builds the ASGI app around any object with the
 ``Engine`` interface; ``make_server(app, host, port, ...)`` binds and returns the uvicorn server
@@ -520,7 +520,7 @@ def _check_args(args) -> list[Path]:
 
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(EscapingFormatter("%(message)s"))
+    handler.setFormatter(EscapingFormatter())
     for name, level in (("remoteglm.api", logging.INFO), ("uvicorn", logging.WARNING)):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

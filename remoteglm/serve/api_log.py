@@ -1,10 +1,11 @@
 """The API server's logs: ``remoteglm.api`` (errors) and ``remoteglm.api.access`` (one line per
-request), with control characters a client sent written as escapes. Shared by the application
+request), timestamped, with control characters a client sent written as escapes. Shared by the application
 (``api``) and the transport (``api_transport``)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 log = logging.getLogger("remoteglm.api")
 access_log = logging.getLogger("remoteglm.api.access")
@@ -31,7 +32,14 @@ def escape_controls(text: str, keep: str = "") -> str:
 
 
 class EscapingFormatter(logging.Formatter):
-    """Log records with control characters escaped (newlines kept: tracebacks stay readable)."""
+    """Log records with control characters escaped (newlines kept: tracebacks stay readable),
+    by default each after its time in ISO 8601, local with the UTC offset, to the millisecond."""
+
+    def __init__(self, fmt: str = "%(asctime)s %(message)s"):
+        super().__init__(fmt)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
 
     def format(self, record: logging.LogRecord) -> str:
         return escape_controls(super().format(record), keep="\n")

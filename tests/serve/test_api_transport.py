@@ -182,3 +182,45 @@ def test_a_chat_body_sent_as_another_content_type_is_told_to_use_json(serve):
     for ct in (b"application/json", b"Application/JSON; charset=utf-8", b"application/vnd.api+json"):
         status, _, raw = exchange(port, chat_post(ct, body))
         assert status == 200 and json.loads(raw)["object"] == "chat.completion", (ct, raw)
+
+
+# ---- the access log -----------------------------------------------------------------------------------
+@pytest.fixture
+def cli_logging(monkeypatch):
+    """The command line's log set-up, writing to the buffer it yields (its stderr), undone afterwards."""
+    import io
+    import sys
+
+    from remoteglm.serve.api import _setup_logging
+
+    names = ("remoteglm.api", "uvicorn")
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names}
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    _setup_logging()
+    yield err
+    for n, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(n)
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+def test_access_log_lines_start_with_an_iso_timestamp(serve, cli_logging):
+    from datetime import datetime, timezone
+
+    port = serve(max_connections=1)
+    before = datetime.now(timezone.utc)
+    assert exchange(port, GET)[0] == 200
+    s = connect(port)
+    s.sendall(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad header\r\n\r\n")  # refused by the transport
+    s.settimeout(5)
+    assert s.recv(65536).startswith(b"HTTP/1.1 400 ")
+    s.close()
+    time.sleep(0.2)
+    lines = cli_logging.getvalue().splitlines()
+    stamp = r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d) "
+    app = [m for ln in lines if (m := re.fullmatch(stamp + r'127\.0\.0\.1:\d+ "GET /v1/models HTTP/1\.1" 200 \d+\.\d{3}s', ln))]
+    transport = [m for ln in lines if (m := re.fullmatch(stamp + r'127\.0\.0\.1:\d+ "\(invalid HTTP request\)" 400', ln))]
+    assert len(app) == 1 and len(transport) == 1, "\n".join(lines)
+    for m in app + transport:
+        when = datetime.fromisoformat(m.group(1))
+        assert before.replace(microsecond=0) <= when <= datetime.now(timezone.utc), (m.group(1), before)
