@@ -716,7 +716,7 @@ class TaskMaker:
         bar = tqdm(total=len(todo), unit="q", desc="questions", disable=not progress or not todo, dynamic_ncols=True,
                    mininterval=1.0)
         size = self.cfg.batch_size
-        unread: set[str] = set()  # keys of a reply that could not be read: not the question's fault
+        judged: set[str] = set()  # keys whose phrasing was read and failed the checks at least once
         for rnd in range(self.cfg.rounds):
             if not todo or res.aborted:
                 break
@@ -754,8 +754,8 @@ class TaskMaker:
                 ok, bad, err, unreadable = result
                 phrased.update(ok)
                 res.new["question"] += len(ok)
-                if unreadable:
-                    unread.update(bad)
+                if not unreadable:
+                    judged.update(bad)
                 for k, why in bad.items():
                     failed[k] = why
                     res.rejected[_TASK_OF[json.loads(k)[0]]] += 1
@@ -770,23 +770,23 @@ class TaskMaker:
             size = max(1, size // 2)
         bar.close()
         if todo and not res.aborted:  # failed every round: the template stays, and is not asked again -
-            # unless a reply could not be read: a working endpoint may phrase it, so it is unfinished work
-            keep = {k: json.loads(k)[2] for k in todo if k not in unread}
+            # unless no reply could be read: a working endpoint may phrase it, so it is unfinished work
+            keep = {k: json.loads(k)[2] for k in todo if k in judged}
             self.cache.put_many(QUESTION_KIND, self.model, QUESTION_VERSION, keep, status="fallback",
                                 validator=question_validator())
             phrased.update(keep)
             res.fallbacks += len(keep)
-            res.unphrased.update({k: problems[k] for k in todo if k in unread})
+            res.unphrased.update({k: problems[k] for k in todo if k not in judged})
         return phrased
 
     # -- conversations
     def _converse(self, src: Sources, turns: list[Fact]) -> tuple[list[str] | None, str, int, object]:
         """(items or None, status ok|dropped|unread|failed, rejected replies, last problem or error).
 
-        Dropped (cached, with its problems) only when every reply was read and failed the checks; a
-        reply that could not be read is the endpoint's fault, so the conversation stays unfinished."""
+        Dropped (cached, with its problems) when a reply was read and failed the checks; when no reply
+        could be read the endpoint is at fault, not the draft: the conversation stays unfinished."""
         problems: list[str] = []
-        rejected, unreadable = 0, False
+        rejected, judged = 0, False
         key = conversation_key(src, turns)
         for _ in range(self.cfg.rounds):
             try:
@@ -795,15 +795,15 @@ class TaskMaker:
                 return None, "failed", rejected, e
             try:
                 items = parse_conversation(reply, turns)
-                problems = check_conversation(src, turns, items)
+                problems, judged = check_conversation(src, turns, items), True
             except ReplyError as e:
-                items, problems, unreadable = None, [str(e)], True
+                items, problems = None, [str(e)]
             if not problems:
                 self.cache.put_many(CONVERSATION_KIND, self.model, CONVERSATION_VERSION,
                                     {key: json.dumps(items, ensure_ascii=False)}, validator=conversation_validator())
                 return items, "ok", rejected, ""
             rejected += 1
-        if unreadable:
+        if not judged:
             return None, "unread", rejected, "；".join(problems)
         self.cache.put_many(CONVERSATION_KIND, self.model, CONVERSATION_VERSION,
                             {key: json.dumps(problems, ensure_ascii=False)}, status="dropped",
