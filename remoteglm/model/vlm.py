@@ -212,17 +212,23 @@ class Processor:
         return [1 if t == self.image_token_id else 0 for t in ids]
 
 
-def chat_messages(query: str, history=(), image: bool = True, answer: str | None = None) -> list[dict]:
-    """The conversation in the chat-template message format: the image (if any) in the first user
-    turn, earlier ``history`` turns, the question, and ``answer`` as the assistant turn if given.
-    The one prompt layout of this engine (training and serving build it here)."""
+def chat_messages(query: str, history=(), image: bool = True, answer: str | None = None,
+                  system: str | None = None) -> list[dict]:
+    """The conversation in the chat-template message format: ``system`` (if any) in its own role,
+    the image (if any) in the first user turn, earlier ``history`` turns, the question, and
+    ``answer`` as the assistant turn if given. The one prompt layout of this engine (training and
+    serving build it here).
+
+    A turn is a plain string unless it carries the image (then a list of parts): that is the form
+    every published template reads; GLM-4.1V's prints a list in a system or assistant turn as its
+    Python repr."""
     turns = [*history, (query, answer)]
-    msgs: list[dict] = []
+    msgs: list[dict] = [{"role": "system", "content": system}] if system else []
     for i, (q, a) in enumerate(turns):
-        content = ([{"type": "image"}] if image and i == 0 else []) + [{"type": "text", "text": q}]
+        content = [{"type": "image"}, {"type": "text", "text": q}] if image and i == 0 else q
         msgs.append({"role": "user", "content": content})
         if a is not None:
-            msgs.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+            msgs.append({"role": "assistant", "content": a})
     return msgs
 
 

@@ -1,6 +1,6 @@
 """Tiny random GLM-4.1V / Qwen2.5-VL folders: the real architectures from their config classes at
 toy sizes, a byte-level BPE tokenizer trained on the sample captions with the special tokens the
-chat templates use, the processors' own classes, all saved as a normal HF folder, so everything
+chat templates use, the families' published chat templates, the processors' own classes, all saved as a normal HF folder, so everything
 downstream takes the code path a real download takes.
 
     python -m remoteglm.model.vlm_tiny qwen2_5_vl checkpoints/qwen2.5-vl-tiny
@@ -48,22 +48,13 @@ SPECIALS = {
               "<|end_of_video|>", "<|image|>", "<|video|>"],
 }
 
-# Chat templates with the published layouts (ours, written for the tiny folders; real folders bring theirs).
-_CONTENT = ("{%- if m.content is string -%}{{ m.content }}{%- else -%}{%- for c in m.content -%}"
-            "{%- if c.type == 'image' -%}IMG{%- elif c.type == 'text' -%}{{ c.text }}{%- endif -%}"
-            "{%- endfor -%}{%- endif -%}")
-TEMPLATES = {
-    "qwen2_5_vl": (
-        "{%- for m in messages -%}"
-        "{%- if loop.first and m.role != 'system' -%}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif -%}"
-        "{{ '<|im_start|>' + m.role + '\\n' }}" + _CONTENT.replace("IMG", "<|vision_start|><|image_pad|><|vision_end|>")
-        + "{{ '<|im_end|>\\n' }}{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"),
-    "glm4v": (
-        "[gMASK]<sop>{%- for m in messages -%}{{ '<|' + m.role + '|>\\n' }}"
-        + _CONTENT.replace("IMG", "<|begin_of_image|><|image|><|end_of_image|>")
-        + "{%- endfor -%}{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}"),
-}
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def published_template(family: str) -> str:
+    """The chat template the family's real model folder ships, byte for byte (provenance and
+    sha256: assets/CHAT_TEMPLATES.md)."""
+    return (ASSETS / f"{family}.chat_template.jinja").read_text(encoding="utf-8")
 
 
 def train_tokenizer(family: str, texts: list[str], vocab_size: int = 1200):
@@ -171,7 +162,7 @@ def _pretrain(model, tok, family: str, steps: int, seed: int) -> None:
     sample = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample_train.json"
     if not sample.is_file():
         raise RemoteGLMError(f"{sample} is missing: pre-training the tiny model reads it (or pass --pretrain_steps 0)")
-    proc = Processor(tok, build_image_processor(family), TEMPLATES[family], FAMILIES[family])
+    proc = Processor(tok, build_image_processor(family), published_template(family), FAMILIES[family])
     rows = []
     for r in json.loads(sample.read_text(encoding="utf-8")):
         prompt = proc.encode(proc.render(chat_messages(r["prompt"], image=False), True))
@@ -204,6 +195,7 @@ def create_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0, pretrain_st
     import transformers as tf
     from transformers import GenerationConfig
 
+    from remoteglm.data.io import write_json_atomic
     from remoteglm.model.vlm import FAMILIES
 
     out = Path(out_dir)
@@ -228,9 +220,13 @@ def create_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0, pretrain_st
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     del model
-    tok.chat_template = TEMPLATES[family]
     tok.save_pretrained(tmp)
-    (tmp / "chat_template.jinja").write_text(TEMPLATES[family], encoding="utf-8")
+    # where the real folders keep it: Qwen2.5-VL a chat_template.json, GLM-4.1V a chat_template.jinja
+    template = published_template(family)
+    if family == "qwen2_5_vl":
+        write_json_atomic(tmp / "chat_template.json", {"chat_template": template})
+    else:
+        (tmp / "chat_template.jinja").write_text(template, encoding="utf-8")
     build_image_processor(family).save_pretrained(tmp)
     tmp.replace(out) if not out.exists() else _swap(tmp, out)
     return out

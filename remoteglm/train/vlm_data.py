@@ -27,12 +27,24 @@ class VLMEncoder:
     processor: Processor
     max_length: int = 1024
 
+    def __post_init__(self):
+        tok = self.processor.tokenizer
+        marks = set(tok.all_special_tokens) | {str(t) for t in tok.added_tokens_decoder.values()}
+        self._marks = sorted(marks, key=len, reverse=True)  # the special tokens a template may put after an answer
+
     def answer_text(self, prompt_text: str, record: Record) -> str:
+        """The assistant turn as the template renders it after ``prompt_text`` (the label and the
+        template's end-of-turn marks), or the label alone when the template renders anything else
+        there: a template that rewrites earlier turns, or one that prints the answer in another form."""
         p = self.processor
         full = p.render(chat_messages(record.prompt, record.history, True, record.label), add_generation_prompt=False)
-        if full.startswith(prompt_text) and record.label in full[len(prompt_text):]:
-            return full[len(prompt_text):]
-        return record.label  # a template that rewrites earlier turns: the answer alone (+ stop below)
+        tail = full[len(prompt_text):] if full.startswith(prompt_text) else ""
+        rest = tail[len(record.label):]
+        for mark in self._marks:
+            rest = rest.replace(mark, "")
+        if tail.startswith(record.label) and not rest.strip():  # nothing but end-of-turn marks after it
+            return tail
+        return record.label  # the stop token is added by ``encode``
 
     def encode(self, record: Record, grid_thw) -> dict:
         p = self.processor
