@@ -44,9 +44,12 @@ if [[ -n "$TINY_VLM" && ! -f "$MODEL_DIR/config.json" && "${DRY_RUN:-0}" != 1 ]]
   echo ">> creating the tiny $TINY_VLM model in $MODEL_DIR (briefly pre-trained on the sample captions, for trying the pipeline)"
   python -m remoteglm.model.vlm_tiny "$TINY_VLM" "$MODEL_DIR"
 fi
-ENGINE=visualglm
-if [[ -n "$TINY_VLM" ]] || python -c "import sys; from remoteglm.model.vlm import is_vlm; sys.exit(0 if is_vlm(sys.argv[1]) else 1)" "$MODEL_DIR" 2>/dev/null; then
+if [[ -n "$TINY_VLM" ]]; then
   ENGINE=transformers
+elif [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
+  ENGINE=visualglm  # made below on first use
+else  # which engine loads the folder; a folder none can load is its one error line, before anything starts
+  ENGINE=$(python -m remoteglm.serve.loading "$MODEL_DIR") || exit 2
 fi
 if [[ "$ENGINE" == transformers ]]; then
   LORA_RANK=${LORA_RANK:-8}

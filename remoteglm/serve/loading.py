@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remoteglm.errors import RemoteGLMError
+from remoteglm.errors import RemoteGLMError, cli_entry
 
 
 def default_device(device: str | None) -> str:
@@ -67,3 +67,22 @@ def load_engine(path, *, quant: int | None = None, tokenizer=None, device: str |
     engine = Engine(model, tok, name=label, quant=describe_quant(model), defaults=defaults,
                     max_new_tokens=max_new_tokens, generator=gen)
     return engine, memory_summary(model)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    """``python -m remoteglm.serve.loading DIR``: prints the engine that loads DIR ("transformers"
+    or "visualglm"), or DIR's one error line (exit 2). finetune.sh asks this before it starts."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("dir")
+    kind = check_checkpoint(ap.parse_args(argv).dir)
+    print("transformers" if kind == "vlm" else "visualglm")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -112,3 +112,19 @@ def test_resume_outside_save_dir_demos_that_run(tmp_path, tiny_checkpoint):
     s = json.loads((run / "train_summary.json").read_text())
     assert [x[0] for x in s["losses"]] == list(range(1, 7)) and s["resumed_from"] == 4
     assert not list((tmp_path / "b").glob("finetune-*"))
+
+
+def test_a_folder_no_engine_can_load_is_one_line_before_any_banner(tmp_path):
+    """A missing folder, or an HF folder of a model type we do not support, gets its one error line
+    first (it used to be announced as a "visualglm engine" fine-tune and fail later)."""
+    unsupported = tmp_path / "qwen3"
+    unsupported.mkdir()
+    (unsupported / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
+    for model_dir, said in ((tmp_path / "nope", "nope"), (unsupported, "'qwen3_vl' is not supported yet")):
+        for dry_run in ("0", "1"):
+            r = sh({"MODEL_DIR": str(model_dir), "NUM_GPUS": "0", "SAVE_DIR": str(tmp_path / "out"), "DRY_RUN": dry_run})
+            assert r.returncode == 2, r.stdout + r.stderr
+            assert "engine" not in r.stdout and "fine-tuning" not in r.stdout, r.stdout
+            errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+            assert len(errors) == 1 and said in errors[0] and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
