@@ -15,6 +15,9 @@ what sat would otherwise get wrong for fine-tuning users:
   to set one offset that holds for any number of ranks; sat's own skipping is turned off.
 - Logs: iteration / validation lines go to TensorBoard (in our run's folder name) and a callback
   (the tqdm bar) instead of sat's print, which would tear the progress bar.
+- Activation checkpointing: skipped where no gradient is taken (evaluation: nothing would be
+  recomputed, and torch warned that no input requires grad); torch's fallback (no CUDA
+  DeepSpeed) is called with ``use_reentrant`` given, as torch asks, keeping sat's reentrant kind.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Callable
 import sat.training.deepspeed_training as dt
 
 _originals: dict[str, Callable] = {}
+_sat_checkpoint: Callable | None = None  # sat.model.transformer's own ``checkpoint``
 
 
 def _keep(name: str) -> Callable:
@@ -77,6 +81,7 @@ def apply(*, on_save: Callable[[int, object, object], None], on_load: Callable[[
             summary_writer.add_scalar("Train/train_loss", loss, step)
             summary_writer.add_scalar("Train/elapsed_time", elapsed_time, step)
 
+    _patch_checkpointing()
     dt.get_learning_rate_scheduler = get_learning_rate_scheduler
     dt.report_iteration_metrics = report_iteration_metrics
     dt.save_checkpoint = save_checkpoint
@@ -90,3 +95,27 @@ def restore() -> None:
     """Put sat's own functions back (tests use it between runs)."""
     for name, fn in _originals.items():
         setattr(dt, name, fn)
+    if _sat_checkpoint is not None:
+        import sat.model.transformer as st
+
+        st.checkpoint = _sat_checkpoint
+
+
+def _patch_checkpointing() -> None:
+    import torch
+    import torch.utils.checkpoint
+    import sat.model.transformer as st
+
+    global _sat_checkpoint
+    if _sat_checkpoint is None:
+        _sat_checkpoint = st.checkpoint
+    inner = _sat_checkpoint
+
+    def checkpoint(function, *args):
+        if not torch.is_grad_enabled():
+            return function(*args)
+        if inner is torch.utils.checkpoint.checkpoint:
+            return inner(function, *args, use_reentrant=True)
+        return inner(function, *args)
+
+    st.checkpoint = checkpoint

@@ -56,3 +56,13 @@ def test_default_job_learns_the_demo_image(default_job):
     # the answers themselves are printed, not only the numbers
     assert re.search(r"^\s+before \(base model .*\): \S", r.stdout, re.M), log
     assert re.search(r"^\s+after  \(fine-tuned .*\): \S", r.stdout, re.M), log
+
+
+@pytest.mark.slow
+def test_default_job_prints_no_python_warnings(default_job):
+    """A newcomer's first run shows our progress and results, not library warnings (torch's
+    use_reentrant notice, sat's "None of the inputs have requires_grad=True" from evaluation)."""
+    _, r, _ = default_job
+    out = r.stdout + r.stderr
+    warned = [ln for ln in out.splitlines() if re.search(r"\w*Warning: ", ln)]
+    assert not warned, "\n".join(warned)
