@@ -210,11 +210,20 @@ def test_whole_path_catches_refusals_invented_objects_and_wrong_counts(fake_llm,
 
     faults = {"refuse": 3, "invent": 4, "miscount": 3, "mood": 2, "drop_key": 1, "partial": 1, "html": 1}
     bad = fake_llm(counts=faults, rates={"invent": 0.1, "miscount": 0.1, "refuse": 0.05}, seed=2)
-    s = run(_cfg(src, tmp_path / "out", tmp_path / "cache.sqlite", bad.base_url, tasks=kinds, phrase_questions=True))
-    served = Counter(bad.fault_log)
+    s = None
+    for runs in range(1, 4):  # an item none of whose replies could be read is unfinished: a user reruns
+        before = len(bad.fault_log)
+        try:
+            s = run(_cfg(src, tmp_path / "out", tmp_path / "cache.sqlite", bad.base_url, tasks=kinds,
+                         phrase_questions=True))
+            break
+        except RemoteGLMError as e:
+            assert "still not done" in str(e) and "a rerun asks only for these" in str(e), e
+    assert s is not None
+    served, last = Counter(bad.fault_log), Counter(bad.fault_log[before:])
     assert served["invent"] >= 4 and served["miscount"] >= 3 and served["refuse"] >= 3, served
     tk = s.tasks
-    assert tk.rejected["conversation"] > 0 and tk.rejected.total() >= served.total() - served["html"]
+    assert tk.rejected.total() >= last.total() - last["html"] and (tk.rejected["conversation"] > 0 or runs > 1)
     got = _instructions(tmp_path / "out")
     # every fault was caught: what was kept is exactly what the well-behaved LLM gave, no more
     for img, items in got.items():
