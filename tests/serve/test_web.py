@@ -229,6 +229,7 @@ def test_login_from_the_environment_and_uploads_deleted(start_server, tiny_check
     import time
 
     from gradio_client import Client, handle_file
+    from PIL import Image
 
     port = free_port()
     uploads = tmp_path / "gradio"
@@ -244,8 +245,10 @@ def test_login_from_the_environment_and_uploads_deleted(start_server, tiny_check
         with pytest.raises(Exception):
             Client(f"http://127.0.0.1:{port}/", verbose=False).predict(handle_file(str(PNG)), api_name="/upload_image")
         client = Client(f"http://127.0.0.1:{port}/", auth=("ana", "s3cret-pw"), verbose=False)
-        preview, _ = client.predict(handle_file(str(PNG)), api_name="/upload_image")
-        stored = [p for p in uploads.rglob("*") if p.is_file() and p.suffix == ".png"]
+        own = tmp_path / "own.png"  # not an example: their copies are kept
+        Image.frombytes("RGB", (64, 64), os.urandom(64 * 64 * 3)).save(own)
+        preview, _ = client.predict(handle_file(str(own)), api_name="/upload_image")
+        stored = [p for p in uploads.rglob("*") if p.is_file() and p.name == own.name]
         assert stored, "the upload was not stored where GRADIO_TEMP_DIR says"
         deadline = time.time() + 30
         while time.time() < deadline and any(p.exists() for p in stored):
