@@ -391,7 +391,7 @@ def test_every_path_and_method_answers_in_openai_error_json(port):
         ("PUT", "/v1/models", None, {}, 401, "missing_api_key"),  # the key comes first
         ("POST", "/v1/chat/completions", b"{bad json", {**auth, "Content-Type": "application/json"}, 400, "invalid_json"),
         ("POST", "/v1/chat/completions", b"[1, 2]", {**auth, "Content-Type": "application/json"}, 400, "invalid_request"),
-        ("POST", "/v1/chat/completions", b"hello", {**auth, "Content-Type": "text/plain"}, 400, "invalid_request"),
+        ("POST", "/v1/chat/completions", b"hello", {**auth, "Content-Type": "text/plain"}, 400, "unsupported_content_type"),
         ("POST", "/v1/chat/completions", b"", {**auth, "Content-Type": "application/json"}, 400, "invalid_request"),
         ("POST", "/v1/chat/completions", b'{"model": "m", "messages": "hi"}', {**auth, "Content-Type": "application/json"},
          400, "invalid_value"),
