@@ -47,6 +47,7 @@ class UploadDir:
     def sweep(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         for folder, dirs, files in os.walk(self.path, topdown=False):
+            emptied = False
             for name in files:
                 path = os.path.join(folder, name)
                 if path in self.keep:
@@ -54,19 +55,20 @@ class UploadDir:
                 try:
                     if now - os.lstat(path).st_ctime > self.ttl_s:
                         os.remove(path)
+                        emptied = True
                         for s in self.tracked:
                             s.discard(path)
                 except FileNotFoundError:
                     pass
             if folder != str(self.path):
-                try:
-                    if not os.listdir(folder) and now - os.lstat(folder).st_mtime > EMPTY_DIR_GRACE_S:
+                try:  # a folder found empty may be one gradio has just made: it gets a grace period
+                    if not os.listdir(folder) and (emptied or now - os.lstat(folder).st_mtime > EMPTY_DIR_GRACE_S):
                         os.rmdir(folder)
                 except OSError:  # gone, or just filled
                     pass
 
     def start(self) -> None:
-        interval = max(1.0, min(self.ttl_s, 60.0))
+        interval = max(1.0, min(self.ttl_s / 2, 60.0))
 
         def run():
             while not self._stop.wait(interval):
