@@ -157,6 +157,17 @@ class FileScope:
                 for f in found:
                     self._owners.setdefault(f, set()).add(token)
 
+    def foreign(self, text: bytes, token: str) -> str | None:
+        """An upload folder ``text`` names that ``token``'s login may not read, if any (a request
+        naming another login's upload as an input would get it processed and shown)."""
+        for m in set(self._mention.findall(text)):
+            folder = m.decode("utf-8", "replace")
+            if folder not in self.public:
+                with self._lock:
+                    if token not in self._owners.get(folder, ()):
+                        return folder
+        return None
+
     def allowed(self, path: str, token: str) -> bool:
         folder = self.folder(path)
         if folder is None or folder in self.public:
@@ -179,8 +190,9 @@ async def _json(send, status: int, body: dict, headers: Iterable[tuple[bytes, by
 class WebGuard:
     """ASGI middleware inside gradio's FastAPI app (``launch(app_kwargs={"middleware": ...})``):
     throttles POST /login with ``throttle``; with ``files``, refuses /file= requests for
-    uploads the caller's login was not handed, and records what each login is handed in JSON
-    and event-stream replies. The login is gradio's token cookie, checked against its tokens."""
+    uploads the caller's login was not handed and JSON requests (event inputs) that name them,
+    and records what each login is handed in JSON and event-stream replies. The login is
+    gradio's token cookie, checked against its tokens."""
 
     def __init__(self, app, throttle: LoginThrottle, files: FileScope | None = None):
         self.app, self.throttle, self.files = app, throttle, files
@@ -205,13 +217,21 @@ class WebGuard:
             if not self.files.allowed(target, token):
                 await _json(send, 403, {"detail": f"File not allowed: {target}."})
                 return
+        if method == "POST" and _header(scope, b"content-type").startswith(b"application/json"):
+            body, receive = await _buffered(receive)  # event inputs: small JSON, files are referred to by path
+            if body is None:
+                return
+            folder = self.files.foreign(body, token)
+            if folder is not None:
+                await _json(send, 403, {"detail": f"File not allowed: {folder}."})
+                return
         files, scan = self.files, False
         tail = b""
 
         async def send_scanned(message) -> None:
             nonlocal scan, tail
             if message["type"] == "http.response.start":
-                kind = dict(message.get("headers", [])).get(b"content-type", b"")
+                kind = _header(message, b"content-type")
                 scan = kind.startswith((b"application/json", b"text/event-stream"))
             elif scan and message["type"] == "http.response.body":
                 chunk = tail + message.get("body", b"")
@@ -243,6 +263,33 @@ class WebGuard:
                 self.throttle.succeeded(client)
             elif status != 400:  # 400 is a wrong user or password; anything else is not
                 self.throttle.not_a_failure(client)
+
+
+def _header(scope_or_message, name: bytes) -> bytes:
+    return next((v for k, v in scope_or_message.get("headers", []) if k.lower() == name), b"").lower()
+
+
+async def _buffered(receive):
+    """(the whole request body, a receive that hands it over again), or (None, _) when the
+    client went away before it was sent."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None, receive
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return body, replay
 
 
 def _token(scope) -> str | None:

@@ -150,6 +150,11 @@ def test_one_login_cannot_read_another_logins_uploads(url, server, own_png):
     assert ana.get(file_url, timeout=30).status_code == 200
     assert bo.get(file_url, timeout=30).status_code == 403
     assert requests.get(file_url, timeout=30).status_code == 401  # not logged in at all
+    # nor have it processed by naming it as an event's input (the preview would show it)
+    call = {"data": [{"path": stored, "meta": {"_type": "gradio.FileData"}}]}
+    assert bo.post(url + "gradio_api/call/upload_image", json=call, timeout=30).status_code == 403
+    r = ana.post(url + "gradio_api/call/upload_image", json=call, timeout=30)
+    assert r.status_code == 200 and r.json()["event_id"], r.text
     # what the app hands back (the preview) belongs to the login that asked for it
     client = Client(url, auth=ANA, verbose=False, download_files=False)
     preview, _ = client.predict(handle_file(str(own_png)), api_name="/upload_image")
