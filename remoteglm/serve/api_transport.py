@@ -301,7 +301,8 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000, *, timeout_heade
     ``server.run()`` serves until SIGTERM / Ctrl-C (or ``server.should_exit = True``)."""
     api = getattr(getattr(app, "state", None), "remoteglm", None)
     limits = ServerLimits(timeout_header, timeout_body, _drain_cap(api.max_request_bytes) if api else MIN_DRAIN_BYTES)
-    protocol = type("RemoteGLMProtocol", (GuardedH11Protocol,), {"limits": limits, "idle": IdleConnections(max(1, max_idle))})
+    protocol = type("RemoteGLMProtocol", (GuardedH11Protocol,),
+                    {"limits": limits, "idle": IdleConnections(max(1, max_idle))})
     grace = api.shutdown_grace if api else 0.0
     config = uvicorn.Config(
         app, http=protocol, ws="none", lifespan="off", log_config=None, access_log=False, proxy_headers=False,
