@@ -379,15 +379,23 @@ def _term_forms() -> dict[str, frozenset[str]]:
 @functools.lru_cache(maxsize=65536)  # sources are checked against many answers
 def zh_terms(sentence: str) -> tuple[str, ...]:
     """Glossary terms in a Chinese sentence, longest first and not overlapping (密集住宅区, not 住宅)."""
-    found, taken = [], [False] * len(sentence)
-    for term in sorted(_term_forms(), key=len, reverse=True):
-        start = sentence.find(term)
+    terms = sorted(_term_forms(), key=len, reverse=True)
+    return tuple(dict.fromkeys(t for _, _, t in spans(sentence, [(t, t) for t in terms])))
+
+
+def spans(text: str, words) -> list[tuple[int, int, object]]:
+    """(start, end, value) for each (word, value) of ``words`` in ``text``, taken in the order of
+    ``words`` (longest first, by the callers) where they overlap nothing taken before."""
+    found, taken = [], [False] * len(text)
+    for word, value in words:
+        start = text.find(word)
         while start >= 0:
-            if not any(taken[start : start + len(term)]):
-                found.append(term)
-                taken[start : start + len(term)] = [True] * len(term)
-            start = sentence.find(term, start + 1)
-    return tuple(dict.fromkeys(found))
+            end = start + len(word)
+            if not any(taken[start:end]):
+                found.append((start, end, value))
+                taken[start:end] = [True] * len(word)
+            start = text.find(word, start + 1)
+    return found
 
 
 def _noun_kept(noun: str, paragraph: str, chars: set[str]) -> bool:
@@ -480,18 +488,15 @@ def _attribute_forms() -> tuple[tuple[str, int], ...]:
 
 
 @functools.lru_cache(maxsize=65536)
+def attribute_spans(text: str) -> tuple[tuple[int, int, int], ...]:
+    """(start, end, index in ATTRIBUTES) for each attribute word of Chinese text, longest first, no overlap."""
+    return tuple(spans(text, _attribute_forms()))
+
+
+@functools.lru_cache(maxsize=65536)
 def attributes_zh(text: str) -> tuple[tuple[str, int], ...]:
     """(form, index in ATTRIBUTES) for each attribute word of Chinese text, longest first, no overlap."""
-    taken = [False] * len(text)
-    found = []
-    for form, i in _attribute_forms():
-        start = text.find(form)
-        while start >= 0:
-            if not any(taken[start : start + len(form)]):
-                found.append((form, i))
-                taken[start : start + len(form)] = [True] * len(form)
-            start = text.find(form, start + 1)
-    return tuple(found)
+    return tuple((text[s:e], i) for s, e, i in attribute_spans(text))
 
 
 @functools.lru_cache(maxsize=65536)

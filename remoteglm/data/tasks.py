@@ -21,16 +21,17 @@ What a caption "says" is read from the English and checked in its translation:
 * count: "two white airplanes", "3 buildings" - a number (not "several", not "two or three") at
   most two words before a term, the same number in the Chinese, and no caption stating another
   count ("a storage tank" against "two storage tanks": no question).
-* attribute: a colour or shape word right before a term ("white airplanes", "round tanks"), said
-  in the Chinese too, and no other colour for it elsewhere; a position word between two terms
+* attribute: the colour or shape words right before a term ("white airplanes", "round tanks"; all of
+  a list: "orange and white roofs" is 白色和橙色, "green or brown fields" no question), said in the
+  Chinese too, and no other colours for it elsewhere; a position word between two terms
   ("a storage tank on the lawn with containers beside") - the answer is that caption's translation.
 
 Every question and answer passes ``grounding_problems`` against the image's own captions (no
 refusal or chatter, no mood word, no object, noun, number, colour, shape or position that no
-caption says; the 否 object is the one allowed exception, and only behind a negation) and
-``fact_problems`` (the answer keeps the fact it was built from: the polarity, the number bound to
-its caption, the colour). A deterministic item that fails is dropped; an LLM reply that fails is
-asked again with the problems named, and after the last round the conversation is dropped (the
+caption says, and no colour said of an object the captions give another colour (``colours.py``);
+the 否 object is the one allowed exception, and only behind a negation) and ``fact_problems`` (the
+answer keeps the fact it was built from: the polarity, the number bound to its caption, the
+colours). A deterministic item that fails is dropped; an LLM reply that fails is asked again with the problems named, and after the last round the conversation is dropped (the
 question keeps its template). Every count is reported (``TasksResult``).
 
 The LLM is asked in numbered JSON like the translate step (same client, cache and resume): each
@@ -52,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from tqdm import tqdm
 
 from ..errors import RemoteGLMError
-from . import faithful
+from . import colours, faithful
 from .cache import ResultCache
 from .glossary import CLASS_NAMES_ZH, GLOSSARY, _term_regex  # _term_regex: the glossary's own matcher
 from .llm import LLMClient, LLMUnavailable, parallel
@@ -171,9 +172,9 @@ class Fact:
     """One thing the captions say, and the question that asks it.
 
     ``what``: yes / no / number / colour / shape / position / describe; ``obj`` the Chinese term;
-    ``answer`` the short answer (是, 否, "2", 白色, or the caption that states a position);
+    ``answer`` the short answer (是, 否, "2", 白色, 白色和橙色, or the caption that states a position);
     ``evidence`` the caption numbers (0-based) that state it (none for 否); ``group`` the index
-    in faithful.ATTRIBUTES of a colour / shape / position."""
+    in faithful.ATTRIBUTES of a colour / shape / position (of a list's first)."""
 
     task: str
     what: str
@@ -328,25 +329,38 @@ def _counts(src: Sources) -> dict[str, dict[int, list[int]]]:
     return out
 
 
-def _colours_shapes(src: Sources) -> dict[str, dict[int, list[int]]]:
-    """Chinese term -> {ATTRIBUTES index of a colour / shape said right before it: captions}."""
-    out: dict[str, dict[int, list[int]]] = {}
+def _lists(src: Sources):
+    """(caption, mention, its attribute list, joined by "or") for each term an English caption
+    names (not negated) with colour or shape words right before it."""
     for i, en in enumerate(src.en):
-        low = en.lower()
-        zh_groups = {g for _, g in faithful.attributes_zh(src.zh[i])}
+        low, prev = en.lower(), 0
         for m in mentions(en):
-            if m.negated:
-                continue
-            for w in reversed(_before(low, m)[-2:]):  # "white airplanes", "dark green trees"
-                if w in _GAP_STOP:
-                    break
-                groups = [g for g in sorted(faithful.attributes_en(w)) if g in _COLOUR_SHAPE]
-                if groups:
-                    g = groups[0] if len(groups) == 1 else -1  # "blue-green": no one colour to ask
-                    # said in the Chinese too; else the translation put it otherwise: not a question
-                    out.setdefault(m.zh, {}).setdefault(g if g in zh_groups else -1, []).append(i)
-                    break
+            words, alternative = colours.english_list(low[prev : m.start], _COLOUR_SHAPE, _GAP_STOP)
+            prev = m.end
+            if words and not m.negated:
+                yield i, m, words, alternative
+
+
+def _colours_shapes(src: Sources) -> dict[str, dict[tuple[int, ...] | int, list[int]]]:
+    """Chinese term -> {the ATTRIBUTES indexes of the colours / shapes said right before it (all of
+    a list, sorted), or -1 where they are no one answer: captions}."""
+    out: dict[str, dict[tuple[int, ...] | int, list[int]]] = {}
+    for i, m, words, alternative in _lists(src):
+        groups = tuple(sorted(set().union(*words)))
+        zh = {g for _, g in faithful.attributes_zh(src.zh[i])}
+        # one colour per word ("blue-green": none to ask), no "or", and all said in the Chinese too
+        # (else the translation put it otherwise: not a question)
+        one = not alternative and all(len(w) == 1 for w in words) and set(groups) <= zh
+        out.setdefault(m.zh, {}).setdefault(groups if one else -1, []).append(i)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _said_colours(src: Sources) -> frozenset[tuple[int, str]]:
+    """(colour, Chinese term) for each colour the captions say of an object: before the term in
+    the English (each of a list) or tied to it in a translation (``colours.tied``)."""
+    english = {(g, m.zh) for _, m, words, _ in _lists(src) for w in words for g in w if g in colours.COLOUR}
+    return colours.tied(src.zh) | english
 
 
 def _positions(src: Sources) -> list[tuple[str, int, int]]:
@@ -399,12 +413,14 @@ def image_facts(src: Sources, cls: str | None, stats: dict[str, dict[str, float]
         (n, ix), = counts[obj].items()
         facts.append(Fact("count", "number", obj, str(n), q("number", obj), tuple(dict.fromkeys(ix))))
 
-    looks = {obj: c for obj, c in _colours_shapes(src).items() if len(c) == 1 and next(iter(c)) >= 0}
+    looks = {obj: c for obj, c in _colours_shapes(src).items() if len(c) == 1 and next(iter(c)) != -1}
     if looks:
         obj = _pick(sorted(looks), seed, key, "look")
-        (g, ix), = looks[obj].items()
-        what = faithful.ATTRIBUTES[g][0]
-        facts.append(Fact("attribute", what, obj, faithful.ATTRIBUTES[g][1][0], q(what, obj), tuple(dict.fromkeys(ix)), g))
+        (groups, ix), = looks[obj].items()
+        what = faithful.ATTRIBUTES[groups[0]][0]
+        names = [faithful.ATTRIBUTES[g][1][0] for g in groups]
+        answer = "和".join(filter(None, ("、".join(names[:-1]), names[-1])))  # 白色、红色和蓝色
+        facts.append(Fact("attribute", what, obj, answer, q(what, obj), tuple(dict.fromkeys(ix)), groups[0]))
     places = _positions(src)
     if places:
         obj, i, g = _pick(places, seed, key, "where")
@@ -452,6 +468,10 @@ def grounding_problems(text: str, src: Sources, allow: tuple[str, ...] = (), que
     attrs = faithful.invented_attributes(text, zh + list(allow), src.english)
     if attrs:
         problems.append(f"描述没有这些颜色、形状或位置：{'、'.join(attrs)}")
+    moved = [f"{obj}是{c}" for c, obj in colours.misplaced(text, _said_colours(src) | colours.tied(allow))
+             if c not in attrs]
+    if moved:
+        problems.append(f"描述没有说{'、'.join(moved)}的")
     return problems
 
 
@@ -488,8 +508,13 @@ def fact_problems(fact: Fact, question: str, answer: str, src: Sources) -> list[
     wrong = sorted(_numbers(both) - allowed)
     if wrong:
         problems.append(f"数量与描述不符：{'、'.join(map(str, wrong))}")
-    if fact.what in ("colour", "shape") and fact.group not in {g for _, g in faithful.attributes_zh(answer)}:
-        problems.append(f"回答应为{fact.answer}")
+    if fact.what in ("colour", "shape"):
+        need = {g for _, g in faithful.attributes_zh(fact.answer)}
+        # every colour (shape) of the fact; and no other colour left untied or tied to its object
+        other = {i for _, i, _, terms in colours.colour_objects(answer)
+                 if not terms or fact.obj in terms} - need if fact.what == "colour" else set()
+        if not need <= {g for _, g in faithful.attributes_zh(answer)} or other:
+            problems.append(f"回答应为{fact.answer}")
     if fact.what == "position" and not ({g for _, g in faithful.attributes_zh(answer)} & set(_POSITION)
                                         or "在" in answer):
         problems.append("回答没有说位置")

@@ -1,8 +1,8 @@
 """A minimal OpenAI-compatible chat endpoint on 127.0.0.1 whose reply text a test scripts.
 
-It knows nothing of the project: ``answer(body, items)`` gets the request body and the JSON object
-found in the last user message (``{}`` if none) and returns the assistant's text; this class only
-wraps it in a chat.completion and serves it."""
+It knows nothing of the project: ``answer(body, items)`` gets the request body and the first JSON
+object in the last user message (text after it aside; ``{}`` if none) and returns the assistant's
+text; this class only wraps it in a chat.completion and serves it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class ScriptedServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 user = body["messages"][-1]["content"]
-                items = json.loads(user[user.index("{"):]) if "{" in user else {}
+                items = json.JSONDecoder().raw_decode(user, user.index("{"))[0] if "{" in user else {}
                 content = answer(body, items if isinstance(items, dict) else {})
                 out = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
                                   "choices": [{"index": 0, "finish_reason": "stop",

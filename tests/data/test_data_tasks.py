@@ -83,6 +83,43 @@ def test_attributes_only_where_a_caption_states_them():
     assert {f.what for f in _facts(plain)} - {"yes", "no"} == {"position"}  # "through": a position, no colour
 
 
+def _ucm_sources(name: str) -> T.Sources:
+    """One real UCM image's captions, translated by the fake LLM's own word list + the glossary."""
+    en = split_caption(next(it["caption"] for it in ucm_list() if it["imged_id"] == name))
+    return T.Sources(tuple(en), tuple(fake_translate(s, TERMS) for s in en))
+
+
+def _colour_words(text: str) -> set[str]:
+    return set(re.findall(r"[白灰绿红蓝黑棕橙黄紫]色", text))
+
+
+@pytest.mark.parametrize("src, obj, colours", [
+    # real UCM captions: "buildings with white and red roofs", "white orange and grey roofs" (no comma),
+    # "white and black roofs" beside "black and white roofs" (one fact, said twice)
+    ("402.tif", "屋顶", {"白色", "红色"}), ("455.tif", "屋顶", {"白色", "黑色"}), ("464.tif", "屋顶", {"白色", "橙色"}),
+    ("465.tif", "屋顶", {"白色", "橙色", "灰色"}), ("471.tif", "屋顶", {"灰色", "黑色"}), ("486.tif", "屋顶", {"棕色", "黑色"}),
+    (("red, white and blue cars are parked", "停着红色、白色和蓝色的汽车。"), "汽车", {"红色", "白色", "蓝色"}),
+    (("some dark green trees", "一些深绿色的树。"), "树", {"绿色"}),  # "dark": the shade of one colour
+], ids=["402", "455", "464", "465", "471", "486", "commas", "shade"])
+def test_coordinated_colours_are_all_in_the_answer(src, obj, colours):
+    """A list of colours before one noun is one fact with every colour in it, never one of them."""
+    src = _ucm_sources(src) if isinstance(src, str) else _src(src)
+    (f,) = [f for f in _facts(src) if f.what == "colour"]
+    assert f.obj == obj and _colour_words(f.answer) == colours, f
+    assert T.fact_problems(f, f.question, f.answer, src) == []
+    assert T.fact_problems(f, f.question, f"{obj}是{'和'.join(sorted(colours))}的。", src) == []
+    if len(colours) > 1:  # an answer that names one of them has lost a fact
+        for c in colours:
+            assert T.fact_problems(f, f.question, f"{obj}是{c}的。", src), c
+
+
+def test_colour_lists_that_are_not_one_answer_are_not_asked():
+    for src in (_src(("green or brown farmland", "绿色或棕色的农田。")),  # "or": the captions are not sure
+                _src(("white and orange roofs", "白色屋顶。")),  # the translation lost a colour
+                _src(("white and orange roofs", "白色和橙色屋顶。"), ("white roofs", "白色屋顶。"))):  # another fact
+        assert [f for f in _facts(src) if f.what == "colour"] == [], src
+
+
 def test_presence_is_balanced_and_no_only_for_objects_no_caption_names():
     images = _ucm_images(5)
     maker = T.TaskMaker(None, None, T.TaskConfig(seed=42), "m")
