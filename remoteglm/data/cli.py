@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 from pathlib import Path
 
 from ..errors import RemoteGLMError, cli_entry
@@ -55,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     io.add_argument("--limit", type=int, default=None, help="only the first N images (a trial run)")
     io.add_argument("--seed", type=int, default=42, help="seed of the prompt choice in the fine-tune files (default: 42)")
     io.add_argument("--no-classify", action="store_true", help="leave scene-classification records out of the fine-tune files")
+    io.add_argument("--splits", type=Path, default=None,
+                    help="split registry shared with the other builders: one split per image content across "
+                    "all of them (default: splits.json beside the output folder, i.e. data/splits.json)")
     llm = p.add_argument_group("LLM endpoint")
     llm.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
                      help="OpenAI-compatible base URL, usually ending in /v1 (default: $OPENAI_BASE_URL or %(default)s)")
@@ -113,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                       api_key_env=a.api_key_env),
         translate=TranslateConfig(batch_size=a.batch_size, concurrency=a.concurrency),
         rewrite=a.rewrite, classify=not a.no_classify, dry_run=a.dry_run, limit=a.limit, seed=a.seed,
-        progress=not a.no_progress, tasks=tasks, mix=mix, phrase_questions=a.phrase_questions,
+        progress=not a.no_progress, tasks=tasks, mix=mix, phrase_questions=a.phrase_questions, splits=a.splits,
+        command=shlex.join(["python", "translation_en2zh.py", *(sys.argv[1:] if argv is None else argv)]),
     )
     try:
         print_summary(run(cfg))

@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..errors import RemoteGLMError
 from .glossary import CLASSES, CLASS_NAMES_ZH
@@ -30,6 +31,7 @@ class CaptionImage:
     split: str
     sentences: list[str]
     cls: str | None = None
+    derived: bool = False  # split assigned here (assign_splits), not the dataset's own
 
 
 @dataclass
@@ -107,17 +109,20 @@ def _split_key(filename: str) -> str:
     return hashlib.sha1(filename.encode("utf-8")).hexdigest()
 
 
-def assign_splits(images: list[CaptionImage], val: float = 0.1, test: float = 0.1) -> None:
+def assign_splits(images: list[CaptionImage], val: float = 0.1, test: float = 0.1,
+                  content: Callable[[str], str | None] | None = None) -> None:
     """Give every image a split: 80/10/10 like the Karpathy files, per scene class.
 
-    Within each class the images are ordered by SHA-1 of the file name; the first 10% go to
-    test, the next 10% to val, the rest to train. Same files -> same split on every machine.
+    Within each class the images are ordered by ``content(filename)`` (the builders pass the
+    SHA-256 of the image's bytes, so a copy under another name sorts alike), else - no image
+    file - by SHA-1 of the file name; the first 10% go to test, the next 10% to val, the rest to
+    train. Same files -> same split on every machine.
     """
     groups: dict[str | None, list[CaptionImage]] = {}
     for im in images:
         groups.setdefault(im.cls, []).append(im)
     for group in groups.values():
-        group.sort(key=lambda im: _split_key(im.filename))
+        group.sort(key=lambda im: (content and content(im.filename)) or _split_key(im.filename))
         n_test, n_val = round(len(group) * test), round(len(group) * val)
         for i, im in enumerate(group):
             im.split = "test" if i < n_test else "val" if i < n_test + n_val else "train"
@@ -186,8 +191,10 @@ def detect_format(obj: object) -> str | None:
     return None
 
 
-def load_captions(path: str | Path, name: str | None = None) -> CaptionSet:
-    """Read an English caption file of either format; one-line RemoteGLMError on bad input."""
+def load_captions(path: str | Path, name: str | None = None,
+                  content: Callable[[str], str | None] | None = None) -> CaptionSet:
+    """Read an English caption file of either format; one-line RemoteGLMError on bad input.
+    ``content`` (file name -> content hash) orders the images a split is assigned to."""
     path = Path(path)
     if not path.exists():
         raise RemoteGLMError(
@@ -231,10 +238,13 @@ def load_captions(path: str | Path, name: str | None = None) -> CaptionSet:
         )
     bad_split = [im for im in images if im.split not in SPLITS]
     if bad_split:
-        assign_splits(bad_split)
+        assign_splits(bad_split, content=content)
+        for im in bad_split:
+            im.derived = True
         why = "the RemoteGLM list has no split" if fmt == "remoteglm" else f"{len(bad_split)} image(s) had no valid split"
+        key = "SHA-256 of the image, or SHA-1 of the file name" if content else "SHA-1 of the file name"
         cs.warnings.append(
-            f"{why}: assigned a reproducible 80/10/10 split per class (SHA-1 of the file name), "
+            f"{why}: assigned a reproducible 80/10/10 split per class ({key}), "
             "not the official one; use the official dataset.json to keep its split"
         )
     return cs

@@ -16,7 +16,8 @@
   ``{"img", "prompt": CLASSIFY_PROMPT with the set's Chinese classes, "label", "task": "classify",
   "class"}``.
 
-Both write atomically, skip a rebuild when nothing changed, and report bad layouts as one
+Both write atomically, skip a rebuild when nothing changed, give each image the split its content
+has in the other builders' outputs (:mod:`~remoteglm.data.splits`), and report bad layouts as one
 RemoteGLMError line. Command line: ``python -m remoteglm.data.importers {rsvqa,scenes} --help``.
 """
 
@@ -26,11 +27,13 @@ import argparse
 import difflib
 import os
 import re
+import shlex
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..errors import RemoteGLMError, cli_entry
 from ..model.prompt import classify_prompt
@@ -48,6 +51,7 @@ from .glossary import (
 from .io import check_writable, drop_stale_temps, read_json, write_json_atomic, write_text_atomic
 from .llm import LLMClient, LLMConfig, Usage, redact
 from .pipeline import STAMP, _stamp, failure_advice
+from .splits import Registry, Source, SplitCheck, default_registry
 from .translate import (
     PROMPT_VERSION,
     TranslateConfig,
@@ -477,6 +481,8 @@ class RSVQAConfig:
     dry_run: bool = False
     limit: int | None = None  # first N images of each split
     progress: bool = True
+    splits: Path | None = None  # the split registry (splits.py); default: splits.json beside out_dir
+    command: str = ""  # the command line that runs this import
 
 
 def vqa_records(vs: VQASet, translations: dict[str, str], out_dir: Path) -> dict[str, list[dict]]:
@@ -521,12 +527,20 @@ def import_rsvqa(cfg: RSVQAConfig) -> ImportSummary:
     t0 = time.time()
     if cfg.limit is not None and cfg.limit < 1:
         raise RemoteGLMError(f"--limit must be at least 1 (got {cfg.limit})")
+    reg = None if cfg.dry_run else Registry(cfg.splits or default_registry(cfg.out_dir))
     vs = load_rsvqa(cfg.root, cfg.name, cfg.images, cfg.limit)
     for w in vs.warnings:
         _say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{vs.name}_zh"
-    s = ImportSummary(vs.name, "vqa", items=len(vs.items), left_out=sum(vs.left_out.values()))
     check_writable(out_dir, "--out-dir")
+    splits = None
+    if reg is not None:  # RSVQA's splits are official: checked against the other builders' before any work
+        command = cfg.command or shlex.join(["python", "-m", "remoteglm.data.importers", "rsvqa", "--root",
+                                             str(cfg.root), "--out-dir", str(out_dir)])
+        splits = SplitCheck(reg, Source(out_dir, f"{vs.name} questions", command), vs.items,
+                            lambda it: vs.image_dir / it.filename, lambda it: True, _say)
+        vs.items = splits.kept
+    s = ImportSummary(vs.name, "vqa", items=len(vs.items), left_out=sum(vs.left_out.values()))
     cache = ResultCache(cfg.cache, readonly=cfg.dry_run)
     try:
         translator = Translator(None, cache, cfg.translate, cfg.llm.model)
@@ -559,6 +573,7 @@ def import_rsvqa(cfg: RSVQAConfig) -> ImportSummary:
                        [(it.qid, it.split, it.filename, it.question, it.answer, it.qtype) for it in vs.items],
                        sorted((k, v) for k, v in tr.translations.items() if k in used))
         _write_if_changed(s, out_dir, stamp, files)
+        splits.register()
     failures_file = out_dir / "failures.json"
     if failures:
         s.outputs.append(write_json_atomic(failures_file, failures))
@@ -745,8 +760,10 @@ def _apply_split_lists(ss: SceneSet, lines: dict[str, list[str]], files: list[Pa
 
 
 def load_scene_folders(root: str | Path, name: str | None = None, split_files: str | Path | None = None,
-                       seeded: bool = False, val: float = 0.1, test: float = 0.1) -> SceneSet:
-    """Read a folder-per-class scene set; one-line RemoteGLMError on a bad layout."""
+                       seeded: bool = False, val: float = 0.1, test: float = 0.1,
+                       content: Callable[[Path], str | None] | None = None) -> SceneSet:
+    """Read a folder-per-class scene set; one-line RemoteGLMError on a bad layout. ``content``
+    (image path -> content hash) orders the seeded split (else the file paths do)."""
     start = Path(root)
     if not start.exists():
         raise RemoteGLMError(f"scene folder not found: {start}; pass --root DIR (the folder holding one folder per class)")
@@ -803,9 +820,10 @@ def load_scene_folders(root: str | Path, name: str | None = None, split_files: s
     if found:
         _apply_split_lists(ss, *found)
     else:
-        assign_splits(ss.images, val=val, test=test)
+        assign_splits(ss.images, val=val, test=test, content=content and (lambda fn: content(base / fn)))
+        key = "SHA-256 of the image" if content else "SHA-1 of the file path"
         ss.split_source = (f"seeded: {round((1 - val - test) * 100)}/{round(val * 100)}/{round(test * 100)} per class "
-                           "(SHA-1 of the file path), as the caption sets without a split")
+                           f"({key}), as the caption sets without a split")
     empty_splits = [sp for sp in SPLITS if not any(im.split == sp for im in ss.images)]
     if empty_splits:
         ss.warnings.append(f"no image in {' or '.join(empty_splits)}: the classes are too small for the split fractions")
@@ -821,6 +839,8 @@ class ScenesConfig:
     seeded: bool = False
     val: float = 0.1
     test: float = 0.1
+    splits: Path | None = None  # the split registry (splits.py); default: splits.json beside out_dir
+    command: str = ""  # the command line that runs this import
 
 
 def scene_records(ss: SceneSet, out_dir: Path) -> dict[str, list[dict]]:
@@ -839,11 +859,17 @@ def scene_records(ss: SceneSet, out_dir: Path) -> dict[str, list[dict]]:
 def import_scenes(cfg: ScenesConfig) -> ImportSummary:
     """A folder-per-class scene set -> classification fine-tune files (no LLM involved)."""
     t0 = time.time()
-    ss = load_scene_folders(cfg.root, cfg.name, cfg.split_files, cfg.seeded, cfg.val, cfg.test)
+    reg = Registry(cfg.splits or default_registry(cfg.out_dir))
+    ss = load_scene_folders(cfg.root, cfg.name, cfg.split_files, cfg.seeded, cfg.val, cfg.test, content=reg.digest)
     for w in ss.warnings:
         _say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{ss.name}_classify"
     check_writable(out_dir, "--out-dir")
+    # one split per image content across every builder: a seeded split takes the registered one
+    official = ss.split_source.startswith("official")
+    splits = SplitCheck(reg, Source(out_dir, f"{ss.name} scenes", cfg.command or _scenes_command(cfg, out_dir)),
+                        ss.images, lambda im: ss.root / im.filename, lambda im: official, _say)
+    ss.images = splits.kept
     records = scene_records(ss, out_dir)
     s = ImportSummary(ss.name, "classify", items=len(ss.images),
                       detail=f"scenes: {ss.name}, {len(ss.folders)} of {len(ss.classes)} classes, {len(ss.images)} images; "
@@ -858,8 +884,23 @@ def import_scenes(cfg: ScenesConfig) -> ImportSummary:
     stamp = _stamp(IMPORT_VERSION, files[out_dir / f"{ss.name}_classes.json"],
                    [(im.filename, im.cls, im.split) for im in ss.images], str(out_dir.absolute()))
     _write_if_changed(s, out_dir, stamp, files)
+    splits.register()
     s.seconds = time.time() - t0
     return s
+
+
+def _scenes_command(cfg: ScenesConfig, out_dir: Path) -> str:
+    """The command line that reruns this import (for a ScenesConfig made in code)."""
+    args = ["python", "-m", "remoteglm.data.importers", "scenes", "--root", str(cfg.root), "--out-dir", str(out_dir)]
+    for flag, value in (("--name", cfg.name), ("--split-files", cfg.split_files), ("--splits", cfg.splits)):
+        if value:
+            args += [flag, str(value)]
+    if cfg.seeded:
+        args.append("--seeded-split")
+    for flag, value in (("--val", cfg.val), ("--test", cfg.test)):
+        if value != 0.1:
+            args += [flag, str(value)]
+    return shlex.join(args)
 
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -918,15 +959,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seeded-split", action="store_true", help="ignore split lists: seeded 80/10/10 split per class")
     s.add_argument("--val", type=float, default=0.1, help="val fraction of the seeded split (default: %(default)s)")
     s.add_argument("--test", type=float, default=0.1, help="test fraction of the seeded split (default: %(default)s)")
+    for sp in (v, s):
+        sp.add_argument("--splits", type=Path, default=None,
+                        help="split registry shared with the other builders: one split per image content across all "
+                        "of them (default: splits.json beside the output folder, i.e. data/splits.json)")
     return p
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    command = shlex.join(["python", "-m", "remoteglm.data.importers", *(sys.argv[1:] if argv is None else argv)])
     if a.command == "scenes":
         print_import_summary(import_scenes(ScenesConfig(a.root, a.name, a.out_dir, a.split_files, a.seeded_split,
-                                                        a.val, a.test)))
+                                                        a.val, a.test, a.splits, command)))
         return 0
     for flag, value in (("--concurrency", a.concurrency), ("--batch-size", a.batch_size)):
         if value < 1:
@@ -938,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
         llm=LLMConfig(base_url=a.base_url, model=a.model, timeout=a.timeout, max_retries=a.retries,
                       api_key_env=a.api_key_env),
         translate=TranslateConfig(batch_size=a.batch_size, concurrency=a.concurrency),
-        dry_run=a.dry_run, limit=a.limit, progress=not a.no_progress)
+        dry_run=a.dry_run, limit=a.limit, progress=not a.no_progress, splits=a.splits, command=command)
     try:
         print_import_summary(import_rsvqa(cfg))
     except RemoteGLMError as e:  # whatever a server echoed back, no key is printed

@@ -18,6 +18,7 @@ from .io import check_writable, drop_stale_temps, write_json_atomic, write_text_
 from .llm import LLMClient, LLMConfig, Usage
 from .rewrite import PROMPT_VERSION as REWRITE_VERSION
 from .rewrite import RewriteConfig, Rewriter, source_key
+from .splits import Registry, Source, SplitCheck, default_registry
 from .tasks import MADE_HERE, Sources, TaskConfig, TaskImage, TaskMaker, estimate_calls, join_english
 from .translate import PROMPT_VERSION, TranslateConfig, Translator, distinct_sentences, estimate, normalise
 
@@ -43,6 +44,8 @@ class PipelineConfig:
     tasks: tuple[str, ...] | None = None  # kinds of fine-tune records (tasks.KINDS); None: caption + classify
     mix: dict[str, float] | None = None  # kind -> weight in the train file (tasks.mix_records)
     phrase_questions: bool = False  # the LLM phrases the questions of the instruction kinds
+    splits: Path | None = None  # the split registry (splits.py); default: splits.json beside out_dir
+    command: str = ""  # the command line that runs this job (printed if another source makes it stale)
 
     @property
     def does_rewrite(self) -> bool:
@@ -159,18 +162,25 @@ def run(cfg: PipelineConfig) -> Summary:
     in the output folder, and the error says which case it is; a rerun asks only for those.
     """
     t0 = time.time()
-    cs = load_captions(cfg.input, cfg.name)
+    image_dir = Path(cfg.images) if cfg.images else default_image_dir(Path(cfg.input))
+    reg = None if cfg.dry_run else Registry(cfg.splits or default_registry(cfg.out_dir))
+    cs = load_captions(cfg.input, cfg.name, content=reg and (lambda fn: reg.digest(image_dir / fn)))
     if cfg.limit is not None:
         if cfg.limit < 1:
             raise RemoteGLMError(f"--limit must be at least 1 (got {cfg.limit})")
         cs.images = cs.images[: cfg.limit]
-    image_dir = Path(cfg.images) if cfg.images else default_image_dir(Path(cfg.input))
     for w in cs.warnings + check_images(cs, image_dir):
         _say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cs.name}_zh"
 
-    s = Summary(images=len(cs.images), sentences=len(cs.sentences()))
     check_writable(out_dir, "--out-dir")
+    splits = None
+    if reg is not None:  # one split per image content across every builder, settled before any work
+        command = cfg.command or f"python translation_en2zh.py --input {cfg.input} --out-dir {out_dir}"
+        splits = SplitCheck(reg, Source(out_dir, f"{cs.name} captions", command), cs.images,
+                            lambda im: image_dir / im.filename, lambda im: not im.derived, _say)
+        cs.images = splits.kept
+    s = Summary(images=len(cs.images), sentences=len(cs.sentences()))
     cache = ResultCache(cfg.cache, readonly=cfg.dry_run)  # a dry run creates nothing
     rr = None
     try:
@@ -233,6 +243,7 @@ def run(cfg: PipelineConfig) -> Summary:
             meta["incomplete"] = {"images_missing": len(cs.images) - len(done_images), "see": "failures.json"}
         _write_outputs(s, part, tr.translations, labels, meta, image_dir, out_dir, cfg,
                        tk.instructions if tk is not None else None)
+        splits.register()
     failures_file = out_dir / "failures.json"
     if failures:
         s.outputs.append(write_json_atomic(failures_file, failures))

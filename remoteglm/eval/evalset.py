@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from remoteglm.data.io import file_digest
+from remoteglm.data.splits import same_content
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.classify import CLASSIFY_PROMPT, classes_in_prompt, classify_prompt
 from remoteglm.eval.vqa import QTYPES, answer_kind, canonical_qtype, expected_value
@@ -279,27 +279,8 @@ def training_images(train_files: Sequence[str | os.PathLike], image_root=None) -
 def find_leaks(images: Sequence[EvalImage], train: dict[Path, str]) -> list[tuple[EvalImage, str]]:
     """Evaluation images that a training file also uses: the same file, or a byte-identical copy
     under another name (content hashes are taken only for files of a matching size)."""
-    leaks = []
-    by_size: dict[int, list[Path]] = {}
-    for p in train:
-        if p.is_file():
-            by_size.setdefault(p.stat().st_size, []).append(p)
-    digests: dict[Path, str] = {}
-    for im in images:
-        p = im.path.resolve()
-        if p in train:
-            leaks.append((im, train[p]))
-            continue
-        same_size = by_size.get(p.stat().st_size, [])
-        if same_size:
-            d = file_digest(p)
-            for q in same_size:
-                if q not in digests:
-                    digests[q] = file_digest(q)
-                if digests[q] == d:
-                    leaks.append((im, train[q]))
-                    break
-    return leaks
+    match = same_content([im.path for im in images], train)
+    return [(im, train[match[im.path]]) for im in images if im.path in match]
 
 
 def recorded_train_data(checkpoint: str | os.PathLike) -> list[str]:

@@ -121,6 +121,29 @@ def load_records(path: str | Path, split: str = "train", seed: int = 42,
     return records
 
 
+def check_leaks(train: Sequence[Record], valid: Sequence[Record], train_files: Sequence[str | Path]) -> None:
+    """Refuse, in one line and before any model loads, a mix that would leak: a train image whose
+    content (not its name) is a validation image, or one that the split registry beside the
+    training files (remoteglm.data.splits, written by the data builders) holds out as val/test."""
+    from remoteglm.data.splits import held_out_by_registry, same_content
+
+    images = list(dict.fromkeys(r.img for r in train))
+    both = same_content(images, dict.fromkeys(r.img for r in valid))
+    if both:
+        img, copy = next(iter(both.items()))
+        same = "is" if Path(img).resolve() == Path(copy).resolve() else "has the same bytes as"
+        raise RemoteGLMError(f"{len(both)} train image(s) are also validation images (e.g. train {img} {same} "
+                             f"validation {copy}): the validation loss would measure memory; use splits made together "
+                             "(the same data builder run, or data/splits.json)")
+    registry, held, stale = held_out_by_registry(train_files, images)
+    if held:
+        img, split, source = held[0]
+        fix = (f"rebuild the stale source first: {'; '.join(stale)}" if stale else
+               "leave that training file out, or rebuild it so that its splits follow the registry")
+        raise RemoteGLMError(f"{len(held)} train image(s) are held out (val/test) in the split registry {registry} "
+                             f"(e.g. {img} is {split} in {source}): training on them leaks into that evaluation; {fix}")
+
+
 def check_images(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
     """Drop records whose image is missing or not a readable image; return (kept, problems)."""
     from PIL import Image

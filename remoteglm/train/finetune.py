@@ -331,7 +331,7 @@ def run(opts) -> int:
     from remoteglm import compat
     from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.train import checkpointing as ckpt
-    from remoteglm.train.data import FinetuneDataset, SampleEncoder, collate, load_records
+    from remoteglm.train.data import FinetuneDataset, SampleEncoder, check_leaks, collate, load_records
 
     trust_checkpoints(opts.trust_checkpoint)
     opts.save_interval = opts.save_interval or max(1, min(100, opts.train_iters))
@@ -348,6 +348,7 @@ def run(opts) -> int:
     records = {"train": [r for path in opts.train_data for r in load_records(path, "train", opts.seed, opts.image_root)]}
     if opts.valid_data:
         records["valid"] = [r for path in opts.valid_data for r in load_records(path, "val", opts.seed, opts.image_root)]
+    check_leaks(records["train"], records.get("valid", []), opts.train_data)
     config0 = _peek_config(opts)
     validate(opts, config0, records)
     resume_dir, start, prior = None, 0, {}

@@ -230,7 +230,7 @@ def run(opts) -> Path:
 
     from remoteglm.data.io import write_json_atomic, write_text_atomic
     from remoteglm.model.vlm import BASE_RECORD, check_folder, load_processor, vlm_family
-    from remoteglm.train.data import load_records
+    from remoteglm.train.data import check_leaks, load_records
 
     base = Path(opts.from_pretrained).expanduser().resolve()
     fam = vlm_family(base)
@@ -261,6 +261,7 @@ def run(opts) -> Path:
             raise RemoteGLMError(f"--layer_range {' '.join(map(str, opts.layer_range))}: the language model has layers 0-{n - 1}")
     train = [r for f in opts.train_data for r in load_records(f, "train", image_root=opts.image_root)]
     valid = [r for f in (opts.valid_data or []) for r in load_records(f, "val", image_root=opts.image_root)]
+    check_leaks(train, valid, opts.train_data)
     cuda = torch.cuda.is_available()
     stage = opts.zero_stage if opts.zero_stage is not None else (2 if cuda and world > 1 else 0)
     if opts.use_qlora:

@@ -27,7 +27,7 @@ def test_full_run_karpathy_outputs(fake_llm, tmp_path):
     write_json(data / "dataset.json", karpathy_from_list(items, ["train", "train", "val", "test"]))
     (data / "imgs").mkdir()
     for it in items[:40]:
-        (data / "imgs" / it["imged_id"]).write_bytes(b"tif")
+        (data / "imgs" / it["imged_id"]).write_bytes(b"tif " + it["imged_id"].encode())  # one content per image
     srv = fake_llm()
     out = tmp_path / "data" / "UCM_zh"
     r = run_cli("--input", str(data / "dataset.json"), "--out-dir", str(out), *_llm_args(srv, tmp_path))

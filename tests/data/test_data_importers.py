@@ -97,7 +97,7 @@ def write_rsvqa(root: Path, hr: bool = False, splits: dict[str, list[int]] | Non
     for split, imgs in splits.items():
         questions, answers, images = [], [], []
         for k in imgs:
-            (root / img_dir / f"{k}.tif").write_bytes(TIF)
+            (root / img_dir / f"{k}.tif").write_bytes(TIF + bytes([k]))  # one content per image
             ids = []
             for t, q, a in (hr_questions(k) if hr else lr_questions(k)):
                 questions.append({"id": qid, "date_added": 1.5e9, "img_id": k, "people_id": 0, "type": t,
@@ -418,7 +418,8 @@ def write_scenes(base: Path, name: str, per_class: int = 10, folders: list[str] 
     for folder in folders or SCENE_FOLDERS[name]:
         (root / folder).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            (root / folder / scene_file(name, folder, i)).write_bytes(TIF if name == "UCM" else PNG)
+            # each image its own bytes: copies of one image would share one split
+            (root / folder / scene_file(name, folder, i)).write_bytes((TIF if name == "UCM" else PNG) + f"{folder}{i}".encode())
     return base / SCENE_ROOTS[name].split("/")[0]
 
 

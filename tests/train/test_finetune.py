@@ -238,7 +238,7 @@ def test_qlora_trains_and_merges(tiny_checkpoint, two_samples, tmp_path):
 
     save = tmp_path / "q"
     ok(finetune(tiny_checkpoint, save, "--train_data", str(two_samples), "--train_iters", "8", "--batch_size", "2",
-                "--lr", "1e-2", "--lora_alpha", "10", "--use_qlora", "--valid_data", str(two_samples),
+                "--lr", "1e-2", "--lora_alpha", "10", "--use_qlora", "--valid_data", str(SAMPLE / "sample_val.json"),
                 "--eval_interval", "3", "--eval_iters", "1", cache=tmp_path / "cache"))
     s = summary(save)
     assert s["final_loss_avg10"] < s["first_loss"]

@@ -200,6 +200,26 @@ def test_bad_settings_fail_in_one_line_before_the_model_loads(vlm_bases, tmp_pat
     assert not list(tmp_path.iterdir())  # no run folder was made
 
 
+def test_a_train_image_that_is_a_validation_image_is_refused_before_the_model_loads(vlm_bases, tmp_path, capsys):
+    """The transformers engine shares the VisualGLM one's leak check: content, not file names."""
+    from remoteglm.train.finetune import main
+
+    valid = json.loads(VALID.read_text(encoding="utf-8"))
+    first = json.loads(TRAIN.read_text(encoding="utf-8"))[0]
+    (tmp_path / "copy.png").write_bytes((TRAIN.parent / first["img"]).read_bytes())  # renamed, another folder
+    valid.append({**first, "img": str(tmp_path / "copy.png")})
+    for r in valid:
+        r["img"] = str((VALID.parent / r["img"]).resolve())
+    (tmp_path / "val.json").write_text(json.dumps(valid, ensure_ascii=False), encoding="utf-8")
+    rc = main(["--from_pretrained", str(vlm_bases["qwen2_5_vl"]), "--train_data", str(TRAIN), "--valid_data",
+               str(tmp_path / "val.json"), "--save", str(tmp_path / "runs")])
+    out = capsys.readouterr()
+    lines = [ln for ln in out.err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(lines) == 1 and "1 train image(s)" in lines[0] and "copy.png" in lines[0], out.err[-2000:]
+    assert "Traceback" not in out.err and "Loading weights" not in out.err + out.out
+    assert not (tmp_path / "runs").exists()
+
+
 def test_lora_goes_on_the_language_model_layers_asked_for(vlm_bases):
     from peft import get_peft_model
     from transformers import AutoModelForImageTextToText
