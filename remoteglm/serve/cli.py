@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--repetition_penalty", type=float,
                     help=f"[the model's; VisualGLM {d['repetition_penalty']}]")
     ap.add_argument("--max_length", type=int, help=f"prompt + answer tokens [the model's context; VisualGLM {d['max_length']}]")
-    ap.add_argument("--max_new_tokens", type=int, help=f"cap on answer tokens [{d['max_new_tokens']}; 0: only --max_length]")
+    ap.add_argument("--max_new_tokens", type=int, default=d["max_new_tokens"],
+                    help=f"cap on answer tokens (default {d['max_new_tokens']}; 0: only --max_length)")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling (deterministic)")
     ap.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     return ap
@@ -153,7 +154,7 @@ def interactive(session, image: str | None, first_prompt: str) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_new_tokens is not None and args.max_new_tokens < 0:
+    if args.max_new_tokens < 0:
         raise RemoteGLMError("--max_new_tokens must be >= 0 (0: only --max_length limits the answer)")
     import torch
 

@@ -30,7 +30,9 @@ def test_tiny_folder_loads_through_transformers_auto_classes(vlm_bases, family):
     assert tok.convert_tokens_to_ids(FAMILIES[family].image_token) == cfg.image_token_id
     assert type(AutoImageProcessor.from_pretrained(d, local_files_only=True)).__name__.startswith(
         ("Qwen2VLImageProcessor", "Glm4vImageProcessor"))
-    assert (d / "chat_template.jinja").is_file() and (d / "model.safetensors").is_file()
+    # where the real folders keep their template: Qwen2.5-VL a chat_template.json, GLM-4.1V a .jinja
+    assert (d / {"qwen2_5_vl": "chat_template.json", "glm4v": "chat_template.jinja"}[family]).is_file()
+    assert (d / "model.safetensors").is_file()
 
 
 def test_engine_is_chosen_from_config_json(vlm_bases, tiny_checkpoint, tmp_path):
