@@ -85,6 +85,8 @@ def quiet_warnings() -> None:
         warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator.*")
     # sat builds 1-row embeddings for the ViT/Q-Former "vocabularies" it never uses.
     warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+    # peft reads transformers' deprecated alias while it loads an adapter (nothing of ours to change).
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     # bitsandbytes on an AVX-512-BF16 CPU looks for an optional hub kernel at import and warns that
     # it is missing; the project pins the reference path anyway (pin_bnb_cpu_layout).
     import logging

@@ -51,6 +51,9 @@ def load_engine(path, *, quant: int | None = None, tokenizer=None, device: str |
 
         if tokenizer:
             raise RemoteGLMError("--tokenizer is for VisualGLM checkpoints; this folder brings its own tokenizer")
+        from remoteglm.compat import quiet_warnings
+
+        quiet_warnings()  # every front end (cli, web, API, evaluation): no library notices in the user's terminal
         model, proc = load_vlm(path, quant, dev, dtype, min_pixels=min_pixels, max_pixels=max_pixels)
         defaults = {**(defaults or CHAT_DEFAULTS), **sampling_defaults(path)}  # VisualGLM's tables, then the authors'
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
