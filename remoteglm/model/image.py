@@ -11,19 +11,26 @@ Input modes are brought to 8-bit RGB first:
 - 16-bit integer (I;16*, or I with values in 0..65535): scaled by 255/65535, the full 16-bit range,
   not clipped at 255; 32-bit integer beyond that range and float images are min-max stretched
   (float images already in [0, 1] are scaled by 255).
-Multi-frame files (some TIFFs) use the first frame.
+Multi-frame files (some TIFFs) use the first frame. The EXIF orientation is applied (phone and
+drone JPEGs are stored sideways with a tag saying how to turn them).
+
+Memory: the pixels are decoded once. A caller that resizes the image afterwards says to what
+(``fit``): a larger image is then decoded at a reduced scale (JPEG's DCT scaling) or reduced by a
+whole factor (box average) to no less than twice that size, before any mode conversion, so a
+36 MP photo costs a fraction of its full-size copies.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from remoteglm.errors import RemoteGLMError
 
@@ -32,6 +39,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = 224
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image]
+Fit = Callable[[int, int], "tuple[int, int]"]  # (width, height) -> the size the caller resizes to
+
+# PIL warns (two lines on stderr) when a header promises more pixels than its own limit; every
+# image here is measured against ``max_pixels`` right after its header is read, and refused in
+# one line, so the warning only repeats that, out of order.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+REDUCE_MARGIN = 2  # reduce to no less than this times the caller's size: its resize still filters
+_REDUCIBLE = ("L", "RGB", "CMYK", "YCbCr")  # reduced as they are (no alpha, palette or 16-bit to convert first)
 
 _FIX = "convert it to an 8-bit RGB PNG or JPEG (e.g. with an image editor or `gdal_translate -ot Byte -scale`)"
 
@@ -60,11 +75,9 @@ def _describe(src) -> str:
     return str(src)
 
 
-def _open(src: ImageSource) -> Image.Image:
-    if isinstance(src, Image.Image):
-        if src.size[0] * src.size[1] > max_pixels():
-            raise RemoteGLMError(too_large_message("the image", *src.size, max_pixels()))
-        return src
+def open_image(src: str | os.PathLike | bytes | bytearray):
+    """The image's header only (nothing decoded): a PIL image, checked against ``max_pixels``;
+    RemoteGLMError in one line for a missing file, a non-image, a bomb. Close it when done."""
     if isinstance(src, (bytes, bytearray)):
         fp = io.BytesIO(bytes(src))
     elif isinstance(src, (str, os.PathLike)):
@@ -78,19 +91,9 @@ def _open(src: ImageSource) -> Image.Image:
         raise RemoteGLMError(f"cannot read an image from a {type(src).__name__}: pass a file path, bytes or a PIL image")
     name = _describe(src)
     limit = max_pixels()
-    img = None
     try:
-        # Opening reads the header only; the pixels are decoded once, after the size check (the
-        # image is not copied: single-frame files close themselves once loaded).
         img = Image.open(fp)
-        width, height = img.size
-        if width * height > limit:
-            raise RemoteGLMError(too_large_message(name, width, height, limit))
-        img.seek(0)
-        img.load()  # decode now so truncated/corrupt data fails here with the file name
     except Image.DecompressionBombError as e:  # PIL's own guard fired first (at open, past 2x its limit)
-        if img is not None:
-            raise RemoteGLMError(too_large_message(name, *img.size, limit)) from None
         import re
 
         m = re.search(r"\((\d+) pixels\)", str(e))
@@ -101,7 +104,43 @@ def _open(src: ImageSource) -> Image.Image:
         raise RemoteGLMError(f"cannot read image {name}: not a recognised image format (corrupt or not an image); {_FIX}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise RemoteGLMError(f"cannot read image {name}: {str(e).strip() or type(e).__name__} (corrupt or unsupported); {_FIX}") from None
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise RemoteGLMError(too_large_message(name, width, height, limit))
     return img
+
+
+def _open(src: ImageSource, fit: Fit | None = None) -> Image.Image:
+    """Decoded pixels, once (a JPEG at a reduced scale when ``fit`` allows), upright."""
+    if isinstance(src, Image.Image):
+        if src.size[0] * src.size[1] > max_pixels():
+            raise RemoteGLMError(too_large_message("the image", *src.size, max_pixels()))
+        return src
+    img = open_image(src)
+    name = _describe(src)
+    try:
+        if fit is not None and img.format == "JPEG":
+            w, h = fit(*img.size)
+            img.draft(img.mode, (REDUCE_MARGIN * w, REDUCE_MARGIN * h))
+        # The pixels are decoded once, here, so truncated/corrupt data fails with the file name
+        # (the image is not copied: single-frame files close themselves once loaded).
+        img.seek(0)
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)
+    except Image.DecompressionBombError:
+        raise RemoteGLMError(too_large_message(name, *img.size, max_pixels())) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise RemoteGLMError(f"cannot read image {name}: {str(e).strip() or type(e).__name__} (corrupt or unsupported); {_FIX}") from None
+    return img
+
+
+def _reduced(img: Image.Image, fit: Fit) -> Image.Image:
+    """``img`` reduced by the largest whole factor that keeps it ``REDUCE_MARGIN`` times the size
+    ``fit`` names (itself when there is none)."""
+    w, h = fit(*img.size)
+    k = min(img.width // max(1, REDUCE_MARGIN * w), img.height // max(1, REDUCE_MARGIN * h))
+    return img.reduce(k) if k >= 2 else img
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -148,14 +187,22 @@ def to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
         raise RemoteGLMError(f"cannot read image {name}: pixel mode {mode} is not supported ({e}); {_FIX}") from None
 
 
-def load_image(src: ImageSource) -> Image.Image:
-    """Open a path / bytes / PIL image as an 8-bit RGB PIL image; one-line error on bad input."""
-    return to_rgb(_open(src), _describe(src))
+def load_image(src: ImageSource, fit: Fit | None = None) -> Image.Image:
+    """Open a path / bytes / PIL image as an 8-bit RGB PIL image, upright; one-line error on bad
+    input. ``fit(width, height)``: the size the caller resizes the image to next; a larger one is
+    reduced while decoding (module doc), which a family's resize then hardly tells apart."""
+    name = _describe(src)
+    img = _open(src, fit)
+    if fit is None:
+        return to_rgb(img, name)
+    if img.mode not in _REDUCIBLE:
+        img = to_rgb(img, name)
+    return to_rgb(_reduced(img, fit), name)
 
 
 def preprocess_image(src: ImageSource, image_size: int = IMAGE_SIZE) -> torch.Tensor:
     """Image -> float32 tensor [3, image_size, image_size], CLIP-normalised (VisualGLM's input)."""
-    img = load_image(src)
+    img = load_image(src, fit=lambda w, h: (image_size, image_size))
     if img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).div_(255.0).permute(2, 0, 1)

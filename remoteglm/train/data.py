@@ -145,24 +145,27 @@ def check_leaks(train: Sequence[Record], valid: Sequence[Record], train_files: S
 
 
 def check_images(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
-    """Drop records whose image is missing or not a readable image; return (kept, problems)."""
-    from PIL import Image
+    """Drop records whose image is missing, not a readable image or over the pixel limit (read
+    from its header, before PIL looks further); return (kept, problems)."""
+    from remoteglm.model.image import open_image
 
     status: dict[Path, str | None] = {}
     for r in records:
         if r.img in status:
             continue
         if not r.img.exists():
-            status[r.img] = "missing"
+            status[r.img] = f"{r.img}: missing"
             continue
         try:
-            with Image.open(r.img) as im:
+            with open_image(r.img) as im:
                 im.verify()
             status[r.img] = None
+        except RemoteGLMError as e:  # (names the file)
+            status[r.img] = str(e)
         except Exception as e:  # PIL raises many types for broken files
-            status[r.img] = f"unreadable ({type(e).__name__})"
+            status[r.img] = f"{r.img}: unreadable ({type(e).__name__})"
     kept = [r for r in records if status[r.img] is None]
-    problems = [f"{p}: {why}" for p, why in status.items() if why]
+    problems = [why for why in status.values() if why]
     return kept, problems
 
 

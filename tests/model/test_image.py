@@ -1,6 +1,8 @@
 """Image loading and VisualGLM preprocessing on real aerial tiles and generated variants."""
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +202,85 @@ def test_the_pixel_limit_is_configurable(tmp_path, monkeypatch):
     monkeypatch.setenv("REMOTEGLM_MAX_PIXELS", "1000000")
     with pytest.raises(RemoteGLMError, match="over the limit of 1,000,000"):
         preprocess_image(big)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone or drone JPEG stored sideways with an EXIF Orientation tag (written here by PIL)
+    reaches the model upright, as image viewers show it."""
+    stored = Image.new("RGB", (60, 40), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 30, 40))  # the stored left half red
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    sideways = tmp_path / "drone.jpg"
+    stored.save(sideways, exif=exif, quality=95)
+    img = np.asarray(load_image(sideways), dtype=np.float32)
+    assert img.shape == (60, 40, 3)
+    top, bottom = img[:25].mean((0, 1)), img[35:].mean((0, 1))
+    assert top[0] > 200 > top[2] and bottom[2] > 200 > bottom[0]  # turned clockwise: the left half is on top
+    upright = tmp_path / "upright.png"
+    stored.rotate(-90, expand=True).save(upright)
+    assert (preprocess_image(sideways) - preprocess_image(upright)).abs().mean() < 0.05
+
+
+def _scene(side: int) -> Image.Image:
+    """A smooth synthetic scene (gradients in three directions)."""
+    g = Image.linear_gradient("L").resize((side, side), Image.BILINEAR)
+    return Image.merge("RGB", [g, g.rotate(90), g.transpose(Image.FLIP_LEFT_RIGHT)])
+
+
+def test_a_large_jpeg_is_decoded_at_the_size_the_model_uses(tmp_path):
+    """A 36 MP photo just under the pixel cap: VisualGLM's 224 x 224 input comes from a reduced
+    decode - a few MB at the peak, not the full image's 108 MB as RGB - and matches the resize of
+    the full-size image."""
+    import subprocess
+    import sys
+
+    big, small = tmp_path / "big.jpg", tmp_path / "small.jpg"
+    _scene(6000).save(big, quality=90)
+    _scene(300).save(small, quality=90)
+    code = ("import sys\n"
+            "from remoteglm.model.image import preprocess_image\n"
+            "def peak():  # this process's own (ru_maxrss would start from the parent's at the fork)\n"
+            "    return int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+            "preprocess_image(sys.argv[2])\n"
+            "before = peak()\n"
+            "preprocess_image(sys.argv[1])\n"
+            "print(peak() - before)\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code, str(big), str(small)], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) < 40_000  # KiB
+    with Image.open(big) as im:
+        ref = np.asarray(im.convert("RGB").resize((224, 224), Image.BICUBIC), dtype=np.float32)
+    got = preprocess_image(big).numpy().transpose(1, 2, 0) * STD + MEAN
+    assert np.abs(got * 255 - ref).mean() < 2.0
+
+
+def test_pils_bomb_warning_never_prints_before_the_one_line_refusal(tmp_path):
+    """A header over PIL's own warning size (89 MP) but under its hard stop: training's image
+    check and the loader refuse it in one line each, without PIL's two-line warning first."""
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(10000, 10000))  # 100 MP
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from remoteglm.errors import RemoteGLMError\n"
+            "from remoteglm.train.data import Record, check_images\n"
+            "kept, problems = check_images([Record(Path(sys.argv[1]), 'q', 'a')])\n"
+            "print(len(kept), problems)\n"
+            "from remoteglm.model.image import preprocess_image\n"
+            "try:\n"
+            "    preprocess_image(sys.argv[1])\n"
+            "except RemoteGLMError as e:\n"
+            "    print(e)\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code, str(bomb)], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "DecompressionBomb" not in out.stderr, out.stderr
+    first, second = out.stdout.strip().splitlines()
+    assert first.startswith("0 [") and "image too large" in first and "100,000,000 pixels" in first
+    assert "image too large" in second and "REMOTEGLM_MAX_PIXELS" in second
