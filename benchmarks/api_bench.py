@@ -1,14 +1,32 @@
-"""API server benchmark: latency of concurrent requests and the server's memory.
+"""API server benchmark: throughput of concurrent clients against one by one, latency of a burst
+of requests and the server's memory.
 
-    python benchmarks/api_bench.py                        # tiny model on the CPU, 40 concurrent requests
-    python benchmarks/api_bench.py --from_pretrained DIR  # another checkpoint (add --quant 4 etc. via --server-args)
+    python benchmarks/api_bench.py                        # tiny VisualGLM on the CPU
+    python benchmarks/api_bench.py --from_pretrained DIR  # another checkpoint or model folder (e.g. a tiny
+                                                          # Qwen2.5-VL from remoteglm.model.vlm_tiny; --quant 4
+                                                          # etc. via --server-args)
+    python benchmarks/api_bench.py --part throughput      # only the first part
+
+Throughput: one server (``--max-queue`` = --clients); first one client sends --one-by-one requests,
+each once the previous is answered; then --clients clients (threads) send --throughput-requests
+requests the same way, all at once; three times in turn, the fastest run of each counts (other
+work on a shared machine only slows a run down). Every request carries an image (the two fixture
+tiles in turn, as a client resends its image each turn: their encodings come from the server's
+cache; ``--distinct``: a different image each, decoded and encoded every time) and asks for
+--tokens new tokens greedily, not streamed. Requests/s = answered /
+wall time; the ratio of the two is what answering waiting requests together (``--max-batch``)
+buys (goal >= 3x for the tiny VisualGLM on the CPU at 16 clients).
+
+Engine: in this process, ``Engine.batch`` (evaluation's path, in the caller's thread) of 4 and of
+16 image questions against the same questions one by one (``Engine.reply``), best of 3.
 
 The server (``python -m remoteglm.serve.api``) runs as its own process on 127.0.0.1; 40 clients
 (the ``openai`` package, one thread each, no retries) send their requests at the same moment: a
 third text only, a third with a base64 image (two fixture tiles), a third streamed, each asking
 for --tokens new tokens greedily (<eop> may end one earlier). Latency = send to the last byte of
-the answer, per request; p50 / p95 / max over the 40. The server answers one at a time, so the
-last in line waits for all the others: p95 is about the whole burst.
+the answer, per request; p50 / p95 / max over the 40. The server answers the waiting requests in
+batches (text and image requests in separate ones, VisualGLM's rule), so the last in line waits
+for the batches before its own.
 
 Run 1 starts the server with ``--max-queue 40`` (everybody may wait). Run 2 uses the default
 ``--max-queue`` (16): the requests beyond the queue are refused at once with 429 + Retry-After;
@@ -118,6 +136,107 @@ def burst(url: str, model: str, n: int, tokens: int) -> list[tuple[str, float]]:
     return [r for r in results if r is not None]
 
 
+def distinct_images(n: int, seed: int) -> list[str]:
+    """``n`` data URLs of different PNG images (the farmland tile with its own stamp each): no two
+    requests share an image, so the server decodes and encodes every one."""
+    import io
+
+    from PIL import Image
+
+    base = Image.open(IMAGES[1]).convert("RGB")
+    urls = []
+    for i in range(n):
+        img = base.copy()
+        x, y = i % 200, (i * 7) % 200
+        img.paste(((i * 37 + seed) % 256, (i * 91) % 256, (seed * 13 + i) % 256), (x, y, x + 24, y + 24))
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    return urls
+
+
+def closed_loop(url: str, model: str, clients: int, total: int, tokens: int, distinct: bool = False,
+                seed: int = 0) -> tuple[float, int, list[str]]:
+    """``total`` image requests from ``clients`` threads, each sending its next request once the
+    previous is answered: (wall seconds, answered, failures). The two fixture tiles in turn, or
+    (``distinct``) a different image each."""
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key=os.environ.get("REMOTEGLM_API_KEY", "none"), max_retries=0, timeout=3600)
+    urls = distinct_images(total, seed) if distinct else [
+        f"data:image/{'tiff' if p.suffix == '.tif' else 'png'};base64," + base64.b64encode(p.read_bytes()).decode() for p in IMAGES]
+    todo = iter(range(total))
+    take = threading.Lock()
+    answered, failures = [0], []
+
+    def worker() -> None:
+        while True:
+            with take:
+                i = next(todo, None)
+            if i is None:
+                return
+            content = [{"type": "text", "text": QUESTION}, {"type": "image_url", "image_url": {"url": urls[i % len(urls)]}}]
+            try:
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}],
+                                               max_tokens=tokens, temperature=0)
+                answered[0] += 1
+            except Exception as e:  # noqa: BLE001 - reported, not raised
+                failures.append(type(e).__name__)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t, answered[0], failures
+
+
+def throughput(ckpt: Path, model: str, clients: int, single: int, total: int, tokens: int, extra: list[str],
+               distinct: bool = False, rounds: int = 3) -> dict:
+    """The two ways in turn, ``rounds`` times; the fastest run of each (the machine may be shared)."""
+    proc, url, _ = start_server(ckpt, ["--max-queue", str(clients), *extra])
+    try:
+        closed_loop(url, model, 2, 4, tokens)  # warm-up
+        ones, manys = [], []
+        for r in range(rounds):
+            ones.append(closed_loop(url, model, 1, single, tokens, distinct, seed=2 * r + 1))
+            manys.append(closed_loop(url, model, clients, total, tokens, distinct, seed=2 * r + 2))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"one": min(ones), "many": min(manys), "exit": proc.returncode,
+            "failures": [f for r in ones + manys for f in r[2]]}
+
+
+def engine_batches(ckpt: Path, tokens: int, sizes=(4, 16), rounds: int = 3) -> list[tuple[int, float, float]]:
+    """In this process, in the caller's thread (as evaluation calls it): ``Engine.batch`` of n image
+    questions against the same n one by one (``Engine.reply``), greedy, --tokens new tokens each;
+    the best of ``rounds``: [(n, one-by-one seconds, batch seconds)]."""
+    from remoteglm.serve.generation import CHAT_DEFAULTS
+    from remoteglm.serve.loading import load_engine
+
+    engine, _ = load_engine(str(ckpt), defaults=CHAT_DEFAULTS)
+    images = sorted((ROOT / "data" / "sample" / "images").iterdir())
+    questions = [QUESTION, "有几条道路？", "图中有什么？"]
+    out = []
+    for n in sizes:
+        ims = [str(images[i % len(images)]) for i in range(n)]
+        qs = [questions[i % len(questions)] for i in range(n)]
+        engine.batch(ims[:2], qs[:2], max_new_tokens=tokens)  # warm-up
+        one, both = [], []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            for im, q in zip(ims, qs):
+                engine.reply(im, q, do_sample=False, max_new_tokens=tokens)
+            one.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            engine.batch(ims, qs, batch_size=n, max_new_tokens=tokens)
+            both.append(time.perf_counter() - t)
+        out.append((n, min(one), min(both)))
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     if len(values) == 1:
         return values[0]
@@ -147,6 +266,13 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--tokens", type=int, default=32, help="max_tokens of each request")
     ap.add_argument("--server-args", default="", help="extra server flags, e.g. '--quant 4 --device cuda'")
+    ap.add_argument("--part", choices=("all", "throughput", "engine", "latency"), default="all")
+    ap.add_argument("--clients", type=int, default=16, help="concurrent clients of the throughput part")
+    ap.add_argument("--one-by-one", dest="one_by_one", type=int, default=16, help="requests sent one by one")
+    ap.add_argument("--throughput-requests", dest="throughput_requests", type=int, default=64,
+                    help="requests the concurrent clients send in all")
+    ap.add_argument("--distinct", action="store_true",
+                    help="throughput with a different image in every request (nothing from the image cache)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.from_pretrained
@@ -156,25 +282,50 @@ def main() -> int:
             ckpt = create_tiny_checkpoint(Path(tmp) / "visualglm-tiny")
         model = args.model or Path(ckpt).resolve().name
         extra = args.server_args.split()
-        print(f"API under {args.requests} concurrent requests ({model}, {args.tokens} new tokens each; "
-              "1/3 text, 1/3 image, 1/3 image streamed)")
-        a = run(ckpt, model, args.requests, args.tokens, ["--max-queue", str(args.requests), *extra])
-        ok = [s for outcome, s in a["results"] if outcome == "200"]
-        others = sorted({o for o, _ in a["results"]} - {"200"})
-        print(f"  --max-queue {args.requests}: {len(ok)}/{args.requests} answered in {a['wall']:.2f} s"
-              + (f" (others: {', '.join(others)})" if others else ""))
-        if ok:
-            print(f"  latency p50 {pct(ok, 50):.2f} s, p95 {pct(ok, 95):.2f} s, max {max(ok):.2f} s")
-        print(f"  server RSS {a['before']['VmRSS'] / 1024:.0f} MiB before, {a['after']['VmRSS'] / 1024:.0f} MiB after "
-              f"(peak {a['after']['VmHWM'] / 1024:.0f} MiB); exit code after SIGTERM {a['exit']}")
-        b = run(ckpt, model, args.requests, args.tokens, extra)
-        ok_b = [s for outcome, s in b["results"] if outcome == "200"]
-        refused = [s for outcome, s in b["results"] if outcome == "429"]
-        print(f"  default --max-queue: {len(ok_b)} answered, {len(refused)} refused with 429 + Retry-After"
-              + (f" (p95 of a refusal {pct(refused, 95) * 1000:.0f} ms)" if refused else "")
-              + f"; server RSS {b['before']['VmRSS'] / 1024:.0f} -> {b['after']['VmRSS'] / 1024:.0f} MiB")
-        bad = [o for o, _ in a["results"] + b["results"] if o not in ("200", "429")]
-        return 1 if bad or a["exit"] != 0 or b["exit"] != 0 else 0
+        failed = False
+        if args.part in ("all", "throughput"):
+            t = throughput(ckpt, model, args.clients, args.one_by_one, args.throughput_requests, args.tokens, extra,
+                           args.distinct)
+            (s1, n1, _), (s2, n2, _) = t["one"], t["many"]
+            r1, r2 = n1 / s1, n2 / s2
+            kind = "a different image each" if args.distinct else "the two fixture tiles in turn"
+            print(f"API throughput ({model}, image requests: {kind}; {args.tokens} new tokens each, greedy; the best of 3 runs)")
+            print(f"  one by one: {n1} answered in {s1:.2f} s = {r1:.2f} requests/s")
+            print(f"  {args.clients} clients at once: {n2} answered in {s2:.2f} s = {r2:.2f} requests/s: "
+                  f"{r2 / r1:.2f}x one by one (goal >= 3x for the tiny VisualGLM on the CPU)")
+            if t["failures"]:
+                print(f"  failed: {', '.join(sorted(set(t['failures'])))}")
+            failed |= bool(t["failures"]) or t["exit"] != 0
+        if args.part in ("all", "engine"):
+            print(f"engine batches in the caller's thread ({model}, image questions, {args.tokens} new tokens each, greedy)")
+            for n, one, both in engine_batches(ckpt, args.tokens):
+                print(f"  {n} questions: one by one {one:.2f} s, one batch {both:.2f} s: {one / both:.2f}x")
+        if args.part in ("all", "latency"):
+            failed |= latency(ckpt, model, args.requests, args.tokens, extra)
+        return 1 if failed else 0
+
+
+def latency(ckpt: Path, model: str, requests: int, tokens: int, extra: list[str]) -> bool:
+    """The burst part; True if anything failed."""
+    print(f"API under {requests} concurrent requests ({model}, {tokens} new tokens each; "
+          "1/3 text, 1/3 image, 1/3 image streamed)")
+    a = run(ckpt, model, requests, tokens, ["--max-queue", str(requests), *extra])
+    ok = [s for outcome, s in a["results"] if outcome == "200"]
+    others = sorted({o for o, _ in a["results"]} - {"200"})
+    print(f"  --max-queue {requests}: {len(ok)}/{requests} answered in {a['wall']:.2f} s"
+          + (f" (others: {', '.join(others)})" if others else ""))
+    if ok:
+        print(f"  latency p50 {pct(ok, 50):.2f} s, p95 {pct(ok, 95):.2f} s, max {max(ok):.2f} s")
+    print(f"  server RSS {a['before']['VmRSS'] / 1024:.0f} MiB before, {a['after']['VmRSS'] / 1024:.0f} MiB after "
+          f"(peak {a['after']['VmHWM'] / 1024:.0f} MiB); exit code after SIGTERM {a['exit']}")
+    b = run(ckpt, model, requests, tokens, extra)
+    ok_b = [s for outcome, s in b["results"] if outcome == "200"]
+    refused = [s for outcome, s in b["results"] if outcome == "429"]
+    print(f"  default --max-queue: {len(ok_b)} answered, {len(refused)} refused with 429 + Retry-After"
+          + (f" (p95 of a refusal {pct(refused, 95) * 1000:.0f} ms)" if refused else "")
+          + f"; server RSS {b['before']['VmRSS'] / 1024:.0f} -> {b['after']['VmRSS'] / 1024:.0f} MiB")
+    bad = [o for o, _ in a["results"] + b["results"] if o not in ("200", "429")]
+    return bool(bad) or a["exit"] != 0 or b["exit"] != 0
 
 
 if __name__ == "__main__":

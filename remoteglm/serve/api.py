@@ -31,13 +31,17 @@ Limits (command-line flags, defaults in brackets):
 - ``--max-connections`` [64]: requests being answered at once (their head arrived); more get 503.
   Connections without one (idle, or still sending the head) do not count: 256 are kept, a new
   one closes the longest idle. Backlog 2048; request line + headers at most 16 KiB (431 beyond).
-- ``--max-queue`` [16]: requests waiting for the model behind the one being answered; more get
-  429 with Retry-After (estimated from recent generation times), before their body is read.
+- ``--max-queue`` [16]: requests waiting for the model behind the batch being answered; more get
+  429 with Retry-After (when the running batch will end, at its pace so far), before their body
+  is read.
+- ``--max-batch`` [8]: answers generated together. When the model is free, the waiting requests
+  start as one batch (one forward pass per token for all; those with the same sampling settings,
+  first come first; ``n`` choices are ``n`` rows), each still streamed and ended on its own.
 
-One model, one generation at a time, in a worker thread; a client that disconnects (streaming or
-not, waiting or being answered) frees the model at once if it was waiting, else at the next token
-that adds to its answer. Shutdown (SIGTERM, Ctrl-C):
-the server stops accepting, waiting requests get 503, the answer being generated gets
+One model, one batch at a time, in a worker thread; a client that disconnects (streaming or not,
+waiting or being answered) leaves at once if it was waiting, else its row leaves the batch at the
+next token. Shutdown (SIGTERM, Ctrl-C):
+the server stops accepting, waiting requests get 503, the answers being generated get
 ``--shutdown-grace`` [10 s] to finish and is then cut (a stream ends with an error event and
 ``data: [DONE]``, a plain request gets 503), the worker thread is stopped and joined, exit 0.
 
@@ -51,7 +55,7 @@ Library use: ``create_app(engine, ...)`` builds the ASGI app around any object w
 with this module's transport limits (``server.run()`` blocks; a thread may run it).
 
 Split by concern: ``openai_schema`` (errors, request/response bodies, request parsing),
-``api_queue`` (the one-at-a-time generations and their queue), ``api_transport`` (the h11
+``api_queue`` (the batches and their queue), ``api_transport`` (the h11
 protocol, the server, ``make_server``), ``api_log`` (the escaped logs); this module keeps the
 application and the command line, and its names stay importable from here.
 """
@@ -94,7 +98,7 @@ from remoteglm.serve.openai_schema import (ERROR_RESPONSES, ROUTES_HINT, APIErro
 from remoteglm.serve.options import add_host_arg, add_model_args
 
 __all__ = [  # the module's public names, those of the modules it was split into included
-    "API_KEY_ENV", "BACKLOG", "CHAT_PATH", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_REQUEST_MB",
+    "API_KEY_ENV", "BACKLOG", "CHAT_PATH", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_REQUEST_MB",
     "DEFAULT_SHUTDOWN_GRACE", "DEFAULT_TIMEOUT_BODY", "DEFAULT_TIMEOUT_HEADER", "DEFAULT_TIMEOUT_KEEP_ALIVE",
     "ERROR_RESPONSES", "MAX_HEADER_BYTES", "MIN_DRAIN_BYTES", "PLACE_KEY", "PREPARING", "PUBLIC_HOSTS_WARNING",
     "PUBLIC_PATHS", "ROUTES_HINT",
@@ -109,6 +113,7 @@ __all__ = [  # the module's public names, those of the modules it was split into
 
 DEFAULT_MAX_REQUEST_MB = 20.0
 DEFAULT_MAX_QUEUE = 16
+DEFAULT_MAX_BATCH = 8
 DEFAULT_SHUTDOWN_GRACE = 10.0
 API_KEY_ENV = "REMOTEGLM_API_KEY"
 CHAT_PATH = "/v1/chat/completions"
@@ -126,12 +131,13 @@ class APIState:
     """What the routes, the middleware and the server share."""
 
     def __init__(self, engine, *, api_key: str | None, allowed: Sequence[Path], max_request_bytes: int, max_queue: int,
-                 shutdown_grace: float, cors_origins: Sequence[str], model_aliases: Sequence[str]):
+                 shutdown_grace: float, cors_origins: Sequence[str], model_aliases: Sequence[str],
+                 max_batch: int = DEFAULT_MAX_BATCH):
         self.engine = engine
         self.api_key = api_key or None
         self.allowed = [Path(d).expanduser().resolve() for d in allowed]
         self.max_request_bytes = int(max_request_bytes)
-        self.generations = Generations(engine, max_queue)
+        self.generations = Generations(engine, max_queue, max_batch)
         self.shutdown_grace = shutdown_grace
         self.cors_origins = list(cors_origins)
         self.model_ids = list(dict.fromkeys([engine.name, *model_aliases]))
@@ -152,17 +158,20 @@ class APIState:
         decodes the image): 400 for bad input, a prompt or ``max_tokens`` beyond the context."""
 
         req = parse_chat_request(body, self.allowed, self.max_request_bytes)
+        if req.n > self.generations.max_batch:
+            raise APIError(400, f"n {req.n} is more than this server generates at once (--max-batch "
+                                f"{self.generations.max_batch})", param="n")
         engine = self.engine
         if req.image is not None:
             try:
-                engine.check_image(req.image)
+                req.image = engine.load_image(req.image)  # decoded once, here, at the size the model uses
             except RemoteGLMError as err:
                 raise APIError(400, f"bad image: {err}", param="image_url") from None
         try:
             cfg = engine.config(**req.gen)
         except RemoteGLMError as err:
             raise APIError(400, str(err)) from None
-        n = engine.prompt_tokens(req.query, req.history, cfg.english, image=req.image)
+        n = engine.prompt_tokens(req.query, req.history, cfg.english, image=req.image, system=req.system)
         if n >= cfg.max_length:
             raise APIError(400, f"the messages are {n} tokens, not less than this model's context of {cfg.max_length} tokens: "
                                 "shorten the history or the question", param="messages", code="context_length_exceeded")
@@ -318,12 +327,13 @@ class Guard:
 def create_app(engine, *, api_key: str | None = None, allowed: Sequence[Path] = (),
                max_request_bytes: int = int(DEFAULT_MAX_REQUEST_MB * 2**20), max_queue: int = DEFAULT_MAX_QUEUE,
                shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE, cors_origins: Sequence[str] = (),
-               model_aliases: Sequence[str] = ()) -> FastAPI:
+               model_aliases: Sequence[str] = (), max_batch: int = DEFAULT_MAX_BATCH) -> FastAPI:
     """The ASGI app (FastAPI) around ``engine`` (the ``Engine`` interface: ``name``, ``model``,
     ``tokenizer``, ``stream``, ``check_image``, ``config``, ``lock``). Its state is
     ``app.state.remoteglm`` (an ``APIState``); serve it with ``make_server``."""
     api = APIState(engine, api_key=api_key, allowed=allowed, max_request_bytes=max_request_bytes, max_queue=max_queue,
-                   shutdown_grace=shutdown_grace, cors_origins=cors_origins, model_aliases=model_aliases)
+                   shutdown_grace=shutdown_grace, cors_origins=cors_origins, model_aliases=model_aliases,
+                   max_batch=max_batch)
     app = FastAPI(title="remoteglm: VisualGLM, OpenAI-compatible", version="1",
                   description="OpenAI-format chat completions (text and one image per conversation) from a VisualGLM model. "
                               "Errors are OpenAI's JSON; send `Authorization: Bearer KEY` when the server has a key.",
@@ -364,14 +374,16 @@ def create_app(engine, *, api_key: str | None = None, allowed: Sequence[Path] = 
         if req.stream:
             return StreamingResponse(_events(api, job, first, watcher), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        lasts: dict = {}
         try:
-            last = first
-            async for last in job.replies():
-                pass
+            if first is not None:
+                lasts[first[0]] = first[1]
+            async for k, r in job.replies():
+                lasts[k] = r
         finally:
             job.stop("done")
             watcher.cancel()
-        return JSONResponse(_completion(api, req, last))
+        return JSONResponse(_completion(api, req, [lasts.get(k) for k in range(job.n)]))
 
     return app
 
@@ -397,20 +409,25 @@ def _ids() -> tuple[str, int]:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
 
-def _usage(r) -> dict:
-    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-            "total_tokens": r.prompt_tokens + r.completion_tokens}
+def _usage(replies) -> dict:
+    """Usage of a request's choices: the prompt once, every choice's answer."""
+    done = [r for r in replies if r is not None]
+    prompt = done[0].prompt_tokens if done else 0
+    completion = sum(r.completion_tokens for r in done)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _completion(api: APIState, req: ChatRequest, last) -> dict:
-    if last is None:
-        last = _empty_reply()
-    text, stopped = _cut_at_stop(_answer(last.text), req.stop)
+def _completion(api: APIState, req: ChatRequest, lasts: list) -> dict:
+    """The response body of a request whose choices ended with the replies ``lasts``."""
+    lasts = [r if r is not None else _empty_reply() for r in lasts]
+    choices = []
+    for k, last in enumerate(lasts):
+        text, stopped = _cut_at_stop(_answer(last.text), req.stop)
+        choices.append({"index": k, "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop" if stopped else last.finish_reason, "logprobs": None})
     cid, created = _ids()
-    return {"id": cid, "object": "chat.completion", "created": created, "model": api.engine.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop" if stopped else last.finish_reason, "logprobs": None}],
-            "usage": _usage(last)}
+    return {"id": cid, "object": "chat.completion", "created": created, "model": api.engine.name, "choices": choices,
+            "usage": _usage(lasts)}
 
 
 def _empty_reply():
@@ -422,21 +439,23 @@ def _sse(obj) -> bytes:
 
 
 async def _events(api: APIState, job: Job, first, watcher: asyncio.Task) -> AsyncIterator[bytes]:
-    """The SSE stream of ``job``: a role chunk, content deltas, the finish chunk, usage if asked,
-    ``data: [DONE]``. Failing or cut short (shutdown) after it began: an error event, then
-    ``data: [DONE]``. The client gone: nothing more."""
+    """The SSE stream of ``job``: per choice a role chunk, content deltas and its finish chunk;
+    usage if asked; ``data: [DONE]``. Failing or cut short (shutdown) after it began: an error
+    event, then ``data: [DONE]``. The client gone: nothing more."""
     req = job.req
     cid, created = _ids()
 
-    def chunk(delta: dict, finish=None, usage=None, choices: bool = True) -> bytes:
+    def chunk(k: int | None, delta: dict | None = None, finish=None, usage=None) -> bytes:
         obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": api.engine.name,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
+               "choices": [{"index": k, "delta": delta, "finish_reason": finish, "logprobs": None}] if k is not None else []}
         if usage is not None:
             obj["usage"] = usage
         return _sse(obj)
 
     hold = max((len(s) for s in req.stop), default=1) - 1  # chars kept back: they may start a stop string
-    sent, last, stopped = "", first, False
+    sent = [""] * job.n
+    lasts: list = [None] * job.n
+    ended = [False] * job.n
 
     async def replies():
         if first is not None:
@@ -445,19 +464,27 @@ async def _events(api: APIState, job: Job, first, watcher: asyncio.Task) -> Asyn
             yield r
 
     try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for r in replies():
-            last = r
+        for k in range(job.n):
+            yield chunk(k, {"role": "assistant", "content": ""})
+        async for k, r in replies():
+            if ended[k]:
+                continue
+            lasts[k] = r
             text, stopped = _cut_at_stop(_answer(r.text), req.stop)
-            ready = text if (stopped or r.finish_reason) else text[: max(len(sent), len(text) - hold)]
-            if ready.startswith(sent) and len(ready) > len(sent):  # (decoding may rewrite a tail: wait for it)
-                yield chunk({"content": ready[len(sent):]})
-                sent = ready
-            if stopped:
-                break
-        yield chunk({}, "stop" if stopped else (last.finish_reason if last is not None else "stop"))
-        if req.include_usage and last is not None:
-            yield chunk({}, usage=_usage(last), choices=False)
+            ready = text if (stopped or r.finish_reason) else text[: max(len(sent[k]), len(text) - hold)]
+            if ready.startswith(sent[k]) and len(ready) > len(sent[k]):  # (decoding may rewrite a tail: wait for it)
+                yield chunk(k, {"content": ready[len(sent[k]):]})
+                sent[k] = ready
+            if stopped or r.finish_reason:
+                ended[k] = True
+                yield chunk(k, {}, "stop" if stopped else r.finish_reason)
+                if all(ended):
+                    break
+        for k in range(job.n):
+            if not ended[k]:  # (no final reply: the answer ended without one)
+                yield chunk(k, {}, "stop")
+        if req.include_usage and any(r is not None for r in lasts):
+            yield chunk(None, usage=_usage(lasts))
         yield b"data: [DONE]\n\n"
     except ClientGone:
         return
@@ -486,7 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model-alias", dest="model_alias", action="append", default=[], metavar="NAME",
                     help="another name requests may use for the model (repeatable); any other name gets 404 model_not_found")
     ap.add_argument("--max-queue", dest="max_queue", type=int, default=DEFAULT_MAX_QUEUE,
-                    help=f"requests that may wait behind the answer being generated; more get 429 (default {DEFAULT_MAX_QUEUE})")
+                    help=f"requests that may wait behind the batch being generated; more get 429 (default {DEFAULT_MAX_QUEUE})")
+    ap.add_argument("--max-batch", dest="max_batch", type=int, default=DEFAULT_MAX_BATCH,
+                    help=f"answers generated together, one forward pass per token for all (default {DEFAULT_MAX_BATCH}; "
+                         "each costs its own KV cache: lower it if the GPU runs out of memory)")
     ap.add_argument("--max-connections", dest="max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
                     help=f"requests answered at once (idle connections do not count); more get 503 (default {DEFAULT_MAX_CONNECTIONS})")
     ap.add_argument("--timeout-header", dest="timeout_header", type=float, default=DEFAULT_TIMEOUT_HEADER,
@@ -505,8 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(args) -> list[Path]:
     if args.max_request_mb <= 0:
         raise RemoteGLMError("--max-request-mb must be positive")
-    if args.max_queue < 0 or args.max_connections < 1:
-        raise RemoteGLMError("--max-queue must be >= 0 and --max-connections >= 1")
+    if args.max_queue < 0 or args.max_connections < 1 or args.max_batch < 1:
+        raise RemoteGLMError("--max-queue must be >= 0, --max-connections and --max-batch >= 1")
     if min(args.timeout_header, args.timeout_body, args.timeout_keep_alive) <= 0 or args.shutdown_grace < 0:
         raise RemoteGLMError("the --timeout-* values must be positive and --shutdown-grace >= 0")
     allowed = []
@@ -551,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name}: {engine.quant}, {memory}", file=sys.stderr, flush=True)
     app = create_app(engine, api_key=key, allowed=allowed, max_request_bytes=int(args.max_request_mb * 2**20),
                      max_queue=args.max_queue, shutdown_grace=args.shutdown_grace, cors_origins=args.cors_origin,
-                     model_aliases=args.model_alias)
+                     model_aliases=args.model_alias, max_batch=args.max_batch)
     server = make_server(app, args.host, args.port, timeout_header=args.timeout_header, timeout_body=args.timeout_body,
                          timeout_keep_alive=args.timeout_keep_alive, max_connections=args.max_connections)
     _setup_logging()

@@ -29,7 +29,7 @@ class ChatSession:
     def set_image(self, image) -> None:
         """Use a new image (path, bytes, PIL, pixel tensor, or None for text only); clears history.
         RemoteGLMError (and the old image kept) when it cannot be read."""
-        self.engine.check_image(image)
+        image = self.engine.load_image(image)  # decoded once
         with self.engine.lock:
             self.engine.embeddings(image)  # encoded now: a broken file fails here, not mid-answer
         self.image = image

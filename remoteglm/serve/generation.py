@@ -107,6 +107,13 @@ class GLMInputs:
         block = (j - self.ctx + 1).clamp(min=0).expand(b, -1)
         return mask[:, None], torch.stack([pos, block], dim=1)
 
+    def select(self, rows: torch.Tensor) -> "GLMInputs":
+        """The inputs of these rows only (the same padded length)."""
+        out = GLMInputs.__new__(GLMInputs)
+        out.n, out.ctx, out.mask_pos, out.device = self.n, self.ctx, self.mask_pos, self.device
+        out.pads = self.pads[rows]
+        return out
+
     def step(self, index: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask [B,1,1,index+1] and positions [B,2,1] of the token at ``index`` (>= n), KV-cached."""
         b = self.pads.numel()
@@ -181,11 +188,16 @@ def generate_tokens(
     banned: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    max_new_tokens: Sequence[int | None] | None = None,
+    cancelled: Sequence[Callable[[], bool] | None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(tokens [B], logits [B, V])`` step by step until every row emitted ``<eop>`` or the
-    length limit. Rows that finished keep yielding ``<eop>``. With ``use_cache`` each step runs
-    only the new token against the cached keys/values; without, the whole sequence is recomputed
-    (the reference the cache is tested against).
+    """Yield ``(tokens [B], logits [B, V])`` step by step until every row emitted ``<eop>``, hit
+    its length limit or was cancelled. Rows that finished keep yielding ``<eop>`` (and logits of
+    -inf): they leave the computation, so the rest of the batch runs at its own size.
+    ``max_new_tokens``: one cap per row instead of ``cfg.max_new_tokens``; ``cancelled``: one
+    callable (or None) per row, asked each step. With ``use_cache`` each step runs only the new
+    token against the cached keys/values; without, the whole sequence is recomputed (the
+    reference the cache is tested against).
     """
     p = next(model.parameters())
     dev, dtype = p.device, p.dtype
@@ -197,12 +209,13 @@ def generate_tokens(
         raise RemoteGLMError(f"the prompt is {longest} tokens, not less than max_length {cfg.max_length}: clear the history or raise max_length")
     # max_length counts each row's own tokens, not the padding of the batch.
     limits = rows.pads + cfg.max_length
-    if cfg.max_new_tokens is not None:
-        limits = limits.clamp(max=n + cfg.max_new_tokens)
+    caps = list(max_new_tokens) if max_new_tokens is not None else [cfg.max_new_tokens] * b
+    limits = torch.minimum(limits, torch.tensor([n + c if c is not None else 2**62 for c in caps], device=dev))
     if image_embeds is not None:
         image_embeds = image_embeds.to(dev)
     pre = torch.as_tensor(pre_image, device=dev) if pre_image is not None else None
-    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    live = torch.arange(b, device=dev)  # the original row of each row still computed
+    asks = list(cancelled) if cancelled is not None else [None] * b
     past = None
     while True:
         length = ids.shape[1]
@@ -216,12 +229,27 @@ def generate_tokens(
             past = tuple(layer["past_key_values"] for layer in out[1:])
         logits = process_logits(out[0][:, -1], ids[:, n:], cfg, banned)
         nxt = choose_tokens(logits, cfg, generator)
-        nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
-        done |= (nxt == eos_token_id) | (length + 1 >= limits)
+        done = (nxt == eos_token_id) | (length + 1 >= limits)
+        gone = [bool(asks[i] is not None and asks[i]()) for i in live.tolist()]
+        if any(gone):
+            done |= torch.tensor(gone, device=dev)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
-        yield nxt, logits
+        if live.numel() == b:
+            yield nxt, logits
+        else:  # the original batch's shape, finished rows filled in
+            yield (torch.full((b,), eos_token_id, dtype=nxt.dtype, device=dev).index_copy(0, live, nxt),
+                   logits.new_full((b, logits.shape[1]), -float("inf")).index_copy(0, live, logits))
         if bool(done.all()):
             break
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            live, ids, limits, rows = live[keep], ids[keep], limits[keep], rows.select(keep)
+            if past is not None:  # each layer's (key, value) is [seq, batch, heads, head_dim]
+                past = tuple(tuple(t.index_select(1, keep) for t in layer) for layer in past)
+            if image_embeds is not None:
+                image_embeds = image_embeds[keep]
+            if pre is not None and pre.dim() > 0:
+                pre = pre[keep]
 
 
 # ---- images -------------------------------------------------------------------------------------------
@@ -263,6 +291,99 @@ def answer_text(tokenizer, ids: Sequence[int], finished: bool) -> str:
     return process_response(text)
 
 
+def stream_responses(
+    model,
+    tokenizer,
+    queries: Sequence[str],
+    histories: Sequence[Sequence[tuple[str, str]] | None],
+    cfgs: Sequence[GenerationConfig],
+    *,
+    image_embeds: Sequence[torch.Tensor | None] | None = None,
+    generator: torch.Generator | None = None,
+    cancelled: Sequence[Callable[[], bool] | None] | None = None,
+    partial: bool | Sequence[bool] = True,
+) -> Iterator[tuple[int, "Reply | RemoteGLMError"]]:
+    """The one decode loop, for one answer or a batch of them (the engine, ``stream_chat``,
+    ``chat`` and ``generate_batch`` use it): yield ``(row, Reply)`` each time a row's shown text
+    changes (with ``partial``, for all rows or one flag per row), then the row's final reply with
+    ``finish_reason``. The rows share
+    one forward pass per token, so their settings must agree but for ``max_new_tokens``;
+    ``image_embeds``: one [1, 32, hidden] per row, or None for all (text only). A row whose prompt
+    does not fit ``max_length`` yields ``(row, RemoteGLMError)`` and the others go on; a row whose
+    ``cancelled[row]()`` answers True (asked before each token) ends without a final reply and
+    leaves the batch."""
+    k = len(queries)
+    if not k:
+        return
+    cfg = cfgs[0]
+    if any(replace(c, max_new_tokens=None) != replace(cfg, max_new_tokens=None) for c in cfgs):
+        raise ValueError("the rows of one batch must share their generation settings (max_new_tokens aside)")
+    embeds = list(image_embeds) if image_embeds is not None else [None] * k
+    if len({e is None for e in embeds}) > 1:
+        raise ValueError("a batch needs an image for every row, or none at all")
+    slots = model.image_length if embeds[0] is not None else None
+    rows, enc = [], []
+    for i in range(k):
+        e = encode_prompt(tokenizer, queries[i], histories[i], cfg.english, slots)
+        if len(e[0]) >= cfg.max_length:
+            yield i, RemoteGLMError(f"the prompt is {len(e[0])} tokens, not less than max_length {cfg.max_length}: "
+                                    "clear the history or raise max_length")
+        else:
+            rows.append(i)
+            enc.append(e)
+    if not rows:
+        return
+    n = max(len(e[0]) for e in enc)
+    pads = [n - len(e[0]) for e in enc]
+    ids = torch.tensor([[tokenizer.pad_token_id] * p + e[0] for p, e in zip(pads, enc)])
+    pre = torch.tensor([p + e[1] for p, e in zip(pads, enc)]) if slots else None
+    emb = torch.cat([embeds[i] for i in rows]) if slots else None
+    banned = banned_ids(tokenizer, model.config.vocab_size, cfg.english, next(model.parameters()).device)
+    eos = tokenizer.eos_token_id
+    asks = [cancelled[i] if cancelled is not None else None for i in rows]
+    growing = [partial if isinstance(partial, bool) else bool(partial[i]) for i in rows]
+    caps = [cfgs[i].max_new_tokens for i in rows]
+    room = [min(cfg.max_length - len(e[0]), c if c is not None else cfg.max_length) for e, c in zip(enc, caps)]
+    answers: list[list[int]] = [[] for _ in rows]
+    shown = [""] * len(rows)
+    open_rows = list(range(len(rows)))
+
+    def final(j: int, finished: bool) -> tuple[int, Reply]:
+        return rows[j], Reply(answer_text(tokenizer, answers[j], finished), len(enc[j][0]), len(answers[j]),
+                              "stop" if finished else "length")
+
+    for toks, _ in generate_tokens(model, ids, pads, cfg, eos, image_embeds=emb, pre_image=pre, banned=banned,
+                                   generator=generator, max_new_tokens=caps, cancelled=asks):
+        toks = toks.tolist()
+        for j in list(open_rows):
+            if asks[j] is not None and asks[j]():
+                open_rows.remove(j)
+                continue
+            t = toks[j]
+            if t == eos:
+                open_rows.remove(j)
+                yield final(j, True)
+                continue
+            answers[j].append(t)
+            if len(answers[j]) >= room[j]:
+                open_rows.remove(j)
+                yield final(j, False)
+                continue
+            if not growing[j]:
+                continue
+            raw = tokenizer.decode(answers[j])
+            if raw.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                continue
+            text = process_partial_response(raw)
+            if text != shown[j]:
+                shown[j] = text
+                yield rows[j], Reply(text, len(enc[j][0]), len(answers[j]))
+        if not open_rows:
+            return
+    for j in open_rows:  # (the loop ended without their last token: the length limit)
+        yield final(j, False)
+
+
 def stream_response(
     model,
     tokenizer,
@@ -274,33 +395,14 @@ def stream_response(
     generator: torch.Generator | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Iterator[Reply]:
-    """The one streaming loop (the engine, ``stream_chat`` and ``chat`` use it): yield a growing
-    ``Reply`` each time the shown text changes, then the final one with ``finish_reason``.
-    ``image_embeds`` [1, 32, hidden] or None (text only). ``cancelled`` is asked before each
-    token; when it answers True the loop ends without a final reply."""
-    ids, pre_image = encode_prompt(tokenizer, query, history, cfg.english, model.image_length if image_embeds is not None else None)
-    banned = banned_ids(tokenizer, model.config.vocab_size, cfg.english, next(model.parameters()).device)
-    eos = tokenizer.eos_token_id
-    answer: list[int] = []
-    shown, finished = "", False
-    for tok, _ in generate_tokens(model, torch.tensor([ids]), [0], cfg, eos, image_embeds=image_embeds,
-                                  pre_image=pre_image if image_embeds is not None else None, banned=banned,
-                                  generator=generator):
-        if cancelled is not None and cancelled():
-            return
-        t = int(tok[0])
-        if t == eos:
-            finished = True
-            break
-        answer.append(t)
-        raw = tokenizer.decode(answer)
-        if raw.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            continue
-        text = process_partial_response(raw)
-        if text != shown:
-            shown = text
-            yield Reply(text, len(ids), len(answer))
-    yield Reply(answer_text(tokenizer, answer, finished), len(ids), len(answer), "stop" if finished else "length")
+    """``stream_responses`` for one answer: its growing replies, then the final one with
+    ``finish_reason`` (RemoteGLMError if the prompt does not fit). ``image_embeds`` [1, 32,
+    hidden] or None (text only); ``cancelled()`` True ends it without a final reply."""
+    for _, r in stream_responses(model, tokenizer, [query], [history], [cfg], image_embeds=[image_embeds],
+                                 generator=generator, cancelled=[cancelled]):
+        if isinstance(r, BaseException):
+            raise r
+        yield r
 
 
 # ---- chat ------------------------------------------------------------------------------------------
@@ -370,23 +472,15 @@ def generate_batch(
     with_image = [im is not None for im in images]
     if any(with_image) and not all(with_image):
         raise ValueError("generate_batch needs an image for every query, or none at all")
-    dev = next(model.parameters()).device
-    banned = banned_ids(tokenizer, model.config.vocab_size, cfg.english, dev)
     answers: list[str] = []
     for s in range(0, len(queries), batch_size):
         chunk = range(s, min(s + batch_size, len(queries)))
-        embeds = None
-        if with_image[0]:
-            embeds = torch.cat([image_embeddings(model, images[i]) for i in chunk])
-        enc = [encode_prompt(tokenizer, queries[i], histories[i], cfg.english, model.image_length if embeds is not None else None) for i in chunk]
-        n = max(len(e[0]) for e in enc)
-        pads = [n - len(e[0]) for e in enc]
-        ids = torch.tensor([[tokenizer.pad_token_id] * p + e[0] for p, e in zip(pads, enc)])
-        pre = torch.tensor([p + e[1] for p, e in zip(pads, enc)]) if embeds is not None else None
-        steps = [toks for toks, _ in generate_tokens(model, ids, pads, cfg, tokenizer.eos_token_id, image_embeds=embeds,
-                                                     pre_image=pre, banned=banned, generator=generator)]
-        for row in torch.stack(steps, 1).tolist() if steps else [[] for _ in chunk]:
-            finished = tokenizer.eos_token_id in row
-            row = row[: row.index(tokenizer.eos_token_id)] if finished else row
-            answers.append(answer_text(tokenizer, row, finished))
+        embeds = [image_embeddings(model, images[i]) for i in chunk] if with_image[0] else None
+        out: list = [None] * len(chunk)
+        for j, r in stream_responses(model, tokenizer, [queries[i] for i in chunk], [histories[i] for i in chunk],
+                                     [cfg] * len(chunk), image_embeds=embeds, generator=generator, partial=False):
+            if isinstance(r, BaseException):
+                raise r
+            out[j] = r.text
+        answers += out
     return answers

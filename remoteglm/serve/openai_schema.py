@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Sequence, Union
@@ -168,8 +169,9 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat request. Fields it has that VisualGLM cannot use (tools, seed, ...) are
-    accepted and ignored."""
+    """OpenAI's chat request. Its other fields are refused (400 naming the field) unless they
+    change nothing in an answer (``user``, ``metadata``, ...) or are at their "off" value
+    (``tools: []``, ``logprobs: false``, ``frequency_penalty: 0``, ...): see ``unsupported``."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{
         "model": "visualglm-6b", "max_tokens": 256, "stream": False,
@@ -185,7 +187,7 @@ class ChatCompletionRequest(BaseModel):
     repetition_penalty: float | None = Field(None, ge=0.01, le=10, description="VisualGLM extra")
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=1)
+    n: int | None = Field(None, ge=1, le=128, description="choices, generated together (at most --max-batch)")
     stop: Union[str, list[str], None] = None
 
 
@@ -253,6 +255,8 @@ class ChatRequest:
     gen: dict
     stop: list[str]
     max_tokens_param: str = "max_tokens"
+    system: str | None = None  # system / developer messages, joined
+    n: int = 1  # choices
 
 
 def _text_of(content, role: str, index: int) -> tuple[str, list]:
@@ -316,6 +320,29 @@ def resolve_image(url: str, allowed: Sequence[Path], max_bytes: int) -> bytes | 
     return str(real)
 
 
+# OpenAI fields that change nothing in an answer, accepted as they are; and fields accepted only
+# at their "off" value (what a client library may send by default). Anything else is refused.
+_NO_EFFECT = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "prompt_cache_retention",
+              "safety_identifier", "parallel_tool_calls", "name"}
+_OFF = {"tools": ([],), "functions": ([],), "tool_choice": ("none", "auto"), "function_call": ("none", "auto"),
+        "logprobs": (False,), "top_logprobs": (0,), "frequency_penalty": (0,), "presence_penalty": (0,),
+        "logit_bias": ({},), "response_format": ({"type": "text"},), "modalities": (["text"],), "tool_calls": ([],),
+        **dict.fromkeys(("seed", "reasoning_effort", "verbosity", "audio", "prediction", "web_search_options", "refusal"), ())}
+
+
+def unsupported(body: ChatCompletionRequest) -> None:
+    """APIError 400 naming the first field of ``body`` (or of one of its messages) that asks for
+    something this server does not do."""
+    places = [("", body.model_extra)] + [(f"messages[{i}].", m.model_extra) for i, m in enumerate(body.messages)]
+    for prefix, extra in places:
+        for name, value in (extra or {}).items():
+            if name in _NO_EFFECT or value is None or value in _OFF.get(name, [object()]):
+                continue
+            what = (f"{name} {json.dumps(value, ensure_ascii=False)[:80]} is not supported by this server"
+                    if name in _OFF else f"unknown field {name!r}: not a chat-completion field this server takes")
+            raise APIError(400, f"{prefix}{what} (remove it)", param=prefix + name, code="unsupported_parameter")
+
+
 def parse_chat_request(body, allowed: Sequence[Path], max_bytes: int) -> ChatRequest:
     """An OpenAI chat request (a ``ChatCompletionRequest`` or its JSON object) -> what the engine
     needs; APIError (400/403/413) on bad input."""
@@ -326,6 +353,7 @@ def parse_chat_request(body, allowed: Sequence[Path], max_bytes: int) -> ChatReq
             body = ChatCompletionRequest.model_validate(body)
         except ValidationError as e:
             raise validation_error(e.errors(), body) from None
+    unsupported(body)
     system: list[str] = []
     turns: list[list] = []  # [role, text]
     image_url = None
@@ -345,12 +373,7 @@ def parse_chat_request(body, allowed: Sequence[Path], max_bytes: int) -> ChatReq
         turns.insert(0, ["user", ""])
     query = turns[-1][1]
     history = [(turns[k][1], turns[k + 1][1]) for k in range(0, len(turns) - 1, 2)]
-    sys_text = "\n".join(s for s in system if s)
-    if sys_text:
-        if history:
-            history[0] = (f"{sys_text}\n{history[0][0]}", history[0][1])
-        else:
-            query = f"{sys_text}\n{query}"
+    sys_text = "\n".join(s for s in system if s) or None  # the engine places it as its family takes it
     if not query.strip():
         raise APIError(400, "the last user message has no text", param="messages")
     gen: dict = {}
@@ -374,7 +397,8 @@ def parse_chat_request(body, allowed: Sequence[Path], max_bytes: int) -> ChatReq
         raise APIError(400, "stop must be a string or a list of up to 4 non-empty strings", param="stop")
     image = resolve_image(image_url, allowed, max_bytes) if image_url else None
     opts = body.stream_options
-    return ChatRequest(image, query, history, body.stream, bool(opts and opts.include_usage), gen, stop, param)
+    return ChatRequest(image, query, history, body.stream, bool(opts and opts.include_usage), gen, stop, param, sys_text,
+                       body.n or 1)
 
 
 def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

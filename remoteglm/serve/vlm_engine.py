@@ -8,13 +8,15 @@ from __future__ import annotations
 import queue
 import re
 import threading
+from dataclasses import astuple, replace
 from typing import Iterator, Sequence
 
 import torch
 
+from remoteglm.errors import RemoteGLMError
 from remoteglm.model.prompt import process_partial_response, process_response
 from remoteglm.model.vlm import Processor, chat_messages
-from remoteglm.serve.engine import Engine
+from remoteglm.serve.engine import Engine, LoadedImage
 from remoteglm.serve.generation import GenerationConfig, Reply
 
 _THINK = re.compile(r"<think>.*?</think>", re.S)
@@ -37,17 +39,16 @@ def answer_text(raw: str, final: bool) -> str:
 
 
 class _Streamer:
-    """``generate``'s streamer: collects the new token ids, calls ``push`` with them."""
+    """``generate``'s streamer: calls ``push`` with each step's new token of every row."""
 
     def __init__(self, push):
-        self.push, self.first, self.ids = push, True, []
+        self.push, self.first = push, True
 
     def put(self, value):
         if self.first:  # generate passes the prompt first
             self.first = False
             return
-        self.ids += value.reshape(-1).tolist()
-        self.push(self.ids)
+        self.push(value.reshape(-1).tolist())
 
     def end(self):
         pass
@@ -64,31 +65,47 @@ class VLMEngine(Engine):
         # the front ends' defaults carry VisualGLM's 2048-token context: this model has its own
         self.defaults["max_length"] = self.context_length
 
-    def check_image(self, image) -> None:
-        """As VisualGLM's, and the image's shape must suit these models (not a strip over 200:1)."""
-        super().check_image(image)
-        if isinstance(image, (str, bytes, bytearray)) or hasattr(image, "__fspath__"):
-            from remoteglm.model.image import load_image
-            from remoteglm.model.vlm import check_aspect
+    def image_fit(self, width: int, height: int) -> tuple[int, int]:
+        """At most the area the processor keeps of an image (its max_pixels; GLM-4.1V counts an
+        image as 2 frames of it), same shape; the processor itself rounds the sides."""
+        area = self.processor.pixel_range()[1] / self.processor.family.frames_in_budget
+        s = min(1.0, (area / max(1, width * height)) ** 0.5)
+        return max(1, round(width * s)), max(1, round(height * s))
 
-            check_aspect(*load_image(bytes(image) if isinstance(image, bytearray) else image).size)
+    def load_image(self, image):
+        """As VisualGLM's, and the image's shape must suit these models (not a strip over 200:1)."""
+        from remoteglm.model.vlm import check_aspect
+
+        loaded = super().load_image(image)
+        if isinstance(loaded, LoadedImage):
+            check_aspect(*loaded.size)
+        return loaded
 
     # images: the processor's pixel rows and grid (cached like VisualGLM's embeddings)
+    def _encode_images(self, images: list) -> list:
+        """Each image through the processor on its own (its rows and grid are cached per image)."""
+        out = []
+        for image in images:
+            try:
+                out.append(image if isinstance(image, RemoteGLMError) else self._encode_image(image))
+            except RemoteGLMError as e:
+                out.append(e)
+        return out
+
     def _encode_image(self, image):
         from remoteglm.model.image import load_image
 
         if isinstance(image, torch.Tensor):
-            from remoteglm.errors import RemoteGLMError
-
             raise RemoteGLMError("this model takes images as files, bytes or PIL images, not pixel tensors")
-        return self.processor.images([load_image(image)])
+        return self.processor.images([load_image(image, fit=self.image_fit)])
 
-    def _inputs(self, encoded_list: Sequence, queries: Sequence[str], histories: Sequence) -> tuple[dict, list[int]]:
+    def _inputs(self, encoded_list: Sequence, queries: Sequence[str], histories: Sequence,
+                systems: Sequence | None = None) -> tuple[dict, list[int]]:
         """Left-padded batch inputs for generate; returns (inputs, prompt lengths)."""
         p = self.processor
         rows, pix, grids = [], [], []
-        for enc, q, h in zip(encoded_list, queries, histories):
-            text = p.render(chat_messages(q, list(h or []), enc is not None), add_generation_prompt=True)
+        for enc, q, h, sy in zip(encoded_list, queries, histories, systems or [None] * len(queries)):
+            text = p.render(chat_messages(q, list(h or []), enc is not None, system=sy), add_generation_prompt=True)
             rows.append(p.encode(text, enc["image_grid_thw"] if enc is not None else None))
             if enc is not None:
                 pix.append(enc["pixel_values"])
@@ -124,55 +141,83 @@ class VLMEngine(Engine):
         """The answer text: special tokens dropped except the reasoning tags ``answer_text`` reads."""
         return self.processor.tokenizer.decode([i for i in ids if i not in self._hidden], skip_special_tokens=False)
 
-    def _generate(self, encoded, query: str, history: list, cfg: GenerationConfig, cancelled) -> Iterator[Reply]:
-        """``generate`` in a helper thread (it calls the streamer synchronously); replies are
-        yielded as the answer grows. Abandoning the iterator or ``cancelled()`` stops it at the
-        next token."""
+    def batch_key(self, image, cfg: GenerationConfig) -> tuple:
+        """Rows with and without an image share batches here (``_inputs`` pads them together)."""
+        return astuple(replace(cfg, max_new_tokens=None))
+
+    def _generate_rows(self, encoded: list, rows: Sequence) -> Iterator[tuple[int, Reply]]:
+        """``generate`` for the rows at once, in a helper thread (it calls the streamer
+        synchronously); ``(row, Reply)`` as answers grow. A row ends at a stop token, at its own
+        ``max_new_tokens`` or when cancelled (a stopping criterion per row); abandoning the
+        iterator stops ``generate`` at the next token."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        inputs, (n,) = self._inputs([encoded], [query], [history])
-        kw = self._gen_kwargs(cfg, n)
+        inputs, lens = self._inputs(encoded, [r.query for r in rows], [r.history for r in rows], [r.system for r in rows])
+        width = inputs["input_ids"].shape[1]
+        caps = [self._gen_kwargs(r.cfg, n)["max_new_tokens"] for r, n in zip(rows, lens)]
+        kw = dict(self._gen_kwargs(rows[0].cfg, min(lens)), max_new_tokens=max(caps))
         if self.generator is not None:
             torch.manual_seed(int(self.generator.initial_seed()))
+        asks = [r.cancelled or (lambda: False) for r in rows]
         q: queue.Queue = queue.Queue()
         abandoned = threading.Event()
         result: dict = {}
 
-        class Cancel(StoppingCriteria):
+        class Ended(StoppingCriteria):
             def __call__(self, input_ids, scores, **_):
-                stop = abandoned.is_set() or bool(cancelled())
-                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+                made = input_ids.shape[1] - width
+                stop = [abandoned.is_set() or made >= cap or bool(ask()) for cap, ask in zip(caps, asks)]
+                return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
 
         def run():
             try:
                 with torch.inference_mode():
-                    out = self.model.generate(**inputs, **kw, streamer=_Streamer(lambda ids: q.put(list(ids))),
-                                              stopping_criteria=StoppingCriteriaList([Cancel()]))
-                result["ids"] = out[0, n:].tolist()
+                    self.model.generate(**inputs, **kw, streamer=_Streamer(q.put),
+                                        stopping_criteria=StoppingCriteriaList([Ended()]))
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller
                 result["error"] = e
             finally:
                 q.put(None)
 
+        stops = set(self.processor.stop_ids)
+        answers: list[list[int]] = [[] for _ in rows]
+        shown = [""] * len(rows)
+        open_rows = list(range(len(rows)))
+
+        def final(i: int, reason: str) -> tuple[int, Reply]:
+            return i, Reply(answer_text(self._decode(answers[i]), final=True), lens[i], len(answers[i]), reason)
+
         worker = threading.Thread(target=run, name="remoteglm-hf-generate", daemon=True)
         worker.start()
-        shown = ""
         try:
-            while (ids := q.get()) is not None:
-                text = answer_text(self._decode(ids), final=False)
-                if text != shown:
-                    shown = text
-                    yield Reply(text, n, len(ids))
+            while open_rows and (step := q.get()) is not None:
+                for i in list(open_rows):
+                    if asks[i]():
+                        open_rows.remove(i)
+                        continue
+                    if step[i] in stops:
+                        open_rows.remove(i)
+                        yield final(i, "stop")
+                        continue
+                    answers[i].append(step[i])
+                    if len(answers[i]) >= caps[i]:
+                        open_rows.remove(i)
+                        yield final(i, "length")
+                        continue
+                    if not rows[i].partial:
+                        continue
+                    text = answer_text(self._decode(answers[i]), final=False)
+                    if text != shown[i]:
+                        shown[i] = text
+                        yield i, Reply(text, lens[i], len(answers[i]))
         finally:
             abandoned.set()
             worker.join()
         if "error" in result:
             raise result["error"]
-        out_ids = result["ids"]
-        stops = set(self.processor.stop_ids)
-        hit_stop = any(i in stops for i in out_ids)
-        final = answer_text(self._decode(out_ids), final=True)
-        yield Reply(final, n, len(out_ids), "stop" if hit_stop or len(out_ids) < kw["max_new_tokens"] else "length")
+        for i in open_rows:
+            if not asks[i]():
+                yield final(i, "length")
 
     def _batch(self, images, queries, histories, batch_size: int, cfg: GenerationConfig) -> list[str]:
         histories = list(histories) if histories is not None else [None] * len(queries)
@@ -192,19 +237,18 @@ class VLMEngine(Engine):
                 out.append(answer_text(self._decode(row[:cut]), final=True))
         return out
 
-    def prompt_tokens(self, query: str, history=None, english: bool = False, image=None) -> int:
+    def prompt_tokens(self, query: str, history=None, english: bool = False, image=None, system: str | None = None) -> int:
         """Prompt tokens for ``query`` about ``image`` (its own size sets its tokens; ``True``: the
-        largest image this resolution setting allows)."""
+        largest image this resolution setting allows), after ``system`` in the template's system role."""
         p = self.processor
         has_image = image is not None and image is not False
-        text = p.render(chat_messages(query, list(history or []), has_image), add_generation_prompt=True)
+        text = p.render(chat_messages(query, list(history or []), has_image, system=system), add_generation_prompt=True)
         n = len(p.tokenizer(text, add_special_tokens=False)["input_ids"])
         if has_image:
             size = (None, None)
             if image is not True:
-                from remoteglm.model.image import load_image
-
-                size = load_image(bytes(image) if isinstance(image, bytearray) else image).size
+                loaded = self.load_image(image)  # (a LoadedImage stays as it is: no second decode)
+                size = loaded.size  # (a LoadedImage, or a PIL image given as it is)
             n += p.tokens_for(*size) - 1  # the placeholder becomes this many
         return n
 

@@ -45,6 +45,8 @@ SERVERS = {
              "--max-connections", str(MAX_CONNECTIONS), "--cors-origin", ORIGIN],
     # long answers, one request may wait behind the running one
     "slow": ["--max-queue", "1"],
+    # long answers, several requests wait and start together
+    "batch": ["--max-queue", "8"],
     # stopped by a signal mid-generation
     "term": ["--shutdown-grace", "0.5"],
     "int": ["--shutdown-grace", "0.5"],
@@ -169,11 +171,11 @@ def threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def start_long_stream(port, text="你好") -> tuple[socket.socket, bytes]:
+def start_long_stream(port, text="你好", tokens=LONG) -> tuple[socket.socket, bytes]:
     """A streaming request for a long answer on a raw socket, and what it got once its first
     words arrived."""
     s = connect(port)
-    s.sendall(post("/v1/chat/completions", chat_body(text, stream=True, temperature=0, max_tokens=LONG), key=None))
+    s.sendall(post("/v1/chat/completions", chat_body(text, stream=True, temperature=0, max_tokens=tokens), key=None))
     got = b""
     while b'"delta": {"content": ' not in got:
         chunk = s.recv(65536)
@@ -206,6 +208,15 @@ def test_engine_answers_like_the_reference_generation(tiny, engine):
     assert len(parts) > 2 and parts[-1].text == r.text and all(p.finish_reason is None for p in parts[:-1])
 
 
+def test_visualglm_takes_a_system_prompt_before_the_first_question(engine):
+    """VisualGLM has no system role: the text goes before the first question, as the API always did
+    (the transformers families put it in their template's system role: tests/vlm)."""
+    h = [("这是哪里？", "农田。")]
+    assert engine.prompt_tokens("有几块？", h, system="用中文回答。") == engine.prompt_tokens("有几块？", [("用中文回答。\n这是哪里？", "农田。")])
+    assert (engine.reply(None, "你好", system="用中文回答。", temperature=0, max_new_tokens=3).text
+            == engine.reply(None, "用中文回答。\n你好", temperature=0, max_new_tokens=3).text)
+
+
 def test_request_parsing(tmp_path):
     req = parse_chat_request({"model": MODEL, "messages": [
         {"role": "system", "content": "用中文回答。"},
@@ -213,12 +224,14 @@ def test_request_parsing(tmp_path):
         {"role": "assistant", "content": "农田。"},
         {"role": "user", "content": "有几块？"}, {"role": "user", "content": "请数一数。"},
     ], "temperature": 0, "max_tokens": 5, "top_k": 3}, [], 2**20)
-    assert req.history == [("用中文回答。\n这是哪里？", "农田。")] and req.query == "有几块？\n请数一数。"
+    assert req.history == [("这是哪里？", "农田。")] and req.query == "有几块？\n请数一数。" and req.system == "用中文回答。"
     assert req.image == PNG.read_bytes() and req.gen == {"temperature": 0.0, "max_new_tokens": 5, "top_k": 3}
     hi = [{"role": "user", "content": "hi"}]
     for body, status, param, text in [
         ({"model": MODEL, "messages": [{"role": "assistant", "content": "hi"}]}, 400, "messages", "last message must come from the user"),
-        ({"model": MODEL, "messages": hi, "n": 2}, 400, "n", "n: Input should be less than or equal to 1"),
+        ({"model": MODEL, "messages": hi, "n": 200}, 400, "n", "n: Input should be less than or equal to 128"),
+        ({"model": MODEL, "messages": hi, "functions": [{"name": "f"}]}, 400, "functions", "is not supported by this server"),
+        ({"model": MODEL, "messages": hi, "best_of": 2}, 400, "best_of", "unknown field 'best_of'"),
         ({"model": MODEL, "messages": hi, "temperature": "hot"}, 400, "temperature", "temperature: Input should be a valid number"),
         ({"messages": hi}, 400, "model", "model: Field required"),
         ({"model": MODEL, "messages": [{"role": "robot", "content": "hi"}]}, 400, "messages[0].role", "messages[0].role: Input should be"),
@@ -646,29 +659,134 @@ def test_a_full_queue_gets_429_with_retry_after(servers):
     assert time.monotonic() - t < 1.5
 
 
-def test_concurrent_requests_queue_instead_of_interleaving(client, engine):
-    raw = engine.reply(None, "你好", temperature=0).text
-    expected = strip_control(raw)
-    assert expected != raw  # (this answer has a control character: the API leaves it out)
-    times: dict[int, list[float]] = {0: [], 1: []}
-    texts: dict[int, str] = {}
+def test_n_choices_streamed_or_not(client, engine):
+    """``n`` asks for n answers (generated together), as OpenAI serves them: n choices with their
+    indexes, usage counting the prompt once; streamed, each choice its own deltas and finish."""
+    want = api_text(engine.reply(None, "你好", temperature=0))
+    r = client.chat.completions.create(model=MODEL, messages=[user("你好")], n=3, temperature=0)
+    assert [c.index for c in r.choices] == [0, 1, 2] and all(c.message.content == want for c in r.choices)
+    assert all(c.finish_reason == "length" for c in r.choices)  # (the tiny model never ends this answer: the cap)
+    one = client.chat.completions.create(model=MODEL, messages=[user("你好")], temperature=0)
+    assert r.usage.prompt_tokens == one.usage.prompt_tokens and r.usage.completion_tokens == 3 * one.usage.completion_tokens
+    sampled = client.chat.completions.create(model=MODEL, messages=[user("你好")], n=4, temperature=1.5, top_p=1.0)
+    assert len({c.message.content for c in sampled.choices}) > 1
+    texts, finishes = {}, {}
+    for ch in client.chat.completions.create(model=MODEL, messages=[user("你好")], n=2, temperature=0, stream=True,
+                                             stream_options={"include_usage": True}):
+        for c in ch.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            if c.finish_reason:
+                finishes[c.index] = c.finish_reason
+        if ch.usage:
+            assert ch.usage.completion_tokens == 2 * one.usage.completion_tokens
+    assert texts == {0: want, 1: want} and finishes == {0: "length", 1: "length"}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[user("你好")], n=9)
+    assert e.value.body["param"] == "n" and "--max-batch 8" in e.value.message
 
-    def run(i):
+
+def test_fields_the_server_does_not_act_on_are_refused(client):
+    """A request asking for tools, log-probabilities, penalties, a JSON format, a seed or a field
+    OpenAI does not have gets 400 naming the field, instead of an answer that silently ignores
+    it; fields that change nothing, or sit at their off value, are accepted."""
+    tool = {"type": "function", "function": {"name": "count", "parameters": {"type": "object", "properties": {}}}}
+    for kw, field in [({"tools": [tool]}, "tools"), ({"logprobs": True}, "logprobs"), ({"frequency_penalty": 0.5}, "frequency_penalty"),
+                      ({"response_format": {"type": "json_object"}}, "response_format"), ({"seed": 7}, "seed"),
+                      ({"extra_body": {"best_of": 3}}, "best_of")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=MODEL, messages=[user("你好")], max_tokens=1, **kw)
+        assert e.value.body["param"] == field and field in e.value.message, (field, e.value.body)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, max_tokens=1, messages=[
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "1", "type": "function",
+                                                                 "function": {"name": "count", "arguments": "{}"}}]},
+            user("你好")])
+    assert e.value.body["param"] == "messages[0].tool_calls"
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "你好", "name": "ann"}], max_tokens=1,
+                                       user="u-1", metadata={"k": "v"}, store=False, tools=[], tool_choice="none",
+                                       logprobs=False, frequency_penalty=0, presence_penalty=0, logit_bias={},
+                                       response_format={"type": "text"}, seed=None, parallel_tool_calls=False)
+    assert r.choices[0].message.content is not None
+
+
+def test_retry_after_says_when_the_queue_has_room(servers):
+    """A 429's Retry-After comes from the queue as it is (the running answer's progress), not from
+    the times of earlier answers: after a long answer, a short one running and one waiting, it
+    is no later than the moment a request is taken again (rounded up, +1 s)."""
+    import math
+
+    _, port = ready(servers, "slow")
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+    c.chat.completions.create(model=MODEL, messages=[user("你好")], temperature=0, max_tokens=LONG)  # seconds
+    running, _ = start_long_stream(port, tokens=400)
+    waiting = connect(port)
+    waiting.sendall(post("/v1/chat/completions", chat_body(temperature=0, max_tokens=2), key=None))
+    time.sleep(0.2)
+    t = time.monotonic()
+    with pytest.raises(openai.RateLimitError) as e:
+        c.chat.completions.create(model=MODEL, messages=[user("你好")], max_tokens=1)
+    retry = int(e.value.response.headers["retry-after"])
+    while True:  # until a request is taken again
+        try:
+            c.chat.completions.create(model=MODEL, messages=[user("你好")], max_tokens=1)
+            break
+        except openai.RateLimitError:
+            time.sleep(0.05)
+    drained = time.monotonic() - t
+    running.close()
+    waiting.close()
+    assert 1 <= retry <= math.ceil(drained) + 1, (retry, drained)
+
+
+def read_until_first_words(sock) -> bytes:
+    got = b""
+    while b'"delta": {"content": ' not in got:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the stream: " + got.decode(errors="replace")
+        got += chunk
+    return got
+
+
+def test_waiting_requests_are_generated_together_each_with_its_own_answer(servers, engine):
+    """Requests waiting for the model start as one batch: their streams run side by side (each
+    gets its first words before the others' last), each carries only its own answer, the
+    one-by-one greedy answer; a client that leaves mid-batch takes its row out (the next request
+    is answered at once) while the others finish."""
+    _, port = ready(servers, "batch")
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
+    questions = ["你好", "描述这张图片。", "图中有几条道路？", "有船吗？"]
+    want = {q: api_text(engine.reply(None, q, temperature=0, max_new_tokens=CAP)) for q in questions}
+    assert len(set(want.values())) == len(questions)
+    times: dict[str, list[float]] = {q: [] for q in questions}
+    texts: dict[str, str] = {}
+
+    def run(q):
         out = []
-        for c in client.chat.completions.create(model=MODEL, messages=[user("你好")], temperature=0, stream=True):
-            if c.choices and c.choices[0].delta.content:
-                out.append(c.choices[0].delta.content)
-                times[i].append(time.monotonic())
-        texts[i] = "".join(out)
+        for ch in c.chat.completions.create(model=MODEL, messages=[user(q)], temperature=0, max_tokens=CAP, stream=True):
+            if ch.choices and ch.choices[0].delta.content:
+                out.append(ch.choices[0].delta.content)
+                times[q].append(time.monotonic())
+        texts[q] = "".join(out)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    blocker, _ = start_long_stream(port)  # the model is busy: what comes next waits
+    leaver = connect(port)
+    leaver.sendall(post("/v1/chat/completions", chat_body("你好", stream=True, temperature=0, max_tokens=LONG), key=None))
+    threads = [threading.Thread(target=run, args=(q,)) for q in questions]
     for t in threads:
         t.start()
+    time.sleep(1.0)
+    blocker.close()  # the waiting requests start, as one batch
+    read_until_first_words(leaver)
+    leaver.close()
     for t in threads:
         t.join(60)
-    assert texts == {0: expected, 1: expected}
-    a, b = sorted(times.values(), key=lambda t: t[0])
-    assert a[-1] <= b[0], "the two generations interleaved"
+    assert texts == want
+    for a in questions:
+        for b in questions:
+            assert times[a][0] < times[b][-1], f"{a!r} began after {b!r} ended: not generated together"
+    t = time.monotonic()
+    r = c.chat.completions.create(model=MODEL, messages=[user("你好")], temperature=0, max_tokens=8)
+    assert r.usage.completion_tokens == 8 and time.monotonic() - t < 1.5  # nobody generates for the leaver
 
 
 # ---- errors inside, logs, signals ----------------------------------------------------------------------------------------
@@ -679,12 +797,12 @@ class OutOfMemoryEngine(Engine):
         super().__init__(*a, **kw)
         self.after, self.calls = after, 0
 
-    def stream(self, image, query, history=None, **gen):
+    def _generate_rows(self, encoded, rows):
         self.calls += 1
-        for i, r in enumerate(super().stream(image, query, history, **gen)):
+        for i, item in enumerate(super()._generate_rows(encoded, rows)):
             if i >= self.after:
                 raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.65 GiB total capacity)")
-            yield r
+            yield item
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Generation on the tiny model: prompt format, GLM inputs, KV cache, greedy/sampling, streaming,
 stop on <eop>, English mode, batching, and the chat session."""
 
+import io
 import re
 
 import pytest
@@ -205,6 +206,56 @@ def test_generate_batch_equals_one_by_one(tiny, tiny_image):
     assert batch == single
     with pytest.raises(ValueError):
         generate_batch(model, tok, [tiny_image, None], ["a", "b"])
+
+
+def test_streamed_rows_of_a_batch_equal_one_by_one_and_a_cancelled_row_leaves(tiny, tiny_image):
+    """The engine's batches (``stream_rows``): each row streams its own growing answer, equal to its
+    one-by-one answer, with its own max_new_tokens; a row cancelled mid-way gets no final reply and
+    the others are unchanged; a row whose prompt does not fit fails alone."""
+    from remoteglm.serve.engine import Row
+
+    model, tok, _ = tiny
+    engine = Engine(model, tok)
+    images = [tiny_image, tiny_image.flip(-1), -tiny_image, tiny_image.flip(-2)]
+    queries = ["描述这张图片。", "图中有几条道路？这些道路通向哪里？", "有船吗？", "你好"]
+    caps = [6, 14, 9, 12]
+    one = [engine.reply(im, q, do_sample=False, max_new_tokens=c) for im, q, c in zip(images, queries, caps)]
+    stopped = {"at": None}
+    rows = [Row(im, q, [], engine.config(do_sample=False, max_new_tokens=c)) for im, q, c in zip(images, queries, caps)]
+    rows[3].cancelled = lambda: stopped["at"] is not None
+    rows.append(Row(images[0], "很长的问题" * 400, [], engine.config(do_sample=False, max_new_tokens=5)))
+    texts: dict[int, list] = {i: [] for i in range(len(rows))}
+    for i, r in engine.stream_rows(rows):
+        texts[i].append(r)
+        if i == 3 and len(texts[3]) == 2:
+            stopped["at"] = len(texts[0])
+    for i in range(3):
+        assert texts[i][-1] == one[i] and all(r.finish_reason is None for r in texts[i][:-1])
+        assert all(b.text.startswith(a.text) for a, b in zip(texts[i], texts[i][1:]))
+    assert len(texts[3]) == 2 and texts[3][-1].finish_reason is None and one[3].text.startswith(texts[3][-1].text)
+    assert len(texts[4]) == 1 and isinstance(texts[4][0], RemoteGLMError) and "max_length" in str(texts[4][0])
+
+
+def test_an_image_is_decoded_once_and_answers_stay_the_same(tiny):
+    """``load_image`` decodes a source once; the same bytes again (a client resending its image
+    each turn) are not decoded while their encoding is cached, and still answer the same when the
+    cache has dropped them in between."""
+    from PIL import Image
+
+    model, tok, _ = tiny
+    engine = Engine(model, tok, cache_images=1)
+    raw = {}
+    for name, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+        buf = io.BytesIO()
+        Image.new("RGB", (300, 200), colour).save(buf, "PNG")
+        raw[name] = buf.getvalue()
+    first = engine.load_image(raw["a"])
+    assert first.image is not None and first.size == (300, 200)
+    want = engine.reply(first, "描述这张图片。", do_sample=False, max_new_tokens=6).text
+    again = engine.load_image(raw["a"])
+    assert again.image is None and again.size == (300, 200)  # nothing decoded: its encoding is cached
+    engine.reply(engine.load_image(raw["b"]), "描述这张图片。", do_sample=False, max_new_tokens=2)  # drops "a" from the cache
+    assert engine.reply(again, "描述这张图片。", do_sample=False, max_new_tokens=6).text == want
 
 
 def test_chat_session_keeps_image_and_history(tiny, tiny_image):

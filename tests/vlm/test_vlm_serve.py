@@ -46,6 +46,30 @@ def test_stream_grows_by_prefixes_and_batch_equals_one_by_one(engines, family):
     assert e.batch(images, queries, hist, batch_size=3) == one  # left-padded batches, mixed with and without images
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rows_generated_together_equal_one_by_one(engines, family):
+    """The API's batches (``stream_rows``): rows with and without an image, each with its own
+    max_new_tokens, stream their one-by-one answers; a row cancelled after its first words ends
+    without a final reply and the others are unchanged."""
+    from remoteglm.serve.engine import Row
+
+    e = engines[family]
+    images = [str(p) for p in train_images()[:3]] + [None, str(IMG)]
+    queries, caps = [Q, Q2, Q, "你好", Q], [4, CAP, 12, CAP, CAP]
+    one = [e.reply(im, q, do_sample=False, max_new_tokens=c) for im, q, c in zip(images, queries, caps)]
+    gone = []
+    rows = [Row(im, q, [], e.config(do_sample=False, max_new_tokens=c)) for im, q, c in zip(images, queries, caps)]
+    rows[4].cancelled = lambda: bool(gone)
+    got: dict[int, list] = {i: [] for i in range(len(rows))}
+    for i, r in e.stream_rows(rows):
+        got[i].append(r)
+        if i == 4:
+            gone.append(r)
+    assert [got[i][-1] for i in range(4)] == one[:4]
+    assert all(b.text.startswith(a.text) for i in range(4) for a, b in zip(got[i], got[i][1:]))
+    assert len(got[4]) == 1 and got[4][0].finish_reason is None and one[4].text.startswith(got[4][0].text)
+
+
 def test_abandoned_stream_stops_generation(engines):
     e = engines["qwen2_5_vl"]
     # sampling at a high temperature: hundreds of tokens unless stopped
@@ -140,6 +164,40 @@ def test_api_with_the_openai_client(api, engines, vlm_runs):
     assert client.chat.completions.create(model=name, messages=msgs, temperature=0).choices[0].message.content == want
 
 
+def test_serving_an_adapter_prints_no_library_warnings(api):
+    """The terminal of a server on a LoRA run shows the server's own lines, not a library's
+    deprecation notice (peft reads transformers' deprecated ``is_gradient_checkpointing`` while
+    it loads the adapter)."""
+    _, srv = api
+    assert not [line for line in srv.lines if "Warning" in line], "".join(srv.lines)
+
+
+def test_api_answers_concurrent_requests_like_one_by_one(api, engines, vlm_runs):
+    """Requests sent at once (answered in batches) get the one-by-one greedy answers, each its own."""
+    import threading
+
+    client, _ = api
+    name = vlm_runs["glm4v"].name
+    asks = [(str(p), q) for p, q in zip(train_images()[:3], (Q, Q2, Q))] + [(None, "你好")]
+    want = [strip_control(engines["glm4v"].reply(im, q, do_sample=False).text) for im, q in asks]
+    got: dict[int, str] = {}
+
+    def run(i, image, q):
+        content = [{"type": "text", "text": q}]
+        if image:
+            url = "data:image/png;base64," + base64.b64encode(open(image, "rb").read()).decode()
+            content.append({"type": "image_url", "image_url": {"url": url}})
+        r = client.chat.completions.create(model=name, messages=[{"role": "user", "content": content}], temperature=0)
+        got[i] = r.choices[0].message.content
+
+    threads = [threading.Thread(target=run, args=(i, *a)) for i, a in enumerate(asks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [got.get(i) for i in range(len(asks))] == want
+
+
 @pytest.fixture(scope="module")
 def web(servers):
     srv, port = servers["web"]
@@ -216,3 +274,21 @@ def test_sampling_defaults_come_from_the_model_folder(vlm_bases, tmp_path, monke
     args = build_parser().parse_args(["--from_pretrained", str(d), "--temperature", "0.7", "--top_k", "5"])
     cfg = engine.config(temperature=args.temperature, top_k=args.top_k)
     assert (cfg.temperature, cfg.top_k, cfg.repetition_penalty) == (0.7, 5, 1.05)
+
+
+def test_api_system_message_goes_to_the_templates_system_role(api, vlm_runs):
+    """The prompt the API counts (and the model gets) is what the folder's own template renders
+    for the request, through transformers' apply_chat_template: the system text in its role, not
+    glued onto the question (VisualGLM's rule, which has no system role)."""
+    from transformers import AutoTokenizer
+
+    client, _ = api
+    run = vlm_runs["glm4v"]
+    sys_text = "你是遥感影像专家，回答要简短。"
+    msgs = [{"role": "system", "content": sys_text}, {"role": "user", "content": Q}]
+    r = client.chat.completions.create(model=run.name, messages=msgs, temperature=0, max_tokens=2)
+    tok = AutoTokenizer.from_pretrained(run, local_files_only=True)
+    template = (run / "chat_template.jinja").read_text(encoding="utf-8")
+    want = tok.apply_chat_template(msgs, chat_template=template, add_generation_prompt=True, tokenize=True)
+    want = want["input_ids"] if hasattr(want, "keys") else want  # a BatchEncoding in transformers 5
+    assert r.usage.prompt_tokens == len(want)
