@@ -7,8 +7,9 @@
 A message's ``content`` is a string or a list of ``{"type": "text"}`` / ``{"type": "image_url"}``
 parts; the image is a ``data:image/...;base64,`` URL or a local path (``file://`` or plain) under
 one of the ``--allow-path`` directories. VisualGLM talks about one image per conversation: the
-last image in the messages is used. Earlier user/assistant turns become the history; a system
-message is put in front of the first question (VisualGLM has no system role). ``model`` must be
+last image in the messages is used. Earlier user/assistant turns become the history; system
+messages go to the model's template's system role (GLM-4.1V, Qwen2.5-VL), or in front of the first
+question for VisualGLM, which has none. ``model`` must be
 the served name or one of its ``--model-alias`` names. Extra sampling fields beside the OpenAI
 ones: ``top_k``, ``repetition_penalty``.
 
