@@ -58,6 +58,33 @@ class ServerProcess:
             self.proc.kill()
 
 
+@pytest.fixture
+def in_thread():
+    """``in_thread(app, **make_server_kwargs) -> server``: ``app`` under our uvicorn server in a
+    thread on 127.0.0.1 (a free port), started; stopped after the test."""
+    import threading
+    import time
+
+    from remoteglm.serve.api import make_server
+
+    running = []
+
+    def start(app, **kw):
+        server = make_server(app, "127.0.0.1", 0, **kw)
+        th = threading.Thread(target=server.run, daemon=True)
+        th.start()
+        end = time.monotonic() + 10
+        while not server.started and time.monotonic() < end:
+            time.sleep(0.02)
+        running.append((server, th))
+        return server
+
+    yield start
+    for server, th in running:
+        server.should_exit = True
+        th.join(10)
+
+
 @pytest.fixture(scope="session")
 def start_server():
     """``start_server(cmd, env, cwd, ready_marker) -> ServerProcess``."""

@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from remoteglm.compat import free_port
-from remoteglm.serve.api import APIError, create_app, make_server, parse_chat_request
+from remoteglm.serve.api import APIError, create_app, parse_chat_request
 from remoteglm.serve.engine import Engine, strip_control
 from remoteglm.serve.generation import CHAT_DEFAULTS, chat
 from tests.imagetest import png_bomb
@@ -806,24 +806,9 @@ class OutOfMemoryEngine(Engine):
 
 
 @pytest.fixture
-def in_process(tiny):
+def in_process(tiny, in_thread):
     """``start(engine) -> base URL``: the app around ``engine`` under uvicorn in a thread."""
-    running = []
-
-    def start(engine):
-        server = make_server(create_app(engine), "127.0.0.1", 0)
-        th = threading.Thread(target=server.run, daemon=True)
-        th.start()
-        end = time.monotonic() + 10
-        while not server.started and time.monotonic() < end:
-            time.sleep(0.02)
-        running.append((server, th))
-        return server.url
-
-    yield start
-    for server, th in running:
-        server.should_exit = True
-        th.join(10)
+    return lambda engine: in_thread(create_app(engine)).url
 
 
 def test_an_internal_error_gets_500_json_and_no_retries(tiny, in_process):

@@ -8,12 +8,11 @@ import logging
 import re
 import select
 import socket
-import threading
 import time
 
 import pytest
 
-from remoteglm.serve.api import create_app, make_server
+from remoteglm.serve.api import create_app
 from remoteglm.serve.engine import Engine
 from remoteglm.serve.generation import CHAT_DEFAULTS
 
@@ -29,24 +28,9 @@ def engine(tiny):
 
 
 @pytest.fixture
-def serve(engine):
+def serve(engine, in_thread):
     """``serve(**make_server_kwargs) -> port``: the app (with an API key) under uvicorn in a thread."""
-    running = []
-
-    def start(**kw):
-        server = make_server(create_app(engine, api_key=KEY), "127.0.0.1", 0, **kw)
-        th = threading.Thread(target=server.run, daemon=True)
-        th.start()
-        end = time.monotonic() + 10
-        while not server.started and time.monotonic() < end:
-            time.sleep(0.02)
-        running.append((server, th))
-        return server.sock.getsockname()[1]
-
-    yield start
-    for server, th in running:
-        server.should_exit = True
-        th.join(10)
+    return lambda **kw: in_thread(create_app(engine, api_key=KEY), **kw).sock.getsockname()[1]
 
 
 def connect(port) -> socket.socket:
