@@ -308,10 +308,10 @@ def check_folder(base: Path) -> None:
 
 def from_pretrained(base: Path, dtype, quantization_config=None, device_map=None):
     """``AutoModelForImageTextToText.from_pretrained`` on a checked local folder, with loading
-    errors (a damaged shard, a config this transformers cannot read) as one line."""
+    errors (a damaged shard, a config this transformers cannot read) as one line. The caller
+    runs ``check_folder`` first (fine-tuning does so before its data work)."""
     from transformers import AutoModelForImageTextToText
 
-    check_folder(base)
     if quantization_config is not None:
         from remoteglm.compat import quiet_warnings
 
@@ -341,6 +341,7 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
     adapter = (d / ADAPTER_CONFIG).is_file()
     base = adapter_base(d) if adapter else d
     dt = parse_dtype(dtype, str(device))
+    check_folder(base)
     qc = bnb_config(quant, dt)
     if qc is not None and merge:
         raise RemoteGLMError("cannot merge an adapter into a quantised model: merge in float, then quantise")
