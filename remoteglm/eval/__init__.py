@@ -15,7 +15,8 @@ from .anchors import ANCHORS, anchor_table, detect_benchmark
 from .classify import CLASSIFY_PROMPT, ClassParser, classes_in_prompt, classify_prompt, evaluate_classification
 from .evalset import CAPTION_PROMPT, EvalImage, EvalSet, VQAQuestion, find_leaks, load_eval_set, training_images
 from .metrics import METRICS, bleu, cider_d, meteor, rouge_l, score_captions, score_tokens, tokenize_chars, tokenize_words
-from .vqa import QTYPES, evaluate_vqa, is_correct, normalize_answer
+from .normalize import normalize_answer
+from .vqa import QTYPES, evaluate_vqa, is_correct
 
 __all__ = [
     "ANCHORS", "QTYPES", "anchor_table", "detect_benchmark", "evaluate_vqa", "is_correct", "normalize_answer",

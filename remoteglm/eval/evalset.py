@@ -49,7 +49,7 @@ class VQAQuestion:
     prompt: str
     label: str
     qtype: str      # presence / comparison / count / rural_urban / area (or the file's own name)
-    kind: str       # how it is answered: yesno / count / rural_urban / area (remoteglm.eval.vqa)
+    kind: str       # how it is answered: yesno / count / rural_urban / area (remoteglm.eval.normalize)
 
 
 @dataclass

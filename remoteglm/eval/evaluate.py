@@ -12,7 +12,7 @@ progress bar. Writes ``OUT/metrics.json`` and ``OUT/report.html``; answers are k
 
 A fine-tune JSON of RSVQA questions (``task: "vqa"`` records) or of a folder-per-class scene set
 (``task: "classify"`` records) is evaluated the same way: VQA accuracy overall and per question
-type (remoteglm/eval/vqa.py), zero-shot scene accuracy per class with a confusion matrix; GeoChat's
+type (remoteglm/eval/normalize.py), zero-shot scene accuracy per class with a confusion matrix; GeoChat's
 published numbers are shown beside ours for UCM, AID and RSVQA-HR (remoteglm/eval/anchors.py).
 """
 

@@ -341,7 +341,7 @@ def render_report(m: dict, thumb_size: int = 160, examples: int = 5) -> str:
         qthumbs = {p: thumbnail_data_uri(p, small) for p in dict.fromkeys(q["path"] for q in picked)}
         parts.append('<h2 id="vqa">视觉问答 Visual question answering</h2>')
         parts.append(f'<p class="note">Example question: 「{_e(gen.get("vqa_prompt_example") or "")}」. '
-                     f'{_e(m["metric_notes"].get("vqa", ""))}. Details: remoteglm/eval/vqa.py.</p>')
+                     f'{_e(m["metric_notes"].get("vqa", ""))}. Details: remoteglm/eval/normalize.py.</p>')
         parts.append(_vqa_table(m))
         parts.append(_anchor_table(m, "vqa"))
         parts.append("<h3>问答示例 Examples</h3>" + _vqa_examples(m, qthumbs, picked, examples))

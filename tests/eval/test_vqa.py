@@ -3,10 +3,10 @@ overall and per question type."""
 
 import pytest
 
-from remoteglm.eval.vqa import (AREA_BINS, RURAL, URBAN, Area, answer_kind, area_bin, canonical_qtype, chinese_number,
-                                count_range, expected_value,
-                                evaluate_vqa, first_number, is_correct, normalize_answer, normalize_area,
-                                normalize_count, normalize_rural_urban, normalize_yes_no, numbers, parse_area)
+from remoteglm.eval.normalize import (AREA_BINS, RURAL, URBAN, Area, area_bin, count_range, normalize_answer, normalize_area,
+                                      normalize_count, normalize_rural_urban, normalize_yes_no, parse_area)
+from remoteglm.eval.numbers import chinese_number, first_number, numbers
+from remoteglm.eval.vqa import answer_kind, canonical_qtype, evaluate_vqa, expected_value, is_correct
 
 
 # ---- yes / no ----------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from remoteglm.eval.classify import UNPARSED, ClassParser, classify_prompt
 from remoteglm.eval.evalset import load_eval_set
 from remoteglm.eval.evaluate import main
 from remoteglm.eval.report import render_report
-from remoteglm.eval.vqa import QTYPES, expected_value, normalize_answer
+from remoteglm.eval.normalize import normalize_answer
+from remoteglm.eval.vqa import QTYPES, expected_value
 from tests.browser import headless_chrome
 
 ROOT = Path(__file__).resolve().parents[2]
