@@ -8,12 +8,11 @@ Public API (stable for the training, evaluation and serving code)::
 from .build import build_finetune_records, build_zh_dataset, check_no_leak, image_path, load_zh_dataset
 from .datasets import CaptionImage, CaptionSet, check_images, load_captions, scene_class
 from .glossary import CLASS_NAMES_ZH, CLASSES, GLOSSARY, class_names_zh, tokenize_zh, write_jieba_userdict
-from .io import read_json, write_json_atomic, write_text_atomic
 from .pipeline import PipelineConfig, run
 
 __all__ = [
     "CLASSES", "CLASS_NAMES_ZH", "GLOSSARY", "CaptionImage", "CaptionSet", "PipelineConfig",
     "build_finetune_records", "build_zh_dataset", "check_images", "check_no_leak", "class_names_zh",
-    "image_path", "load_captions", "load_zh_dataset", "read_json", "run", "scene_class", "tokenize_zh",
-    "write_jieba_userdict", "write_json_atomic", "write_text_atomic",
+    "image_path", "load_captions", "load_zh_dataset", "run", "scene_class", "tokenize_zh",
+    "write_jieba_userdict",
 ]

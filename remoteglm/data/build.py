@@ -21,7 +21,7 @@ from ..errors import RemoteGLMError
 from ..model.prompt import CLASSIFY_PROMPT
 from .datasets import SPLITS, CaptionSet
 from .glossary import tokenize_zh
-from .io import read_json
+from ..io import read_json
 from .rewrite import source_key
 from .tasks import mix_records
 from .translate import normalise

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from ..errors import RemoteGLMError
-from .io import check_writable
+from ..io import check_writable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..errors import RemoteGLMError
 from .glossary import CLASSES, CLASS_NAMES_ZH
-from .io import read_json
+from ..io import read_json
 
 SPLITS = ("train", "val", "test")
 # Sydney_captions classes are contiguous blocks of image numbers (inclusive upper bounds).

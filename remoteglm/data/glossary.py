@@ -237,7 +237,7 @@ def zh_words() -> list[str]:
 
 def write_jieba_userdict(path: str | Path) -> Path:
     """Write a jieba user dictionary (``word freq pos`` per line) holding every glossary term."""
-    from .io import write_text_atomic
+    from ..io import write_text_atomic
 
     lines = [f"{w} 2000 n" for w in zh_words()]
     return write_text_atomic(path, "\n".join(lines) + "\n")

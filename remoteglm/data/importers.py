@@ -48,7 +48,7 @@ from .glossary import (
     folder_class,
     folder_key,
 )
-from .io import check_writable, drop_stale_temps, read_json, write_json_atomic, write_text_atomic
+from ..io import check_writable, drop_stale_temps, read_json, write_json_atomic, write_text_atomic
 from .llm import LLMClient, LLMConfig, Usage, redact
 from .pipeline import STAMP, _stamp, failure_advice
 from .splits import Registry, Source, SplitCheck, default_registry

@@ -14,7 +14,7 @@ from ..errors import RemoteGLMError
 from .build import build_finetune_records, build_zh_dataset
 from .cache import ResultCache
 from .datasets import SPLITS, check_images, load_captions
-from .io import check_writable, drop_stale_temps, write_json_atomic, write_text_atomic
+from ..io import check_writable, drop_stale_temps, write_json_atomic, write_text_atomic
 from .llm import LLMClient, LLMConfig, Usage
 from .rewrite import PROMPT_VERSION as REWRITE_VERSION
 from .rewrite import RewriteConfig, Rewriter, source_key

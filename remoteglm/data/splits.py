@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import RemoteGLMError
-from .io import check_writable, file_digest, write_json_atomic
+from ..io import check_writable, file_digest, write_json_atomic
 
 REGISTRY = "splits.json"
 VERSION = 1

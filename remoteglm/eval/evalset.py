@@ -27,6 +27,7 @@ from remoteglm.data.splits import same_content
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.classify import CLASSIFY_PROMPT, classes_in_prompt, classify_prompt
 from remoteglm.eval.vqa import QTYPES, answer_kind, canonical_qtype, expected_value
+from remoteglm.io import read_json
 from remoteglm.model.prompt import DEFAULT_PROMPT
 
 CAPTION_PROMPT = DEFAULT_PROMPT  # the official VisualGLM default prompt, 描述这张图片。
@@ -78,19 +79,6 @@ class EvalSet:
                                  ("vqa", bool(self.questions))) if has]
 
 
-def _read(path: Path):
-    if path.is_dir():
-        raise RemoteGLMError(f"{path} is a directory; pass dataset_<name>_zh.json or a split's fine-tune JSON (e.g. data/sample/sample_test.json)")
-    if not path.is_file():
-        raise RemoteGLMError(f"{path}: no such file; pass dataset_<name>_zh.json (translation_en2zh.py writes it) or a fine-tune JSON")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RemoteGLMError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError:
-        raise RemoteGLMError(f"{path}: not UTF-8 text; save it as UTF-8 JSON") from None
-
-
 def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str | os.PathLike | None = None,
                   limit: int | None = None, classify_template: str = CLASSIFY_PROMPT) -> EvalSet:
     """Images to evaluate. A Karpathy dataset gives the images of ``split``; a fine-tune JSON
@@ -98,7 +86,8 @@ def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str 
     from remoteglm.train.data import resolve_image
 
     path = Path(path)
-    data = _read(path)
+    data = read_json(path, "evaluation data", hint="; pass dataset_<name>_zh.json (translation_en2zh.py writes "
+                     "it) or a split's fine-tune JSON (e.g. data/sample/sample_test.json)")
     base = Path(image_root) if image_root else path.parent
     if image_root is None and isinstance(data, dict) and data.get("image_root"):
         base = path.parent / data["image_root"]

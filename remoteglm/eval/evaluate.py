@@ -36,7 +36,7 @@ from remoteglm.eval.evalset import (CAPTION_PROMPT, EvalSet, find_leaks, load_ev
                                     training_images)
 from remoteglm.eval.metrics import CIDER_NOTE, LEVEL_NOTES, LEVELS, METEOR_VARIANT, METRICS, score_captions
 from remoteglm.eval.vqa import evaluate_vqa
-from remoteglm.serve.options import add_trust_arg
+from remoteglm.options import add_trust_arg
 
 ANSWER_FORMAT = "process_response-1"  # bump when the prompt or the answer post-processing changes
 VQA_NOTE = ("VQA: answers and labels normalised per question type (是/否; the first number, Chinese numerals read; "
@@ -221,7 +221,7 @@ def check_leakage(es: EvalSet, train_files: list[str], allow: bool, image_root=N
 
 def run_evaluation(args) -> dict:
     """Everything after argument parsing; returns the metrics dict (also written to disk)."""
-    from remoteglm.data import write_json_atomic, write_text_atomic
+    from remoteglm.io import write_json_atomic, write_text_atomic
     from remoteglm.eval.report import render_report
     paths = list(args.compare) if args.compare else [args.from_pretrained]
     labels = _labels(paths, args.labels)

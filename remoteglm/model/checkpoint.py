@@ -19,7 +19,6 @@ Heavy imports (sat) happen only after the directory checked out, so bad paths fa
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -29,7 +28,9 @@ from typing import Any
 
 import torch
 
+from remoteglm.device import parse_device, parse_dtype
 from remoteglm.errors import RemoteGLMError
+from remoteglm.io import read_json, torch_save_atomic, write_atomic, write_json_atomic, write_text_atomic
 from remoteglm.model.config import VisualGLMConfig
 from remoteglm.model.hf import hf_to_sat, qkv_hf_to_sat, sat_to_hf
 from remoteglm.model.lora import dequantize_state_dict, is_quantized_state_dict, lora_layers_in
@@ -85,16 +86,6 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
     if len(inner) == 1:
         raise RemoteGLMError(f"{p} holds no checkpoint itself but {inner[0].name}/ does; pass {inner[0]}")
     raise RemoteGLMError(f"{p} is not a checkpoint directory: no {SAT_CONFIG} (sat format) and no {HF_CONFIG} (HF format)")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RemoteGLMError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}); restore it from the original download") from None
-    if not isinstance(d, dict):
-        raise RemoteGLMError(f"{path} should hold a JSON object")
-    return d
 
 
 def _check_not_lfs_pointer(f: Path) -> None:
@@ -282,7 +273,7 @@ def _iter_key(name: str):
 
 
 def read_sat(d: Path) -> Checkpoint:
-    config = VisualGLMConfig.from_sat_dict(_read_json(d / SAT_CONFIG), source=str(d / SAT_CONFIG))
+    config = VisualGLMConfig.from_sat_dict(read_json(d / SAT_CONFIG, require_object=True), source=str(d / SAT_CONFIG))
     f = sat_weights_file(d)
     obj = torch_load(f)
     if not isinstance(obj, dict) or "module" not in obj:
@@ -369,7 +360,7 @@ def hf_weight_files(d: Path) -> list[Path]:
     for index_name in HF_INDEX:
         index = d / index_name
         if index.is_file():
-            wmap = _read_json(index).get("weight_map")
+            wmap = read_json(index, require_object=True).get("weight_map")
             if not isinstance(wmap, dict) or not wmap:
                 raise RemoteGLMError(f"{index} has no weight_map; restore it from the original download")
             shards = sorted(set(wmap.values()))
@@ -411,7 +402,7 @@ def _load_weights_file(f: Path) -> dict:
 
 
 def read_hf(d: Path) -> Checkpoint:
-    config = VisualGLMConfig.from_hf_dict(_read_json(d / HF_CONFIG), source=str(d / HF_CONFIG))
+    config = VisualGLMConfig.from_hf_dict(read_json(d / HF_CONFIG, require_object=True), source=str(d / HF_CONFIG))
     files = hf_weight_files(d)
     sd: dict = {}
     for f in files:
@@ -453,28 +444,6 @@ def resolve_tokenizer(directory: Path, tokenizer=None, config: VisualGLMConfig |
 
 
 # ---- building a model from a checkpoint --------------------------------------------------------------
-def _parse_dtype(dtype, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if str(dtype).lower() not in names:
-        raise RemoteGLMError(f"unknown dtype {dtype!r}: use fp32, fp16 or bf16")
-    return names[str(dtype).lower()]
-
-
-def _parse_device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise RemoteGLMError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RemoteGLMError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return dev
-
-
 def _is_buffer_key(k: str) -> bool:
     return k.endswith("rotary_emb.inv_freq")
 
@@ -519,8 +488,8 @@ def model_from_checkpoint(ckpt: Checkpoint, device="cpu", dtype=None):
     from remoteglm.model.lora import add_lora
     from remoteglm.model.visualglm import build_model, keep_rotary_fp32
 
-    dev = _parse_device(device)
-    dt = _parse_dtype(dtype, dev)
+    dev = parse_device(device)
+    dt = parse_dtype(dtype, dev, cuda_default="fp16")
     config = ckpt.config
     sd = ckpt.state_dict
     if is_quantized_state_dict(sd):
@@ -553,10 +522,10 @@ def load_model(path: str | os.PathLike, tokenizer=None, device: str = "cpu", dty
     ``matrix_B``) are rebuilt from the weights themselves, ``layer_range`` included.
     """
     fmt, d = detect_format(path)
-    _parse_device(device)
+    parse_device(device)
     # Cheap checks first: config, files and tokenizer, before reading gigabytes.
     if fmt == "sat":
-        raw = _read_json(d / SAT_CONFIG)
+        raw = read_json(d / SAT_CONFIG, require_object=True)
         if raw.get("quantization"):  # written by remoteglm.model.quant.save_quantized
             from remoteglm.model.quant import load_quantized
 
@@ -564,7 +533,7 @@ def load_model(path: str | os.PathLike, tokenizer=None, device: str = "cpu", dty
         config = VisualGLMConfig.from_sat_dict(raw, source=str(d / SAT_CONFIG))
         sat_weights_file(d)
     else:
-        config = VisualGLMConfig.from_hf_dict(_read_json(d / HF_CONFIG), source=str(d / HF_CONFIG))
+        config = VisualGLMConfig.from_hf_dict(read_json(d / HF_CONFIG, require_object=True), source=str(d / HF_CONFIG))
         hf_weight_files(d)
     tok = resolve_tokenizer(d, tokenizer, config)
     ckpt = read_sat(d) if fmt == "sat" else read_hf(d)
@@ -574,16 +543,6 @@ def load_model(path: str | os.PathLike, tokenizer=None, device: str = "cpu", dty
 
 
 # ---- saving ------------------------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, writer) -> None:
-    from remoteglm.data.io import write_atomic
-
-    write_atomic(path, writer)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _state_dict_of(model_or_sd) -> dict:
     if isinstance(model_or_sd, dict):
         return model_or_sd
@@ -614,11 +573,11 @@ def save_sat_checkpoint(model, config: VisualGLMConfig | None, out_dir: str | os
     if lora is not None and not config.has_lora:
         raise ValueError("the state dict holds LoRA matrices but the config says use_lora false")
     weights = out / str(iteration) / SAT_WEIGHTS
-    _atomic_write_bytes(weights, lambda tmp: torch.save({"module": sd, "iteration": int(iteration)}, tmp))
-    _atomic_write_text(out / SAT_CONFIG, json.dumps(config.to_sat_dict(), indent=2, ensure_ascii=False) + "\n")
+    torch_save_atomic(weights, {"module": sd, "iteration": int(iteration)})
+    write_json_atomic(out / SAT_CONFIG, config.to_sat_dict(), indent=2)
     if tokenizer is not None:
         tokenizer.save(out)
-    _atomic_write_text(out / SAT_LATEST, f"{iteration}\n")
+    write_text_atomic(out / SAT_LATEST, f"{iteration}\n")
     return out
 
 
@@ -686,20 +645,20 @@ def save_hf_checkpoint(
         if safe_serialization:
             from safetensors.torch import save_file
 
-            _atomic_write_bytes(out / name, lambda tmp, s=shard: save_file(s, tmp, metadata={"format": "pt"}))
+            write_atomic(out / name, lambda tmp, s=shard: save_file(s, tmp, metadata={"format": "pt"}))
         else:
-            _atomic_write_bytes(out / name, lambda tmp, s=shard: torch.save(s, tmp))
+            torch_save_atomic(out / name, shard)
     if n > 1:
         index = {
             "metadata": {"total_size": sum(v.numel() * v.element_size() for v in hf.values())},
             "weight_map": {k: name for name, shard in zip(names, shards) for k in shard},
         }
         names.append(f"{stem}.{ext}.index.json")
-        _atomic_write_text(out / names[-1], json.dumps(index, indent=2) + "\n")
+        write_json_atomic(out / names[-1], index, indent=2)
     for stale in hf_weight_files_on_disk(out):
         if stale.name not in names:
             stale.unlink()
     dtype = _DTYPE_NAMES.get(sd[next(k for k in sd if k.endswith("word_embeddings.weight"))].dtype, "float32")
     tokenizer.save(out)
-    _atomic_write_text(out / HF_CONFIG, json.dumps(config.to_hf_dict(torch_dtype=dtype), indent=2, ensure_ascii=False) + "\n")
+    write_json_atomic(out / HF_CONFIG, config.to_hf_dict(torch_dtype=dtype), indent=2)
     return out

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.serve.options import add_trust_arg
+from remoteglm.options import add_trust_arg
 
 
 def convert(src: str | Path, dst: str | Path, to: str, tokenizer=None, shard_size: str | int = "2GB",

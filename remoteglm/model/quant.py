@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from remoteglm.device import default_device, parse_device, parse_dtype
 from remoteglm.errors import RemoteGLMError, cli_entry
 
 BITS = (4, 8)
@@ -325,12 +326,13 @@ def save_quantized(model, out_dir, tokenizer=None, iteration: int = 1) -> Path:
 
 def is_quantized_checkpoint(path) -> int | None:
     """Bits of a checkpoint directory written by save_quantized, else None (cheap: reads the config)."""
-    from remoteglm.model.checkpoint import SAT_CONFIG, _read_json, detect_format
+    from remoteglm.io import read_json
+    from remoteglm.model.checkpoint import SAT_CONFIG, detect_format
 
     fmt, d = detect_format(path)
     if fmt != "sat":
         return None
-    rec = _read_json(d / SAT_CONFIG).get("quantization")
+    rec = read_json(d / SAT_CONFIG, require_object=True).get("quantization")
     return int(rec["bits"]) if isinstance(rec, dict) and rec.get("bits") in BITS else None
 
 
@@ -341,8 +343,8 @@ def load_quantized(path, tokenizer=None, device="cpu", dtype=None, offload_embed
     from remoteglm.model.visualglm import build_model, keep_rotary_fp32
 
     fmt, d = ck.detect_format(path)
-    dev = ck._parse_device(device)
-    dt = ck._parse_dtype(dtype, dev)
+    dev = parse_device(device)
+    dt = parse_dtype(dtype, dev, cuda_default="fp16")
     ckpt = ck.read_sat(d)
     config, sd = ckpt.config, ckpt.state_dict
     rec = config.extra.get("quantization")
@@ -403,11 +405,11 @@ def load_model_quantized(path, quant: int | None = None, tokenizer=None, device=
     default to on for CUDA, off for the CPU, where they save nothing worth the extra rounding.
     Returns ``(model, tokenizer, config)``.
     """
-    from remoteglm.model.checkpoint import _parse_device, load_model
+    from remoteglm.model.checkpoint import load_model
 
     if quant is not None:
         _check_bits(quant)
-    dev = _parse_device(device)
+    dev = parse_device(device)
     on_gpu = dev.type == "cuda"
     lm_head = on_gpu if lm_head is None else lm_head
     offload = on_gpu if offload is None else offload
@@ -419,7 +421,7 @@ def load_model_quantized(path, quant: int | None = None, tokenizer=None, device=
         return load_quantized(path, tokenizer=tokenizer, device=dev, dtype=dtype, offload_embeddings=offload)
     if quant is None:
         return load_model(path, tokenizer=tokenizer, device=dev, dtype=dtype)
-    dt = dtype or (torch.float16 if on_gpu else None)
+    dt = parse_dtype(dtype, dev, cuda_default="fp16")
     model, tok, config = load_model(path, tokenizer=tokenizer, device="cpu", dtype=dt)
     quantize_model(model, quant, device=dev, lm_head=lm_head, offload_embeddings=offload, progress=progress)
     return model, tok, model.config
@@ -462,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="where to quantise: cuda (default if available) or cpu")
     ap.add_argument("--merge_lora", action="store_true", help="fold LoRA pairs into the weights before quantising")
     ap.add_argument("--lm_head_int8", action="store_true", help="also store the output head in int8")
-    from remoteglm.serve.options import add_trust_arg
+    from remoteglm.options import add_trust_arg
 
     add_trust_arg(ap)
     args = ap.parse_args(argv)
@@ -480,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"--quant {args.bits} to cli_demo.py, web_demo.py, the API or the evaluation instead")
     if is_quantized_checkpoint(args.src) is not None:
         raise RemoteGLMError(f"{args.src} is already quantised; pass the float checkpoint")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    device = default_device(args.device)
+    dtype = parse_dtype(None, device, cuda_default="fp16")
     t0 = time.time()
     model, tok, _ = load_model(args.src, tokenizer=args.tokenizer, device="cpu", dtype=dtype)
     before = model_memory_bytes(model)

@@ -334,7 +334,7 @@ class ChatGLMTokenizer:
         dst = directory / VOCAB_FILE
         if dst.exists() and dst.resolve() == self.vocab_file.resolve():
             return dst
-        from remoteglm.data.io import write_atomic
+        from remoteglm.io import write_atomic
 
         write_atomic(dst, lambda tmp: shutil.copyfile(self.vocab_file, tmp))
         return dst
@@ -398,7 +398,7 @@ def train_tiny_tokenizer(
             f"cannot train the tiny tokenizer with vocab_size={vocab_size}: {str(e).strip().splitlines()[-1]}; "
             "use a larger vocab_size (at least ~400 plus the distinct characters of the corpus)"
         ) from None
-    from remoteglm.data.io import write_atomic
+    from remoteglm.io import write_atomic
 
     write_atomic(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
     return out

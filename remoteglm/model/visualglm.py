@@ -37,6 +37,7 @@ from sat.model.official.chatglm_model import (  # noqa: E402
 from sat.mpu.layers import ColumnParallelLinear  # noqa: E402
 from sat.model.official.vit_model import ViTModel  # noqa: E402
 
+from remoteglm.device import parse_dtype  # noqa: E402
 from remoteglm.model.config import VisualGLMConfig  # noqa: E402
 
 
@@ -220,8 +221,7 @@ def build_model(
     full-size model is never held twice. Default dtype: fp32 on CPU, fp16 on CUDA.
     """
     device = torch.device(device)
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = parse_dtype(dtype, device, cuda_default="fp16")
     gpu_init = device.type == "cuda"
     if gpu_init and device.index is not None:
         torch.cuda.set_device(device)  # sat allocates on the "current" device

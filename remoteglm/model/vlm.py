@@ -17,7 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from remoteglm.device import parse_dtype
 from remoteglm.errors import RemoteGLMError
+from remoteglm.io import read_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 BASE_RECORD = "remoteglm_base.json"  # written beside an adapter: the base folder it was trained on
@@ -44,23 +46,14 @@ FAMILIES = {f.model_type: f for f in (
 )}
 
 
-def read_object(p: Path) -> dict:
-    """A JSON file that must hold an object (config.json, adapter and run records); one line otherwise."""
-    from remoteglm.data.io import read_json
-
-    d = read_json(p, p.name)
-    if not isinstance(d, dict):
-        raise RemoteGLMError(f"{p} should hold a JSON object")
-    return d
-
-
 def adapter_base(path: str | os.PathLike) -> Path | None:
     """The base model folder of a LoRA adapter folder (None when ``path`` is not one)."""
     d = Path(path).expanduser()
     if not (d / ADAPTER_CONFIG).is_file():
         return None
     rec = d / BASE_RECORD
-    base = read_object(rec).get("base") if rec.is_file() else read_object(d / ADAPTER_CONFIG).get("base_model_name_or_path")
+    base = (read_json(rec, require_object=True).get("base") if rec.is_file()
+            else read_json(d / ADAPTER_CONFIG, require_object=True).get("base_model_name_or_path"))
     if not base:
         raise RemoteGLMError(f"{d} is a LoRA adapter that does not say which base model it belongs to; merge it or "
                              f"add {BASE_RECORD} with {{\"base\": \"PATH\"}}")
@@ -83,7 +76,7 @@ def vlm_family(path: str | os.PathLike) -> Family | None:
     cfg = base / "config.json"
     if not cfg.is_file():
         return None
-    mt = read_object(cfg).get("model_type")
+    mt = read_json(cfg, require_object=True).get("model_type")
     if mt in FAMILIES:
         return FAMILIES[mt]
     if isinstance(mt, str) and mt.endswith("_vl") or mt in ("glm4v_moe", "qwen3_vl", "qwen3_vl_moe"):
@@ -101,30 +94,13 @@ def sampling_defaults(path: str | os.PathLike) -> dict:
     d = Path(path).expanduser()
     for folder in (d, adapter_base(d)):
         if folder is not None and (folder / "generation_config.json").is_file():
-            gc = read_object(folder / "generation_config.json")
+            gc = read_json(folder / "generation_config.json", require_object=True)
             return {k: gc[k] for k in SAMPLING if gc.get(k) is not None}
     return {}
 
 
 def is_vlm(path) -> bool:
     return vlm_family(path) is not None
-
-
-def parse_dtype(dtype, device: str):
-    """A torch dtype from fp32/bf16/fp16 (or None: bf16/fp16 on CUDA, fp32 on the CPU)."""
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "", "auto"):
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    try:
-        return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-                "fp16": torch.float16, "float16": torch.float16}[str(dtype)]
-    except KeyError:
-        raise RemoteGLMError(f"unknown dtype {dtype!r}: use fp32, bf16 or fp16") from None
 
 
 def bnb_config(bits: int | None, compute_dtype):
@@ -259,7 +235,7 @@ def load_processor(path: str | os.PathLike, min_pixels: int | None = None, max_p
         if (d / name).is_file():
             template = (d / name).read_text(encoding="utf-8")
     if template is None and (d / "chat_template.json").is_file():
-        template = read_object(d / "chat_template.json").get("chat_template")
+        template = read_json(d / "chat_template.json", require_object=True).get("chat_template")
     template = template or getattr(tok, "chat_template", None)
     if not template:
         raise RemoteGLMError(f"{d}: no chat template (chat_template.jinja / chat_template.json / tokenizer_config.json); "
@@ -301,7 +277,7 @@ def check_folder(base: Path) -> None:
     """Everything about a base model folder that can be checked without loading it (weights
     complete, not pre-quantised): one line each. Serving and fine-tuning call it first."""
     check_weights(base)
-    if read_object(base / "config.json").get("quantization_config"):
+    if read_json(base / "config.json", require_object=True).get("quantization_config"):
         raise RemoteGLMError(f"{base} holds pre-quantised weights, which this engine does not load; use the float "
                              "folder with --quant 4 or 8 (it quantises while loading)")
 

@@ -195,7 +195,7 @@ def create_tiny_vlm(family: str, out_dir: str | Path, seed: int = 0, pretrain_st
     import transformers as tf
     from transformers import GenerationConfig
 
-    from remoteglm.data.io import write_json_atomic
+    from remoteglm.io import write_json_atomic
     from remoteglm.model.vlm import FAMILIES
 
     out = Path(out_dir)

@@ -96,7 +96,7 @@ from remoteglm.serve.openai_schema import (ERROR_RESPONSES, ROUTES_HINT, APIErro
                                            StreamOptions, TextPart, Usage, _answer, _cut_at_stop, _handle_error,
                                            as_api_error, error_response, internal_error, parse_chat_request, resolve_image,
                                            shutting_down, validation_error)
-from remoteglm.serve.options import add_host_arg, add_model_args
+from remoteglm.options import add_host_arg, add_model_args
 
 __all__ = [  # the module's public names, those of the modules it was split into included
     "API_KEY_ENV", "BACKLOG", "CHAT_PATH", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_QUEUE", "DEFAULT_MAX_REQUEST_MB",
@@ -564,16 +564,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     allowed = _check_args(args)
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    import torch
-
     from remoteglm.compat import single_process_env
+    from remoteglm.device import default_device
     from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.serve.generation import CHAT_DEFAULTS
     from remoteglm.serve.loading import load_engine
 
     single_process_env()
     trust_checkpoints(args.trust_checkpoint)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
     name = args.model_name or Path(args.from_pretrained).expanduser().resolve().name
     engine, memory = load_engine(args.from_pretrained, quant=args.quant, tokenizer=args.tokenizer, device=device,

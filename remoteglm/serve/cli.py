@@ -19,7 +19,7 @@ from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
 from remoteglm.serve.generation import CLI_DEFAULTS, DEFAULT_PROMPT, DEFAULT_PROMPT_EN
-from remoteglm.serve.options import add_model_args
+from remoteglm.options import add_model_args
 
 QUIT = {"quit", "exit", "stop", "q", "退出"}
 CLEAR = {"clear", "清空"}
@@ -156,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_new_tokens < 0:
         raise RemoteGLMError("--max_new_tokens must be >= 0 (0: only --max_length limits the answer)")
-    import torch
-
+    from remoteglm.device import default_device
     from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.serve.chat import ChatSession
     from remoteglm.serve.loading import load_engine
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         from remoteglm.model.image import load_image
 
         load_image(args.image)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
     engine, memory = load_engine(args.from_pretrained, quant=args.quant, tokenizer=args.tokenizer, device=device,
                                  dtype=args.dtype, name=Path(args.from_pretrained).name, defaults=CLI_DEFAULTS,

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from remoteglm.device import default_device
 from remoteglm.errors import RemoteGLMError, cli_entry
-
-
-def default_device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def check_checkpoint(path) -> str:

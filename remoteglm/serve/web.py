@@ -30,7 +30,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from remoteglm.errors import RemoteGLMError, cli_entry  # noqa: E402
 from remoteglm.serve.generation import WEB_DEFAULTS  # noqa: E402
-from remoteglm.serve.options import add_host_arg, add_model_args  # noqa: E402
+from remoteglm.options import add_host_arg, add_model_args  # noqa: E402
 from remoteglm.serve.web_guard import FileScope, LoginThrottle, UploadDir, WebGuard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,15 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in LOCAL_HOSTS:
         _warn(f"--host {args.host} makes the demo reachable from other machines on port {args.port}"
               + ("" if auth else "; set --auth user:pass"))
-    import torch
-
     from remoteglm.compat import single_process_env
+    from remoteglm.device import default_device
     from remoteglm.model.checkpoint import trust_checkpoints
     from remoteglm.serve.loading import load_engine
 
     single_process_env()
     trust_checkpoints(args.trust_checkpoint)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
     name = args.model_name or Path(args.from_pretrained).expanduser().resolve().name
     engine, memory = load_engine(args.from_pretrained, quant=args.quant, tokenizer=args.tokenizer, device=device,

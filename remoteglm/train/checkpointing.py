@@ -17,7 +17,6 @@ loader - and so sat's own loader - reads them without unpickling code.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -25,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from remoteglm.data.io import write_atomic, write_json_atomic, write_text_atomic
 from remoteglm.errors import RemoteGLMError
+from remoteglm.io import read_json, torch_save_atomic, write_json_atomic, write_text_atomic
 
 LATEST = "latest"
 WEIGHTS = "mp_rank_00_model_states.pt"
@@ -84,8 +83,8 @@ def step_missing(step_dir: Path, world: int | None = None) -> list[str]:
     missing = [n for n in (WEIGHTS, TRAIN_STATE) if not (step_dir / n).is_file()]
     if (step_dir / TRAIN_STATE).is_file() and world is None:
         try:
-            world = int(json.loads((step_dir / TRAIN_STATE).read_text(encoding="utf-8"))["world_size"])
-        except (ValueError, KeyError, TypeError):
+            world = int(read_json(step_dir / TRAIN_STATE, require_object=True)["world_size"])
+        except (RemoteGLMError, ValueError, KeyError, TypeError):
             missing.append(f"{TRAIN_STATE} (unreadable)")
     for r in range(world or 1):
         if not optim_file(step_dir, r).is_file():
@@ -122,7 +121,7 @@ def read_latest(run_dir: Path) -> int:
 
 
 def read_train_state(run_dir: Path, step: int) -> dict:
-    return json.loads((run_dir / str(step) / TRAIN_STATE).read_text(encoding="utf-8"))
+    return read_json(run_dir / str(step) / TRAIN_STATE, require_object=True)
 
 
 def load_step_weights(run_dir: Path, step: int, model, frozen_prefix: str | None = None) -> None:
@@ -168,11 +167,10 @@ def save_step(run_dir: Path, step: int, model, optimizer, train_state: dict, wri
     rank, world = dist_info()
     step_dir = run_dir / str(step)
     inner = model.module if hasattr(model, "module") else model
-    write_atomic(optim_file(step_dir, rank),
-                 lambda tmp: torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(), "rank": rank}, tmp))
+    torch_save_atomic(optim_file(step_dir, rank), {"optimizer": optimizer.state_dict(), "rng": rng_state(), "rank": rank})
     if rank == 0:
         sd = {k: v for k, v in inner.state_dict().items()}
-        write_atomic(step_dir / WEIGHTS, lambda tmp: torch.save({"module": sd, "iteration": int(step), **rng_state()}, tmp))
+        torch_save_atomic(step_dir / WEIGHTS, {"module": sd, "iteration": int(step), **rng_state()})
         write_json_atomic(step_dir / TRAIN_STATE, {**train_state, "iteration": int(step), "world_size": world})
     _barrier()
     if rank == 0:

@@ -16,7 +16,6 @@ of silent, and images are read lazily in the DataLoader workers instead of being
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -27,6 +26,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.io import read_json
 from remoteglm.model.prompt import encode_prompt
 
 IGNORE_INDEX = -100
@@ -55,20 +55,6 @@ def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-def _read_json(path: Path) -> Any:
-    if path.is_dir():
-        raise RemoteGLMError(f"{path} is a directory; pass the fine-tune JSON file (e.g. data/sample/sample_train.json)")
-    if not path.exists():
-        raise RemoteGLMError(f"{path}: no such file; pass a fine-tune JSON ({{img, prompt, label}} list) or a dataset_*_zh.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise RemoteGLMError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError:
-        raise RemoteGLMError(f"{path}: not UTF-8 text; save the file as UTF-8 JSON") from None
-
-
 def resolve_image(img: str, base: Path) -> Path:
     """Image paths are relative to the JSON file's directory; fall back to the working directory."""
     p = Path(img)
@@ -89,7 +75,8 @@ def load_records(path: str | Path, split: str = "train", seed: int = 42,
     ``image_root`` field, else the JSON's folder) is where relative image paths are looked up.
     """
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path, "fine-tune data", hint="; pass a fine-tune JSON ({img, prompt, label} list) or a "
+                     "dataset_<name>_zh.json (e.g. data/sample/sample_train.json)")
     base = Path(image_root) if image_root else path.parent
     if image_root is None and isinstance(data, dict) and data.get("image_root"):
         base = path.parent / data["image_root"]

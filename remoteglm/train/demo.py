@@ -20,14 +20,14 @@ from typing import Sequence
 
 from remoteglm.errors import RemoteGLMError, cli_entry
 from remoteglm.serve.generation import DEFAULT_PROMPT
-from remoteglm.serve.options import add_trust_arg
+from remoteglm.options import add_trust_arg
 
 F1_LINE = ">> char F1 vs the training label: before {before} -> after {after}"
 
 
 def image_labels(image: str | Path, train_data: Sequence[str | Path]) -> list[str]:
     """Training labels of ``image``: records naming the same file, or a file with the same bytes."""
-    from remoteglm.data.io import file_digest
+    from remoteglm.io import file_digest
     from remoteglm.train.data import load_records
 
     target = Path(image).resolve()

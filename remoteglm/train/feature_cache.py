@@ -9,14 +9,13 @@ gives a different key, so a stale feature can never be used.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from remoteglm.data.io import file_digest
 from remoteglm.errors import RemoteGLMError
+from remoteglm.io import file_digest, torch_save_atomic
 
 
 def encoder_fingerprint(model) -> str:
@@ -99,11 +98,7 @@ class FeatureCache:
                 if images:
                     feats = inner.encode_image(torch.stack(images).to(device, dtype))
                     for p, f in zip(chunk, feats):
-                        out = self.file(p)
-                        out.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = out.with_suffix(f".{os.getpid()}.tmp")
-                        torch.save(f.detach().to("cpu").clone(), tmp)
-                        os.replace(tmp, out)
+                        torch_save_atomic(self.file(p), f.detach().to("cpu").clone())
                         self.computed += 1
                 bar.update(len(todo[i: i + batch_size]))
             bar.close()

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.serve.options import add_trust_arg
+from remoteglm.options import add_trust_arg
 
 EXAMPLES = """examples:
   # the default job: tiny model on the bundled sample, CPU, ~1 min
@@ -166,10 +166,11 @@ def _device_and_dtype(opts):
             print("warning: no GPU: training in fp32 on the CPU (fp16/bf16 ignored)", file=sys.stderr)
         opts.fp16 = opts.bf16 = False
         return "cpu", torch.float32
-    if not opts.fp16 and not opts.bf16:
-        opts.bf16 = torch.cuda.is_bf16_supported()
-        opts.fp16 = not opts.bf16
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}", (torch.bfloat16 if opts.bf16 else torch.float16)
+    from remoteglm.device import parse_dtype
+
+    dtype = parse_dtype("bf16" if opts.bf16 else "fp16" if opts.fp16 else None, "cuda")
+    opts.bf16, opts.fp16 = dtype == torch.bfloat16, dtype == torch.float16
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}", dtype
 
 
 def _load_base(opts, dtype):
@@ -227,15 +228,16 @@ def _vlm_handoff(argv: list[str]) -> int | None:
 
 def _peek_config(opts):
     """The base model's config from its JSON alone (no weights read): for checks before loading."""
-    from remoteglm.model.checkpoint import HF_CONFIG, SAT_CONFIG, _read_json, detect_format
+    from remoteglm.io import read_json
+    from remoteglm.model.checkpoint import HF_CONFIG, SAT_CONFIG, detect_format
     from remoteglm.model.config import VisualGLMConfig, get_config
 
     if opts.from_pretrained.startswith("random:"):
         return get_config(opts.from_pretrained.split(":", 1)[1])
     fmt, d = detect_format(opts.from_pretrained)
     if fmt == "sat":
-        return VisualGLMConfig.from_sat_dict(_read_json(d / SAT_CONFIG), source=str(d / SAT_CONFIG))
-    return VisualGLMConfig.from_hf_dict(_read_json(d / HF_CONFIG), source=str(d / HF_CONFIG))
+        return VisualGLMConfig.from_sat_dict(read_json(d / SAT_CONFIG, require_object=True), source=str(d / SAT_CONFIG))
+    return VisualGLMConfig.from_hf_dict(read_json(d / HF_CONFIG, require_object=True), source=str(d / HF_CONFIG))
 
 
 def validate(opts, config, records: dict) -> None:
@@ -516,7 +518,7 @@ def _write_summary(opts, run_dir: Path, progress: Progress, state: dict, model, 
 
     import torch
 
-    from remoteglm.data.io import write_json_atomic
+    from remoteglm.io import write_json_atomic
 
     losses = progress.losses
     session = [x for x in losses if x[0] > state["session_start"]]

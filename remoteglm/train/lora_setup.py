@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-from remoteglm.data.io import write_json_atomic
+from remoteglm.io import write_json_atomic
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.lora import add_lora
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.serve.options import add_trust_arg
+from remoteglm.options import add_trust_arg
 
 
 def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = None, dtype: str | None = None) -> Path:
@@ -32,8 +32,7 @@ def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = N
 
     if is_vlm(src):
         return merge_vlm(src, dst, dtype)
-    model, tok, config = load_model(src, tokenizer=tokenizer, device="cpu",
-                                    dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype or "", None))
+    model, tok, config = load_model(src, tokenizer=tokenizer, device="cpu", dtype=dtype)
     if not config.has_lora:
         raise RemoteGLMError(f"{src} has no LoRA layers (use_lora/use_qlora false in model_config.json); nothing to merge")
     merge_lora(model)

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.io import read_json
 
 COMPLETE = "remoteglm_complete.json"
 LATEST = "latest"
@@ -164,18 +165,11 @@ def resume_point(run: str | Path) -> Path:
     return d
 
 
-def _read_json(p: Path) -> dict:
-    """A JSON object file of a run or model folder; {} when there is none."""
-    from remoteglm.model.vlm import read_object
-
-    return read_object(p) if p.is_file() else {}
-
-
 # ---- the Trainer pieces -----------------------------------------------------------------------
 def _callbacks(run: Path, keep: int):
     from transformers import TrainerCallback
 
-    from remoteglm.data.io import write_json_atomic, write_text_atomic
+    from remoteglm.io import write_atomic, write_json_atomic, write_text_atomic
 
     class CompleteCheckpoints(TrainerCallback):
         """After the Trainer wrote checkpoint-N: mark it complete, copy its adapter to the run
@@ -188,9 +182,7 @@ def _callbacks(run: Path, keep: int):
             write_json_atomic(ck / COMPLETE, {"step": state.global_step, "time": time.time()})
             for f in ck.iterdir():
                 if f.name.startswith("adapter_") or f.name == "README.md":
-                    tmp = run / (f.name + ".tmp")
-                    shutil.copyfile(f, tmp)
-                    os.replace(tmp, run / f.name)
+                    write_atomic(run / f.name, lambda tmp, src=f: shutil.copyfile(src, tmp))
             write_text_atomic(run / LATEST, ck.name + "\n")
             done = complete_checkpoints(run)
             old = done[:-keep] if keep else []
@@ -228,7 +220,7 @@ def run(opts) -> Path:
     validate(opts)
     import torch
 
-    from remoteglm.data.io import write_json_atomic, write_text_atomic
+    from remoteglm.io import write_json_atomic, write_text_atomic
     from remoteglm.model.vlm import BASE_RECORD, check_folder, load_processor, vlm_family
     from remoteglm.train.data import check_leaks, load_records
 
@@ -240,7 +232,8 @@ def run(opts) -> Path:
     resume_from = resume_point(opts.resume) if opts.resume else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if resume_from is not None:
-        record = _read_json(Path(opts.resume) / BASE_RECORD)
+        rec = Path(opts.resume) / BASE_RECORD
+        record = read_json(rec, require_object=True) if rec.is_file() else {}
         saved = record.get("base")
         if saved and Path(saved).resolve() != base:
             raise RemoteGLMError(f"--resume {opts.resume} was trained on {saved}, not {base}: pass the same --from_pretrained")
@@ -256,7 +249,7 @@ def run(opts) -> Path:
                 raise RemoteGLMError(f"--resume {opts.resume} was trained with {flag} {v}, not {now[k]}: resume with the "
                                      f"run's settings (an exact resume repeats its batches; see {BASE_RECORD} there)")
     if opts.layer_range:
-        n = _read_json(base / "config.json").get("text_config", {}).get("num_hidden_layers")
+        n = read_json(base / "config.json", require_object=True).get("text_config", {}).get("num_hidden_layers")
         if n is not None and any(i >= n for i in opts.layer_range):
             raise RemoteGLMError(f"--layer_range {' '.join(map(str, opts.layer_range))}: the language model has layers 0-{n - 1}")
     train = [r for f in opts.train_data for r in load_records(f, "train", image_root=opts.image_root)]
@@ -287,7 +280,7 @@ def run(opts) -> Path:
     save_interval = opts.save_interval or min(100, opts.train_iters)
     eval_interval = opts.eval_interval or save_interval
 
-    from remoteglm.model.vlm import parse_dtype
+    from remoteglm.device import parse_dtype
 
     dtype = parse_dtype(opts.dtype, "cuda" if cuda else "cpu")
     from transformers import set_seed

@@ -127,7 +127,7 @@ def test_summary_timing_splits_and_an_up_to_date_rerun(llm, tmp_path):
 
 
 def test_temp_files_of_a_killed_writer_are_cleaned_up(tmp_path):
-    from remoteglm.data.io import write_text_atomic
+    from remoteglm.io import write_text_atomic
 
     stale = tmp_path / ".x.json.abc123.tmp"
     fresh = tmp_path / ".x.json.def456.tmp"
@@ -176,7 +176,7 @@ def test_a_rerun_removes_what_a_killed_write_left(llm, tmp_path):
     assert run_cli(*_args(llm, tmp_path, src)).returncode == 0
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writer = ("import os, signal, sys\nfrom remoteglm.data.io import write_atomic\n"
+    writer = ("import os, signal, sys\nfrom remoteglm.io import write_atomic\n"
               "def half(tmp):\n    open(tmp, 'w').write('{\"half\": ')\n    sys.stdout.write('ready\\n')\n"
               "    sys.stdout.flush()\n    THEN\n"
               "write_atomic(sys.argv[1], half)\n")

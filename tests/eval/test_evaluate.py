@@ -175,7 +175,7 @@ def test_no_leak_with_the_real_training_split():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data", "missing.json"], "missing.json: no such file"),
+    (["--data", "missing.json"], "evaluation data not found: missing.json"),
     (["--data", str(DATASET), "--split", "nosuch"], "no images with references in split 'nosuch' (splits in the file: test, train, val)"),
     (["--data", str(DATASET), "--labels", "one", "two"], "--labels needs 1 name(s)"),
     (["--data", str(DATASET), "--classify_prompt", "哪一类？"], "must contain {classes}"),

@@ -229,7 +229,11 @@ def test_error_unexpected_and_missing_tensors(tiny_checkpoint, tmp_path):
 def test_error_bad_config_and_device(tiny_checkpoint, tmp_path):
     d = copy_ckpt(tiny_checkpoint, tmp_path / "c")
     (d / "model_config.json").write_text('{"model_class": "ChatGLMModel"')
-    assert "not valid JSON" in _msg(d)
+    assert "model_config.json: malformed JSON at line 1" in _msg(d)
+    (d / "model_config.json").write_bytes('{"model_class": "视觉"}'.encode("gbk"))
+    assert "model_config.json: not UTF-8 text" in _msg(d)
+    (d / "model_config.json").write_text("[]")
+    assert "model_config.json: must hold a JSON object" in _msg(d)
     (d / "model_config.json").write_text('{"model_class": "ChatGLMModel"}')
     assert "is not a VisualGLM model" in _msg(d)
     if not torch.cuda.is_available():

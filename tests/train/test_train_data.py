@@ -122,7 +122,7 @@ def test_bad_files_are_one_clear_error(tmp_path, content, needle):
     p.write_text(content, encoding="utf-8")
     with pytest.raises(RemoteGLMError, match=needle):
         load_records(p)
-    with pytest.raises(RemoteGLMError, match="no such file"):
+    with pytest.raises(RemoteGLMError, match="fine-tune data not found: .*nope.json"):
         load_records(tmp_path / "nope.json")
 
 

@@ -1,4 +1,5 @@
-"""Small file helpers: JSON read with one-line errors, atomic writes, content digests."""
+"""File floor: THE JSON reader (one-line errors naming the file) and THE atomic writer (text, JSON,
+bytes, torch.save), plus content digests and writability checks. Imports only remoteglm.errors."""
 
 from __future__ import annotations
 
@@ -13,25 +14,34 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import RemoteGLMError
+from remoteglm.errors import RemoteGLMError
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """Parse a JSON file; missing file or bad JSON become one RemoteGLMError line."""
+def read_json(path: str | Path, what: str = "JSON file", *, hint: str = "", require_object: bool = False) -> Any:
+    """Parse a JSON file; every problem is one RemoteGLMError line naming the file.
+
+    ``what`` names the file in the missing-file line, ``hint`` (e.g. "; pass ...") is added to it;
+    ``require_object``: anything but a JSON object (config.json, run records) is refused too.
+    """
     path = Path(path)
     if not path.is_file():
-        hint = " (it is a folder; pass the .json file inside it)" if path.is_dir() else ""
-        raise RemoteGLMError(f"{what} not found: {path}{hint}")
+        folder = " (it is a folder; pass the .json file inside it)" if path.is_dir() else ""
+        raise RemoteGLMError(f"{what} not found: {path}{folder}{hint}")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise RemoteGLMError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 JSON") from None
+    except OSError as e:  # unreadable (permissions, a vanished network share): still one line
+        raise RemoteGLMError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        return json.loads(text)
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise RemoteGLMError(
             f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the file or re-download it"
         ) from None
+    if require_object and not isinstance(obj, dict):
+        raise RemoteGLMError(f"{path}: must hold a JSON object {{...}}; fix the file or re-download it")
+    return obj
 
 
 def _umask() -> int:
@@ -143,6 +153,18 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 1) -> Path:
     """Atomically write ``obj`` as UTF-8 JSON (Chinese kept readable, not \\u-escaped)."""
     return write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Atomically write raw bytes (see write_atomic)."""
+    return write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def torch_save_atomic(path: str | Path, obj: Any) -> Path:
+    """``torch.save(obj)`` through write_atomic: a checkpoint is never seen half written."""
+    import torch  # only the writers of tensors pay for it
+
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def file_digest(path: str | Path) -> str:

@@ -1,4 +1,5 @@
-"""Command-line options every serving entry point shares (cli_demo, web_demo, API)."""
+"""Command-line option groups shared by the entry points (cli_demo, web_demo, the API, fine-tune,
+merge, evaluation, convert, quantise): a floor, so model/ and train/ need not import serve/."""
 
 from __future__ import annotations
 
