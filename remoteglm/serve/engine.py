@@ -109,6 +109,8 @@ class Engine:
     """One model shared by many users: generations run one at a time in a worker thread, image
     embeddings are cached (a client that resends the same image each turn pays for it once)."""
 
+    weights_label = "ChatGLM weights"
+
     def __init__(self, model, tokenizer, *, name: str = "visualglm-6b", quant: str = "", defaults: dict | None = None,
                  max_new_tokens: int | None = None, cache_images: int = 8, generator=None):
         self.model, self.tokenizer = model, tokenizer

@@ -55,6 +55,8 @@ class _Streamer:
 
 
 class VLMEngine(Engine):
+    weights_label = "language-model weights"
+
     def __init__(self, model, processor: Processor, **kw):
         super().__init__(model, processor.tokenizer, **kw)
         self.processor = processor
