@@ -1,6 +1,6 @@
 """The API server's logs: ``remoteglm.api`` (errors) and ``remoteglm.api.access`` (one line per
 request), timestamped, with control characters a client sent written as escapes. Shared by the application
-(``api``) and the transport (``api_transport``)."""
+(``api_guard``, ``api_queue``) and the transport (``api_transport``)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class EscapingFormatter(logging.Formatter):
         return escape_controls(super().format(record), keep="\n")
 
 
-def _request_line(scope) -> str:
+def request_line(scope) -> str:
     """The request as the access log shows it: the path decoded (readable, 中文 included), which
     is why every log line goes through ``escape_controls``."""
     target = scope.get("path") or "-"
@@ -54,7 +54,8 @@ def _request_line(scope) -> str:
     return f"{scope.get('method', '-')} {target} HTTP/{scope.get('http_version', '1.1')}"
 
 
-def _client(scope_or_addr) -> str:
+def client_address(scope_or_addr) -> str:
+    """"host:port" of an ASGI scope's client (or of an address pair); "-" when unknown."""
     addr = scope_or_addr.get("client") if isinstance(scope_or_addr, dict) else scope_or_addr
     return f"{addr[0]}:{addr[1]}" if addr else "-"
 

@@ -20,7 +20,8 @@ from typing import AsyncIterator
 from remoteglm.errors import RemoteGLMError
 from remoteglm.serve.api_log import log
 from remoteglm.serve.engine import Row
-from remoteglm.serve.openai_schema import APIError, ChatRequest, ClientGone, internal_error, shutting_down
+from remoteglm.serve.api_errors import APIError, ClientGone, internal_error, shutting_down
+from remoteglm.serve.api_request import ChatRequest
 
 _END, _STOPPED = object(), object()
 # The most a free model waits for requests already arriving (their head read, their body being

@@ -3,7 +3,8 @@ on body bytes drained after an early reply, the header-size limit on complete he
 in-flight request cap, idle connections kept to a number (oldest closed first), and JSON refusals
 (400/408/431/503) instead of plain text (``GuardedH11Protocol``); the uvicorn server on a socket
 bound before it starts, with the graceful shutdown (``APIServer``); ``make_server`` puts them
-together for an app."""
+together for any ASGI app. The transport knows nothing of the app: the body limit, the grace
+period and what to do when shutting down are ``make_server``'s arguments."""
 
 from __future__ import annotations
 
@@ -14,18 +15,15 @@ import math
 import signal
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.serve.api_log import _client, _request_line, log_access
-from remoteglm.serve.openai_schema import APIError, error_response
-
-if TYPE_CHECKING:
-    from remoteglm.serve.api import APIState
+from remoteglm.serve.api_log import client_address, log_access, request_line
+from remoteglm.serve.api_errors import APIError, error_response
 
 DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_MAX_IDLE = 256  # connections without a request being answered (see IdleConnections)
@@ -34,10 +32,10 @@ DEFAULT_TIMEOUT_BODY = 60.0
 DEFAULT_TIMEOUT_KEEP_ALIVE = 5.0
 BACKLOG = 2048  # pending connections the kernel queues (the stdlib server's was 5)
 MAX_HEADER_BYTES = 16 * 1024  # request line + headers (h11's max incomplete event size)
-MIN_DRAIN_BYTES = 64 * 2**20  # body bytes still read and dropped after an early error reply (see _drain_cap)
+MIN_DRAIN_BYTES = 64 * 2**20  # body bytes still read and dropped after an early error reply (see drain_cap)
 
 
-def _drain_cap(limit: int) -> int:
+def drain_cap(limit: int) -> int:
     """Body bytes still read (and dropped) after an early error reply, so the client reads that
     reply instead of a connection reset; past it the connection is closed."""
     return max(4 * limit, MIN_DRAIN_BYTES)
@@ -163,7 +161,7 @@ class GuardedH11Protocol(H11Protocol):
         head = [f"HTTP/1.1 {err.status} {phrase}", "content-type: application/json", f"content-length: {len(body)}",
                 "connection: close", *(f"{k}: {v}" for k, v in (err.headers or {}).items())]
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        log_access(_client(self.client), what, err.status)
+        log_access(client_address(self.client), what, err.status)
 
     # idle or busy
     def _track(self) -> None:
@@ -241,17 +239,18 @@ class GuardedH11Protocol(H11Protocol):
         err = APIError(503, f"too many requests at once: this server answers {self.max_connections} at a time "
                             "(--max-connections); retry in a moment", type_="server_error", code="too_many_connections", headers={"Retry-After": "1"})
         await error_response(err)(scope, receive, send)
-        log_access(_client(scope), _request_line(scope), 503)
+        log_access(client_address(scope), request_line(scope), 503)
 
 
 class APIServer(uvicorn.Server):
     """uvicorn's server on a socket bound (and listening) before it starts, so the URL is known
-    at once (port 0 works). On SIGTERM / Ctrl-C it shuts down gracefully (see the module doc)
-    and returns from ``run`` instead of re-raising the signal; a second Ctrl-C stops waiting."""
+    at once (port 0 works). On SIGTERM / Ctrl-C it shuts down gracefully: ``on_shutdown`` runs
+    first (the app stops starting work), then uvicorn waits for the answers in flight; ``run``
+    returns instead of re-raising the signal; a second Ctrl-C stops waiting."""
 
-    def __init__(self, config: uvicorn.Config, sock: socket.socket, api: APIState | None):
+    def __init__(self, config: uvicorn.Config, sock: socket.socket, on_shutdown: Callable[[], None] | None = None):
         super().__init__(config)
-        self.sock, self.api = sock, api
+        self.sock, self.on_shutdown = sock, on_shutdown
 
     @property
     def url(self) -> str:
@@ -268,8 +267,8 @@ class APIServer(uvicorn.Server):
             self.should_exit = True
 
     async def shutdown(self, sockets=None) -> None:
-        if self.api is not None:
-            self.api.begin_shutdown()
+        if self.on_shutdown is not None:
+            self.on_shutdown()
         await super().shutdown(sockets=sockets)
 
 
@@ -294,19 +293,20 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
 def make_server(app, host: str = "127.0.0.1", port: int = 8000, *, timeout_header: float = DEFAULT_TIMEOUT_HEADER,
                 timeout_body: float = DEFAULT_TIMEOUT_BODY, timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE,
                 max_connections: int = DEFAULT_MAX_CONNECTIONS, max_idle: int = DEFAULT_MAX_IDLE,
-                backlog: int = BACKLOG) -> APIServer:
-    """Bind ``host:port`` (0: any free port) and return the uvicorn server for ``app`` (from
-    ``create_app``) with these transport limits (``max_connections``: requests answered at once;
-    ``max_idle``: connections kept open without one); ``server.url`` is its base URL,
-    ``server.run()`` serves until SIGTERM / Ctrl-C (or ``server.should_exit = True``)."""
-    api = getattr(getattr(app, "state", None), "remoteglm", None)
-    limits = ServerLimits(timeout_header, timeout_body, _drain_cap(api.max_request_bytes) if api else MIN_DRAIN_BYTES)
+                backlog: int = BACKLOG, max_request_bytes: int | None = None, shutdown_grace: float = 0.0,
+                on_shutdown: Callable[[], None] | None = None) -> APIServer:
+    """Bind ``host:port`` (0: any free port) and return the uvicorn server for the ASGI ``app``
+    with these transport limits (``max_connections``: requests answered at once; ``max_idle``:
+    connections kept open without one; ``max_request_bytes``: the app's body limit, which sets
+    how much of a refused body is still drained). On shutdown ``on_shutdown()`` runs, then the
+    answers in flight get ``shutdown_grace`` seconds (+5 for uvicorn's own wait). ``server.url``
+    is its base URL; ``server.run()`` serves until SIGTERM / Ctrl-C (or ``server.should_exit = True``)."""
+    limits = ServerLimits(timeout_header, timeout_body, drain_cap(max_request_bytes) if max_request_bytes else MIN_DRAIN_BYTES)
     protocol = type("RemoteGLMProtocol", (GuardedH11Protocol,),
                     {"limits": limits, "idle": IdleConnections(max(1, max_idle))})
-    grace = api.shutdown_grace if api else 0.0
     config = uvicorn.Config(
         app, http=protocol, ws="none", lifespan="off", log_config=None, access_log=False, proxy_headers=False,
         server_header=False, limit_concurrency=max_connections or None, backlog=backlog,
-        timeout_keep_alive=timeout_keep_alive, timeout_graceful_shutdown=math.ceil(grace + 5),
+        timeout_keep_alive=timeout_keep_alive, timeout_graceful_shutdown=math.ceil(shutdown_grace + 5),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES)
-    return APIServer(config, _bind(host, port, backlog), api)
+    return APIServer(config, _bind(host, port, backlog), on_shutdown)

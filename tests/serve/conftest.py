@@ -60,17 +60,17 @@ class ServerProcess:
 
 @pytest.fixture
 def in_thread():
-    """``in_thread(app, **make_server_kwargs) -> server``: ``app`` under our uvicorn server in a
-    thread on 127.0.0.1 (a free port), started; stopped after the test."""
+    """``in_thread(app, **make_server_kwargs) -> server``: ``app`` (from ``create_app``) under our
+    uvicorn server in a thread on 127.0.0.1 (a free port), started; stopped after the test."""
     import threading
     import time
 
-    from remoteglm.serve.api import make_server
+    from remoteglm.serve.api_transport import make_server
 
     running = []
 
     def start(app, **kw):
-        server = make_server(app, "127.0.0.1", 0, **kw)
+        server = make_server(app, "127.0.0.1", 0, **app.state.remoteglm.server_options(), **kw)
         th = threading.Thread(target=server.run, daemon=True)
         th.start()
         end = time.monotonic() + 10

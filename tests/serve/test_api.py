@@ -20,7 +20,9 @@ import openai
 import pytest
 
 from remoteglm.compat import free_port
-from remoteglm.serve.api import APIError, create_app, parse_chat_request
+from remoteglm.serve.api_app import create_app
+from remoteglm.serve.api_errors import APIError
+from remoteglm.serve.api_request import parse_chat_request
 from remoteglm.serve.engine import Engine, strip_control
 from remoteglm.serve.generation import CHAT_DEFAULTS, chat
 from tests.imagetest import png_bomb

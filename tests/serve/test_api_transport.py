@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from remoteglm.serve.api import create_app
+from remoteglm.serve.api_app import create_app
 from remoteglm.serve.engine import Engine
 from remoteglm.serve.generation import CHAT_DEFAULTS
 
@@ -214,3 +214,32 @@ def test_access_log_lines_start_with_an_iso_timestamp(serve, cli_logging):
     for m in app + transport:
         when = datetime.fromisoformat(m.group(1))
         assert before.replace(microsecond=0) <= when <= datetime.now(timezone.utc), (m.group(1), before)
+
+
+# ---- the transport alone ----------------------------------------------------------------------------------
+def test_the_transport_takes_its_limits_and_shutdown_callback_as_arguments():
+    """Any ASGI app behind the transport, without the API's state: the body limit and the shutdown
+    callback are arguments of make_server; the callback runs once when the server stops."""
+    import threading
+
+    from remoteglm.serve.api_transport import make_server
+
+    async def app(scope, receive, send):  # plain ASGI: 200 "ok"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    calls = []
+    server = make_server(app, "127.0.0.1", 0, max_request_bytes=1000, shutdown_grace=0.0,
+                         on_shutdown=lambda: calls.append("shutdown"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    end = time.monotonic() + 10
+    while not server.started and time.monotonic() < end:
+        time.sleep(0.02)
+    try:
+        status, _, body = exchange(server.sock.getsockname()[1], b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (status, body, calls) == (200, b"ok", [])
+    finally:
+        server.should_exit = True
+        th.join(10)
+    assert not th.is_alive() and calls == ["shutdown"]
