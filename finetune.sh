@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# LoRA / QLoRA fine-tuning of VisualGLM-6B - or of GLM-4.1V / Qwen2.5-VL when MODEL_DIR is one of
-# their HF folders (the transformers engine, chosen from its config.json). With no settings: the tiny model on the bundled sample
-# (CPU, about two minutes), then a greedy answer of the base and the new checkpoint, scored.
+# LoRA / QLoRA fine-tuning of any model family this toolkit loads (VisualGLM-6B, Qwen2.5-VL, GLM-4.1V, ...),
+# chosen from MODEL_DIR itself. With no settings: the tiny VisualGLM on the bundled sample (CPU, about
+# a minute), then a greedy answer of the base and the new checkpoint, scored. Defaults in [] are the
+# family's recipe (`python -m remoteglm recipe MODEL_DIR` prints them).
 #
 # Settings (environment variables; extra arguments go straight to finetune_visualglm.py):
-#   MODEL_DIR     base checkpoint folder, sat or HF format   [checkpoints/visualglm-tiny, created if missing]
-#                 (checkpoints/qwen2.5-vl-tiny and checkpoints/glm4.1v-tiny are also created if missing)
+#   MODEL_DIR     base model folder (any family)             [checkpoints/visualglm-tiny, created if missing]
+#                 (each family's tiny folder - checkpoints/qwen2.5-vl-tiny, checkpoints/glm4.1v-tiny, ... - too)
 #   TRAIN_DATA    fine-tune JSON or dataset_*_zh.json        [data/sample/sample_train.json]
-#   VALID_DATA    held-out JSON for the eval loss ('' = none) [tiny: the sample's; else X_val.json beside X_train.json]
+#   VALID_DATA    held-out JSON for the eval loss ('' = none) [X_val.json beside X_train.json, if there is one]
 #   SAVE_DIR      where run folders go (and LAST_RUN)         [checkpoints]
 #   SAVE_INTERVAL checkpoint every N steps                    [100 or TRAIN_ITERS if smaller]
 #   KEEP_CHECKPOINTS  complete step folders kept (0 = all)    [2]
@@ -15,85 +16,46 @@
 #   HOSTFILE      DeepSpeed hostfile for several machines ("host slots=N" lines) [none]
 #   MASTER_ADDR / MASTER_PORT   rendezvous of the ranks       [127.0.0.1 / a free port; with HOSTFILE: its first host / 29500]
 #   QLORA=1       NF4-quantised base (QLoRA)                 [0]
-#   LORA_RANK     LoRA rank                                   [10; GLM-4.1V / Qwen2.5-VL: 8]
-#   LORA_ALPHA    LoRA alpha (scale = alpha/rank)             [1, official; tiny default = rank; GLM-4.1V / Qwen2.5-VL: 2 x rank]
+#   LORA_RANK     LoRA rank                                   [VisualGLM 10; transformers families 8]
+#   LORA_ALPHA    LoRA alpha (scale = alpha/rank)             [VisualGLM 1 (official), its tiny one = rank; others 2 x rank]
 #   LAYER_RANGE   ChatGLM layer indices, e.g. "0 14"          [all layers]
-#   TRAIN_ITERS   optimizer steps                             [300]
-#   BATCH_SIZE    micro-batch per GPU                         [4; GLM-4.1V / Qwen2.5-VL: 1 (their tiny ones: 4)]
-#   LR            peak learning rate                          [1e-4; tiny default 1e-2]
+#   TRAIN_ITERS   optimizer steps                             [300; tiny transformers models 150]
+#   BATCH_SIZE    micro-batch per GPU                         [VisualGLM 4; others 1 (their tiny ones: 4)]
+#   LR            peak learning rate                          [1e-4; tiny models 1e-2]
 #   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt text / answer tokens (image slots extra) [128 / 256]
-#   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png; tiny VLMs: SOAP_031.png]
+#   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png; tiny transformers models: SOAP_031.png]
 #   DRY_RUN=1     print the training command and stop
 #
 # Resume a killed run: the same command plus `--resume RUN_FOLDER` (finetune_visualglm.py checks it first).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TINY_DIR=checkpoints/visualglm-tiny
-MODEL_DIR=${MODEL_DIR:-$TINY_DIR}
+MODEL_DIR=${MODEL_DIR:-checkpoints/visualglm-tiny}
 TRAIN_DATA=${TRAIN_DATA:-data/sample/sample_train.json}
 SAVE_DIR=${SAVE_DIR:-checkpoints}
 QLORA=${QLORA:-0}
 LAYER_RANGE=${LAYER_RANGE:-}
-case "$MODEL_DIR" in  # the tiny transformers-engine models, made on first use like the VisualGLM one
-  checkpoints/qwen2.5-vl-tiny) TINY_VLM=qwen2_5_vl ;;
-  checkpoints/glm4.1v-tiny) TINY_VLM=glm4v ;;
-  *) TINY_VLM="" ;;
-esac
-if [[ -n "$TINY_VLM" && ! -f "$MODEL_DIR/config.json" && "${DRY_RUN:-0}" != 1 ]]; then
-  echo ">> creating the tiny $TINY_VLM model in $MODEL_DIR (briefly pre-trained on the sample captions, for trying the pipeline)"
-  python -m remoteglm.model.vlm_tiny "$TINY_VLM" "$MODEL_DIR"
-fi
-if [[ -n "$TINY_VLM" ]]; then
-  ENGINE=transformers
-elif [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
-  ENGINE=visualglm  # made below on first use
-else  # which engine loads the folder; a folder none can load is its one error line, before anything starts
-  ENGINE=$(python -m remoteglm.serve.loading "$MODEL_DIR") || exit 2
-fi
-if [[ "$ENGINE" == transformers ]]; then
-  LORA_RANK=${LORA_RANK:-8}
-  if [[ -n "$TINY_VLM" ]]; then BATCH_SIZE=${BATCH_SIZE:-4}; else BATCH_SIZE=${BATCH_SIZE:-1}; fi
-else
-  LORA_RANK=${LORA_RANK:-10}
-  BATCH_SIZE=${BATCH_SIZE:-4}
-fi
+HOSTFILE=${HOSTFILE:-}
 MAX_SOURCE_LEN=${MAX_SOURCE_LEN:-128}
 MAX_TARGET_LEN=${MAX_TARGET_LEN:-256}
 KEEP_CHECKPOINTS=${KEEP_CHECKPOINTS:-2}
-DEMO_IMAGE_SET=${DEMO_IMAGE:-}
-DEMO_IMAGE=${DEMO_IMAGE:-data/sample/images/s2_farmland.png}
-HOSTFILE=${HOSTFILE:-}
 
-if [[ "$MODEL_DIR" == "$TINY_DIR" ]]; then
-  # The tiny model stands in for a pretrained one: it needs a far higher learning rate to learn in a minute.
-  TRAIN_ITERS=${TRAIN_ITERS:-300}
-  LR=${LR:-1e-2}
-  LORA_ALPHA=${LORA_ALPHA:-$LORA_RANK}
-  VALID_DATA=${VALID_DATA-data/sample/sample_val.json}
-  # tiny tensors: a second OpenMP thread only fights the first over the cores (2-4x slower on 2 cores)
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-  if [[ ! -f "$TINY_DIR/latest" && "${DRY_RUN:-0}" != 1 ]]; then
-    echo ">> creating the tiny VisualGLM checkpoint in $TINY_DIR (briefly pre-trained on the sample captions, for trying the pipeline)"
-    python -m remoteglm.model.tiny "$TINY_DIR"
-  fi
-elif [[ -n "$TINY_VLM" ]]; then
-  # their text-only pre-training makes the base answer every image with a farmland caption: ask about another one
-  DEMO_IMAGE=${DEMO_IMAGE_SET:-data/sample/images/SOAP_031.png}
-  TRAIN_ITERS=${TRAIN_ITERS:-150}
-  LR=${LR:-1e-2}
-  LORA_ALPHA=${LORA_ALPHA:-$((2 * LORA_RANK))}
-  VALID_DATA=${VALID_DATA-data/sample/sample_val.json}
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-else
-  TRAIN_ITERS=${TRAIN_ITERS:-300}
-  LR=${LR:-1e-4}
-  if [[ "$ENGINE" == transformers ]]; then LORA_ALPHA=${LORA_ALPHA:-$((2 * LORA_RANK))}; else LORA_ALPHA=${LORA_ALPHA:-1}; fi
-  # the held-out split beside the training file (data/ucm_zh/ucm_train.json -> ucm_val.json), if there is one
-  guess=""
-  [[ "$TRAIN_DATA" == *_train.json && -f "${TRAIN_DATA%_train.json}_val.json" ]] && guess="${TRAIN_DATA%_train.json}_val.json"
-  VALID_DATA=${VALID_DATA-$guess}
-fi
+# The defaults come from the folder's family (remoteglm/families/): which family loads MODEL_DIR
+# (a folder none can load is its one error line, before anything starts), its recipe, and its tiny
+# model made on first use when MODEL_DIR is the family's tiny folder.
+recipe_args=("$MODEL_DIR" --train_data $TRAIN_DATA)
+[[ -n "${LORA_RANK:-}" ]] && recipe_args+=(--lora_rank "$LORA_RANK")
+[[ "${DRY_RUN:-0}" != 1 ]] && recipe_args+=(--make_tiny)
+recipe=$(python -m remoteglm recipe "${recipe_args[@]}") || exit 2
+eval "$recipe"
+TRAIN_ITERS=${TRAIN_ITERS:-$RECIPE_TRAIN_ITERS}
+BATCH_SIZE=${BATCH_SIZE:-$RECIPE_BATCH_SIZE}
+LR=${LR:-$RECIPE_LR}
+LORA_RANK=${LORA_RANK:-$RECIPE_LORA_RANK}
+LORA_ALPHA=${LORA_ALPHA:-$RECIPE_LORA_ALPHA}
+VALID_DATA=${VALID_DATA-$RECIPE_VALID_DATA}
+DEMO_IMAGE=${DEMO_IMAGE:-$RECIPE_DEMO_IMAGE}
+[[ -n "$RECIPE_THREADS" ]] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$RECIPE_THREADS}
 SAVE_INTERVAL=${SAVE_INTERVAL:-}
 
 args=(--from_pretrained "$MODEL_DIR" --train_data $TRAIN_DATA --save "$SAVE_DIR"
@@ -136,7 +98,7 @@ if [[ "${DRY_RUN:-0}" == 1 ]]; then
   printf '%q ' "${launch[@]}" "${args[@]}" "$@"; echo
   exit 0
 fi
-echo ">> fine-tuning $MODEL_DIR on $TRAIN_DATA ($TRAIN_ITERS steps, $where, $ENGINE engine)"
+echo ">> fine-tuning $MODEL_DIR ($RECIPE_FAMILY_LABEL) on $TRAIN_DATA ($TRAIN_ITERS steps, $where)"
 "${launch[@]}" "${args[@]}" "$@"
 
 RUN_DIR=$(cat "$SAVE_DIR/LAST_RUN")

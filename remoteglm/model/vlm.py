@@ -1,20 +1,17 @@
-"""The second engine's models: modern vision-language models on transformers (GLM-4.1V, Qwen2.5-VL),
-loaded from a local Hugging Face folder with no remote code and no hub.
+"""Loading the transformers families' models (``remoteglm.families.hf``) from a local Hugging Face
+folder, with no remote code and no hub.
 
-    family = vlm_family("checkpoints/Qwen2.5-VL-7B-Instruct")   # None for VisualGLM folders
-    model, processor = load_vlm(path, quant=4, device="cuda")      # a peft adapter folder works too
+    model, processor = load_vlm(path, family, quant=4, device="cuda")   # a peft adapter folder works too
 
-A folder is this engine's when its ``config.json`` names one of ``FAMILIES``' model types; an
-adapter folder (``adapter_config.json``, written by the fine-tune) is loaded on top of the base
-it records. Each family lists what the engine needs to know beyond the config: the model and
-processor classes and the tokens that end an answer.
+``family`` is the ``HFFamily`` the registry found (its tokens and patch geometry drive
+``Processor``). An adapter folder (``adapter_config.json``, written by the fine-tune) is loaded
+on top of the base it records.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from remoteglm.device import parse_dtype
@@ -23,27 +20,6 @@ from remoteglm.io import read_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 BASE_RECORD = "remoteglm_base.json"  # written beside an adapter: the base folder it was trained on
-
-
-@dataclass(frozen=True)
-class Family:
-    model_type: str          # config.json "model_type"
-    label: str               # what users call it
-    model_class: str         # transformers class name
-    processor_class: str
-    image_token: str         # the placeholder the processor expands to one token per merged patch
-    stop_tokens: tuple[str, ...]   # any of these ends an answer
-    patch: int = 14          # ViT patch size (pixels)
-    merge: int = 2           # patches merged per side into one LLM token
-    frames_in_budget: int = 1  # GLM-4.1V's resize counts an image as 2 frames against max/min_pixels
-
-
-FAMILIES = {f.model_type: f for f in (
-    Family("qwen2_5_vl", "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor",
-           "<|image_pad|>", ("<|im_end|>", "<|endoftext|>")),
-    Family("glm4v", "GLM-4.1V", "Glm4vForConditionalGeneration", "Glm4vProcessor",
-           "<|image|>", ("<|endoftext|>", "<|user|>", "<|observation|>"), frames_in_budget=2),
-)}
 
 
 def adapter_base(path: str | os.PathLike) -> Path | None:
@@ -66,25 +42,6 @@ def adapter_base(path: str | os.PathLike) -> Path | None:
     return b
 
 
-def vlm_family(path: str | os.PathLike) -> Family | None:
-    """The family of an HF folder (or of an adapter's base), None for anything else (VisualGLM,
-    sat folders, missing paths: their own loader reports those)."""
-    d = Path(path).expanduser()
-    if not d.is_dir():
-        return None
-    base = adapter_base(d) if (d / ADAPTER_CONFIG).is_file() else d
-    cfg = base / "config.json"
-    if not cfg.is_file():
-        return None
-    mt = read_json(cfg, require_object=True).get("model_type")
-    if mt in FAMILIES:
-        return FAMILIES[mt]
-    if isinstance(mt, str) and mt.endswith("_vl") or mt in ("glm4v_moe", "qwen3_vl", "qwen3_vl_moe"):
-        raise RemoteGLMError(f"{d}: model type {mt!r} is not supported yet (supported: "
-                             f"{', '.join(f.label for f in FAMILIES.values())}, and VisualGLM-6B)")
-    return None
-
-
 SAMPLING = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 
 
@@ -97,10 +54,6 @@ def sampling_defaults(path: str | os.PathLike) -> dict:
             gc = read_json(folder / "generation_config.json", require_object=True)
             return {k: gc[k] for k in SAMPLING if gc.get(k) is not None}
     return {}
-
-
-def is_vlm(path) -> bool:
-    return vlm_family(path) is not None
 
 
 def bnb_config(bits: int | None, compute_dtype):
@@ -127,13 +80,13 @@ class Processor:
     processor classes add: each image placeholder becomes one token per merged patch. (Those
     classes also build a video processor, which needs torchvision; this engine takes images only.)"""
 
-    def __init__(self, tokenizer, image_processor, chat_template: str, family: Family):
+    def __init__(self, tokenizer, image_processor, chat_template: str, family):
         self.tokenizer, self.image_processor, self.family = tokenizer, image_processor, family
         self.chat_template = chat_template
         self.image_token_id = tokenizer.convert_tokens_to_ids(family.image_token)
         self.stop_ids = [i for i in (tokenizer.convert_tokens_to_ids(t) for t in family.stop_tokens)
                          if i is not None and i != tokenizer.unk_token_id]
-        self.merge = int(getattr(image_processor, "merge_size", family.merge) or family.merge)
+        self.merge = int(getattr(image_processor, "merge_size", family.spatial_merge) or family.spatial_merge)
 
     def render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
@@ -208,13 +161,13 @@ def chat_messages(query: str, history=(), image: bool = True, answer: str | None
     return msgs
 
 
-def load_processor(path: str | os.PathLike, min_pixels: int | None = None, max_pixels: int | None = None) -> Processor:
+def load_processor(path: str | os.PathLike, family, min_pixels: int | None = None,
+                   max_pixels: int | None = None) -> Processor:
     """The folder's own tokenizer, image processor and chat template, local files only;
     ``min_pixels``/``max_pixels`` override the image resolution it resizes to."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
     d = Path(path)
-    fam = vlm_family(d)
     try:
         tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True, trust_remote_code=False)
         ip = AutoImageProcessor.from_pretrained(str(d), local_files_only=True, trust_remote_code=False)
@@ -240,7 +193,7 @@ def load_processor(path: str | os.PathLike, min_pixels: int | None = None, max_p
     if not template:
         raise RemoteGLMError(f"{d}: no chat template (chat_template.jinja / chat_template.json / tokenizer_config.json); "
                              "copy it from the original download")
-    return Processor(tok, ip, template, fam)
+    return Processor(tok, ip, template, family)
 
 
 def _first_line(e: BaseException) -> str:
@@ -304,16 +257,13 @@ def from_pretrained(base: Path, dtype, quantization_config=None, device_map=None
         raise RemoteGLMError(f"{base}: a weight file is damaged ({_first_line(e)}); download it again") from None
 
 
-def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "cpu", dtype=None, *,
+def load_vlm(path: str | os.PathLike, family, quant: int | None = None, device: str = "cpu", dtype=None, *,
              min_pixels: int | None = None, max_pixels: int | None = None, merge: bool = False):
     """(model, processor) of a local HF folder or of a LoRA adapter folder on its base. ``quant``:
     4 or 8 bits through bitsandbytes. ``merge``: fold an adapter into the weights (float only)."""
     import torch
 
     d = Path(path).expanduser()
-    fam = vlm_family(d)
-    if fam is None:
-        raise RemoteGLMError(f"{d} is not a {'/'.join(f.label for f in FAMILIES.values())} folder (config.json model_type)")
     adapter = (d / ADAPTER_CONFIG).is_file()
     base = adapter_base(d) if adapter else d
     dt = parse_dtype(dtype, str(device))
@@ -330,7 +280,7 @@ def load_vlm(path: str | os.PathLike, quant: int | None = None, device: str = "c
         if merge:
             model = model.merge_and_unload()
     model.eval()
-    proc = load_processor(d if (d / "tokenizer_config.json").is_file() else base, min_pixels, max_pixels)
+    proc = load_processor(d if (d / "tokenizer_config.json").is_file() else base, family, min_pixels, max_pixels)
     return model, proc
 
 
@@ -343,15 +293,14 @@ def check_aspect(width: int, height: int) -> None:
         raise RemoteGLMError(f"image {width}x{height} is too long and thin for this model (over {MAX_ASPECT}:1); crop it")
 
 
-def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fam: Family | None = None) -> int:
+def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fam) -> int:
     """How many LLM tokens one ``width`` x ``height`` image becomes at this resolution setting:
     the processors' resize (sides rounded to patch*merge, area kept within [min, max]; GLM-4.1V
     counts the image twice, as two frames, and first scales tiny images up to one cell)."""
     import math
 
     check_aspect(width, height)
-    fam = fam or FAMILIES["qwen2_5_vl"]
-    f, t = fam.patch * fam.merge, fam.frames_in_budget
+    f, t = fam.patch * fam.spatial_merge, fam.frames_in_budget
     if t > 1 and (height < f or width < f):
         scale = max(f / height, f / width)
         height, width = int(height * scale), int(width * scale)

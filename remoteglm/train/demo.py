@@ -52,12 +52,11 @@ def answer(model_dir: str | Path, image: str | Path, prompt: str, max_new_tokens
     """Greedy answer of the checkpoint in ``model_dir`` (base, LoRA run or merged) about ``image``."""
     import torch
 
-    from remoteglm.model.vlm import is_vlm
-    from remoteglm.serve.generation import CLI_DEFAULTS
     from remoteglm.serve.loading import load_engine
+    from remoteglm.serve.sampling import DEMO_DEFAULTS
 
-    engine, _ = load_engine(model_dir, tokenizer=None if is_vlm(model_dir) else tokenizer, device=device,
-                            defaults=CLI_DEFAULTS, progress=False)
+    engine, _ = load_engine(model_dir, tokenizer=tokenizer, device=device,
+                            defaults=DEMO_DEFAULTS, progress=False)
     try:
         text = engine.reply(str(image), prompt, do_sample=False, max_new_tokens=max_new_tokens).text
     finally:

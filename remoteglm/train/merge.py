@@ -1,5 +1,5 @@
-"""Fold a LoRA / QLoRA fine-tune into its base weights and save a plain sat checkpoint (VisualGLM)
-or a plain HF folder (GLM-4.1V / Qwen2.5-VL runs: peft's merge_and_unload).
+"""Fold a LoRA / QLoRA fine-tune into its base weights: a plain sat checkpoint for VisualGLM runs,
+a plain HF folder for the transformers families' runs (peft's merge_and_unload).
 
     python -m remoteglm.train.merge checkpoints/finetune-visualglm-11-22-10-00 checkpoints/visualglm-rs-merged
     python -m remoteglm.train.merge checkpoints/finetune-qwen2.5-vl-11-22-10-00 checkpoints/qwen2.5-vl-rs
@@ -20,19 +20,25 @@ from remoteglm.options import add_trust_arg
 
 
 def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = None, dtype: str | None = None) -> Path:
-    import torch
-
-    from remoteglm.model.checkpoint import load_model, save_sat_checkpoint
-    from remoteglm.model.lora import merge_lora
+    """Fold the run at ``src`` into plain weights at ``dst`` (how: its family's)."""
+    from remoteglm.registry import family_of
 
     src, dst = Path(src), Path(dst)
     if dst.exists() and any(dst.iterdir()):
         raise RemoteGLMError(f"{dst} already exists and is not empty; choose a new output folder")
-    from remoteglm.model.vlm import is_vlm
+    return family_of(src).merge(src, dst, dtype, tokenizer)
 
-    if is_vlm(src):
-        return merge_vlm(src, dst, dtype)
-    model, tok, config = load_model(src, tokenizer=tokenizer, device="cpu", dtype=dtype)
+
+def merge_sat(src: Path, dst: Path, tokenizer: str | None = None, dtype: str | None = None) -> Path:
+    """A VisualGLM LoRA / QLoRA run -> a plain sat checkpoint."""
+    import torch
+
+    from remoteglm.model.checkpoint import load_model
+    from remoteglm.model.saving import save_sat_checkpoint
+    from remoteglm.model.lora import merge_lora
+
+    model, tok, config = load_model(src, tokenizer=tokenizer, device="cpu",
+                                    dtype={"fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype or "", None))
     if not config.has_lora:
         raise RemoteGLMError(f"{src} has no LoRA layers (use_lora/use_qlora false in model_config.json); nothing to merge")
     merge_lora(model)
@@ -44,17 +50,17 @@ def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = N
     return dst
 
 
-def merge_vlm(src: Path, dst: Path, dtype: str | None = None) -> Path:
-    """A GLM-4.1V / Qwen2.5-VL LoRA run -> a plain HF folder (safetensors, the processor files),
-    written beside ``dst`` and renamed into place. A QLoRA run merges into the float base."""
+def merge_adapter(src: Path, dst: Path, family, dtype: str | None = None) -> Path:
+    """A peft LoRA run of a transformers family -> a plain HF folder (safetensors, the processor
+    files), written beside ``dst`` and renamed into place. A QLoRA run merges into the float base."""
     import shutil
 
     from remoteglm.model.vlm import ADAPTER_CONFIG, load_vlm
-    from remoteglm.train.vlm_finetune import PROCESSOR_FILES
+    from remoteglm.train.hf_trainer import PROCESSOR_FILES
 
     if not (src / ADAPTER_CONFIG).is_file():
         raise RemoteGLMError(f"{src} has no LoRA adapter ({ADAPTER_CONFIG}); nothing to merge")
-    model, _ = load_vlm(src, None, "cpu", dtype, merge=True)
+    model, _ = load_vlm(src, family, None, "cpu", dtype, merge=True)
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     add_trust_arg(ap)
     a = ap.parse_args(argv)
     from remoteglm import compat
-    from remoteglm.model.checkpoint import trust_checkpoints
+    from remoteglm.model.unpickle import trust_checkpoints
 
     compat.single_process_env()
     trust_checkpoints(a.trust_checkpoint)

@@ -1,17 +1,17 @@
-"""LoRA / QLoRA / DoRA fine-tuning of GLM-4.1V and Qwen2.5-VL (the transformers engine), on the
-same data files as the VisualGLM path. ``finetune.sh`` and ``finetune_visualglm.py`` hand a
-folder of these models here (chosen from its config.json), so
+"""The transformers families' trainer (Qwen2.5-VL, GLM-4.1V, ...): LoRA / QLoRA / DoRA with the HF
+Trainer and peft, behind the one fine-tune command (``remoteglm.train.finetune``), on the same
+data files as VisualGLM:
 
     MODEL_DIR=checkpoints/Qwen2.5-VL-7B-Instruct QLORA=1 bash finetune.sh
 
-just works. Why the HF Trainer (and not a loop on accelerate): it already implements what the
+Why the HF Trainer (and not a loop on accelerate): it already implements what the
 sat path had to add by hand - exact resume (optimizer, LR schedule, RNG states and the data order,
 skipping the batches already seen), DeepSpeed ZeRO-2/3, eval loss, TensorBoard and a progress bar
 with ETA - and it is what peft's adapters are tested against. What it lacks is added here: a
 checkpoint counts only once complete (``latest`` moves last, atomically), every setting and the
 data are checked before the model loads, and the run folder itself loads as the newest adapter.
 
-Run folder (``SAVE/finetune-<model>-MM-DD-HH-MM``)::
+Run folder (``SAVE/finetune-<family>-MM-DD-HH-MM-SS``, ``remoteglm.train.run_folder``)::
 
     latest                    the newest COMPLETE checkpoint folder's name (written last)
     checkpoint-N/             Trainer's checkpoint + remoteglm_complete.json
@@ -21,15 +21,12 @@ Run folder (``SAVE/finetune-<model>-MM-DD-HH-MM``)::
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.errors import RemoteGLMError
 from remoteglm.io import read_json
 
 COMPLETE = "remoteglm_complete.json"
@@ -38,91 +35,6 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
                    "generation_config.json")
-
-EXAMPLES = """examples:
-  python -m remoteglm.model.vlm_tiny qwen2_5_vl checkpoints/qwen2.5-vl-tiny      # a tiny random model to try it
-  python -m remoteglm.train.vlm_finetune --from_pretrained checkpoints/qwen2.5-vl-tiny \\
-      --train_data data/sample/sample_train.json --valid_data data/sample/sample_val.json --lr 1e-2
-  # Qwen2.5-VL-7B, QLoRA at 448 px on one card
-  python -m remoteglm.train.vlm_finetune --from_pretrained checkpoints/Qwen2.5-VL-7B-Instruct \\
-      --train_data data/ucm/ucm_train.json --use_qlora --max_pixels 200704
-  # continue a run that stopped
-  python -m remoteglm.train.vlm_finetune ... --resume checkpoints/finetune-qwen2.5-vl-11-22-10-00
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="finetune_visualglm.py (transformers engine)", description=__doc__.split("\n\n")[0],
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("model")
-    g.add_argument("--from_pretrained", required=True, help="local HF folder of GLM-4.1V or Qwen2.5-VL (or a run of one)")
-    g.add_argument("--min_pixels", type=int, default=None, help="smallest image area after resizing [the folder's]")
-    g.add_argument("--max_pixels", type=int, default=None,
-                   help="largest image area after resizing; 28*28 pixels = one LLM token [the folder's]")
-    g.add_argument("--dtype", default=None, help="fp32 / bf16 / fp16 [bf16 on GPUs that have it, else fp32]")
-    g = p.add_argument_group("data")
-    g.add_argument("--train_data", required=True, nargs="+", help="fine-tune JSON ({img, prompt, label} list) or dataset_*_zh.json")
-    g.add_argument("--valid_data", nargs="*", default=None, help="held-out JSON for the eval loss")
-    g.add_argument("--image_root", help="folder for relative image paths (default: the JSON file's folder)")
-    g.add_argument("--max_length", type=int, default=None,
-                   help="tokens per sample, image tokens included [max_source_length + max_target_length + image tokens]")
-    g.add_argument("--max_source_length", type=int, default=128, help="prompt text tokens (with --max_target_length: "
-                   "sets --max_length when it is not given) [128]")
-    g.add_argument("--max_target_length", type=int, default=256, help="answer tokens [256]")
-    g.add_argument("--num_workers", type=int, default=0, help="DataLoader workers that decode images [0]")
-    g = p.add_argument_group("LoRA / QLoRA / DoRA (peft)")
-    g.add_argument("--lora_rank", type=int, default=8, help="LoRA rank [8]")
-    g.add_argument("--lora_alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank [2 * rank]")
-    g.add_argument("--lora_dropout", type=float, default=0.05)
-    g.add_argument("--layer_range", type=int, nargs="*", default=None, help="language-model layer indices to adapt [all]")
-    g.add_argument("--use_qlora", action="store_true", help="NF4-quantised language model (bitsandbytes), LoRA on top")
-    g.add_argument("--use_dora", action="store_true", help="weight-decomposed LoRA (DoRA)")
-    g.add_argument("--tune_merger", action="store_true", help="also train the vision-to-LLM merger/projector fully")
-    from remoteglm.train.finetune import add_schedule_args
-
-    g = add_schedule_args(p, batch_size=1)
-    g.add_argument("--zero_stage", type=int, default=None, choices=[0, 2, 3],
-                   help="DeepSpeed ZeRO stage (also runs on a CPU, slowly); 0 = no DeepSpeed [2 with several GPUs, else 0]")
-    g.add_argument("--no_gradient_checkpointing", action="store_true", help="keep activations (faster, more memory)")
-    g.add_argument("--seed", type=int, default=1234)
-    g = p.add_argument_group("checkpoints and logs")
-    g.add_argument("--save", default="checkpoints", help="parent folder of the run folder [checkpoints]")
-    g.add_argument("--experiment_name", default=None, help="run folder prefix [finetune-<model>]")
-    g.add_argument("--save_interval", type=int, default=None, help="checkpoint every N steps [min(100, train_iters)]")
-    g.add_argument("--keep_checkpoints", type=int, default=2, help="complete checkpoints kept (0 = all) [2]")
-    g.add_argument("--eval_interval", type=int, default=None, help="eval loss every N steps [save_interval]")
-    g.add_argument("--eval_iters", type=int, default=10, help="batches per evaluation [10]")
-    g.add_argument("--log_interval", type=int, default=10, help="loss to TensorBoard every N steps [10]")
-    g.add_argument("--resume", help="a run folder of this script: continue at its latest complete checkpoint")
-    g.add_argument("--trust-checkpoint", action="store_true", help=argparse.SUPPRESS)
-    g.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    return p
-
-
-# ---- checks before anything loads --------------------------------------------------------------
-def validate(opts) -> None:
-    for flag in ("train_iters", "batch_size", "gradient_accumulation_steps", "lora_rank", "max_source_length",
-                 "max_target_length", "eval_iters", "log_interval"):
-        v = getattr(opts, flag)
-        if v is None or v < 1:
-            raise RemoteGLMError(f"--{flag} must be a whole number >= 1, got {v}")
-    for flag in ("save_interval", "eval_interval", "max_length", "min_pixels", "max_pixels"):
-        v = getattr(opts, flag)
-        if v is not None and v < 1:
-            raise RemoteGLMError(f"--{flag} must be >= 1, got {v}")
-    if opts.keep_checkpoints < 0:
-        raise RemoteGLMError("--keep_checkpoints must be >= 0 (0 keeps all)")
-    if not (opts.lr > 0 and math.isfinite(opts.lr)):
-        raise RemoteGLMError(f"--lr must be a positive number, got {opts.lr}")
-    if not 0 <= opts.warmup < 1 or not 0 <= opts.lora_dropout < 1:
-        raise RemoteGLMError("--warmup and --lora_dropout must be in [0, 1)")
-    if opts.min_pixels and opts.max_pixels and opts.min_pixels > opts.max_pixels:
-        raise RemoteGLMError(f"--min_pixels {opts.min_pixels} is more than --max_pixels {opts.max_pixels}")
-    if opts.max_pixels is not None and opts.max_pixels < 28 * 28:
-        raise RemoteGLMError("--max_pixels must be at least 784 (28 x 28: one image token)")
-    if opts.layer_range is not None and any(i < 0 for i in opts.layer_range):
-        raise RemoteGLMError("--layer_range takes layer indices >= 0")
-
 
 def run_settings(opts, world: int) -> dict:
     """What a resume must repeat: the adapter's shape (its saved weights must fit) and what sets
@@ -216,18 +128,25 @@ def lora_config(opts):
                       task_type="CAUSAL_LM")
 
 
-def run(opts) -> Path:
-    validate(opts)
+def run(opts, fam) -> Path:
+    """Train ``opts`` (resolved and checked by ``remoteglm.train.options``) for the transformers
+    family ``fam``; the run folder."""
+    import warnings
+
     import torch
 
+    from remoteglm import compat
+
+    compat.patch_for_cpu_training()
+    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="OMP_NUM_THREADS/MKL_NUM_THREADS unset")  # accelerate, on a CPU
+
     from remoteglm.io import write_json_atomic, write_text_atomic
-    from remoteglm.model.vlm import BASE_RECORD, check_folder, load_processor, vlm_family
+    from remoteglm.model.vlm import BASE_RECORD, check_folder, load_processor
+    from remoteglm.train.run_folder import run_name, write_summary
     from remoteglm.train.data import check_leaks, load_records
 
     base = Path(opts.from_pretrained).expanduser().resolve()
-    fam = vlm_family(base)
-    if fam is None:
-        raise RemoteGLMError(f"{base} is not a GLM-4.1V / Qwen2.5-VL folder")
     check_folder(base)  # a missing or damaged shard: one line now, not a traceback after the data work
     resume_from = resume_point(opts.resume) if opts.resume else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -262,7 +181,7 @@ def run(opts) -> Path:
             import bitsandbytes  # noqa: F401
         except Exception as e:  # noqa: BLE001
             raise RemoteGLMError(f"--use_qlora needs bitsandbytes ({e}): pip install -r requirements.txt") from None
-    proc = load_processor(base, opts.min_pixels, opts.max_pixels)
+    proc = load_processor(base, fam, opts.min_pixels, opts.max_pixels)
     lo, hi = proc.pixel_range()
     img_tok = proc.tokens_for()  # the largest square image the setting allows
     max_length = opts.max_length or opts.max_source_length + opts.max_target_length + img_tok + 32
@@ -304,8 +223,7 @@ def run(opts) -> Path:
                 if d not in done:
                     shutil.rmtree(d, ignore_errors=True)
     else:
-        name = opts.experiment_name or f"finetune-{fam.label.lower()}"
-        run_dir = Path(opts.save) / _same_on_all_ranks(f"{name}-{time.strftime('%m-%d-%H-%M-%S')}", world)
+        run_dir = Path(opts.save) / run_name(opts.experiment_name, Path(opts.save))
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=False)
     _barrier(world)  # rank 0 made (or cleaned) the folder before anyone writes into it
@@ -313,7 +231,7 @@ def run(opts) -> Path:
     from transformers import Trainer, TrainingArguments
 
     if rank == 0:
-        write_json_atomic(run_dir / BASE_RECORD, {"base": str(base), "family": fam.model_type,
+        write_json_atomic(run_dir / BASE_RECORD, {"base": str(base), "family": fam.name,
                                                   "train_data": [str(Path(f).resolve()) for f in opts.train_data],
                                                   "settings": run_settings(opts, world)})
         for f in PROCESSOR_FILES:
@@ -346,28 +264,17 @@ def run(opts) -> Path:
         trainer._save_checkpoint(trainer.model, None)
         trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
     hist = trainer.state.log_history
-    losses = [h["loss"] for h in hist if "loss" in h]
-    evals = [h["eval_loss"] for h in hist if "eval_loss" in h]
-    import resource
-
-    rt = result.metrics.get("train_runtime") or 0.0
-    steps_run = trainer.state.global_step - (int(resume_from.name.split("-")[1]) if resume_from else 0)
-    samples = steps_run * opts.batch_size * opts.gradient_accumulation_steps * max(1, world)
+    losses = [(h["step"], h["loss"], h.get("learning_rate")) for h in hist if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in hist if "eval_loss" in h]
     probe = [len(train_ds[i]["input_ids"]) for i in range(min(16, len(train_ds)))]
-    summary = {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
-               "last_loss": losses[-1] if losses else None, "eval_loss": evals, "seconds_this_run": round(time.time() - t0, 1),
-               "train_runtime": result.metrics.get("train_runtime"), "samples": len(train_ds), "skipped": train_ds.skipped,
-               "train_data": [str(Path(f).resolve()) for f in opts.train_data],
-               "samples_per_second": round(samples / rt, 3) if rt > 0 else None,
-               "mean_sample_tokens": round(sum(probe) / len(probe), 1), "trainable_parameters": trainable,
-               "total_parameters": total, "image_tokens_max": img_tok,
-               "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
-               "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-               "world_size": world, "family": fam.model_type, "qlora": opts.use_qlora, "dora": opts.use_dora, "zero_stage": stage}
     if trainer.is_world_process_zero():
-        write_json_atomic(run_dir / "train_summary.json", summary)
-        print(f">> {run_dir}: loss {summary['first_loss']} -> {summary['last_loss']}"
-              + (f", eval loss {evals[-1]:.4f}" if evals else ""), flush=True)
+        write_summary(run_dir, opts, fam, losses=losses, eval_losses=evals,
+                      resumed_from=int(resume_from.name.split("-")[1]) if resume_from else None,
+                      seconds=time.time() - t0, train_seconds=result.metrics.get("train_runtime") or 0.0, world=world,
+                      trainable=trainable, total=total, extra={
+                          "samples": len(train_ds), "skipped": train_ds.skipped, "image_tokens_max": img_tok,
+                          "mean_sample_tokens": round(sum(probe) / len(probe), 1), "dora": opts.use_dora,
+                          "zero_stage": stage})
     return run_dir
 
 
@@ -385,17 +292,6 @@ def _init_ranks(cuda: bool, world: int) -> int:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if cuda else "gloo")
     return dist.get_rank()
-
-
-def _same_on_all_ranks(value: str, world: int) -> str:
-    """Rank 0's ``value`` on every rank (each rank's clock gives another run-folder name)."""
-    if world <= 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _barrier(world: int) -> None:
@@ -431,22 +327,3 @@ def _load_for_training(base: Path, opts, dtype, cuda: bool):
     elif cuda and not opts.no_gradient_checkpointing:
         model.enable_input_require_grads()
     return model
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    opts = build_parser().parse_args(argv)
-    import warnings
-
-    from remoteglm import compat
-
-    compat.single_process_env()  # one process: an in-memory process group, no TCPStore listening on every interface
-    compat.patch_for_cpu_training()
-    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message="OMP_NUM_THREADS/MKL_NUM_THREADS unset")  # accelerate, on a CPU
-    run(opts)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,138 @@
+"""What the transformers families (Qwen2.5-VL, GLM-4.1V, Qwen3-VL, ...) share: a local HF folder
+with its own processor files and chat template, served by ``HFEngine`` (``model.generate``),
+trained by the HF Trainer with peft, merged with peft's ``merge_and_unload``, quantised by
+bitsandbytes as it loads. A family module subclasses ``HFFamily`` with what differs: the model
+type and classes, tokens, patch geometry and its tiny / full-size configs, then registers it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from remoteglm.errors import RemoteGLMError
+from remoteglm.registry import Family
+
+SAMPLE_IMAGES = "data/sample/images"
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class HFFamily(Family):
+    name: str                # config.json "model_type"
+    label: str               # what users call it
+    model_class: str         # transformers class name
+    image_token: str         # the placeholder the processor expands to one token per merged patch
+    stop_tokens: tuple[str, ...]   # any of these ends an answer
+    specials: tuple[str, ...]      # the tokenizer's special tokens, in published order (tiny tokenizers)
+    eos_token: str = "<|endoftext|>"
+    patch: int = 14          # ViT patch size (pixels)
+    spatial_merge: int = 2   # patches merged per side into one LLM token
+    frames_in_budget: int = 1  # GLM-4.1V's resize counts an image as 2 frames against max/min_pixels
+    template_file: str = "chat_template.jinja"  # where the real folder keeps its template
+    tiny_dir: str | None = None
+    full_sizes: dict = field(default_factory=dict)  # published text/vision config sizes (benchmarks)
+    train_options: frozenset[str] = frozenset({"min_pixels", "max_pixels", "max_length", "use_dora", "tune_merger"})
+    priority: int = 0
+
+    @property
+    def model_type(self) -> str:
+        return self.name
+
+    # ---- what differs per family (tiny folders) ---------------------------------------------------
+    def tiny_config(self, ids: dict[str, int], vocab: int, text: dict, vision: dict, size: str):
+        """The family's config object: ``text``/``vision`` sizes, special-token ``ids``."""
+        raise RemoteGLMError(f"{self.label}: no tiny config")
+
+    def tiny_image_processor(self, min_pixels: int, max_pixels: int):
+        """The family's own image processor class (PIL backend) resizing into [min, max] pixels."""
+        raise RemoteGLMError(f"{self.label}: no tiny image processor")
+
+    # ---- the seam -------------------------------------------------------------------------------
+    def _config(self, folder: Path) -> dict | None:
+        from remoteglm.io import read_json
+        from remoteglm.model.vlm import adapter_base
+
+        base = adapter_base(folder) or folder
+        cfg = base / "config.json"
+        return read_json(cfg, require_object=True) if cfg.is_file() else None
+
+    def detect(self, folder: Path) -> bool:
+        if not folder.is_dir():
+            return False
+        cfg = self._config(folder)
+        return cfg is not None and cfg.get("model_type") == self.name
+
+    def check(self, path: Path) -> None:
+        from remoteglm.model.vlm import adapter_base, check_folder
+
+        check_folder(adapter_base(path) or path)
+
+    def is_tiny(self, path: Path) -> bool:
+        if self.tiny_placeholder(path):
+            return True
+        text = (self._config(path) or {}).get("text_config") or {}
+        return int(text.get("hidden_size") or 1 << 30) <= 256
+
+    def recipe(self, path: Path, lora_rank: int | None = None) -> dict:
+        rank = lora_rank or 8
+        common = {"lora_rank": 8, "lora_alpha": 2 * rank, "lora_dropout": 0.05, "num_workers": 0,
+                  "experiment_name": f"finetune-{self.label.lower()}"}
+        if self.is_tiny(path):
+            # tiny stand-ins learn in a minute only at a far higher rate; their text-only pre-training
+            # makes the base answer every image with a farmland caption: the demo asks about another
+            return {**common, "train_iters": 150, "batch_size": 4, "lr": 1e-2, "threads": 1,
+                    "demo_image": f"{SAMPLE_IMAGES}/SOAP_031.png"}
+        return {**common, "train_iters": 300, "batch_size": 1, "lr": 1e-4, "threads": None,
+                "demo_image": f"{SAMPLE_IMAGES}/s2_farmland.png"}
+
+    def load_engine(self, path: Path, *, quant=None, tokenizer=None, device=None, dtype=None, name=None,
+                    defaults=None, max_new_tokens=None, seed=None, min_pixels=None, max_pixels=None, progress=True):
+        import torch
+
+        from remoteglm.compat import quiet_warnings
+        from remoteglm.model.quant import memory_summary
+        from remoteglm.model.vlm import load_vlm, sampling_defaults
+        from remoteglm.serve.generation import CHAT_DEFAULTS
+        from remoteglm.serve.vlm_engine import VLMEngine
+
+        if tokenizer:
+            raise RemoteGLMError(f"--tokenizer is for VisualGLM checkpoints; a {self.label} folder brings its own tokenizer")
+        quiet_warnings()  # every front end (cli, web, API, evaluation): no library notices in the user's terminal
+        model, proc = load_vlm(path, self, quant, device, dtype, min_pixels=min_pixels, max_pixels=max_pixels)
+        defaults = {**(defaults or CHAT_DEFAULTS), **sampling_defaults(path)}  # the toolkit's tables, then the authors'
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        engine = VLMEngine(model, proc, name=name, quant=describe_quant(model), defaults=defaults,
+                           max_new_tokens=max_new_tokens, generator=gen)
+        return engine, memory_summary(model)
+
+    def finetune(self, opts) -> Path:
+        from remoteglm.train.hf_trainer import run
+
+        return run(opts, self)
+
+    def merge(self, src: Path, dst: Path, dtype: str | None = None, tokenizer: str | None = None) -> Path:
+        from remoteglm.train.merge import merge_adapter
+
+        if tokenizer:
+            raise RemoteGLMError(f"--tokenizer is for VisualGLM runs; a {self.label} run brings its own tokenizer")
+        return merge_adapter(src, dst, self, dtype)
+
+    def quantize(self, src: Path, dst: Path, bits: int, **opts) -> Path:
+        raise RemoteGLMError(f"{src} is a {self.label} folder: it is quantised as it loads; pass --quant {bits} to "
+                             "cli_demo.py, web_demo.py, the API or the evaluation instead")
+
+    def make_tiny(self, out: Path, seed: int = 0, pretrain_steps: int | None = None, size: str = "tiny",
+                  device: str = "cpu") -> Path:
+        from remoteglm.model.vlm_tiny import CLI_PRETRAIN_STEPS, create_tiny_vlm
+
+        steps = CLI_PRETRAIN_STEPS if pretrain_steps is None else pretrain_steps
+        return create_tiny_vlm(self, out, seed, steps, size=size, device=device)
+
+
+def describe_quant(model) -> str:
+    """'int4 (NF4)', 'int8 (LLM.int8)' or the float dtype of a loaded transformers model."""
+    qc = getattr(model.config, "quantization_config", None)
+    if qc is not None:
+        bits = 4 if getattr(qc, "load_in_4bit", False) or (isinstance(qc, dict) and qc.get("load_in_4bit")) else 8
+        return "int4 (NF4)" if bits == 4 else "int8 (LLM.int8)"
+    return str(next(model.parameters()).dtype).replace("torch.", "")
