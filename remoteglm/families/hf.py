@@ -50,7 +50,7 @@ class HFFamily(Family):
     # ---- the seam -------------------------------------------------------------------------------
     def _config(self, folder: Path) -> dict | None:
         from remoteglm.io import read_json
-        from remoteglm.model.vlm import adapter_base
+        from remoteglm.model.hf_folder import adapter_base
 
         base = adapter_base(folder) or folder
         cfg = base / "config.json"
@@ -63,7 +63,7 @@ class HFFamily(Family):
         return cfg is not None and cfg.get("model_type") == self.name
 
     def check(self, path: Path) -> None:
-        from remoteglm.model.vlm import adapter_base, check_folder
+        from remoteglm.model.hf_folder import adapter_base, check_folder
 
         check_folder(adapter_base(path) or path)
 
@@ -90,18 +90,18 @@ class HFFamily(Family):
         import torch
 
         from remoteglm.compat import quiet_warnings
-        from remoteglm.model.quant import memory_summary
-        from remoteglm.model.vlm import load_vlm, sampling_defaults
+        from remoteglm.model.quant_layers import memory_summary
+        from remoteglm.model.hf_folder import load_hf, sampling_defaults
         from remoteglm.serve.generation import CHAT_DEFAULTS
-        from remoteglm.serve.vlm_engine import VLMEngine
+        from remoteglm.serve.hf_engine import HFEngine
 
         if tokenizer:
             raise RemoteGLMError(f"--tokenizer is for VisualGLM checkpoints; a {self.label} folder brings its own tokenizer")
         quiet_warnings()  # every front end (cli, web, API, evaluation): no library notices in the user's terminal
-        model, proc = load_vlm(path, self, quant, device, dtype, min_pixels=min_pixels, max_pixels=max_pixels)
+        model, proc = load_hf(path, self, quant, device, dtype, min_pixels=min_pixels, max_pixels=max_pixels)
         defaults = {**(defaults or CHAT_DEFAULTS), **sampling_defaults(path)}  # the toolkit's tables, then the authors'
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        engine = VLMEngine(model, proc, name=name, quant=describe_quant(model), defaults=defaults,
+        engine = HFEngine(model, proc, name=name, quant=describe_quant(model), defaults=defaults,
                            max_new_tokens=max_new_tokens, generator=gen)
         return engine, memory_summary(model)
 
@@ -123,10 +123,10 @@ class HFFamily(Family):
 
     def make_tiny(self, out: Path, seed: int = 0, pretrain_steps: int | None = None, size: str = "tiny",
                   device: str = "cpu") -> Path:
-        from remoteglm.model.vlm_tiny import CLI_PRETRAIN_STEPS, create_tiny_vlm
+        from remoteglm.model.hf_tiny import CLI_PRETRAIN_STEPS, create_tiny_hf
 
         steps = CLI_PRETRAIN_STEPS if pretrain_steps is None else pretrain_steps
-        return create_tiny_vlm(self, out, seed, steps, size=size, device=device)
+        return create_tiny_hf(self, out, seed, steps, size=size, device=device)
 
 
 def describe_quant(model) -> str:

@@ -74,7 +74,8 @@ class VisualGLM(Family):
                     defaults=None, max_new_tokens=None, seed=None, min_pixels=None, max_pixels=None, progress=True):
         import torch
 
-        from remoteglm.model.quant import describe_quant, load_model_quantized, memory_summary
+        from remoteglm.model.quant import load_model_quantized
+        from remoteglm.model.quant_layers import describe_quant, memory_summary
         from remoteglm.serve.engine import Engine
 
         if min_pixels or max_pixels:
@@ -104,7 +105,8 @@ class VisualGLM(Family):
 
         from remoteglm.device import default_device
         from remoteglm.model.checkpoint import load_model
-        from remoteglm.model.quant import _gib, is_quantized_checkpoint, model_memory_bytes, quantize_model, save_quantized
+        from remoteglm.model.quant_checkpoint import is_quantized_checkpoint, save_quantized
+        from remoteglm.model.quant_layers import _gib, model_memory_bytes, quantize_model
 
         if is_quantized_checkpoint(src) is not None:
             raise RemoteGLMError(f"{src} is already quantised; pass the float checkpoint")

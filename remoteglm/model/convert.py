@@ -1,8 +1,8 @@
-"""Convert a VisualGLM checkpoint between sat and HF layouts.
+"""Convert a VisualGLM checkpoint between sat and HF layouts (the ``remoteglm convert`` job).
 
-    python -m remoteglm.model.convert --to hf  SAT_DIR HF_DIR  [--tokenizer ice_text.model] [--shard-size 2GB] [--bin]
-    python -m remoteglm.model.convert --to sat HF_DIR  SAT_DIR [--iteration 1]
-    python -m remoteglm.model.convert --to sat OLD_SAT_DIR SAT_DIR   (a sat <= 0.4.0 checkpoint, rewritten once)
+    convert(SAT_DIR, HF_DIR, "hf")            remoteglm convert --to hf  SAT_DIR HF_DIR  [--shard-size 2GB] [--bin]
+    convert(HF_DIR, SAT_DIR, "sat")           remoteglm convert --to sat HF_DIR  SAT_DIR [--iteration 1]
+    convert(OLD_SAT_DIR, SAT_DIR, "sat")      (a sat <= 0.4.0 checkpoint, rewritten once)
 
 Works on the state dict alone (no model is built), so it is fast, keeps the stored dtype and
 is bit-exact both ways; sat -> HF -> sat gives back identical tensors. LoRA layers (a sat
@@ -12,19 +12,19 @@ fine-tune) are merged into the weights on the way to HF, which has no LoRA layer
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.options import add_trust_arg
+from remoteglm.errors import RemoteGLMError
 
 
 def convert(src: str | Path, dst: str | Path, to: str, tokenizer=None, shard_size: str | int = "2GB",
             iteration: int = 1, safe_serialization: bool = True) -> Path:
     """Convert ``src`` (sat or HF directory) into format ``to`` ("hf" or "sat") at ``dst``."""
-    from remoteglm.model.checkpoint import TOKENIZER_FILE, read_checkpoint, resolve_tokenizer, save_hf_checkpoint, save_sat_checkpoint
+    from remoteglm.model.layout import TOKENIZER_FILE
+    from remoteglm.model.reading import read_checkpoint, resolve_tokenizer
+    from remoteglm.model.saving import save_hf_checkpoint, save_sat_checkpoint
     from remoteglm.model.lora import lora_layers_in, merge_lora_state_dict
 
     if to not in ("hf", "sat"):
@@ -48,31 +48,3 @@ def convert(src: str | Path, dst: str | Path, to: str, tokenizer=None, shard_siz
             config = replace(config, use_lora=False, use_qlora=False)
         return save_hf_checkpoint(sd, config, tok, dst, shard_size=shard_size, safe_serialization=safe_serialization)
     return save_sat_checkpoint(sd, config, dst, iteration=iteration, tokenizer=tok)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m remoteglm.model.convert", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--to", required=True, choices=["hf", "sat"], help="output format")
-    ap.add_argument("src", help="checkpoint directory to read (sat or HF)")
-    ap.add_argument("dst", help="new directory to write")
-    ap.add_argument("--tokenizer", help="ice_text.model to include (default: the one in SRC)")
-    ap.add_argument("--shard-size", default="2GB", help="HF shard size, e.g. 2GB or 500MB (default 2GB)")
-    fmt = ap.add_mutually_exclusive_group()
-    fmt.add_argument("--safetensors", dest="bin", action="store_false", help="HF shards as model*.safetensors (the default)")
-    fmt.add_argument("--bin", action="store_true", help="HF shards as pytorch_model*.bin (pickle) instead of safetensors")
-    ap.set_defaults(bin=False)
-    ap.add_argument("--iteration", type=int, default=1, help="sat iteration folder name, >= 1 as sat's loader requires (default 1)")
-    add_trust_arg(ap)
-    args = ap.parse_args(argv)
-    from remoteglm.model.checkpoint import trust_checkpoints
-
-    trust_checkpoints(args.trust_checkpoint)
-    out = convert(args.src, args.dst, args.to, tokenizer=args.tokenizer, shard_size=args.shard_size,
-                  iteration=args.iteration, safe_serialization=not args.bin)
-    print(f"wrote {args.to} checkpoint to {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ Two flavours, both deterministic per seed:
 
 - random (``create_tiny_checkpoint(dir)``, what the tests use): sat's initialisation with larger
   ChatGLM matrices; it talks nonsense until trained.
-- briefly pre-trained (``pretrain_steps > 0``; the default of ``python -m remoteglm.model.tiny DIR``,
+- briefly pre-trained (``pretrain_steps > 0``; the default of ``remoteglm tiny visualglm DIR``,
   the base model of ``bash finetune.sh`` on a CPU-only machine): a stand-in for a pretrained model.
   Its Q-Former passes image information on, and its ChatGLM has read the sample captions (text
   only, no image), so the one-minute LoRA fine-tune only has to learn which caption fits which image.
@@ -12,14 +12,13 @@ Two flavours, both deterministic per seed:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
-from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.errors import RemoteGLMError
 
 # The captions the CLI's tiny base reads by default (a repository checkout has them).
 SAMPLE_TRAIN = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample_train.json"
@@ -43,7 +42,7 @@ def create_tiny_checkpoint(
     files; default ``data/sample/sample_train.json``), laid out as in fine-tuning but with the image
     slots left as padding. The default 0 gives exactly the random checkpoint the tests are tuned to.
     """
-    from remoteglm.model.checkpoint import save_sat_checkpoint
+    from remoteglm.model.saving import save_sat_checkpoint
     from remoteglm.model.config import get_config
     from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
     from remoteglm.model.visualglm import build_model
@@ -127,26 +126,3 @@ def _pretrain(model, tok, config, steps: int, data: Sequence[str | Path] | None,
         model.eval()
     print(f"pre-trained the tiny ChatGLM {steps} steps on {len(records)} captions of "
           f"{', '.join(p.name for p in paths)}: loss {loss.item():.3f}", file=sys.stderr)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Create the tiny VisualGLM checkpoint (sat format, with ice_text.model).")
-    ap.add_argument("out_dir", help="directory to write (created if missing)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pretrain_steps", type=int, default=CLI_PRETRAIN_STEPS,
-                    help=f"full-parameter steps on the captions of --pretrain_data; 0 = random weights, "
-                         f"as the tests use [{CLI_PRETRAIN_STEPS}]")
-    ap.add_argument("--pretrain_data", nargs="+", metavar="JSON",
-                    help="fine-tune JSON or dataset_*_zh.json files to pre-train on [data/sample/sample_train.json]")
-    args = ap.parse_args(argv)
-    if args.pretrain_steps < 0:
-        raise RemoteGLMError(f"--pretrain_steps must be >= 0, got {args.pretrain_steps}")
-    out = create_tiny_checkpoint(args.out_dir, seed=args.seed, pretrain_steps=args.pretrain_steps,
-                                 pretrain_data=args.pretrain_data)
-    print(f"tiny checkpoint written to {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
