@@ -1,7 +1,7 @@
 """Loading the transformers families' models (``remoteglm.families.hf``) from a local Hugging Face
 folder, with no remote code and no hub.
 
-    model, processor = load_vlm(path, family, quant=4, device="cuda")   # a peft adapter folder works too
+    model, processor = load_hf(path, family, quant=4, device="cuda")   # a peft adapter folder works too
 
 ``family`` is the ``HFFamily`` the registry found (its tokens and patch geometry drive
 ``Processor``). An adapter folder (``adapter_config.json``, written by the fine-tune) is loaded
@@ -205,11 +205,11 @@ def check_weights(d: Path) -> list[Path]:
     (a clone without ``git lfs pull``), each at least as long as its safetensors header says."""
     import struct
 
-    from remoteglm.model.checkpoint import _check_not_lfs_pointer, hf_weight_files
+    from remoteglm.model.layout import check_not_lfs_pointer, hf_weight_files
 
     files = hf_weight_files(d)
     for f in files:
-        _check_not_lfs_pointer(f)
+        check_not_lfs_pointer(f)
         if f.suffix == ".safetensors":
             with open(f, "rb") as fh:
                 head = fh.read(8)
@@ -257,7 +257,7 @@ def from_pretrained(base: Path, dtype, quantization_config=None, device_map=None
         raise RemoteGLMError(f"{base}: a weight file is damaged ({_first_line(e)}); download it again") from None
 
 
-def load_vlm(path: str | os.PathLike, family, quant: int | None = None, device: str = "cpu", dtype=None, *,
+def load_hf(path: str | os.PathLike, family, quant: int | None = None, device: str = "cpu", dtype=None, *,
              min_pixels: int | None = None, max_pixels: int | None = None, merge: bool = False):
     """(model, processor) of a local HF folder or of a LoRA adapter folder on its base. ``quant``:
     4 or 8 bits through bitsandbytes. ``merge``: fold an adapter into the weights (float only)."""

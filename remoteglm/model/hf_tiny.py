@@ -3,7 +3,7 @@ architectures from their config classes at toy sizes, a byte-level BPE tokenizer
 chat templates use, the families' published chat templates, the processors' own classes, all saved as a normal HF folder, so everything
 downstream takes the code path a real download takes.
 
-    create_tiny_vlm(family_named("qwen2_5_vl"), "checkpoints/qwen2.5-vl-tiny", pretrain_steps=150)
+    create_tiny_hf(family_named("qwen2_5_vl"), "checkpoints/qwen2.5-vl-tiny", pretrain_steps=150)
 
 (``python -m remoteglm tiny FAMILY DIR`` on the command line.) What differs per family - config
 class, special tokens, image processor, where the template file goes - the family says.
@@ -100,7 +100,7 @@ def _pretrain(model, tok, family, steps: int, seed: int) -> None:
 
     import torch
 
-    from remoteglm.model.vlm import Processor, chat_messages
+    from remoteglm.model.hf_folder import Processor, chat_messages
 
     sample = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample_train.json"
     if not sample.is_file():
@@ -127,7 +127,7 @@ def _pretrain(model, tok, family, steps: int, seed: int) -> None:
     model.eval()
 
 
-def create_tiny_vlm(family, out_dir: str | Path, seed: int = 0, pretrain_steps: int = 0, size: str = "tiny",
+def create_tiny_hf(family, out_dir: str | Path, seed: int = 0, pretrain_steps: int = 0, size: str = "tiny",
                     device: str = "cpu") -> Path:
     """Build and save a tiny ``family`` folder at ``out_dir`` (random, or briefly pre-trained on
     the sample captions with ``pretrain_steps``); returns it. ``size="full"``: the published

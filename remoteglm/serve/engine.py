@@ -27,7 +27,7 @@ Interface (stable; the API server relies on it):
 - ``Reply(text, prompt_tokens, completion_tokens, finish_reason=None)``.
 - Added for the second engine: ``prompt_tokens(query, history=None, english=False, image=None, system=None)``
   (the API's context checks; ``image``: the request's image, None for text only) and ``context_length``. A model family implements ``_encode_images``,
-  ``_generate_rows`` and ``_batch``; ``vlm_engine.VLMEngine`` does so for GLM-4.1V / Qwen2.5-VL.
+  ``_generate_rows`` and ``_batch``; ``hf_engine.HFEngine`` does so for the transformers families.
 - Added for the API's batches: ``stream_rows(rows) -> Iterator[(row, Reply | RemoteGLMError)]``
   (several requests, ``Row`` objects, generated together: one forward pass per token for all;
   ``stream`` is one row of it) and ``batch_key(image, cfg)`` (which requests may share a batch).
@@ -191,7 +191,7 @@ class Engine:
             return e
         return bytes(image) if isinstance(image, bytearray) else image
 
-    # ---- what a model family implements (VisualGLM here; transformers VLMs in vlm_engine.py) ----
+    # ---- what a model family implements (VisualGLM here; the transformers families in hf_engine.py) ----
     @staticmethod
     def _place_system(system: str | None, query: str, history: list) -> tuple[str, list]:
         """(query, history) with a system text where the family takes it. VisualGLM has no system

@@ -15,7 +15,7 @@ import torch
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.prompt import process_partial_response, process_response
-from remoteglm.model.vlm import Processor, chat_messages
+from remoteglm.model.hf_folder import Processor, chat_messages
 from remoteglm.serve.engine import Engine, LoadedImage
 from remoteglm.serve.generation import GenerationConfig, Reply
 
@@ -54,7 +54,7 @@ class _Streamer:
         pass
 
 
-class VLMEngine(Engine):
+class HFEngine(Engine):
     weights_label = "language-model weights"
 
     def __init__(self, model, processor: Processor, **kw):
@@ -76,7 +76,7 @@ class VLMEngine(Engine):
 
     def load_image(self, image):
         """As VisualGLM's, and the image's shape must suit these models (not a strip over 200:1)."""
-        from remoteglm.model.vlm import check_aspect
+        from remoteglm.model.hf_folder import check_aspect
 
         loaded = super().load_image(image)
         if isinstance(loaded, LoadedImage):

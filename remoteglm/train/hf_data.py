@@ -18,12 +18,12 @@ from typing import Sequence
 import torch
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model.vlm import Processor, chat_messages
+from remoteglm.model.hf_folder import Processor, chat_messages
 from remoteglm.train.data import IGNORE_INDEX, Record, check_images
 
 
 @dataclass
-class VLMEncoder:
+class HFEncoder:
     processor: Processor
     max_length: int = 1024
 
@@ -66,10 +66,10 @@ class VLMEncoder:
                 "mm_token_type_ids": p.token_types(ids), "truncated": cut}
 
 
-class VLMDataset(torch.utils.data.Dataset):
+class HFDataset(torch.utils.data.Dataset):
     """Lazy: each item decodes its image (bounded by ``remoteglm.model.image``) when asked."""
 
-    def __init__(self, records: Sequence[Record], encoder: VLMEncoder):
+    def __init__(self, records: Sequence[Record], encoder: HFEncoder):
         kept, problems = check_images(records)
         if problems:
             shown = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")

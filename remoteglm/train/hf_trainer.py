@@ -142,7 +142,7 @@ def run(opts, fam) -> Path:
     warnings.filterwarnings("ignore", message="OMP_NUM_THREADS/MKL_NUM_THREADS unset")  # accelerate, on a CPU
 
     from remoteglm.io import write_json_atomic, write_text_atomic
-    from remoteglm.model.vlm import BASE_RECORD, check_folder, load_processor
+    from remoteglm.model.hf_folder import BASE_RECORD, check_folder, load_processor
     from remoteglm.train.run_folder import run_name, write_summary
     from remoteglm.train.data import check_leaks, load_records
 
@@ -188,11 +188,11 @@ def run(opts, fam) -> Path:
     print(f">> {fam.label}: images resized to {lo}-{hi} pixels: up to {img_tok} image tokens each; "
           f"{max_length} tokens per sample", flush=True)
 
-    from remoteglm.train.vlm_data import VLMDataset, VLMEncoder, collate
+    from remoteglm.train.hf_data import HFDataset, HFEncoder, collate
 
-    enc = VLMEncoder(proc, max_length)
-    train_ds = VLMDataset(train, enc)
-    valid_ds = VLMDataset(valid, enc) if valid else None
+    enc = HFEncoder(proc, max_length)
+    train_ds = HFDataset(train, enc)
+    valid_ds = HFDataset(valid, enc) if valid else None
     train_ds[0]  # a sample that cannot be encoded fails here, before the model loads
 
     rank = _init_ranks(cuda, world)
@@ -313,7 +313,7 @@ def _limit(ds, opts):
 def _load_for_training(base: Path, opts, dtype, cuda: bool):
     import torch
 
-    from remoteglm.model.vlm import bnb_config, from_pretrained
+    from remoteglm.model.hf_folder import bnb_config, from_pretrained
 
     qc = bnb_config(4, dtype) if opts.use_qlora else None
     dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")

@@ -55,12 +55,12 @@ def merge_adapter(src: Path, dst: Path, family, dtype: str | None = None) -> Pat
     files), written beside ``dst`` and renamed into place. A QLoRA run merges into the float base."""
     import shutil
 
-    from remoteglm.model.vlm import ADAPTER_CONFIG, load_vlm
+    from remoteglm.model.hf_folder import ADAPTER_CONFIG, load_hf
     from remoteglm.train.hf_trainer import PROCESSOR_FILES
 
     if not (src / ADAPTER_CONFIG).is_file():
         raise RemoteGLMError(f"{src} has no LoRA adapter ({ADAPTER_CONFIG}); nothing to merge")
-    model, _ = load_vlm(src, family, None, "cpu", dtype, merge=True)
+    model, _ = load_hf(src, family, None, "cpu", dtype, merge=True)
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
