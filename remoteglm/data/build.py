@@ -18,27 +18,13 @@ import random
 from pathlib import Path
 
 from ..errors import RemoteGLMError
-from ..model.prompt import CLASSIFY_PROMPT
+from ..io import read_json
 from .datasets import SPLITS, CaptionSet
 from .glossary import tokenize_zh
-from ..io import read_json
+from .instructions import DESCRIPTION_PROMPTS, PARAGRAPH_PROMPTS, SENTENCE_PROMPTS, classify_prompt
 from .rewrite import source_key
 from .tasks import mix_records
 from .translate import normalise
-
-# Instructions for one-sentence labels, for paragraph labels (rewrite) and for scene classes.
-SENTENCE_PROMPTS = [
-    "描述这张图片。", "请用一句话描述这张遥感图像。", "这张遥感图像里有什么？", "用一句话概括这张航拍图像的内容。",
-    "简要描述图中的场景。", "这张卫星图像展示了什么？", "请描述这幅遥感影像。", "图中能看到什么？用一句话回答。",
-]
-PARAGRAPH_PROMPTS = [
-    "详细描述这张遥感图像。", "请描述这张航拍图像中的场景和地物。", "这张遥感图像里有哪些地物？请用一段话描述。",
-    "请用一段话描述这幅遥感影像的内容。", "描述这张图片。",
-]
-# Scene classes: one template, the question evaluation asks (remoteglm.model.prompt).
-CLASSIFY_PROMPTS = [CLASSIFY_PROMPT]
-# With --tasks a paragraph is asked for in words no one-sentence record uses.
-DESCRIPTION_PROMPTS = [p for p in PARAGRAPH_PROMPTS if p not in SENTENCE_PROMPTS]
 
 
 def build_zh_dataset(cs: CaptionSet, translations: dict[str, str], labels: dict[str, str] | None = None,
@@ -100,14 +86,14 @@ def build_finetune_records(zh: dict, image_dir: str | Path, json_dir: str | Path
     With ``tasks``, the records of those kinds instead (``_kind_records``), the train file
     weighted by ``mix``.
     """
-    class_list = "、".join(zh.get("classes_zh") or [])
+    classes = zh.get("classes_zh") or []
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
     if tasks is not None:
         for im in zh["images"]:
             if im["split"] not in out:
                 raise RemoteGLMError(f"image {im['filename']} has split '{im['split']}'; expected train, val or test")
             img = image_path(image_dir, im["filename"], json_dir)
-            out[im["split"]].extend(_kind_records(im, img, seed, tasks, class_list))
+            out[im["split"]].extend(_kind_records(im, img, seed, tasks, classes))
         if mix:
             out["train"] = mix_records(out["train"], mix, seed)
         check_no_leak(out)
@@ -129,14 +115,14 @@ def build_finetune_records(zh: dict, image_dir: str | Path, json_dir: str | Path
             if split != "train":
                 rec["references"] = [s["raw"] for s in im["sentences"]]
             out[split].append(rec)
-        if classify and class_list and im.get("class_zh"):
-            prompt = _pick(CLASSIFY_PROMPTS, seed, fn, "cls").format(classes=class_list)
-            out[split].append({"img": img, "prompt": prompt, "label": im["class_zh"], "task": "classify"})
+        if classify and classes and im.get("class_zh"):
+            out[split].append({"img": img, "prompt": classify_prompt(classes), "label": im["class_zh"],
+                               "task": "classify"})
     check_no_leak(out)
     return out
 
 
-def _kind_records(im: dict, img: str, seed: int, kinds: tuple[str, ...], class_list: str) -> list[dict]:
+def _kind_records(im: dict, img: str, seed: int, kinds: tuple[str, ...], classes: list[str]) -> list[dict]:
     """One image's records of the given kinds (val/test caption and description ones carry
     ``references``; a conversation's earlier turns are its ``history``)."""
     fn, split = im["filename"], im["split"]
@@ -151,9 +137,8 @@ def _kind_records(im: dict, img: str, seed: int, kinds: tuple[str, ...], class_l
         rec = {"img": img, "prompt": _pick(DESCRIPTION_PROMPTS, seed, fn, "desc"), "label": im["label"],
                "task": "description"}
         out.append(rec if split == "train" else {**rec, "references": refs})
-    if "classify" in kinds and class_list and im.get("class_zh"):
-        prompt = _pick(CLASSIFY_PROMPTS, seed, fn, "cls").format(classes=class_list)
-        out.append({"img": img, "prompt": prompt, "label": im["class_zh"], "task": "classify"})
+    if "classify" in kinds and classes and im.get("class_zh"):
+        out.append({"img": img, "prompt": classify_prompt(classes), "label": im["class_zh"], "task": "classify"})
     for item in im.get("instructions") or []:
         if item["task"] not in kinds:
             continue

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import RemoteGLMError, cli_entry
-from ..model.prompt import classify_prompt
 from .build import check_no_leak, image_path
 from .cache import ResultCache
 from .datasets import SPLITS, assign_splits
@@ -48,6 +47,7 @@ from .glossary import (
     folder_class,
     folder_key,
 )
+from .instructions import classify_prompt
 from ..io import check_writable, drop_stale_temps, read_json, write_json_atomic, write_text_atomic
 from .llm import LLMClient, LLMConfig, Usage, redact
 from .pipeline import STAMP, _stamp, failure_advice

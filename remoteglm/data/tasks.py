@@ -4,7 +4,7 @@ Kinds (the ``task`` field of a fine-tune record)::
 
     caption       one sentence                     (build.py: one record per distinct sentence)
     description   the checked paragraph            (the rewrite step)
-    classify      the scene class                  (build.py, model/prompt.CLASSIFY_PROMPT)
+    classify      the scene class                  (build.py, instructions.CLASSIFY_PROMPT)
     presence      是/否 questions                   (here, no LLM call)
     count         how many, where a caption states a number (here, no LLM call)
     attribute     colour / shape / position, where a caption states it (here, no LLM call)
@@ -56,6 +56,7 @@ from ..errors import RemoteGLMError
 from . import colours, faithful
 from .cache import ResultCache
 from .glossary import CLASS_NAMES_ZH, GLOSSARY, _term_regex  # _term_regex: the glossary's own matcher
+from .instructions import SENTENCE_PROMPTS
 from .llm import LLMClient, LLMUnavailable, parallel
 from .translate import ReplyError, parse_reply
 
@@ -598,8 +599,6 @@ def draft_conversation(src: Sources, facts: list[Fact], seed: int, key: str) -> 
     image's questions; [] when the image has fewer than one question to follow it."""
     if not facts:
         return []
-    from .build import SENTENCE_PROMPTS
-
     distinct = list(dict.fromkeys(src.zh))
     i = src.zh.index(_pick(distinct, seed, key, "conv-describe"))
     describe = Fact("conversation", "describe", "", src.zh[i], _pick(SENTENCE_PROMPTS, seed, key, "conv-q"), (i,))

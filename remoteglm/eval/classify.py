@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 # The one classification template, shared with the training data builder (remoteglm.data.build).
-from remoteglm.model.prompt import CLASSIFY_PROMPT, classify_prompt  # noqa: F401 - re-exported
+from remoteglm.data.instructions import CLASSIFY_PROMPT, classify_prompt  # noqa: F401 - re-exported
 
 UNPARSED = "unparsed"
 

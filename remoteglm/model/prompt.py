@@ -13,8 +13,9 @@ The slots hold pad ids whose embeddings the model replaces with the image's;
 model is trained on and the one it is served are the same ids.
 
 It lives under ``model/`` because it is part of the model's contract, not of one caller: it needs
-only a tokenizer (no torch), so training, serving, evaluation and the data builder import it
-without pulling in each other.
+only a tokenizer (no torch), so training, serving and evaluation import it without pulling in
+each other. The instruction texts (the classification template, the description questions) are
+not part of the chat format: they live in ``remoteglm.data.instructions``.
 
 Answers: the tokenizer's NFKC normalisation turns full-width ``，！：；？`` into ASCII, so the
 model never emits them; the official chat restores them (``process_response``). While an answer
@@ -29,16 +30,6 @@ from typing import Sequence
 IMAGE_OPEN, IMAGE_CLOSE = "<img>", "</img>"
 DEFAULT_PROMPT = "描述这张图片。"  # the official cli_demo's first question
 DEFAULT_PROMPT_EN = "Describe the image."
-
-# Scene classification: the one template that builds the training records (data/build.py) and
-# that evaluation asks (eval/classify.py); the class names are joined with "、".
-CLASSIFY_PROMPT = "这张遥感图像属于以下哪一类场景：{classes}？请只回答类别名称。"
-CLASS_SEPARATOR = "、"
-
-
-def classify_prompt(classes: Sequence[str], template: str = CLASSIFY_PROMPT) -> str:
-    """The classification question listing ``classes`` (Chinese names, in the dataset's order)."""
-    return template.format(classes=CLASS_SEPARATOR.join(classes))
 
 
 def roles(english: bool = False) -> tuple[str, str]:

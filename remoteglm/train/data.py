@@ -25,12 +25,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from remoteglm.data.instructions import SENTENCE_PROMPTS
 from remoteglm.errors import RemoteGLMError
 from remoteglm.io import read_json
 from remoteglm.model.prompt import encode_prompt
 
 IGNORE_INDEX = -100
-DESCRIBE_PROMPTS = ("描述这张图片。", "请描述这幅遥感图像的内容。", "这张遥感影像中有什么？", "简要描述这张航拍图像。")
 
 
 @dataclass
@@ -71,7 +71,8 @@ def load_records(path: str | Path, split: str = "train", seed: int = 42,
     """Read a fine-tune JSON list or a Chinese Karpathy dataset (``images[].sentences[].raw``).
 
     A Karpathy dataset gives one record per Chinese sentence of each image in ``split``, with a
-    description prompt drawn (seeded) from a small pool. ``image_root`` (else the dataset's own
+    description question drawn (seeded) from the pool its built fine-tune files use
+    (``remoteglm.data.instructions.SENTENCE_PROMPTS``). ``image_root`` (else the dataset's own
     ``image_root`` field, else the JSON's folder) is where relative image paths are looked up.
     """
     path = Path(path)
@@ -98,7 +99,7 @@ def load_records(path: str | Path, split: str = "train", seed: int = 42,
             for s in im.get("sentences", []):
                 text = (s.get("raw") or "").strip()
                 if text:
-                    records.append(Record(img, rng.choice(DESCRIBE_PROMPTS), text))
+                    records.append(Record(img, rng.choice(SENTENCE_PROMPTS), text))
     else:
         raise RemoteGLMError(
             f"{path}: unknown format; expected a list of {{img, prompt, label}} or a Karpathy-style "

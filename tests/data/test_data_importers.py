@@ -28,6 +28,7 @@ from remoteglm.data.glossary import (
     class_names_zh,
     folder_class,
 )
+from remoteglm.data.instructions import classify_prompt
 from remoteglm.data.importers import (
     ScenesConfig,
     answer_zh,
@@ -38,7 +39,6 @@ from remoteglm.data.importers import (
 )
 from remoteglm.data.translate import check_translation, normalise
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model.prompt import classify_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 TIF = b"II*\x00\x08\x00\x00\x00\x00\x00\x00\x00"  # a TIFF header: the importers never decode images

@@ -97,7 +97,7 @@ def test_accuracy_per_class_and_confusion():
 
 def test_training_records_ask_what_evaluation_asks(tmp_path):
     """The scene-class records the data builder writes and the question evaluation asks are one
-    template (remoteglm.model.prompt.CLASSIFY_PROMPT), whichever file evaluation reads."""
+    template (remoteglm.data.instructions.CLASSIFY_PROMPT), whichever file evaluation reads."""
     import json
     from pathlib import Path
 

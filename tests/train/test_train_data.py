@@ -115,6 +115,20 @@ def test_karpathy_dataset_gives_one_record_per_sentence_of_the_split():
     assert all(r.img.exists() for r in recs)
 
 
+def test_karpathy_dataset_is_asked_the_caption_questions_of_the_built_files():
+    """Training on a dataset_*_zh.json directly asks what its built fine-tune files ask: one pool of
+    one-sentence description questions, every one of them in use (seeded)."""
+    from remoteglm.data.build import build_finetune_records
+    from remoteglm.data.instructions import SENTENCE_PROMPTS
+
+    path = SAMPLE / "dataset_sample_zh.json"
+    asked = {r.prompt for r in load_records(path, split="train")}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    built = {r["prompt"] for r in build_finetune_records(data, SAMPLE, SAMPLE, classify=False)["train"]}
+    assert built <= set(SENTENCE_PROMPTS)
+    assert asked <= set(SENTENCE_PROMPTS) and len(asked) >= len(SENTENCE_PROMPTS) // 2
+
+
 @pytest.mark.parametrize("content,needle", [("[{\"img\": 1", "malformed JSON"), ("{\"x\": 1}", "unknown format"),
                                             ("[{\"img\": \"a.png\", \"prompt\": \"p\"}]", "item 0")])
 def test_bad_files_are_one_clear_error(tmp_path, content, needle):
