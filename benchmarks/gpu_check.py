@@ -404,7 +404,7 @@ def worker_base(job: dict) -> dict:
     single_process_env()
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    from remoteglm.model.checkpoint import save_sat_checkpoint
+    from remoteglm.model.saving import save_sat_checkpoint
     from remoteglm.model.tiny import create_tiny_checkpoint
     from remoteglm.model.tokenizer import ChatGLMTokenizer
     from remoteglm.model.visualglm import build_model
@@ -529,7 +529,7 @@ def nf4_check(layer: dict, dev) -> dict:
     import bitsandbytes.functional as bnbf
     import torch
 
-    from remoteglm.model.quant import quantize_linear
+    from remoteglm.model.quant_layers import quantize_linear
 
     w, b = layer["weight"], layer["bias"]
     lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
@@ -605,7 +605,7 @@ def worker_infer(job: dict) -> dict:
     single_process_env()
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    from remoteglm.model import quant
+    from remoteglm.model import quant, quant_layers
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = dev.type == "cuda"
@@ -628,8 +628,8 @@ def worker_infer(job: dict) -> dict:
             model, tok, _ = quant.load_model_quantized(job["base"], bits, device=dev, progress=False)
             sync()
             rec["load_s"] = time.perf_counter() - t
-            rec["dtype"] = quant.describe_quant(model)
-            mem = quant.memory_by_device(model)
+            rec["dtype"] = quant_layers.describe_quant(model)
+            mem = quant_layers.memory_by_device(model)
             rec["weights_device_bytes"] = mem.get(dev.type, 0)
             rec["weights_host_bytes"] = mem.get("cpu", 0) if gpu else None
             rec["load_peak_bytes"] = torch.cuda.max_memory_allocated() if gpu else None

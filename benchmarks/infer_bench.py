@@ -66,7 +66,7 @@ def build(args, mode: str, device: str):
     """(model, tokenizer, load seconds)."""
     import torch
 
-    from remoteglm.model import quant
+    from remoteglm.model import quant, quant_layers
     from remoteglm.model.tiny import create_tiny_checkpoint
     from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
 
@@ -90,7 +90,7 @@ def build(args, mode: str, device: str):
         model = build_model(cfg, device="cpu", dtype=torch.float16, skip_init=True)
         random_fill(model)
         on_gpu = device.startswith("cuda")
-        quant.quantize_model(model, bits_of(mode), device=device, lm_head=on_gpu, offload_embeddings=on_gpu, progress=True)
+        quant_layers.quantize_model(model, bits_of(mode), device=device, lm_head=on_gpu, offload_embeddings=on_gpu, progress=True)
     model.eval()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -125,7 +125,7 @@ def worker(args) -> dict:
     import torch
 
     from remoteglm.compat import single_process_env
-    from remoteglm.model import quant
+    from remoteglm.model import quant_layers
 
     single_process_env()
     torch.set_num_threads(args.threads)
@@ -145,10 +145,10 @@ def worker(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     one_run(model, tok, min(4, args.new_tokens), sync)  # warm-up (kernels, allocator, caches)
     runs = [one_run(model, tok, args.new_tokens, sync) for _ in range(args.runs)]
-    mem = quant.memory_by_device(model)
+    mem = quant_layers.memory_by_device(model)
     return {
         "mode": args.worker, "size": args.size, "device": device,
-        "dtype": quant.describe_quant(model), "threads": args.threads,
+        "dtype": quant_layers.describe_quant(model), "threads": args.threads,
         "weights_device_bytes": mem.get("cuda" if gpu else "cpu", 0),
         "weights_host_bytes": mem.get("cpu", 0) if gpu else None,
         "peak_bytes": torch.cuda.max_memory_allocated() if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -168,25 +168,25 @@ def weights_only(mode: str) -> dict:
     multiplied by its count; the float parts are counted from the model itself."""
     import torch
 
-    from remoteglm.model import quant
+    from remoteglm.model import quant_layers
     from remoteglm.model.config import get_config
     from remoteglm.model.visualglm import build_model
 
     model = build_model(get_config("visualglm-6b"), device="cpu", dtype=torch.float16, skip_init=True)  # pages never touched
-    total = quant.model_memory_bytes(model)
+    total = quant_layers.model_memory_bytes(model)
     host = 0
     if mode != "float":
         groups = defaultdict(list)
-        for owner, attr, _ in quant._targets(model):
+        for owner, attr, _ in quant_layers._targets(model):
             lin = getattr(owner, attr)
             groups[(tuple(lin.weight.shape), lin.bias is not None)].append(lin)
         head = model.get_mixin("chatglm-final").lm_head
         plan = [(lins, bits_of(mode)) for lins in groups.values()] + [([head], 8)]
         for lins, bits in plan:
-            float_bytes = quant.model_memory_bytes(lins[0])
-            q_bytes = quant.model_memory_bytes(quant.quantize_linear(lins[0], bits, "cpu", compute_dtype=torch.float16))
+            float_bytes = quant_layers.model_memory_bytes(lins[0])
+            q_bytes = quant_layers.model_memory_bytes(quant_layers.quantize_linear(lins[0], bits, "cpu", compute_dtype=torch.float16))
             total += len(lins) * (q_bytes - float_bytes)
-        host = quant.model_memory_bytes(model.transformer.word_embeddings)  # the table moves to host RAM
+        host = quant_layers.model_memory_bytes(model.transformer.word_embeddings)  # the table moves to host RAM
         total -= host
     return {"mode": mode, "size": "full", "device": "cuda (computed on cpu)", "weights_device_bytes": total,
             "weights_host_bytes": host, "weights_only": True}

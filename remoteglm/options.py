@@ -25,7 +25,7 @@ def add_model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_trust_arg(ap) -> None:
     """--trust-checkpoint, for every command that reads checkpoint files (``ap``: a parser or group).
-    The command passes the value to ``remoteglm.model.checkpoint.trust_checkpoints``."""
+    The command passes the value to ``remoteglm.model.unpickle.trust_checkpoints``."""
     ap.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint", action="store_true",
                     help="unpickle checkpoint files without the safe-type check (they can run code while loading): "
                          "only for files you trust that are refused otherwise")

@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     from remoteglm import compat
 
     compat.single_process_env()
-    from remoteglm.model.checkpoint import trust_checkpoints
+    from remoteglm.model.unpickle import trust_checkpoints
 
     trust_checkpoints(args.trust_checkpoint)
     m = run_evaluation(args)

@@ -16,7 +16,7 @@ def start_engine(args, path=None, *, name: str | None = None, defaults: dict | N
     defaults to the folder's name; the rest goes to ``load_engine``."""
     from remoteglm.compat import single_process_env
     from remoteglm.device import default_device
-    from remoteglm.model.checkpoint import trust_checkpoints
+    from remoteglm.model.unpickle import trust_checkpoints
     from remoteglm.serve.loading import load_engine
 
     single_process_env()

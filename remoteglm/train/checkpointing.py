@@ -128,7 +128,7 @@ def load_step_weights(run_dir: Path, step: int, model, frozen_prefix: str | None
     """Weights and rank 0's RNG states of a complete step (sat's RNG keys) into ``model``.
     Tensors under ``frozen_prefix`` (the parked image encoder: frozen, loaded with the base) are
     not expected in the module tree."""
-    from remoteglm.model.checkpoint import torch_load
+    from remoteglm.model.unpickle import torch_load
 
     sd = torch_load(run_dir / str(step) / WEIGHTS)
     module = model.module if hasattr(model, "module") else model
@@ -144,7 +144,7 @@ def load_step_weights(run_dir: Path, step: int, model, frozen_prefix: str | None
 
 def load_rank_state(run_dir: Path, step: int, optimizer, rank: int) -> None:
     """This rank's RNG and every rank's optimizer state (DeepSpeed ZeRO reads all partitions)."""
-    from remoteglm.model.checkpoint import torch_load
+    from remoteglm.model.unpickle import torch_load
 
     step_dir = run_dir / str(step)
     world = read_train_state(run_dir, step)["world_size"]

@@ -39,7 +39,7 @@ def base_model(tiny_checkpoint, tmp_path_factory):
     repeat a caption within a test's time (measured: 300 steps still answer '' or '。'); at
     1/sqrt(hidden) 100 LoRA steps reproduce the training captions. The ViT, Q-Former and LM head
     are left as they are."""
-    from remoteglm.model.checkpoint import sat_weights_file
+    from remoteglm.model.layout import sat_weights_file
 
     out = tmp_path_factory.mktemp("eval_base") / "tiny-base"
     shutil.copytree(tiny_checkpoint, out)

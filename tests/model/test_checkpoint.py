@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model.checkpoint import load_model, read_checkpoint, save_hf_checkpoint, save_sat_checkpoint
+from remoteglm.model.checkpoint import load_model
+from remoteglm.model.reading import read_checkpoint
+from remoteglm.model.saving import save_hf_checkpoint, save_sat_checkpoint
 from remoteglm.model.convert import convert
 from remoteglm.model.lora import add_lora
 from remoteglm.serve.generation import encode_prompt

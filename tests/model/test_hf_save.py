@@ -4,7 +4,9 @@ whatever layout (bin/safetensors, sharded or not) either save used."""
 import pytest
 import torch
 
-from remoteglm.model.checkpoint import hf_weight_files, load_model, save_hf_checkpoint
+from remoteglm.model.checkpoint import load_model
+from remoteglm.model.layout import hf_weight_files
+from remoteglm.model.saving import save_hf_checkpoint
 from remoteglm.serve.generation import encode_prompt
 
 

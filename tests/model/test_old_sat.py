@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from remoteglm.model.checkpoint import OLD_SAT_MARKER, load_model, read_checkpoint, save_sat_checkpoint
+from remoteglm.model.checkpoint import load_model
+from remoteglm.model.reading import read_checkpoint
+from remoteglm.model.sat_upgrade import OLD_SAT_MARKER
+from remoteglm.model.saving import save_sat_checkpoint
 from remoteglm.model.convert import convert
-from remoteglm.model.hf import qkv_sat_to_hf
+from remoteglm.model.visualglm_hf import qkv_sat_to_hf
 from remoteglm.model.lora import add_lora
 from remoteglm.serve.generation import encode_prompt
 from remoteglm.train.merge import merge_checkpoint

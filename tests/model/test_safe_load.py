@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model.checkpoint import (SAFE_GLOBALS, load_model, read_checkpoint, save_sat_checkpoint, torch_load,
-                                        trust_checkpoints)
+from remoteglm.model.checkpoint import load_model
+from remoteglm.model.reading import read_checkpoint
+from remoteglm.model.saving import save_sat_checkpoint
+from remoteglm.model.unpickle import SAFE_GLOBALS, torch_load, trust_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -178,7 +180,7 @@ def test_allow_list_is_plain_data(tmp_path):
 
     import numpy as np
 
-    from remoteglm.model.checkpoint import _resolve_global
+    from remoteglm.model.unpickle import _resolve_global
 
     for name, (module, _) in SAFE_GLOBALS.items():
         if importlib.util.find_spec(module.split(".")[0]) is None:

@@ -28,7 +28,7 @@ def test_tiny_base_loads_in_sat(tiny_checkpoint):
 
 
 def test_converted_and_merged_folders_load_in_sat(tiny_checkpoint, tmp_path):
-    from remoteglm.model.checkpoint import save_sat_checkpoint
+    from remoteglm.model.saving import save_sat_checkpoint
     from remoteglm.model.convert import convert
     from remoteglm.train.merge import merge_checkpoint
 
@@ -52,11 +52,11 @@ def test_quantized_folder_is_readable_by_sat(tiny_checkpoint, tmp_path):
 
     from sat.arguments import update_args_with_file
 
-    from remoteglm.model import quant
+    from remoteglm.model import quant_checkpoint, quant_layers
 
     model, tok, _ = load_model(tiny_checkpoint)
-    quant.quantize_model(model, 4)
-    out = quant.save_quantized(model, tmp_path / "q4", tokenizer=tok)
+    quant_layers.quantize_model(model, 4)
+    out = quant_checkpoint.save_quantized(model, tmp_path / "q4", tokenizer=tok)
     it, release, ok = sat_iteration(out)
     assert ok and it >= 1
     args = update_args_with_file(argparse.Namespace(), str(out / "model_config.json"))

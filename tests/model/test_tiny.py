@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from remoteglm.model.checkpoint import load_model, sat_weights_file
+from remoteglm.model.checkpoint import load_model
+from remoteglm.model.layout import sat_weights_file
 from remoteglm.model.image import preprocess_image
 from remoteglm.model.tiny import create_tiny_checkpoint, main
 

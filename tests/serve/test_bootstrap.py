@@ -2,7 +2,7 @@
 
 import argparse
 
-from remoteglm.model.checkpoint import checkpoints_trusted, trust_checkpoints
+from remoteglm.model.unpickle import checkpoints_trusted, trust_checkpoints
 from remoteglm.options import add_model_args
 from remoteglm.serve.bootstrap import start_engine
 

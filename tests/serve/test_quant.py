@@ -24,8 +24,9 @@ import pytest
 import torch
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model import quant
-from remoteglm.model.checkpoint import load_model, save_sat_checkpoint
+from remoteglm.model import quant, quant_checkpoint, quant_layers
+from remoteglm.model.checkpoint import load_model
+from remoteglm.model.saving import save_sat_checkpoint
 from remoteglm.serve.generation import chat, encode_prompt, image_embeddings
 from tests.loratest import add_random_lora
 
@@ -54,8 +55,8 @@ def reference(tiny):
 def quantized(request, tiny_checkpoint):
     """A freshly quantised model per test: a forward in one test must not change what the next sees."""
     model, tok, _ = load_model(tiny_checkpoint)
-    float_layers = {name: getattr(owner, attr) for owner, attr, name in quant._targets(model)}
-    quant.quantize_model(model, request.param)
+    float_layers = {name: getattr(owner, attr) for owner, attr, name in quant_layers._targets(model)}
+    quant_layers.quantize_model(model, request.param)
     return request.param, model, tok, float_layers
 
 
@@ -72,9 +73,9 @@ def test_only_chatglm_linears_are_quantized(quantized):
         if name.startswith(("mixins.eva.", "transformer.word_embeddings", "mixins.chatglm-final")):
             assert p.dtype == torch.float32, name
     assert model.config.extra["quantization"]["bits"] == bits
-    assert quant.describe_quant(model) == ("int4 (NF4)" if bits == 4 else "int8 (LLM.int8)")
+    assert quant_layers.describe_quant(model) == ("int4 (NF4)" if bits == 4 else "int8 (LLM.int8)")
     with pytest.raises(RemoteGLMError, match="already quantised"):
-        quant.quantize_model(model, bits)
+        quant_layers.quantize_model(model, bits)
 
 
 def test_each_layer_is_close_to_its_float_original(quantized):
@@ -104,24 +105,24 @@ def test_quantized_weights_take_less_memory(quantized, tiny):
     bits, model, _, float_layers = quantized
     fp32 = sum(lin.weight.numel() * 4 + (lin.bias.numel() * 4 if lin.bias is not None else 0) for lin in float_layers.values())
     modules = dict(model.named_modules())
-    q = sum(quant.model_memory_bytes(modules[n]) for n in float_layers)
+    q = sum(quant_layers.model_memory_bytes(modules[n]) for n in float_layers)
     # NF4: 0.5 byte/weight + 1/64 byte absmax + small tables; int8: 1 byte/weight + a scale per row
     assert q < (0.2 if bits == 4 else 0.3) * fp32, (q, fp32)
-    assert quant.model_memory_bytes(model) < quant.model_memory_bytes(tiny[0])
-    assert quant.memory_by_device(model).keys() == {"cpu"}
+    assert quant_layers.model_memory_bytes(model) < quant_layers.model_memory_bytes(tiny[0])
+    assert quant_layers.memory_by_device(model).keys() == {"cpu"}
 
 
 def test_head_int8_and_embeddings_in_host_ram(tiny_checkpoint, reference, tmp_path):
     model, tok, _ = load_model(tiny_checkpoint)
-    quant.quantize_model(model, 4, lm_head=True, offload_embeddings=True)
-    assert isinstance(model.transformer.word_embeddings, quant.HostEmbedding)
+    quant_layers.quantize_model(model, 4, lm_head=True, offload_embeddings=True)
+    assert isinstance(model.transformer.word_embeddings, quant_layers.HostEmbedding)
     assert "transformer.word_embeddings.weight" in model.state_dict()
     assert next(model.parameters()).dtype == torch.float32  # callers read the dtype there
     out = logits_of(model, tok)
     assert rel(out, reference) < 0.2
     assert float((out.argmax(-1) == reference.argmax(-1)).float().mean()) >= 0.5
     assert chat(model, tok, IMAGE, QUESTION, do_sample=False, max_new_tokens=8)[0]
-    saved = quant.save_quantized(model, tmp_path / "q4-head", tokenizer=tok)
+    saved = quant_checkpoint.save_quantized(model, tmp_path / "q4-head", tokenizer=tok)
     again, _, _ = quant.load_model_quantized(saved)  # on the CPU: the table comes back as a plain embedding
     assert type(again.get_mixin("chatglm-final").lm_head).__name__ == "Linear8bitLt"
     assert torch.equal(logits_of(again, tok), out)
@@ -129,8 +130,8 @@ def test_head_int8_and_embeddings_in_host_ram(tiny_checkpoint, reference, tmp_pa
 
 def test_save_and_load_without_requantizing(quantized, tmp_path):
     bits, model, tok, _ = quantized
-    out = quant.save_quantized(model, tmp_path / f"q{bits}", tokenizer=tok)
-    assert quant.is_quantized_checkpoint(out) == bits
+    out = quant_checkpoint.save_quantized(model, tmp_path / f"q{bits}", tokenizer=tok)
+    assert quant_checkpoint.is_quantized_checkpoint(out) == bits
     # weights on disk are the quantised ones
     sd = torch.load(out / "1" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
     w = sd["transformer.layers.0.mlp.dense_h_to_4h.weight"]
@@ -148,16 +149,16 @@ def test_lora_checkpoint_quantizes_base_and_keeps_lora(tiny_checkpoint, tmp_path
     save_sat_checkpoint(model, None, tmp_path / "lora", tokenizer=tok)
     ref = logits_of(model, tok)
     kept, _, _ = load_model(tmp_path / "lora")
-    quant.quantize_model(kept, 4)
+    quant_layers.quantize_model(kept, 4)
     lin = kept.transformer.layers[0].attention.query_key_value
     assert type(lin.original).__name__ == "Linear4bit" and lin.matrix_A[0].dtype == torch.float32
     merged, _, _ = load_model(tmp_path / "lora")
-    quant.quantize_model(merged, 4, merge_lora=True)
+    quant_layers.quantize_model(merged, 4, merge_lora=True)
     assert "lora" not in merged.mixins
     for m in (kept, merged):
         out = logits_of(m, tok)
         assert rel(out, ref) < 0.2
-    saved = quant.save_quantized(kept, tmp_path / "lora-q4", tokenizer=tok)
+    saved = quant_checkpoint.save_quantized(kept, tmp_path / "lora-q4", tokenizer=tok)
     again, _, _ = quant.load_model_quantized(saved)
     assert "lora" in again.mixins
     assert torch.equal(logits_of(again, tok), logits_of(kept, tok))
@@ -166,9 +167,9 @@ def test_lora_checkpoint_quantizes_base_and_keeps_lora(tiny_checkpoint, tmp_path
 def test_bad_requests_are_one_line_errors(tiny_checkpoint, tmp_path):
     model, _, _ = load_model(tiny_checkpoint)
     with pytest.raises(RemoteGLMError, match="must be 4 or 8"):
-        quant.quantize_model(model, 3)
+        quant_layers.quantize_model(model, 3)
     with pytest.raises(RemoteGLMError, match="not quantised"):
-        quant.save_quantized(model, tmp_path / "x")
+        quant_checkpoint.save_quantized(model, tmp_path / "x")
 
 
 def test_quantize_command_and_cli_demo_quant(tiny_checkpoint, tmp_path, capsys, monkeypatch):
@@ -179,7 +180,7 @@ def test_quantize_command_and_cli_demo_quant(tiny_checkpoint, tmp_path, capsys, 
     assert quant.main([str(tiny_checkpoint), str(tmp_path / "q8"), "--bits", "8"]) == 0
     assert "int8 checkpoint written to" in capsys.readouterr().out
     model, tok, _ = load_model(tiny_checkpoint)
-    quant.quantize_model(model, 8)
+    quant_layers.quantize_model(model, 8)
     expected = chat(model, tok, IMAGE, QUESTION, do_sample=False, max_new_tokens=12, repetition_penalty=1.2)[0]
     monkeypatch.setattr(sys, "stdin", open(os.devnull))
     args = ["--image", str(IMAGE), "--prompt", QUESTION, "--greedy", "--max_new_tokens", "12"]
@@ -197,7 +198,8 @@ def test_quantize_command_and_cli_demo_quant(tiny_checkpoint, tmp_path, capsys, 
 def test_load_model_reads_a_saved_quantized_checkpoint(tiny_checkpoint, tmp_path):
     """The one public loader (cli_demo, eval, fine-tune) takes a save_quantized folder too."""
     from remoteglm.model.checkpoint import load_model
-    from remoteglm.model.quant import quantize_model, save_quantized
+    from remoteglm.model.quant_checkpoint import save_quantized
+    from remoteglm.model.quant_layers import quantize_model
 
     m, tok, _ = load_model(tiny_checkpoint)
     quantize_model(m, 4)
@@ -219,14 +221,14 @@ def test_inference_keeps_the_nf4_layout_on_every_cpu(tiny_checkpoint, tmp_path):
     nested statistics); the project pins one layout, so accounting, saving and reloading after
     inference behave the same whatever the CPU."""
     model, tok, _ = load_model(tiny_checkpoint)
-    quant.quantize_model(model, 4)
-    before = quant.model_memory_bytes(model)
+    quant_layers.quantize_model(model, 4)
+    before = quant_layers.model_memory_bytes(model)
     out = logits_of(model, tok)
     for layer in _nf4_layers(model):
         qs = layer.weight.quant_state
         assert not getattr(qs, "packing_format_for_cpu", False) and qs.nested and qs.state2 is not None
-    assert quant.model_memory_bytes(model) == before
-    again, _, _ = quant.load_model_quantized(quant.save_quantized(model, tmp_path / "q4", tokenizer=tok))
+    assert quant_layers.model_memory_bytes(model) == before
+    again, _, _ = quant.load_model_quantized(quant_checkpoint.save_quantized(model, tmp_path / "q4", tokenizer=tok))
     assert torch.equal(logits_of(again, tok), out)
     assert torch.equal(logits_of(model, tok), out)
 
@@ -237,12 +239,12 @@ def test_a_repacked_model_is_counted_saved_and_reloaded(tiny_checkpoint, tmp_pat
     from bitsandbytes.functional import _convert_weight_packed_for_cpu
 
     model, tok, _ = load_model(tiny_checkpoint)
-    quant.quantize_model(model, 4)
+    quant_layers.quantize_model(model, 4)
     out = logits_of(model, tok)
     for layer in _nf4_layers(model):  # what bitsandbytes does on its AVX-512-BF16 eval path
         layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu(layer.weight.data, layer.weight.quant_state)
-    assert quant.model_memory_bytes(model) > 0
-    saved = quant.save_quantized(model, tmp_path / "q4", tokenizer=tok)
+    assert quant_layers.model_memory_bytes(model) > 0
+    saved = quant_checkpoint.save_quantized(model, tmp_path / "q4", tokenizer=tok)
     assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in _nf4_layers(model))
     again, _, _ = quant.load_model_quantized(saved)
     # Repacking rounded the block scales to bf16, so the original numbers are gone for good; the
