@@ -103,5 +103,5 @@ echo ">> fine-tuning $MODEL_DIR ($RECIPE_FAMILY_LABEL) on $TRAIN_DATA ($TRAIN_IT
 
 RUN_DIR=$(cat "$SAVE_DIR/LAST_RUN")
 echo ">> asking the base model and the new checkpoint about $DEMO_IMAGE (greedy), scored against its training labels"
-python -m remoteglm.train.demo --base "$MODEL_DIR" --run "$RUN_DIR" --image "$DEMO_IMAGE" --train_data $TRAIN_DATA < /dev/null
+python -m remoteglm.eval.demo --base "$MODEL_DIR" --run "$RUN_DIR" --image "$DEMO_IMAGE" --train_data $TRAIN_DATA < /dev/null
 echo ">> done. Chat with it: python cli_demo.py --from_pretrained $RUN_DIR"

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.serve.generation import CLI_DEFAULTS, DEFAULT_PROMPT, DEFAULT_PROMPT_EN
+from remoteglm.model.prompt import DEFAULT_PROMPT, DEFAULT_PROMPT_EN
+from remoteglm.serve.sampling import DEMO_DEFAULTS
 from remoteglm.options import add_model_args
 
 QUIT = {"quit", "exit", "stop", "q", "退出"}
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--english", action="store_true", help="English prompt format (Q:/A:), Chinese tokens suppressed")
     # Unset options take the model's own values: a GLM-4.1V / Qwen2.5-VL folder's generation_config.json,
     # else VisualGLM's official cli_demo values (shown in brackets).
-    d = CLI_DEFAULTS
+    d = DEMO_DEFAULTS
     ap.add_argument("--temperature", type=float, help=f"sampling temperature [the model's; VisualGLM {d['temperature']}]")
     ap.add_argument("--top_p", type=float, help=f"nucleus sampling [the model's; VisualGLM {d['top_p']}]")
     ap.add_argument("--top_k", type=int, help=f"top-k sampling [the model's; VisualGLM {d['top_k']}]")
@@ -156,12 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_new_tokens < 0:
         raise RemoteGLMError("--max_new_tokens must be >= 0 (0: only --max_length limits the answer)")
-    from remoteglm.device import default_device
-    from remoteglm.model.checkpoint import trust_checkpoints
+    from remoteglm.serve.bootstrap import start_engine
     from remoteglm.serve.chat import ChatSession
-    from remoteglm.serve.loading import load_engine
-
-    trust_checkpoints(args.trust_checkpoint)
 
     one_shot = args.image is not None and args.prompt is not None and not sys.stdin.isatty()
     first_prompt = args.prompt or (DEFAULT_PROMPT_EN if args.english else DEFAULT_PROMPT)
@@ -169,14 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         from remoteglm.model.image import load_image
 
         load_image(args.image)
-    device = default_device(args.device)
-    print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
-    engine, memory = load_engine(args.from_pretrained, quant=args.quant, tokenizer=args.tokenizer, device=device,
-                                 dtype=args.dtype, name=Path(args.from_pretrained).name, defaults=CLI_DEFAULTS,
-                                 seed=args.seed, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
-    if args.quant:
-        what = "language-model weights" if hasattr(engine, "processor") else "ChatGLM weights"
-        print(f"{what}: {engine.quant}; {memory}", file=sys.stderr, flush=True)
+    engine, _, _ = start_engine(args, defaults=DEMO_DEFAULTS, seed=args.seed)
     session = ChatSession(
         engine, english=args.english, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         repetition_penalty=args.repetition_penalty, max_length=args.max_length, max_new_tokens=args.max_new_tokens,

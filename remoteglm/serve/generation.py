@@ -26,7 +26,7 @@ from remoteglm.errors import RemoteGLMError
 from remoteglm.model import prompt as _prompt
 from remoteglm.model.prompt import (DEFAULT_PROMPT, DEFAULT_PROMPT_EN, format_prompt, process_partial_response,  # noqa: F401
                                     process_response)
-from remoteglm.serve.sampling import (CHAT_DEFAULTS, CLI_DEFAULTS, DEFAULT_MAX_NEW_TOKENS, WEB_DEFAULTS,  # noqa: F401 - re-exported
+from remoteglm.serve.sampling import (CHAT_DEFAULTS, DEFAULT_MAX_NEW_TOKENS,  # noqa: F401 - re-exported
                                       GenerationConfig, banned_ids, choose_tokens, process_logits)
 
 # ---- prompt (built in remoteglm.model.prompt) -------------------------------------------------------

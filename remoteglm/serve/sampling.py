@@ -14,14 +14,12 @@ from remoteglm.errors import RemoteGLMError
 # Answers stop after this many new tokens unless asked otherwise (0: only max_length bounds
 # them). Without a cap a CPU answer could run to max_length 2048 for minutes.
 DEFAULT_MAX_NEW_TOKENS = 512
-# Official defaults: chat() in VisualGLM's model/chat.py, its cli_demo.py and its web_demo.py
-# (top_k as its cli_demo), plus the cap above.
+# VisualGLM's official defaults, plus the cap above: chat() in its model/chat.py (the API, the
+# engines' fallback), and the values its cli_demo.py and web_demo.py share (top_k as the cli_demo's).
 CHAT_DEFAULTS = dict(top_p=0.7, top_k=30, temperature=0.95, repetition_penalty=1.2, max_length=2048,
                      max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
-CLI_DEFAULTS = dict(top_p=0.4, top_k=100, temperature=0.8, repetition_penalty=1.2, max_length=2048,
-                    max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
-WEB_DEFAULTS = dict(temperature=0.8, top_p=0.4, top_k=100, repetition_penalty=1.2, max_length=2048,
-                    max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+DEMO_DEFAULTS = dict(top_p=0.4, top_k=100, temperature=0.8, repetition_penalty=1.2, max_length=2048,
+                     max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
 
 
 @dataclass

@@ -29,8 +29,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from remoteglm.errors import RemoteGLMError, cli_entry  # noqa: E402
-from remoteglm.serve.generation import WEB_DEFAULTS  # noqa: E402
 from remoteglm.options import add_host_arg, add_model_args  # noqa: E402
+from remoteglm.serve.sampling import DEMO_DEFAULTS  # noqa: E402
 from remoteglm.serve.web_guard import FileScope, LoginThrottle, UploadDir, WebGuard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
 
     max_bytes = int(max_upload_mb * 2**20)
     max_seq = engine.context_length
-    d = {**WEB_DEFAULTS, **engine.defaults}
+    d = {**DEMO_DEFAULTS, **engine.defaults}
 
     def on_image(path, state):
         state = {"image": None, "history": []}
@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--upload_ttl_minutes", type=float, default=DEFAULT_UPLOAD_TTL_S / 60,
                     help="delete uploaded images this long after upload (and all at shutdown) [%(default)g]")
     ap.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest image upload, MB")
-    ap.add_argument("--max_new_tokens", type=int, default=WEB_DEFAULTS["max_new_tokens"],
-                    help=f"answer-token limit the page starts with (its slider; default {WEB_DEFAULTS['max_new_tokens']}, "
+    ap.add_argument("--max_new_tokens", type=int, default=DEMO_DEFAULTS["max_new_tokens"],
+                    help=f"answer-token limit the page starts with (its slider; default {DEMO_DEFAULTS['max_new_tokens']}, "
                          "0: only max_length)")
     ap.add_argument("--model_name", default=None, help="name shown in the page (default: the checkpoint directory's name)")
     return ap
@@ -251,20 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in LOCAL_HOSTS:
         _warn(f"--host {args.host} makes the demo reachable from other machines on port {args.port}"
               + ("" if auth else "; set --auth user:pass"))
-    from remoteglm.compat import single_process_env
-    from remoteglm.device import default_device
-    from remoteglm.model.checkpoint import trust_checkpoints
-    from remoteglm.serve.loading import load_engine
+    from remoteglm.serve.bootstrap import start_engine
 
-    single_process_env()
-    trust_checkpoints(args.trust_checkpoint)
-    device = default_device(args.device)
-    print(f"loading {args.from_pretrained} on {device} ...", file=sys.stderr, flush=True)
-    name = args.model_name or Path(args.from_pretrained).expanduser().resolve().name
-    engine, memory = load_engine(args.from_pretrained, quant=args.quant, tokenizer=args.tokenizer, device=device,
-                                 dtype=args.dtype, name=name, defaults={**WEB_DEFAULTS, "max_new_tokens": args.max_new_tokens},
-                                 min_pixels=args.min_pixels, max_pixels=args.max_pixels)
-    print(f"{name}: {engine.quant}, {memory}", file=sys.stderr, flush=True)
+    engine, device, memory = start_engine(args, name=args.model_name,
+                                          defaults={**DEMO_DEFAULTS, "max_new_tokens": args.max_new_tokens})
     uploads = _upload_dir(args.upload_ttl_minutes * 60)
     try:
         _serve(args, auth, engine, device, memory, uploads)

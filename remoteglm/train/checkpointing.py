@@ -30,7 +30,6 @@ from remoteglm.io import read_json, torch_save_atomic, write_json_atomic, write_
 LATEST = "latest"
 WEIGHTS = "mp_rank_00_model_states.pt"
 TRAIN_STATE = "train_state.json"
-LAST_RUN = "LAST_RUN"
 
 
 def optim_file(step_dir: Path, rank: int) -> Path:
@@ -185,8 +184,3 @@ def save_step(run_dir: Path, step: int, model, optimizer, train_state: dict, wri
                 if old != step:
                     shutil.rmtree(run_dir / str(old), ignore_errors=True)
     _barrier()
-
-
-def write_last_run(save_parent: Path, run_dir: Path) -> None:
-    """``SAVE/LAST_RUN``: the run folder finetune.sh and users pick up next."""
-    write_text_atomic(save_parent / LAST_RUN, f"{run_dir}\n")

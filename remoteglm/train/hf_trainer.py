@@ -39,7 +39,7 @@ PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
 def run_settings(opts, world: int) -> dict:
     """What a resume must repeat: the adapter's shape (its saved weights must fit) and what sets
     the batches (their order and contents)."""
-    return {"lora_rank": opts.lora_rank, "lora_alpha": opts.lora_alpha or 2 * opts.lora_rank,
+    return {"lora_rank": opts.lora_rank, "lora_alpha": opts.lora_alpha,
             "layer_range": sorted(set(opts.layer_range)) if opts.layer_range else None, "use_dora": opts.use_dora,
             "use_qlora": opts.use_qlora, "tune_merger": opts.tune_merger, "batch_size": opts.batch_size,
             "gradient_accumulation_steps": opts.gradient_accumulation_steps, "seed": opts.seed,
@@ -122,7 +122,7 @@ def lora_config(opts):
 
     layers = "|".join(str(i) for i in sorted(set(opts.layer_range))) if opts.layer_range else r"\d+"
     names = "|".join(LORA_TARGETS)
-    return LoraConfig(r=opts.lora_rank, lora_alpha=opts.lora_alpha or 2 * opts.lora_rank, lora_dropout=opts.lora_dropout,
+    return LoraConfig(r=opts.lora_rank, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
                       target_modules=rf".*language_model\.layers\.({layers})\.(self_attn|mlp)\.({names})",
                       use_dora=opts.use_dora, modules_to_save=["merger"] if opts.tune_merger else None,
                       task_type="CAUSAL_LM")
@@ -141,9 +141,9 @@ def run(opts, fam) -> Path:
     warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message="OMP_NUM_THREADS/MKL_NUM_THREADS unset")  # accelerate, on a CPU
 
-    from remoteglm.io import write_json_atomic, write_text_atomic
+    from remoteglm.io import write_json_atomic
     from remoteglm.model.hf_folder import BASE_RECORD, check_folder, load_processor
-    from remoteglm.train.run_folder import run_name, write_summary
+    from remoteglm.train.run_folder import run_name, write_last_run, write_summary
     from remoteglm.train.data import check_leaks, load_records
 
     base = Path(opts.from_pretrained).expanduser().resolve()
@@ -160,6 +160,7 @@ def run(opts, fam) -> Path:
         if done_steps >= opts.train_iters:
             print(f">> {opts.resume} already ran {done_steps} of --train_iters {opts.train_iters} steps: nothing to do "
                   "(raise --train_iters to train further)", flush=True)
+            write_last_run(Path(opts.save), Path(opts.resume).resolve())
             return Path(opts.resume)
         now = run_settings(opts, world)
         for k, v in (record.get("settings") or {}).items():
@@ -255,7 +256,7 @@ def run(opts, fam) -> Path:
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=_limit(valid_ds, opts),
                       data_collator=lambda b: collate(b, pad), callbacks=_callbacks(run_dir, opts.keep_checkpoints))
     if resume_from is None and rank == 0:
-        write_text_atomic(Path(opts.save) / "LAST_RUN", str(run_dir) + "\n")
+        write_last_run(Path(opts.save), run_dir)
     if cuda:
         torch.cuda.reset_peak_memory_stats()  # the peak of training, not of loading
     t0 = time.time()
@@ -268,10 +269,11 @@ def run(opts, fam) -> Path:
     evals = [(h["step"], h["eval_loss"]) for h in hist if "eval_loss" in h]
     probe = [len(train_ds[i]["input_ids"]) for i in range(min(16, len(train_ds)))]
     if trainer.is_world_process_zero():
+        write_last_run(Path(opts.save), run_dir)
         write_summary(run_dir, opts, fam, losses=losses, eval_losses=evals,
                       resumed_from=int(resume_from.name.split("-")[1]) if resume_from else None,
                       seconds=time.time() - t0, train_seconds=result.metrics.get("train_runtime") or 0.0, world=world,
-                      trainable=trainable, total=total, extra={
+                      trainable=trainable, total=total, steps=trainer.state.global_step, extra={
                           "samples": len(train_ds), "skipped": train_ds.skipped, "image_tokens_max": img_tok,
                           "mean_sample_tokens": round(sum(probe) / len(probe), 1), "dora": opts.use_dora,
                           "zero_stage": stage})

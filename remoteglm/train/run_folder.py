@@ -12,6 +12,15 @@ from pathlib import Path
 
 STAMP = "%m-%d-%H-%M-%S"
 SUMMARY = "train_summary.json"
+LAST_RUN = "LAST_RUN"
+
+
+def write_last_run(save_parent: Path, run_dir: Path) -> None:
+    """``SAVE/LAST_RUN``: the run folder finetune.sh and users pick up next (a resumed run too,
+    wherever it lives)."""
+    from remoteglm.io import write_text_atomic
+
+    write_text_atomic(Path(save_parent) / LAST_RUN, f"{run_dir}\n")
 
 
 def run_name(prefix: str, parent: Path) -> str:
@@ -34,21 +43,22 @@ def run_name(prefix: str, parent: Path) -> str:
 
 def write_summary(run_dir: Path, opts, family, *, losses: list, eval_losses: list, resumed_from: int | None,
                   seconds: float, train_seconds: float, world: int, trainable: int | None, total: int | None = None,
-                  tokens: int | None = None, extra: dict | None = None) -> dict:
+                  tokens: int | None = None, steps: int | None = None, extra: dict | None = None) -> dict:
     """``train_summary.json`` of a run, the whole run (a resumed run includes the steps before the
     kill): ``losses`` [[step, loss, lr]], ``eval_losses`` [[step, loss]]; ``last_loss`` is the mean
-    of the last 10 logged losses; ``extra`` holds what only one trainer measures."""
+    of the last 10 logged losses; ``steps``: the step reached [the last logged one]; ``extra`` holds
+    what only one trainer measures."""
     import torch
 
     from remoteglm.io import write_json_atomic
 
     cuda = torch.cuda.is_available()
-    session = [x for x in losses if x[0] > (resumed_from or 0)]
-    steps_run = (losses[-1][0] - (resumed_from or 0)) if session else 0
+    steps = steps if steps is not None else (losses[-1][0] if losses else 0)
+    steps_run = max(0, steps - (resumed_from or 0))
     samples = steps_run * opts.batch_size * opts.gradient_accumulation_steps * max(1, world)
     tail = [x[1] for x in losses[-10:]]
     summary = {
-        "family": family.name, "run_dir": str(run_dir), "steps": losses[-1][0] if losses else 0,
+        "family": family.name, "run_dir": str(run_dir), "steps": steps,
         "train_iters": opts.train_iters, "resumed_from": resumed_from or None,
         "first_loss": losses[0][1] if losses else math.nan, "last_loss": sum(tail) / len(tail) if tail else math.nan,
         "eval_loss": eval_losses[-1][1] if eval_losses else None, "eval_losses": [list(x) for x in eval_losses],

@@ -178,7 +178,7 @@ def run(opts, family) -> Path:
     from remoteglm import compat
     from remoteglm.model.unpickle import trust_checkpoints
     from remoteglm.train import checkpointing as ckpt
-    from remoteglm.train.run_folder import run_name
+    from remoteglm.train.run_folder import run_name, write_last_run
     from remoteglm.train.data import FinetuneDataset, SampleEncoder, check_leaks, collate, load_records
 
     trust_checkpoints(opts.trust_checkpoint)
@@ -213,7 +213,7 @@ def run(opts, family) -> Path:
                                      "resume with the same settings (NUM_GPUS, BATCH_SIZE) for an exact continuation")
         if start >= opts.train_iters:
             if rank == 0:
-                ckpt.write_last_run(save_parent, resume_dir)
+                write_last_run(save_parent, resume_dir)
                 print(f"{resume_dir} is already at step {start} of --train_iters {opts.train_iters}: nothing to train "
                       f"(raise --train_iters / TRAIN_ITERS to train on)")
             return resume_dir
@@ -275,7 +275,7 @@ def run(opts, family) -> Path:
                        write_config=lambda d: lora_setup.write_model_config(d, model, tokenizer),
                        keep=opts.keep_checkpoints)
         if rank == 0:
-            ckpt.write_last_run(save_parent, run_dir)
+            write_last_run(save_parent, run_dir)
             progress.bar.write(f"saved step {iteration} -> {run_dir}")
 
     def on_load(module) -> int:
@@ -346,7 +346,7 @@ def run(opts, family) -> Path:
         progress.close()
         sat_patches.restore()
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:  # one LAST_RUN per node, the same name on all
-        ckpt.write_last_run(save_parent, run_dir)
+        write_last_run(save_parent, run_dir)
     if rank == 0:
         _summary(opts, family, run_dir, progress, state, model, t0, world)
     return run_dir

@@ -156,3 +156,20 @@ def test_quiet_start_without_quant(tiny_checkpoint):
     assert "bitsandbytes imported: False" in r.stderr
     assert "kernels-community" not in r.stderr and "gemm_4bit" not in r.stderr
     assert r.stdout.strip()  # it did answer
+
+
+def test_the_cli_and_the_web_demo_start_from_one_sampling_table():
+    """VisualGLM's official cli_demo and web_demo values are one table (sampling.DEMO_DEFAULTS),
+    beside the chat() values the API starts from: the CLI's help and both --max_new_tokens read it."""
+    from remoteglm.serve import sampling
+    from remoteglm.serve.cli import build_parser as cli_parser
+    from remoteglm.serve.web import build_parser as web_parser
+
+    d = sampling.DEMO_DEFAULTS
+    assert sorted(n for n, v in vars(sampling).items() if n.endswith("_DEFAULTS") and isinstance(v, dict)) == [
+        "CHAT_DEFAULTS", "DEMO_DEFAULTS"]
+    shown = " ".join(cli_parser().format_help().split())
+    for key in ("temperature", "top_p", "top_k", "repetition_penalty", "max_length"):
+        assert f"VisualGLM {d[key]}]" in shown, key
+    cli, web = (p.parse_args(["--from_pretrained", "x"]) for p in (cli_parser(), web_parser()))
+    assert cli.max_new_tokens == web.max_new_tokens == d["max_new_tokens"]

@@ -11,8 +11,8 @@ import torch
 
 from remoteglm.model.prompt import process_partial_response, process_response
 from remoteglm.serve.engine import EMPTY_ANSWER, Engine, Reply, display_text, strip_control
-from remoteglm.serve.generation import (CHAT_DEFAULTS, CLI_DEFAULTS, DEFAULT_MAX_NEW_TOKENS, WEB_DEFAULTS,
-                                        GenerationConfig, encode_prompt)
+from remoteglm.serve.generation import encode_prompt
+from remoteglm.serve.sampling import CHAT_DEFAULTS, DEFAULT_MAX_NEW_TOKENS, DEMO_DEFAULTS, GenerationConfig
 
 
 # ---- the official post-processing ---------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_engine_text_only_prompt_is_the_official_one(tiny):
 def test_new_tokens_are_capped_by_default_and_adjustable(never_eop, tiny):
     tok = tiny[1]
     assert DEFAULT_MAX_NEW_TOKENS == 512
-    assert CHAT_DEFAULTS["max_new_tokens"] == CLI_DEFAULTS["max_new_tokens"] == WEB_DEFAULTS["max_new_tokens"] == 512
+    assert CHAT_DEFAULTS["max_new_tokens"] == DEMO_DEFAULTS["max_new_tokens"] == 512
     assert GenerationConfig.make().max_new_tokens == 512 and GenerationConfig().max_new_tokens == 512
     engine = Engine(never_eop, tok)
     r = engine.reply(None, "你好", do_sample=False)

@@ -255,7 +255,7 @@ def test_sampling_defaults_come_from_the_model_folder(vlm_bases, tmp_path, monke
 
     from remoteglm.serve.chat import ChatSession
     from remoteglm.serve.cli import build_parser
-    from remoteglm.serve.generation import CLI_DEFAULTS, WEB_DEFAULTS
+    from remoteglm.serve.sampling import DEMO_DEFAULTS
     from remoteglm.serve.loading import load_engine
 
     d = tmp_path / "qwen"
@@ -263,10 +263,10 @@ def test_sampling_defaults_come_from_the_model_folder(vlm_bases, tmp_path, monke
     published = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.1, "top_p": 0.001, "top_k": 1}
     gc = json.loads((d / "generation_config.json").read_text())
     (d / "generation_config.json").write_text(json.dumps({**gc, **published}))
-    for table in (CHAT_DEFAULTS, CLI_DEFAULTS, WEB_DEFAULTS):
+    for table in (CHAT_DEFAULTS, DEMO_DEFAULTS):
         cfg = load_engine(d, defaults=table)[0].config()
         assert {k: getattr(cfg, k) for k in published} == published
-    engine = load_engine(d, defaults=CLI_DEFAULTS)[0]
+    engine = load_engine(d, defaults=DEMO_DEFAULTS)[0]
     args = build_parser().parse_args(["--from_pretrained", str(d)])  # no sampling flags given: the model's values
     gen = {k: getattr(args, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "max_length")}
     cfg = engine.config(**ChatSession(engine, **gen).gen)

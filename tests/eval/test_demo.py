@@ -1,4 +1,4 @@
-"""The closing demo module (remoteglm.train.demo) on the tiny checkpoint: output, labels, exit code."""
+"""The closing demo module (remoteglm.eval.demo) on the tiny checkpoint: output, labels, exit code."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from remoteglm.train.demo import image_labels, main
+from remoteglm.eval.demo import image_labels, main
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"

@@ -2,7 +2,7 @@
 model (before) and of the fine-tuned run (after), each answered greedily, with the character F1 of
 each answer against that image's training labels (the best label counts).
 
-    python -m remoteglm.train.demo --base checkpoints/visualglm-tiny --run checkpoints/finetune-visualglm-12-01-10-00 \\
+    python -m remoteglm.eval.demo --base checkpoints/visualglm-tiny --run checkpoints/finetune-visualglm-12-01-10-00 \\
         --image data/sample/images/s2_farmland.png --train_data data/sample/sample_train.json
 
 Decoding is that of ``cli_demo.py --greedy --max_new_tokens 48`` (its sampling defaults, greedy).
@@ -68,7 +68,7 @@ def answer(model_dir: str | Path, image: str | Path, prompt: str, max_new_tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m remoteglm.train.demo",
+    ap = argparse.ArgumentParser(prog="python -m remoteglm.eval.demo",
                                  description="Ask the base model and the fine-tuned run one question about a training "
                                              "image; print both answers and their char F1 against its training labels.")
     ap.add_argument("--base", required=True, metavar="DIR", help="the base checkpoint the run was trained from")
