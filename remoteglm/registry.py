@@ -23,7 +23,7 @@ from typing import Any
 from remoteglm.errors import RemoteGLMError
 
 # module names under remoteglm.families: adding a family is its module plus one name here
-BUILTIN = ("qwen2_5_vl", "glm4v", "visualglm")
+BUILTIN = ("qwen2_5_vl", "glm4v", "qwen3_vl", "visualglm")
 
 
 class Family(ABC):

@@ -117,10 +117,10 @@ def test_resume_outside_save_dir_demos_that_run(tmp_path, tiny_checkpoint):
 def test_a_folder_no_engine_can_load_is_one_line_before_any_banner(tmp_path):
     """A missing folder, or an HF folder of a model type we do not support, gets its one error line
     first (it used to be announced as a "visualglm engine" fine-tune and fail later)."""
-    unsupported = tmp_path / "qwen3"
+    unsupported = tmp_path / "qwen3-moe"
     unsupported.mkdir()
-    (unsupported / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
-    for model_dir, said in ((tmp_path / "nope", "nope"), (unsupported, "'qwen3_vl' is not supported yet")):
+    (unsupported / "config.json").write_text(json.dumps({"model_type": "qwen3_vl_moe"}))
+    for model_dir, said in ((tmp_path / "nope", "nope"), (unsupported, "'qwen3_vl_moe' is not supported yet")):
         for dry_run in ("0", "1"):
             r = sh({"MODEL_DIR": str(model_dir), "NUM_GPUS": "0", "SAVE_DIR": str(tmp_path / "out"), "DRY_RUN": dry_run})
             assert r.returncode == 2, r.stdout + r.stderr
