@@ -37,9 +37,8 @@ def build_parser(prog: str = "remoteglm finetune") -> argparse.ArgumentParser:
     g.add_argument("--from_pretrained", required=True, help="base model folder (any family; a run folder with --resume)")
     g.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="training precision [bf16 on GPUs that have it, else fp16; fp32 on the CPU]")
-    prec = g.add_mutually_exclusive_group()  # the older spellings of --dtype
-    prec.add_argument("--fp16", action="store_true", help=argparse.SUPPRESS)
-    prec.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--fp16", action="store_true", help=argparse.SUPPRESS)  # the older spellings of --dtype
+    g.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
     g.add_argument("--tokenizer", help="VisualGLM: ice_text.model (default: the one inside --from_pretrained)")
     g.add_argument("--min_pixels", type=int, default=None, help="transformers families: smallest image area after resizing")
     g.add_argument("--max_pixels", type=int, default=None,
@@ -114,6 +113,8 @@ def resolve(opts, family) -> None:
         if given(getattr(opts, dest)) and dest not in family.train_options:
             raise RemoteGLMError(f"--{dest} is not an option of {family.label} fine-tuning (it is for "
                                  "other model families); leave it out")
+    if opts.fp16 and opts.bf16:
+        raise RemoteGLMError("--fp16 and --bf16 exclude each other: pass --dtype fp16 or --dtype bf16")
     if opts.fp16 or opts.bf16:
         opts.dtype = opts.dtype or ("fp16" if opts.fp16 else "bf16")
     recipe = family.recipe(Path(opts.from_pretrained), opts.lora_rank)
