@@ -1,6 +1,5 @@
-"""The tiny GLM-4.1V / Qwen2.5-VL folders are ordinary HF folders (read back by transformers'
-own Auto classes), the engine is chosen from config.json, and the image-token arithmetic agrees
-with the models' own image processors."""
+"""Every transformers family's tiny folder is an ordinary HF folder (read back by transformers'
+own Auto classes), and the image-token arithmetic agrees with the models' own image processors."""
 
 import json
 import shutil
@@ -10,80 +9,65 @@ import torch
 from PIL import Image
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model.vlm import FAMILIES, chat_messages, image_tokens, is_vlm, load_processor, load_vlm, vlm_family
-from tests.vlm.conftest import FAMILIES as FAMS
-from tests.vlm.conftest import SAMPLE
+from remoteglm.model.hf_folder import chat_messages, image_tokens, load_hf, load_processor
+from remoteglm.registry import family_named
+from tests.families.conftest import HF_FAMILIES, SAMPLE
 
 SAMPLE_IMG = SAMPLE / "images" / "s2_farmland.png"
 
 
-@pytest.mark.parametrize("family", FAMS)
-def test_tiny_folder_loads_through_transformers_auto_classes(vlm_bases, family):
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_tiny_folder_loads_through_transformers_auto_classes(hf_bases, family):
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-    d = vlm_bases[family]
+    d, fam = hf_bases[family], family_named(family)
     cfg = AutoConfig.from_pretrained(d, local_files_only=True)
     assert cfg.model_type == family
     model = AutoModelForImageTextToText.from_pretrained(d, local_files_only=True)
-    assert type(model).__name__ == FAMILIES[family].model_class
+    assert type(model).__name__ == fam.model_class
     tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
-    assert tok.convert_tokens_to_ids(FAMILIES[family].image_token) == cfg.image_token_id
+    assert tok.convert_tokens_to_ids(fam.image_token) == cfg.image_token_id
     assert type(AutoImageProcessor.from_pretrained(d, local_files_only=True)).__name__.startswith(
         ("Qwen2VLImageProcessor", "Glm4vImageProcessor"))
-    # where the real folders keep their template: Qwen2.5-VL a chat_template.json, GLM-4.1V a .jinja
-    assert (d / {"qwen2_5_vl": "chat_template.json", "glm4v": "chat_template.jinja"}[family]).is_file()
+    # where the real folders keep their template: Qwen2.5-VL and Qwen3-VL a chat_template.json, GLM-4.1V a .jinja
+    assert (d / {"qwen2_5_vl": "chat_template.json", "glm4v": "chat_template.jinja",
+                 "qwen3_vl": "chat_template.json"}[family]).is_file()
     assert (d / "model.safetensors").is_file()
 
 
-def test_engine_is_chosen_from_config_json(vlm_bases, tiny_checkpoint, tmp_path):
-    assert all(is_vlm(d) for d in vlm_bases.values())
-    assert vlm_family(vlm_bases["glm4v"]).label == "GLM-4.1V"
-    assert not is_vlm(tiny_checkpoint) and not is_vlm(tmp_path / "missing")
-    odd = tmp_path / "qwen3"
-    shutil.copytree(vlm_bases["qwen2_5_vl"], odd)
-    cfg = json.loads((odd / "config.json").read_text())
-    (odd / "config.json").write_text(json.dumps({**cfg, "model_type": "qwen3_vl"}))
-    with pytest.raises(RemoteGLMError, match="not supported yet"):
-        is_vlm(odd)
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
-    with pytest.raises(RemoteGLMError, match="not a model folder here"):
-        is_vlm(adapter)
-
-
-@pytest.mark.parametrize("family", FAMS)
+@pytest.mark.parametrize("family", HF_FAMILIES)
 @pytest.mark.parametrize("size", [(256, 256), (640, 200), (50, 50), (2000, 900)])
 @pytest.mark.parametrize("pixels", [(None, None), (28 * 28 * 4, 28 * 28 * 64)])
-def test_image_token_count_agrees_with_the_image_processor(vlm_bases, family, size, pixels):
-    proc = load_processor(vlm_bases[family], *pixels)
+def test_image_token_count_agrees_with_the_image_processor(hf_bases, family, size, pixels):
+    proc = load_processor(hf_bases[family], family_named(family), *pixels)
     out = proc.images([Image.new("RGB", size, (90, 120, 60))])
     grid = out["image_grid_thw"][0]
     want = int(grid.prod()) // 4
     lo, hi = proc.image_processor.size["shortest_edge"], proc.image_processor.size["longest_edge"]
-    assert image_tokens(*size, lo, hi, FAMILIES[family]) == want
+    assert image_tokens(*size, lo, hi, family_named(family)) == want
     ids = proc.encode(proc.render(chat_messages("描述这张图片。"), True), out["image_grid_thw"])
     assert ids.count(proc.image_token_id) == want
     assert out["pixel_values"].shape[0] == int(grid.prod())
 
 
-def test_resolution_setting_changes_the_tokens_and_bad_prompts_fail(vlm_bases):
-    small = load_processor(vlm_bases["qwen2_5_vl"], 28 * 28, 28 * 28 * 4)
-    big = load_processor(vlm_bases["qwen2_5_vl"], 28 * 28 * 16, 28 * 28 * 64)
+def test_resolution_setting_changes_the_tokens_and_bad_prompts_fail(hf_bases):
+    qwen = family_named("qwen2_5_vl")
+    small = load_processor(hf_bases["qwen2_5_vl"], qwen, 28 * 28, 28 * 28 * 4)
+    big = load_processor(hf_bases["qwen2_5_vl"], qwen, 28 * 28 * 16, 28 * 28 * 64)
     img = [Image.new("RGB", (448, 448))]
     assert int(small.images(img)["image_grid_thw"].prod()) // 4 == 4
     assert int(big.images(img)["image_grid_thw"].prod()) // 4 == 64
     with pytest.raises(RemoteGLMError, match="min_pixels"):
-        load_processor(vlm_bases["qwen2_5_vl"], 5000, 4000)
+        load_processor(hf_bases["qwen2_5_vl"], qwen, 5000, 4000)
     with pytest.raises(RemoteGLMError, match="no image was given"):
         small.encode(small.render(chat_messages("q"), True))
 
 
-@pytest.mark.parametrize("family", FAMS)
-def test_int8_and_int4_loading_through_bitsandbytes(vlm_bases, family):
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_int8_and_int4_loading_through_bitsandbytes(hf_bases, family):
     from PIL import Image
 
-    model, proc = load_vlm(vlm_bases[family], quant=4)
+    model, proc = load_hf(hf_bases[family], family_named(family), quant=4)
     import bitsandbytes as bnb
 
     lm = [m for n, m in model.named_modules() if "language_model" in n and isinstance(m, bnb.nn.Linear4bit)]
@@ -92,21 +76,22 @@ def test_int8_and_int4_loading_through_bitsandbytes(vlm_bases, family):
     ids = proc.encode(proc.render(chat_messages("描述这张图片。"), True), im["image_grid_thw"])
     out = model(input_ids=torch.tensor([ids]), mm_token_type_ids=torch.tensor([proc.token_types(ids)]), **im)
     assert torch.isfinite(out.logits).all()
-    m8, _ = load_vlm(vlm_bases[family], quant=8)
+    m8, _ = load_hf(hf_bases[family], family_named(family), quant=8)
     assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in m8.modules())
 
 
-@pytest.mark.parametrize("family", FAMS)
-def test_training_samples_put_the_loss_on_the_answer_only(vlm_bases, family):
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_training_samples_put_the_loss_on_the_answer_only(hf_bases, family):
     """The prompt of a sample is what serving sends (the model's own template, earlier turns of a
     conversation record included); labels are -100 on it and the answer + a stop token after it."""
-    from remoteglm.train.data import IGNORE_INDEX, Record
-    from remoteglm.train.vlm_data import VLMEncoder, collate
+    from remoteglm.data.records import Record
+    from remoteglm.model.sample import IGNORE_INDEX
+    from remoteglm.train.hf_data import HFEncoder, collate
 
-    proc = load_processor(vlm_bases[family])
+    proc = load_processor(hf_bases[family], family_named(family))
     rec = Record(SAMPLE_IMG, "有几条道路？", "一条笔直的道路。", history=(("描述这张图片。", "农田。"),))
     pix = proc.images([Image.open(SAMPLE_IMG).convert("RGB")])
-    item = VLMEncoder(proc, 512).encode(rec, pix["image_grid_thw"])
+    item = HFEncoder(proc, 512).encode(rec, pix["image_grid_thw"])
     serving = proc.encode(proc.render(chat_messages(rec.prompt, rec.history, True), True), pix["image_grid_thw"])
     ids, labels = item["input_ids"], item["labels"]
     assert ids[:len(serving)] == serving and set(labels[:len(serving)]) == {IGNORE_INDEX}
@@ -115,18 +100,18 @@ def test_training_samples_put_the_loss_on_the_answer_only(vlm_bases, family):
     assert proc.tokenizer.decode(answer, skip_special_tokens=True).strip() == rec.label
     assert "农田。" in proc.tokenizer.decode(serving)  # the earlier turn is in the prompt, not in the loss
     assert item["mm_token_type_ids"] == [1 if t == proc.image_token_id else 0 for t in ids]
-    cut = VLMEncoder(proc, len(serving) + 3).encode(rec, pix["image_grid_thw"])
+    cut = HFEncoder(proc, len(serving) + 3).encode(rec, pix["image_grid_thw"])
     assert cut["truncated"] and len(cut["input_ids"]) == len(serving) + 3 and cut["labels"][-1] in proc.stop_ids
     with pytest.raises(RemoteGLMError, match="lower --max_pixels or raise --max_length"):
-        VLMEncoder(proc, len(serving)).encode(rec, pix["image_grid_thw"])
+        HFEncoder(proc, len(serving)).encode(rec, pix["image_grid_thw"])
     b = collate([dict(item, **pix), dict(cut, **pix)], proc.tokenizer.pad_token_id)
     assert b["input_ids"].shape == b["labels"].shape == b["attention_mask"].shape == (2, len(ids))
     assert b["attention_mask"][1].sum() == len(cut["input_ids"]) and (b["labels"][1, len(cut["input_ids"]):] == -100).all()
     assert b["pixel_values"].shape[0] == 2 * pix["pixel_values"].shape[0] and b["image_grid_thw"].shape == (2, 3)
 
 
-def test_damaged_folders_are_one_line_each(vlm_bases, tmp_path):
-    src = vlm_bases["glm4v"]
+def test_damaged_folders_are_one_line_each(hf_bases, tmp_path):
+    src = hf_bases["glm4v"]
     cases = {}
     for name in ("lfs", "truncated", "missing_shard", "no_template"):
         d = tmp_path / name
@@ -146,18 +131,19 @@ def test_damaged_folders_are_one_line_each(vlm_bases, tmp_path):
             "no_template": "no chat template"}
     for name, d in cases.items():
         with pytest.raises(RemoteGLMError, match=want[name]):
-            load_vlm(d)
+            load_hf(d, family_named("glm4v"))
 
 
-@pytest.mark.parametrize("family, billions", [("qwen2_5_vl", 8.29), ("glm4v", 10.29)])
+@pytest.mark.parametrize("family, billions", [("qwen2_5_vl", 8.29), ("glm4v", 10.29), ("qwen3_vl", 8.77)])
 def test_full_size_registry_matches_the_published_models(family, billions):
     """The sizes the GPU benchmark builds (on the meta device here: no memory): Qwen2.5-VL-7B has
-    8.29 B parameters, GLM-4.1V-9B 10.29 B, as their model cards say."""
+    8.29 B parameters, GLM-4.1V-9B 10.29 B, Qwen3-VL-8B 8.77 B, as their model cards say."""
     import transformers as tf
 
-    from remoteglm.model.vlm_tiny import _texts, build_config, train_tokenizer
+    from remoteglm.model.hf_tiny import _texts, build_config, train_tokenizer
 
-    cfg = build_config(family, train_tokenizer(family, _texts()[:100], vocab_size=400), "full")
+    fam = family_named(family)
+    cfg = build_config(fam, train_tokenizer(fam, _texts()[:100], vocab_size=400), "full")
     with torch.device("meta"):
-        model = getattr(tf, FAMILIES[family].model_class)._from_config(cfg, dtype=torch.bfloat16)
+        model = getattr(tf, fam.model_class)._from_config(cfg, dtype=torch.bfloat16)
     assert round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == billions

@@ -1,7 +1,7 @@
-"""GLM-4.1V / Qwen2.5-VL runs served through the same front ends as VisualGLM: the engine
+"""Every transformers family's run served through the same front ends as VisualGLM: the engine
 (streaming prefixes, batch = one by one, cancel), cli_demo.py, the OpenAI-compatible API driven
 by the openai client, web_demo.py driven by gradio_client and headless Chromium, and the
-evaluation with VisualGLM and a tuned VLM side by side."""
+evaluation with VisualGLM and a tuned transformers-family run side by side."""
 
 import base64
 import json
@@ -13,9 +13,9 @@ import pytest
 
 from remoteglm.compat import free_port
 from remoteglm.serve.engine import strip_control
-from remoteglm.serve.generation import CHAT_DEFAULTS
+from remoteglm.serve.sampling import CHAT_DEFAULTS
 from tests.serve.conftest import ServerProcess
-from tests.vlm.conftest import FAMILIES, ROOT, SAMPLE, env, train_images
+from tests.families.conftest import HF_FAMILIES, ROOT, SAMPLE, env, train_images
 
 IMG = SAMPLE / "images" / "s2_inlet.png"
 Q, Q2 = "描述这张图片。", "有几条道路？"
@@ -23,13 +23,13 @@ CAP = 24
 
 
 @pytest.fixture(scope="module")
-def engines(vlm_runs, servers):  # the servers start first and load while the engines are built here
+def engines(hf_runs, servers):  # the servers start first and load while the engines are built here
     from remoteglm.serve.loading import load_engine
 
-    return {f: load_engine(r, defaults=CHAT_DEFAULTS, max_new_tokens=CAP)[0] for f, r in vlm_runs.items()}
+    return {f: load_engine(r, defaults=CHAT_DEFAULTS, max_new_tokens=CAP)[0] for f, r in hf_runs.items()}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", HF_FAMILIES)
 def test_stream_grows_by_prefixes_and_batch_equals_one_by_one(engines, family):
     e = engines[family]
     texts, last = [], None
@@ -46,7 +46,7 @@ def test_stream_grows_by_prefixes_and_batch_equals_one_by_one(engines, family):
     assert e.batch(images, queries, hist, batch_size=3) == one  # left-padded batches, mixed with and without images
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", HF_FAMILIES)
 def test_rows_generated_together_equal_one_by_one(engines, family):
     """The API's batches (``stream_rows``): rows with and without an image, each with its own
     max_new_tokens, stream their one-by-one answers; a row cancelled after its first words ends
@@ -95,28 +95,28 @@ def test_context_and_images(engines):
         e.check_image(b"not an image")
 
 
-def test_cli_one_shot(vlm_runs, engines, capsys, monkeypatch):
+def test_cli_one_shot(hf_runs, engines, capsys, monkeypatch):
     from remoteglm.serve.cli import main  # cli_demo.py's main, in-process (no terminal: one-shot)
 
     monkeypatch.setattr(sys, "stdin", open(os.devnull))
-    for family in FAMILIES:
-        assert main(["--from_pretrained", str(vlm_runs[family]), "--image", str(IMG), "--prompt", Q, "--greedy",
+    for family in HF_FAMILIES:
+        assert main(["--from_pretrained", str(hf_runs[family]), "--image", str(IMG), "--prompt", Q, "--greedy",
                      "--max_new_tokens", str(CAP)]) == 0
         assert capsys.readouterr().out.strip() == engines[family].reply(str(IMG), Q, do_sample=False).text
-    assert main(["--from_pretrained", str(vlm_runs["qwen2_5_vl"]), "--tokenizer", "x.model", "--image", str(IMG),
+    assert main(["--from_pretrained", str(hf_runs["qwen2_5_vl"]), "--tokenizer", "x.model", "--image", str(IMG),
                  "--prompt", Q]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --tokenizer is for VisualGLM")
 
 
 @pytest.fixture(scope="module")
-def servers(vlm_runs, tmp_path_factory):
+def servers(hf_runs, tmp_path_factory):
     """The API (GLM-4.1V run) and the web demo (Qwen2.5-VL run), both started before they are needed."""
     api_port, web_port = free_port(), free_port()
-    api = ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", str(vlm_runs["glm4v"]),
+    api = ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", str(hf_runs["glm4v"]),
                          "--port", str(api_port), "--api-key", "sk-test", "--max_new_tokens", str(CAP)],
                         env=env(), cwd=ROOT, ready_marker="serving ")
     e = dict(env(), GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")), GRADIO_ANALYTICS_ENABLED="False")
-    web = ServerProcess([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(vlm_runs["qwen2_5_vl"]),
+    web = ServerProcess([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(hf_runs["qwen2_5_vl"]),
                          "--port", str(web_port), "--max_new_tokens", str(CAP)], env=e, cwd=ROOT,
                         ready_marker="Running on local URL")
     yield {"api": (api, api_port), "web": (web, web_port)}
@@ -131,9 +131,9 @@ def api(servers):
     return openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test", max_retries=0, timeout=60), srv
 
 
-def test_api_with_the_openai_client(api, engines, vlm_runs):
+def test_api_with_the_openai_client(api, engines, hf_runs):
     client, srv = api
-    name = vlm_runs["glm4v"].name
+    name = hf_runs["glm4v"].name
     assert [m.id for m in client.models.list().data] == [name]
     url = "data:image/png;base64," + base64.b64encode(IMG.read_bytes()).decode()
     msgs = [{"role": "user", "content": [{"type": "text", "text": Q}, {"type": "image_url", "image_url": {"url": url}}]}]
@@ -172,12 +172,12 @@ def test_serving_an_adapter_prints_no_library_warnings(api):
     assert not [line for line in srv.lines if "Warning" in line], "".join(srv.lines)
 
 
-def test_api_answers_concurrent_requests_like_one_by_one(api, engines, vlm_runs):
+def test_api_answers_concurrent_requests_like_one_by_one(api, engines, hf_runs):
     """Requests sent at once (answered in batches) get the one-by-one greedy answers, each its own."""
     import threading
 
     client, _ = api
-    name = vlm_runs["glm4v"].name
+    name = hf_runs["glm4v"].name
     asks = [(str(p), q) for p, q in zip(train_images()[:3], (Q, Q2, Q))] + [(None, "你好")]
     want = [strip_control(engines["glm4v"].reply(im, q, do_sample=False).text) for im, q in asks]
     got: dict[int, str] = {}
@@ -228,11 +228,11 @@ def test_web_demo_with_gradio_client_and_a_browser(web, engines, tmp_path):
         driver.quit()
 
 
-def test_evaluation_side_by_side_with_visualglm(tiny_checkpoint, vlm_runs, tmp_path):
+def test_evaluation_side_by_side_with_visualglm(tiny_checkpoint, hf_runs, tmp_path):
     from remoteglm.eval.evaluate import main  # python -m remoteglm.eval, in-process
 
     out = tmp_path / "report"
-    assert main(["--compare", str(tiny_checkpoint), str(vlm_runs["qwen2_5_vl"]), "--labels", "visualglm", "qwen",
+    assert main(["--compare", str(tiny_checkpoint), str(hf_runs["qwen2_5_vl"]), "--labels", "visualglm", "qwen",
                  "--data", str(SAMPLE / "dataset_sample_zh.json"), "--split", "test", "--out", str(out),
                  "--max_new_tokens", "16", "--batch_size", "2"]) == 0
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -242,13 +242,13 @@ def test_evaluation_side_by_side_with_visualglm(tiny_checkpoint, vlm_runs, tmp_p
     html = (out / "report.html").read_text(encoding="utf-8")
     assert all(name in html for name in ("visualglm", "qwen"))
     glm = tmp_path / "glm"  # the other family alone, in-process
-    assert main(["--from_pretrained", str(vlm_runs["glm4v"]), "--data", str(SAMPLE / "dataset_sample_zh.json"),
+    assert main(["--from_pretrained", str(hf_runs["glm4v"]), "--data", str(SAMPLE / "dataset_sample_zh.json"),
                  "--split", "test", "--out", str(glm), "--max_new_tokens", "16"]) == 0
     g = json.loads((glm / "metrics.json").read_text(encoding="utf-8"))
-    assert g["models"][0]["label"] == vlm_runs["glm4v"].name and "CIDEr-D" in g["models"][0]["caption"]["char"]
+    assert g["models"][0]["label"] == hf_runs["glm4v"].name and "CIDEr-D" in g["models"][0]["caption"]["char"]
 
 
-def test_sampling_defaults_come_from_the_model_folder(vlm_bases, tmp_path, monkeypatch):
+def test_sampling_defaults_come_from_the_model_folder(hf_bases, tmp_path, monkeypatch):
     """The authors' generation_config.json (Qwen2.5-VL-7B-Instruct's published values) is what an
     answer starts from, in every front end; a user's own setting overrides it."""
     import shutil
@@ -259,7 +259,7 @@ def test_sampling_defaults_come_from_the_model_folder(vlm_bases, tmp_path, monke
     from remoteglm.serve.loading import load_engine
 
     d = tmp_path / "qwen"
-    shutil.copytree(vlm_bases["qwen2_5_vl"], d)
+    shutil.copytree(hf_bases["qwen2_5_vl"], d)
     published = {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.1, "top_p": 0.001, "top_k": 1}
     gc = json.loads((d / "generation_config.json").read_text())
     (d / "generation_config.json").write_text(json.dumps({**gc, **published}))
@@ -276,14 +276,14 @@ def test_sampling_defaults_come_from_the_model_folder(vlm_bases, tmp_path, monke
     assert (cfg.temperature, cfg.top_k, cfg.repetition_penalty) == (0.7, 5, 1.05)
 
 
-def test_api_system_message_goes_to_the_templates_system_role(api, vlm_runs):
+def test_api_system_message_goes_to_the_templates_system_role(api, hf_runs):
     """The prompt the API counts (and the model gets) is what the folder's own template renders
     for the request, through transformers' apply_chat_template: the system text in its role, not
     glued onto the question (VisualGLM's rule, which has no system role)."""
     from transformers import AutoTokenizer
 
     client, _ = api
-    run = vlm_runs["glm4v"]
+    run = hf_runs["glm4v"]
     sys_text = "你是遥感影像专家，回答要简短。"
     msgs = [{"role": "system", "content": sys_text}, {"role": "user", "content": Q}]
     r = client.chat.completions.create(model=run.name, messages=msgs, temperature=0, max_tokens=2)

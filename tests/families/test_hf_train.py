@@ -1,5 +1,5 @@
-"""Fine-tuning GLM-4.1V / Qwen2.5-VL through finetune_visualglm.py (handed to the transformers
-engine): LoRA fits the sample, QLoRA and DoRA train, a 2-rank DeepSpeed ZeRO-2 run killed with
+"""Fine-tuning every transformers family through finetune_visualglm.py (the one fine-tune
+command; the family trains with the HF Trainer): LoRA fits the sample, QLoRA and DoRA train, a 2-rank DeepSpeed ZeRO-2 run killed with
 SIGKILL resumes to the same losses as an uninterrupted one, merged equals unmerged, bad settings
 fail before loading."""
 
@@ -17,13 +17,14 @@ import torch
 from PIL import Image
 
 from remoteglm.errors import RemoteGLMError
-from tests.vlm.conftest import FAMILIES, ROOT, TRAIN, VALID, env, train_images
+from remoteglm.registry import family_named, family_of
+from tests.families.conftest import HF_FAMILIES, ROOT, TRAIN, VALID, env, train_images
 
 
 def _mean_f1(path) -> float:
     from remoteglm.eval.metrics import char_f1
     from remoteglm.serve.loading import load_engine
-    from remoteglm.train.demo import image_labels
+    from remoteglm.eval.demo import image_labels
 
     engine, _ = load_engine(path)
     scores = [char_f1(engine.reply(str(im), "描述这张图片。", do_sample=False, max_new_tokens=40).text,
@@ -31,17 +32,17 @@ def _mean_f1(path) -> float:
     return sum(scores) / len(scores)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_lora_fits_the_sample(vlm_bases, vlm_runs, family):
-    run_dir = vlm_runs[family]
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_lora_fits_the_sample(hf_bases, hf_runs, family):
+    run_dir = hf_runs[family]
     s = json.loads((run_dir / "train_summary.json").read_text())
     assert s["steps"] == 150 and s["family"] == family
     losses = [v[0] for _, v in sorted(_losses(run_dir).items())]
     assert len(losses) == 150 and sum(losses[-10:]) < 0.75 * sum(losses[:10]), losses  # the loss falls
-    assert len(s["eval_loss"]) == 2  # steps 75 and 150
+    assert [e[0] for e in s["eval_losses"]] == [75, 150] and s["eval_loss"] == s["eval_losses"][-1][1]
     assert (run_dir / "latest").read_text().strip() == "checkpoint-150"
     assert list(run_dir.glob("runs/*/events.out.tfevents.*")), "no TensorBoard log"
-    before, after = _mean_f1(vlm_bases[family]), _mean_f1(run_dir)
+    before, after = _mean_f1(hf_bases[family]), _mean_f1(run_dir)
     assert after > before + 0.2, (before, after)  # answers on the training images move to their own labels
 
 
@@ -62,11 +63,11 @@ def _two_ranks(base: Path, save: Path, *extra) -> list[str]:
             "--zero_stage", "2", *map(str, extra)]
 
 
-def test_two_rank_zero2_run_killed_with_sigkill_resumes_to_the_uninterrupted_losses(vlm_bases, tmp_path):
+def test_two_rank_zero2_run_killed_with_sigkill_resumes_to_the_uninterrupted_losses(hf_bases, tmp_path):
     """Both ranks share one run folder, and after a SIGKILL of the launcher and its ranks every
     step (before the kill and after the resume) has the uninterrupted run's loss, learning rate
     and grad norm."""
-    base = vlm_bases["glm4v"]
+    base = hf_bases["glm4v"]
     e = {**env(), "PATH": "/usr/bin:/bin"}
     r = subprocess.run(_two_ranks(base, tmp_path / "whole"), cwd=ROOT, env=e, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -95,18 +96,18 @@ def test_two_rank_zero2_run_killed_with_sigkill_resumes_to_the_uninterrupted_los
     assert len(list(run_dir.glob("checkpoint-*"))) == 2  # --keep_checkpoints
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_merged_equals_unmerged_and_loads_without_peft(vlm_runs, family, tmp_path):
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_merged_equals_unmerged_and_loads_without_peft(hf_runs, family, tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    from remoteglm.model.vlm import chat_messages, load_vlm
+    from remoteglm.model.hf_folder import chat_messages, load_hf
 
     from remoteglm.train.merge import main
 
     out = tmp_path / "merged"
-    assert main([str(vlm_runs[family]), str(out)]) == 0  # python -m remoteglm.train.merge RUN OUT, in-process
+    assert main([str(hf_runs[family]), str(out)]) == 0  # python -m remoteglm.train.merge RUN OUT, in-process
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
-    unmerged, proc = load_vlm(vlm_runs[family])
+    unmerged, proc = load_hf(hf_runs[family], family_named(family))
     merged = AutoModelForImageTextToText.from_pretrained(out, local_files_only=True).eval()
     im = proc.images([Image.open(train_images()[0]).convert("RGB")])
     ids = proc.encode(proc.render(chat_messages("描述这张图片。"), True), im["image_grid_thw"])
@@ -117,10 +118,10 @@ def test_merged_equals_unmerged_and_loads_without_peft(vlm_runs, family, tmp_pat
     with pytest.raises(Exception):
         from remoteglm.train.merge import merge_checkpoint
 
-        merge_checkpoint(vlm_runs[family], out)  # never over an existing folder
+        merge_checkpoint(hf_runs[family], out)  # never over an existing folder
 
 
-def test_qlora_and_dora_train(vlm_bases, tmp_path):
+def test_qlora_and_dora_train(hf_bases, tmp_path):
     from remoteglm.train.finetune import main  # finetune_visualglm.py's main, in-process
 
     def tune(base, save, *extra):
@@ -130,14 +131,14 @@ def test_qlora_and_dora_train(vlm_bases, tmp_path):
 
     # evaluations between training steps: on AVX-512-BF16 CPUs bitsandbytes repacks NF4 weights on their
     # first eval-mode forward, and training after that used to fail (pinned in remoteglm.compat)
-    q = tune(vlm_bases["qwen2_5_vl"], tmp_path / "q", "--use_qlora", "--valid_data", str(VALID), "--eval_interval", "5",
+    q = tune(hf_bases["qwen2_5_vl"], tmp_path / "q", "--use_qlora", "--valid_data", str(VALID), "--eval_interval", "5",
              "--eval_iters", "1")
-    d = tune(vlm_bases["glm4v"], tmp_path / "d", "--use_dora", "--tune_merger")
+    d = tune(hf_bases["glm4v"], tmp_path / "d", "--use_dora", "--tune_merger")
     for r in (q, d):
         s = json.loads((r / "train_summary.json").read_text())
         assert s["last_loss"] < s["first_loss"], s
     sq = json.loads((q / "train_summary.json").read_text())
-    assert sq["qlora"] and len(sq["eval_loss"]) == 4 and sq["steps"] == 20
+    assert sq["qlora"] and len(sq["eval_losses"]) == 4 and sq["eval_loss"] == sq["eval_losses"][-1][1] and sq["steps"] == 20
     cfg = json.loads((d / "adapter_config.json").read_text())
     assert cfg["use_dora"] and cfg["modules_to_save"] == ["merger"]
     from remoteglm.serve.loading import load_engine
@@ -147,11 +148,12 @@ def test_qlora_and_dora_train(vlm_bases, tmp_path):
     assert engine.reply(str(train_images()[0]), "描述这张图片。", do_sample=False, max_new_tokens=8).finish_reason
 
 
-def test_only_complete_checkpoints_are_resumed(vlm_runs, tmp_path):
-    from remoteglm.train.vlm_finetune import resume_point
+def test_only_complete_checkpoints_are_resumed(hf_runs, tmp_path):
+    from remoteglm.train.hf_trainer import resume_point
+    from remoteglm.train.hf_trainer import run as hf_run
 
     r = tmp_path / "run"
-    shutil.copytree(vlm_runs["glm4v"], r)
+    shutil.copytree(hf_runs["glm4v"], r)
     assert resume_point(r).name == "checkpoint-150"
     half = r / "checkpoint-225"
     half.mkdir()
@@ -163,35 +165,44 @@ def test_only_complete_checkpoints_are_resumed(vlm_runs, tmp_path):
     with pytest.raises(RemoteGLMError, match="'latest' is missing"):
         resume_point(r)
     (r / "latest").write_text("checkpoint-150\n")
-    from remoteglm.train.vlm_finetune import build_parser
-    from remoteglm.train.vlm_finetune import run as vlm_run
 
     base = json.loads((r / "remoteglm_base.json").read_text())["base"]
     before = {f: f.stat().st_mtime_ns for f in r.rglob("*") if f.is_file()}
-    vlm_run(build_parser().parse_args(["--from_pretrained", base, "--train_data", str(TRAIN), "--batch_size", "4",
-                                       "--train_iters", "150", "--resume", str(r)]))
+    hf_run(*_resolved("--from_pretrained", base, "--train_data", str(TRAIN), "--batch_size", "4", "--train_iters", "150",
+                      "--resume", str(r)))
     assert before == {f: f.stat().st_mtime_ns for f in r.rglob("*") if f.is_file()}  # a finished run is left as it is
     for bad, said in ((["--lora_rank", "4"], "--lora_rank 8, not 4"), (["--batch_size", "2"], "--batch_size 4, not 2"),
                       (["--use_dora"], "--use_dora False, not True")):
         with pytest.raises(RemoteGLMError, match=said):  # a resume that could not repeat the run: before loading
-            vlm_run(build_parser().parse_args(["--from_pretrained", base, "--train_data", str(TRAIN), "--batch_size", "4",
-                                               "--resume", str(r), *bad]))
+            hf_run(*_resolved("--from_pretrained", base, "--train_data", str(TRAIN), "--batch_size", "4", "--resume", str(r),
+                              *bad))
+
+
+def _resolved(*argv):
+    """(options, family) as the fine-tune command makes them: parsed, the family's recipe filled in, checked."""
+    from remoteglm.train.options import build_parser, resolve, validate
+
+    opts = build_parser().parse_args(list(argv))
+    fam = family_of(opts.from_pretrained)
+    resolve(opts, fam)
+    validate(opts)
+    return opts, fam
 
 
 @pytest.mark.parametrize("bad, message", [
     (["--max_pixels", "100"], "--max_pixels must be at least 784"),
-    (["--lr", "0"], "--lr must be a positive number"),
+    (["--lr", "0"], "--lr and --lora_alpha must be > 0"),
     (["--min_pixels", "9000", "--max_pixels", "5000"], "is more than --max_pixels"),
     (["--train_iters", "0"], "--train_iters must be a whole number"),
     (["--resume", "/nonexistent/run"], "no such run folder"),
     (["--keep_checkpoints", "-1"], "--keep_checkpoints must be >= 0"),
     (["--layer_range", "0", "7"], "the language model has layers 0-1"),
 ])
-def test_bad_settings_fail_in_one_line_before_the_model_loads(vlm_bases, tmp_path, bad, message, capsys):
+def test_bad_settings_fail_in_one_line_before_the_model_loads(hf_bases, tmp_path, bad, message, capsys):
     """Through finetune_visualglm.py's main (in-process: the same code path as the script)."""
     from remoteglm.train.finetune import main
 
-    rc = main(["--from_pretrained", str(vlm_bases["glm4v"]), "--train_data", str(TRAIN), "--save", str(tmp_path), *bad])
+    rc = main(["--from_pretrained", str(hf_bases["glm4v"]), "--train_data", str(TRAIN), "--save", str(tmp_path), *bad])
     out = capsys.readouterr()
     assert rc == 2, out.err[-2000:]
     lines = [ln for ln in out.err.splitlines() if ln.startswith("error:")]
@@ -200,7 +211,7 @@ def test_bad_settings_fail_in_one_line_before_the_model_loads(vlm_bases, tmp_pat
     assert not list(tmp_path.iterdir())  # no run folder was made
 
 
-def test_a_train_image_that_is_a_validation_image_is_refused_before_the_model_loads(vlm_bases, tmp_path, capsys):
+def test_a_train_image_that_is_a_validation_image_is_refused_before_the_model_loads(hf_bases, tmp_path, capsys):
     """The transformers engine shares the VisualGLM one's leak check: content, not file names."""
     from remoteglm.train.finetune import main
 
@@ -211,7 +222,7 @@ def test_a_train_image_that_is_a_validation_image_is_refused_before_the_model_lo
     for r in valid:
         r["img"] = str((VALID.parent / r["img"]).resolve())
     (tmp_path / "val.json").write_text(json.dumps(valid, ensure_ascii=False), encoding="utf-8")
-    rc = main(["--from_pretrained", str(vlm_bases["qwen2_5_vl"]), "--train_data", str(TRAIN), "--valid_data",
+    rc = main(["--from_pretrained", str(hf_bases["qwen2_5_vl"]), "--train_data", str(TRAIN), "--valid_data",
                str(tmp_path / "val.json"), "--save", str(tmp_path / "runs")])
     out = capsys.readouterr()
     lines = [ln for ln in out.err.splitlines() if ln.startswith("error:")]
@@ -220,46 +231,56 @@ def test_a_train_image_that_is_a_validation_image_is_refused_before_the_model_lo
     assert not (tmp_path / "runs").exists()
 
 
-def test_lora_goes_on_the_language_model_layers_asked_for(vlm_bases):
+def test_lora_goes_on_the_language_model_layers_asked_for(hf_bases):
     from peft import get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from remoteglm.train.vlm_finetune import build_parser, lora_config
+    from remoteglm.train.hf_trainer import lora_config
 
     for extra, layers in (([], {"0", "1"}), (["--layer_range", "1"], {"1"})):
-        opts = build_parser().parse_args(["--from_pretrained", "x", "--train_data", "y", *extra])
-        model = AutoModelForImageTextToText.from_pretrained(vlm_bases["qwen2_5_vl"], local_files_only=True)
+        opts, _ = _resolved("--from_pretrained", str(hf_bases["qwen2_5_vl"]), "--train_data", "y", *extra)
+        model = AutoModelForImageTextToText.from_pretrained(hf_bases["qwen2_5_vl"], local_files_only=True)
         names = [n for n, _ in get_peft_model(model, lora_config(opts)).named_modules() if n.endswith("lora_A")]
         assert names and all(".language_model.layers." in n for n in names)  # never the vision tower
         assert {n.split(".layers.")[1].split(".")[0] for n in names} == layers
         assert len(names) == 7 * len(layers)  # q k v o gate up down
 
 
-def test_quantising_a_vlm_folder_says_how(vlm_bases, tmp_path, capsys):
-    from remoteglm.model.quant import main
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_quantising_a_transformers_folder_says_how(hf_bases, family, tmp_path, capsys):
+    from remoteglm.commands.quantize import main  # python -m remoteglm quantize, in-process
 
-    assert main([str(vlm_bases["qwen2_5_vl"]), str(tmp_path / "q"), "--bits", "4"]) == 2
+    assert main([str(hf_bases[family]), str(tmp_path / "q"), "--bits", "4"]) == 2
     assert "pass --quant 4 to cli_demo.py" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
 
 
-def test_finetune_sh_picks_the_engine_and_its_defaults(vlm_bases, tmp_path):
-    e = dict(env(), MODEL_DIR=str(vlm_bases["qwen2_5_vl"]), DRY_RUN="1", SAVE_DIR=str(tmp_path), NUM_GPUS="0")
-    p = subprocess.run(["bash", "finetune.sh"], cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    cmd = p.stdout.split()
-    assert cmd[:2] == ["python", "finetune_visualglm.py"]
-    opt = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
-    assert (opt["--batch_size"], opt["--lora_rank"], opt["--lora_alpha"], opt["--lr"]) == ("1", "8", "16", "1e-4")
+def test_finetune_sh_picks_the_engine_and_its_defaults(hf_bases, tmp_path):
+    """The family's recipe: a real-size folder (the tiny one with a published hidden size in its
+    config.json: a dry run reads no weights) gets the real recipe, a tiny one the minute recipe."""
+    real = tmp_path / "real"
+    shutil.copytree(hf_bases["qwen2_5_vl"], real)
+    cfg = json.loads((real / "config.json").read_text())
+    cfg["text_config"]["hidden_size"] = 3584
+    (real / "config.json").write_text(json.dumps(cfg))
+    for base, want in ((real, ("1", "8", 16.0, 1e-4)), (hf_bases["qwen2_5_vl"], ("4", "8", 16.0, 1e-2))):
+        e = dict(env(), MODEL_DIR=str(base), DRY_RUN="1", SAVE_DIR=str(tmp_path), NUM_GPUS="0")
+        p = subprocess.run(["bash", "finetune.sh"], cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        cmd = p.stdout.split()
+        assert cmd[:2] == ["python", "finetune_visualglm.py"]
+        opt = {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}
+        assert (opt["--batch_size"], opt["--lora_rank"], float(opt["--lora_alpha"]), float(opt["--lr"])) == want
 
 
 @pytest.mark.parametrize("damage, message", [("missing_shard", "shard model-00002-of-00002"), ("truncated", "is truncated")])
-def test_damaged_base_fails_in_one_line_and_makes_no_run_folder(vlm_bases, tmp_path, damage, message, capsys):
+def test_damaged_base_fails_in_one_line_and_makes_no_run_folder(hf_bases, tmp_path, damage, message, capsys):
     """The same checks as serving, before anything is created (the run folder used to be made
     before the model loaded, and a missing shard was a 34-line traceback)."""
     from remoteglm.train.finetune import main
 
     base = tmp_path / "base"
-    shutil.copytree(vlm_bases["qwen2_5_vl"], base)
+    shutil.copytree(hf_bases["qwen2_5_vl"], base)
     w = base / "model.safetensors"
     if damage == "truncated":
         w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
