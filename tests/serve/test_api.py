@@ -212,7 +212,7 @@ def test_engine_answers_like_the_reference_generation(tiny, engine):
 
 def test_visualglm_takes_a_system_prompt_before_the_first_question(engine):
     """VisualGLM has no system role: the text goes before the first question, as the API always did
-    (the transformers families put it in their template's system role: tests/vlm)."""
+    (the transformers families put it in their template's system role: tests/families)."""
     h = [("这是哪里？", "农田。")]
     assert engine.prompt_tokens("有几块？", h, system="用中文回答。") == engine.prompt_tokens("有几块？", [("用中文回答。\n这是哪里？", "农田。")])
     assert (engine.reply(None, "你好", system="用中文回答。", temperature=0, max_new_tokens=3).text

@@ -241,7 +241,7 @@ def test_qlora_trains_and_merges(tiny_checkpoint, two_samples, tmp_path):
                 "--lr", "1e-2", "--lora_alpha", "10", "--use_qlora", "--valid_data", str(SAMPLE / "sample_val.json"),
                 "--eval_interval", "3", "--eval_iters", "1", cache=tmp_path / "cache"))
     s = summary(save)
-    assert s["final_loss_avg10"] < s["first_loss"]
+    assert s["last_loss"] < s["first_loss"]
     # trained on through two evaluations (bitsandbytes' eval-mode CPU layout once broke this)
     assert [e[0] for e in s["eval_losses"]] == [3, 6] and [x[0] for x in s["losses"]] == list(range(1, 9))
     run = Path(s["run_dir"])

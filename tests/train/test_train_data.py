@@ -10,7 +10,9 @@ import pytest
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.tokenizer import ChatGLMTokenizer
-from remoteglm.train.data import IGNORE_INDEX, FinetuneDataset, SampleEncoder, collate, load_records
+from remoteglm.data.records import load_records
+from remoteglm.model.sample import IGNORE_INDEX, SampleEncoder, collate
+from remoteglm.train.data import FinetuneDataset
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample"
@@ -177,7 +179,7 @@ def _leaky_mix(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def test_finetuning_a_mix_whose_train_image_is_a_validation_image_is_one_line(tmp_path, capsys):
     """Content, not names: a validation image that is a renamed copy of a train image is refused
-    before any model loads (the VisualGLM engine here; tests/vlm for the transformers one)."""
+    before any model loads (the VisualGLM engine here; tests/families for the transformers ones)."""
     from remoteglm.train.finetune import main
 
     t1, t2, v = _leaky_mix(tmp_path)
