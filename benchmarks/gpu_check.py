@@ -408,7 +408,7 @@ def worker_base(job: dict) -> dict:
     from remoteglm.model.tiny import create_tiny_checkpoint
     from remoteglm.model.tokenizer import ChatGLMTokenizer
     from remoteglm.model.visualglm import build_model
-    from remoteglm.train.data import SampleEncoder
+    from remoteglm.model.sample import SampleEncoder
 
     out: dict = {"env": env_info()}
     work, base = Path(job["work"]), Path(job["base"])

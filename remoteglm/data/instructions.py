@@ -2,7 +2,7 @@
 
 Everything that writes or asks these questions imports them from here: the data builders
 (``build.py``, the scene importer, the conversation drafts of ``phrasing.py``), training on a
-Karpathy dataset directly (``train/data.py``) and evaluation (``eval/``). The module imports
+Karpathy dataset directly (``data/records.py``) and evaluation (``eval/``). The module imports
 nothing, so it sits below every stage.
 """
 

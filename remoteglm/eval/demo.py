@@ -28,7 +28,7 @@ F1_LINE = ">> char F1 vs the training label: before {before} -> after {after}"
 def image_labels(image: str | Path, train_data: Sequence[str | Path]) -> list[str]:
     """Training labels of ``image``: records naming the same file, or a file with the same bytes."""
     from remoteglm.io import file_digest
-    from remoteglm.train.data import load_records
+    from remoteglm.data.records import load_records
 
     target = Path(image).resolve()
     size, digest = target.stat().st_size, None

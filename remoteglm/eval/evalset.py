@@ -83,7 +83,7 @@ def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str 
                   limit: int | None = None, classify_template: str = CLASSIFY_PROMPT) -> EvalSet:
     """Images to evaluate. A Karpathy dataset gives the images of ``split``; a fine-tune JSON
     is one split already (``split`` is then only a label)."""
-    from remoteglm.train.data import resolve_image
+    from remoteglm.data.records import resolve_image
 
     path = Path(path)
     data = read_json(path, "evaluation data", hint="; pass dataset_<name>_zh.json (translation_en2zh.py writes "
@@ -256,7 +256,7 @@ def _from_finetune(path, data, split, base, resolve_image, template) -> EvalSet:
 def training_images(train_files: Sequence[str | os.PathLike], image_root=None) -> dict[Path, str]:
     """Resolved image path -> training file, for every image a training file uses (its train
     split, for a Karpathy dataset)."""
-    from remoteglm.train.data import load_records
+    from remoteglm.data.records import load_records
 
     out: dict[Path, str] = {}
     for f in train_files:

@@ -9,7 +9,7 @@ Prompt (VisualGLM-6B's chat)::
 
 The slots hold pad ids whose embeddings the model replaces with the image's;
 ``pre_image = len(tokenize("<img>"))`` is the index of the first slot. A training sample is
-``encode_prompt(...).ids + tokenize(label) + [<eop>]`` (``train/data.py``), so the prompt the
+``encode_prompt(...).ids + tokenize(label) + [<eop>]`` (``model/sample.py``), so the prompt the
 model is trained on and the one it is served are the same ids.
 
 It lives under ``model/`` because it is part of the model's contract, not of one caller: it needs

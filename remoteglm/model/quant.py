@@ -10,6 +10,7 @@ from remoteglm.model.checkpoint import load_model
 from remoteglm.model.quant_checkpoint import is_quantized_checkpoint, load_quantized
 from remoteglm.model.quant_layers import _check_bits, quantize_model
 
+
 def load_model_quantized(path, quant: int | None = None, tokenizer=None, device="cpu", dtype=None, *,
                          lm_head: bool | None = None, offload: bool | None = None, progress: bool = True):
     """What the demos and the API call: load ``path`` and quantise it to ``quant`` bits (None: as is).

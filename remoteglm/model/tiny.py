@@ -79,7 +79,8 @@ def _pretrain(model, tok, config, steps: int, data: Sequence[str | Path] | None,
     """Make the random model a stand-in for a pretrained one (see create_tiny_checkpoint)."""
     import math
 
-    from remoteglm.train.data import SampleEncoder, collate, load_records
+    from remoteglm.data.records import load_records
+    from remoteglm.model.sample import SampleEncoder, collate
 
     paths = [Path(p) for p in (data or [SAMPLE_TRAIN])]
     for p in paths:

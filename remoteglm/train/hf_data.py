@@ -19,7 +19,9 @@ import torch
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.hf_folder import Processor, chat_messages
-from remoteglm.train.data import IGNORE_INDEX, Record, check_images
+from remoteglm.data.records import Record
+from remoteglm.model.sample import IGNORE_INDEX
+from remoteglm.train.data import check_images
 
 
 @dataclass

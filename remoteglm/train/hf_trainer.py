@@ -144,7 +144,8 @@ def run(opts, fam) -> Path:
     from remoteglm.io import write_json_atomic
     from remoteglm.model.hf_folder import BASE_RECORD, check_folder, load_processor
     from remoteglm.train.run_folder import run_name, write_last_run, write_summary
-    from remoteglm.train.data import check_leaks, load_records
+    from remoteglm.data.records import load_records
+    from remoteglm.train.data import check_leaks
 
     base = Path(opts.from_pretrained).expanduser().resolve()
     check_folder(base)  # a missing or damaged shard: one line now, not a traceback after the data work

@@ -179,7 +179,9 @@ def run(opts, family) -> Path:
     from remoteglm.model.unpickle import trust_checkpoints
     from remoteglm.train import checkpointing as ckpt
     from remoteglm.train.run_folder import run_name, write_last_run
-    from remoteglm.train.data import FinetuneDataset, SampleEncoder, check_leaks, collate, load_records
+    from remoteglm.data.records import load_records
+    from remoteglm.model.sample import SampleEncoder, collate
+    from remoteglm.train.data import FinetuneDataset, check_leaks
 
     trust_checkpoints(opts.trust_checkpoint)
     opts.zero_stage = 1 if opts.zero_stage is None else opts.zero_stage

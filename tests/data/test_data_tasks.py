@@ -414,7 +414,8 @@ def test_cli_tasks_and_mix(fake_llm, tmp_path):
 def test_the_fine_tune_loader_reads_a_conversation_record(tmp_path):
     from remoteglm.model.prompt import encode_prompt
     from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
-    from remoteglm.train.data import IGNORE_INDEX, SampleEncoder, load_records
+    from remoteglm.data.records import load_records
+    from remoteglm.model.sample import IGNORE_INDEX, SampleEncoder
 
     tok = ChatGLMTokenizer.from_pretrained(train_tiny_tokenizer(tmp_path / "ice_text.model"))
     history = [["这张遥感图像里有什么？", "机场上停着两架白色飞机。"], ["图中有网球场吗？", "否，图中没有网球场。"]]

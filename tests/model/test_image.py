@@ -268,7 +268,7 @@ def test_pils_bomb_warning_never_prints_before_the_one_line_refusal(tmp_path):
     code = ("import sys\n"
             "from pathlib import Path\n"
             "from remoteglm.errors import RemoteGLMError\n"
-            "from remoteglm.train.data import Record, check_images\n"
+            "from remoteglm.data.records import Record\nfrom remoteglm.train.data import check_images\n"
             "kept, problems = check_images([Record(Path(sys.argv[1]), 'q', 'a')])\n"
             "print(len(kept), problems)\n"
             "from remoteglm.model.image import preprocess_image\n"
