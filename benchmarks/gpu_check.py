@@ -389,7 +389,8 @@ def random_model_config(size: str, work: Path):
     import dataclasses
 
     from remoteglm.model.config import get_config
-    from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
+    from remoteglm.model.tiny_tokenizer import train_tiny_tokenizer
+    from remoteglm.model.tokenizer import ChatGLMTokenizer
 
     tok = ChatGLMTokenizer.from_pretrained(train_tiny_tokenizer(work / "ice_text.model"))
     cfg = get_config("visualglm-6b" if size == "full" else "visualglm-tiny")

@@ -68,7 +68,8 @@ def build(args, mode: str, device: str):
 
     from remoteglm.model import quant, quant_layers
     from remoteglm.model.tiny import create_tiny_checkpoint
-    from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
+    from remoteglm.model.tiny_tokenizer import train_tiny_tokenizer
+    from remoteglm.model.tokenizer import ChatGLMTokenizer
 
     work = Path(tempfile.mkdtemp(prefix="infer_bench_"))
     if args.size == "tiny":

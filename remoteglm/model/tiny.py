@@ -44,7 +44,8 @@ def create_tiny_checkpoint(
     """
     from remoteglm.model.saving import save_sat_checkpoint
     from remoteglm.model.config import get_config
-    from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
+    from remoteglm.model.tiny_tokenizer import train_tiny_tokenizer
+    from remoteglm.model.tokenizer import ChatGLMTokenizer
     from remoteglm.model.visualglm import build_model
 
     out = Path(out_dir)

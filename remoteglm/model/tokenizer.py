@@ -26,13 +26,12 @@ treats them (and any id past the vocabulary) as <unk>; generation should mask th
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from remoteglm.errors import RemoteGLMError
 
@@ -60,8 +59,6 @@ LEGACY_NUM_IMAGE_TOKENS = 20000  # the GLM-130B icetk layout (vocab 150528)
 OFFICIAL_NUM_PIECES = 130344  # pieces in the real ice_text.model
 OFFICIAL_VOCAB_SIZE = 130528  # rows of the VisualGLM-6B word embedding (pieces padded up)
 
-DEFAULT_CORPUS = Path(__file__).parent / "assets" / "tiny_corpus.txt"
-
 _MISSING_HINT = (
     f"get {VOCAB_FILE} from the THUDM/chatglm-6b or THUDM/visualglm-6b Hugging Face repository "
     "and pass its path (or its directory) with --tokenizer"
@@ -82,7 +79,7 @@ _CJK = re.compile("[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\
 _CJK_LEAD_BYTES = {f"<0x{b:02X}>" for b in range(0xE4, 0xEA)}
 
 
-def _preprocess(text: str) -> str:
+def preprocess(text: str) -> str:
     text = text.replace("\n", NEWLINE_TOKEN).replace("\t", TAB_TOKEN)
     # Longest run first, like the official replace loop from 80 down to 2; a run longer than
     # 80 becomes <|blank_80|> followed by the rest.
@@ -170,10 +167,10 @@ class ChatGLMTokenizer:
 
     # ---- encoding --------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
-        return self.sp.EncodeAsPieces(_preprocess(text))
+        return self.sp.EncodeAsPieces(preprocess(text))
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ids = [i + self.num_image_tokens for i in self.sp.EncodeAsIds(_preprocess(text))]
+        ids = [i + self.num_image_tokens for i in self.sp.EncodeAsIds(preprocess(text))]
         return self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids
 
     def build_inputs_with_special_tokens(self, a: list[int], b: list[int] | None = None) -> list[int]:
@@ -341,72 +338,3 @@ class ChatGLMTokenizer:
 
     def __repr__(self) -> str:
         return f"ChatGLMTokenizer({str(self.vocab_file)!r}, vocab_size={self.vocab_size}, num_image_tokens={self.num_image_tokens})"
-
-
-# ---- tiny model ----------------------------------------------------------------------------
-def _user_defined_symbols() -> list[str]:
-    # Specials first and in the official order so their ids keep the official offsets
-    # ([gMASK] = [MASK] + 1, <sop> = [MASK] + 4, <eop> = [MASK] + 5).
-    return SPECIAL_TOKENS + [NEWLINE_TOKEN, TAB_TOKEN] + [blank_token(n) for n in range(2, MAX_BLANK_LENGTH + 1)]
-
-
-def train_tiny_tokenizer(
-    out_file: str | Path, texts: Iterable[str] | None = None, vocab_size: int = 1000, seed: int = 0
-) -> Path:
-    """Train a tiny ``ice_text.model``-like sentencepiece model; deterministic, about a second.
-
-    Same pieces as the real file: <unk> <s> </s> <pad> at 0..3 (pad = 3 as official), the eight
-    GLM specials in official order, <n>, <|tab|>, <|blank_2..80|>, and byte fallback so any
-    character (every Chinese one included) round-trips. ``texts`` default to the bundled
-    remote-sensing corpus. ``out_file`` may be a directory (``ice_text.model`` is written in it).
-    """
-    import sentencepiece as spm
-
-    out = Path(out_file)
-    if out.is_dir():
-        out = out / VOCAB_FILE
-    if texts is None:
-        texts = DEFAULT_CORPUS.read_text(encoding="utf-8").splitlines()
-    lines = [_preprocess(t) for t in texts if t.strip()]
-    if not lines:
-        raise RemoteGLMError("train_tiny_tokenizer got no text: pass non-empty texts or keep the default corpus")
-    buf = io.BytesIO()
-    spm.set_random_generator_seed(seed)
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines),
-            model_writer=buf,
-            model_type="unigram",
-            vocab_size=vocab_size,
-            user_defined_symbols=_user_defined_symbols(),
-            unk_id=0,
-            bos_id=1,
-            eos_id=2,
-            pad_id=3,
-            byte_fallback=True,
-            character_coverage=0.9995,
-            # Whitespace runs are already blank tokens; keep single leading/trailing spaces.
-            remove_extra_whitespaces=False,
-            split_digits=True,
-            hard_vocab_limit=False,
-            num_threads=1,
-            shuffle_input_sentence=False,
-            minloglevel=2,
-        )
-    except RuntimeError as e:
-        raise RemoteGLMError(
-            f"cannot train the tiny tokenizer with vocab_size={vocab_size}: {str(e).strip().splitlines()[-1]}; "
-            "use a larger vocab_size (at least ~400 plus the distinct characters of the corpus)"
-        ) from None
-    from remoteglm.io import write_atomic
-
-    write_atomic(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
-    return out
-
-
-def ensure_tiny_tokenizer(path: str | Path, **kwargs) -> Path:
-    """``path`` if it already exists, else train the tiny tokenizer there."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / VOCAB_FILE
-    return p if p.is_file() else train_tiny_tokenizer(p, **kwargs)

@@ -413,7 +413,8 @@ def test_cli_tasks_and_mix(fake_llm, tmp_path):
 
 def test_the_fine_tune_loader_reads_a_conversation_record(tmp_path):
     from remoteglm.model.prompt import encode_prompt
-    from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
+    from remoteglm.model.tiny_tokenizer import train_tiny_tokenizer
+    from remoteglm.model.tokenizer import ChatGLMTokenizer
     from remoteglm.data.records import load_records
     from remoteglm.model.sample import IGNORE_INDEX, SampleEncoder
 

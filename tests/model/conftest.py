@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from remoteglm.model.tokenizer import ChatGLMTokenizer, train_tiny_tokenizer
+from remoteglm.model.tiny_tokenizer import train_tiny_tokenizer
+from remoteglm.model.tokenizer import ChatGLMTokenizer
 
 FIXTURE_IMAGES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
 

@@ -183,7 +183,7 @@ def test_error_missing_tokenizer_and_wrong_tokenizer(tiny_checkpoint, tmp_path):
     (d / "ice_text.model").unlink()
     msg = _msg(d)
     assert "has no ice_text.model" in msg and "--tokenizer" in msg
-    from remoteglm.model.tokenizer import train_tiny_tokenizer
+    from remoteglm.model.tiny_tokenizer import train_tiny_tokenizer
 
     big = train_tiny_tokenizer(tmp_path / "big" / "ice_text.model", vocab_size=1200)
     assert "wrong ice_text.model" in _msg(d, tokenizer=big)

@@ -7,13 +7,12 @@ import pytest
 import torch
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.model.tiny_tokenizer import ensure_tiny_tokenizer, train_tiny_tokenizer
 from remoteglm.model.tokenizer import (
     OFFICIAL_IDS,
     SPECIAL_TOKENS,
     VOCAB_FILE,
     ChatGLMTokenizer,
-    ensure_tiny_tokenizer,
-    train_tiny_tokenizer,
 )
 
 ROUND_TRIP = [
