@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from remoteglm.device import default_device
 from remoteglm.eval.evaluate import main
 from remoteglm.eval.evalset import load_eval_set
 from tests.browser import headless_chrome
@@ -167,7 +168,7 @@ def test_leak_guard_finds_renamed_copies(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_no_leak_with_the_real_training_split():
-    from remoteglm.eval.evaluate import check_leakage
+    from remoteglm.eval.runner import check_leakage
 
     es = load_eval_set(DATASET, "test")
     assert check_leakage(es, [str(SAMPLE / "sample_train.json"), str(SAMPLE / "sample_val.json")], allow=False) is None
@@ -218,7 +219,11 @@ def test_rerun_reuses_the_answer_log(evaluated, base_model, overfit, capsys):
     after = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert [r["caption"] for r in after["models"]] == [r["caption"] for r in before["models"]]
     assert after["images"] == before["images"]
-    capsys.readouterr()
+    err = capsys.readouterr().err.splitlines()  # each checkpoint through the front ends' one start-up
+    device = default_device()
+    for path in (base_model, run_dir):
+        start = err.index(f"loading {path} on {device} ...")
+        assert err[start + 1].startswith("ChatGLM weights: ") and f"on {device}" in err[start + 1]
 
 
 def test_guard_reads_the_training_files_a_run_folder_recorded(tiny_checkpoint, tmp_path, capsys):
