@@ -16,7 +16,6 @@ evaluated; ``EvalSet.skipped`` counts them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -279,8 +278,8 @@ def recorded_train_data(checkpoint: str | os.PathLike) -> list[str]:
     if not f.is_file():
         return []
     try:
-        files = json.loads(f.read_text(encoding="utf-8")).get("train_data") or []
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        files = read_json(f, require_object=True).get("train_data") or []
+    except RemoteGLMError:  # a damaged summary records nothing usable
         return []
     if isinstance(files, str):
         files = [files]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.io import read_json
 
 CORPUS = Path(__file__).resolve().parent / "assets" / "tiny_corpus.txt"
 TINY_PIXELS = (28 * 28 * 4, 28 * 28 * 16)  # min / max: 4-16 LLM tokens per image, fast on a CPU
@@ -49,12 +50,10 @@ def train_tokenizer(family, texts: list[str], vocab_size: int = 1200):
 
 
 def _texts() -> list[str]:
-    import json
-
     texts = [t for t in CORPUS.read_text(encoding="utf-8").splitlines() if t.strip()]
     sample = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample_train.json"
     if sample.is_file():
-        for r in json.loads(sample.read_text(encoding="utf-8")):
+        for r in read_json(sample):
             texts += [r["prompt"], r["label"]]
     return texts
 
@@ -95,7 +94,6 @@ def _match_image_scale(model, family) -> None:
 def _pretrain(model, tok, family, steps: int, seed: int) -> None:
     """Full-parameter steps on the sample's (prompt, caption) pairs as text-only chats: a stand-in
     for a pretrained model, so a short LoRA run only has to learn which caption fits which image."""
-    import json
     import random
 
     import torch
@@ -107,7 +105,7 @@ def _pretrain(model, tok, family, steps: int, seed: int) -> None:
         raise RemoteGLMError(f"{sample} is missing: pre-training the tiny model reads it (or pass --pretrain_steps 0)")
     proc = Processor(tok, build_image_processor(family), published_template(family), family)
     rows = []
-    for r in json.loads(sample.read_text(encoding="utf-8")):
+    for r in read_json(sample):
         prompt = proc.encode(proc.render(chat_messages(r["prompt"], image=False), True))
         answer = tok(r["label"], add_special_tokens=False)["input_ids"] + [proc.stop_ids[0]]
         rows.append((prompt + answer, [-100] * len(prompt) + answer))
