@@ -3,7 +3,7 @@ of requests and the server's memory.
 
     python benchmarks/api_bench.py                        # tiny VisualGLM on the CPU
     python benchmarks/api_bench.py --from_pretrained DIR  # another checkpoint or model folder (e.g. a tiny
-                                                          # Qwen2.5-VL from remoteglm.model.vlm_tiny; --quant 4
+                                                          # Qwen2.5-VL from remoteglm.model.hf_tiny; --quant 4
                                                           # etc. via --server-args)
     python benchmarks/api_bench.py --part throughput      # only the first part
 

@@ -105,7 +105,7 @@ def main() -> int:
             visualglm = create_tiny_checkpoint(tmp / "visualglm-tiny")
         if vlm is None:
             vlm = tmp / "qwen2.5-vl-tiny"
-            subprocess.run([sys.executable, "-m", "remoteglm.model.vlm_tiny", "qwen2_5_vl", str(vlm), "--pretrain_steps", "0"],
+            subprocess.run([sys.executable, "-m", "remoteglm", "tiny", "qwen2_5_vl", str(vlm), "--pretrain_steps", "0"],
                            check=True, capture_output=True, cwd=HERE.parent,
                            env={**os.environ, "PYTHONPATH": str(HERE.parent)})
         images = scene(tmp / "scene")

@@ -107,9 +107,17 @@ def infer_row(mode: str, base: Path, a) -> dict:
     return out
 
 
+def _hf_families() -> list[str]:
+    """The registered transformers families (``remoteglm.registry``)."""
+    from remoteglm.families.hf import HFFamily
+    from remoteglm.registry import families
+
+    return [f.name for f in families() if isinstance(f, HFFamily)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--family", choices=["qwen2_5_vl", "glm4v"], default="qwen2_5_vl")
+    ap.add_argument("--family", choices=_hf_families(), default="qwen2_5_vl")
     ap.add_argument("--size", choices=["tiny", "full"], default="tiny")
     ap.add_argument("--what", choices=["train", "infer", "both"], default="both")
     ap.add_argument("--steps", type=int, default=None, help="training steps per run [tiny 30, full 10]")
@@ -127,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     a.steps = a.steps or (30 if a.size == "tiny" else 10)
     a.batch_size = a.batch_size or (4 if a.size == "tiny" else 1)
     a.max_pixels = a.max_pixels or (448 * 448 if a.size == "full" else None)
-    from remoteglm.model.vlm_tiny import create_tiny_vlm
+    from remoteglm.model.hf_tiny import create_tiny_hf
+    from remoteglm.registry import family_named
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t0 = time.time()
-        base = Path(a.model_dir) if a.model_dir else create_tiny_vlm(
-            a.family, work / f"{a.family}-{a.size}", pretrain_steps=0, size=a.size, device="cuda" if gpu else "cpu")
+        base = Path(a.model_dir) if a.model_dir else create_tiny_hf(
+            family_named(a.family), work / f"{a.family}-{a.size}", pretrain_steps=0, size=a.size, device="cuda" if gpu else "cpu")
         where = torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores)"
         print(f"{a.family}-{a.size} ({'random weights' if not a.model_dir else base}) on {where}; built in {time.time() - t0:.0f} s")
         from transformers import AutoConfig
@@ -172,7 +181,7 @@ def delegate(what: str) -> int | None:
     """For train_bench.py / infer_bench.py: run this benchmark when ``--model`` names a VLM family
     (None, with ``--model visualglm`` removed from sys.argv, otherwise)."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--model", choices=["visualglm", "qwen2_5_vl", "glm4v"], default="visualglm")
+    pre.add_argument("--model", choices=["visualglm", *_hf_families()], default="visualglm")
     pre.add_argument("--size", default="tiny")
     known, rest = pre.parse_known_args()
     if known.model == "visualglm":

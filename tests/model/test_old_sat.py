@@ -158,7 +158,7 @@ def test_old_lora_checkpoint_converts_and_merges(old_lora, probe, tmp_path):
     d, ref_model = old_lora
     ref = logits(ref_model, probe)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "remoteglm.model.convert", "--to", "hf", str(d), str(tmp_path / "hf")],
+    r = subprocess.run([sys.executable, "-m", "remoteglm", "convert", "--to", "hf", str(d), str(tmp_path / "hf")],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "old sat (<=0.4.0) checkpoint" in r.stderr

@@ -193,8 +193,8 @@ def test_allow_list_is_plain_data(tmp_path):
 
 # ---- the flag in every command that reads checkpoints -----------------------------------------------------
 HELP = [
-    "remoteglm.serve.cli", "remoteglm.serve.web", "remoteglm.serve.api", "remoteglm.eval", "remoteglm.model.convert",
-    "remoteglm.model.quant", "remoteglm.train.merge", "remoteglm.train.finetune",
+    "remoteglm.serve.cli", "remoteglm.serve.web", "remoteglm.serve.api", "remoteglm.eval", "remoteglm.commands.convert",
+    "remoteglm.commands.quantize", "remoteglm.train.merge", "remoteglm.train.finetune",
 ]
 
 
@@ -220,14 +220,14 @@ def test_commands_refuse_and_trust(tiny_checkpoint, tmp_path):
         return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=ENV, capture_output=True, text=True,
                               timeout=180, stdin=subprocess.DEVNULL)
 
-    for module, args in [("remoteglm.model.convert", ["--to", "hf", d, tmp_path / "hf"]),
+    for module, args in [("remoteglm", ["convert", "--to", "hf", d, tmp_path / "hf"]),
                          ("remoteglm.serve.cli", ["--from_pretrained", d, "--image", ROOT / "tests/fixtures/images/OSBS_029.tif",
                                                   "--prompt", "hi", "--greedy", "--max_new_tokens", "2"])]:
         r = run(module, *args)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and lines[-1].startswith("error: refused to load") and "--trust-checkpoint" in lines[-1], r.stderr
         assert not marker.exists()
-    r = run("remoteglm.model.convert", "--to", "hf", d, tmp_path / "hf", "--trust-checkpoint")
+    r = run("remoteglm", "convert", "--to", "hf", d, tmp_path / "hf", "--trust-checkpoint")
     assert r.returncode == 0, r.stderr
     assert marker.exists()
     assert sorted(p.name for p in (tmp_path / "hf").glob("*.safetensors")) == ["model.safetensors"]

@@ -11,7 +11,8 @@ import torch
 from remoteglm.model.checkpoint import load_model
 from remoteglm.model.layout import sat_weights_file
 from remoteglm.model.image import preprocess_image
-from remoteglm.model.tiny import create_tiny_checkpoint, main
+from remoteglm.commands.tiny import main
+from remoteglm.model.tiny import create_tiny_checkpoint
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 IMAGES = [SAMPLE / "images" / n for n in ("s2_farmland.png", "s2_town.png", "s2_ocean.png", "SOAP_031.png")]
@@ -60,9 +61,10 @@ def test_pretrained_images_look_different_to_chatglm(short_pretrained, tiny_chec
 
 
 def test_cli_pretrains_and_refuses_missing_data(tmp_path, capsys):
-    assert main([str(tmp_path / "a"), "--pretrain_steps", "2", "--pretrain_data", str(tmp_path / "nope.json")]) == 2
+    """``remoteglm tiny visualglm DIR`` (in-process)."""
+    assert main(["visualglm", str(tmp_path / "a"), "--pretrain_steps", "2", "--pretrain_data", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: no such file" in capsys.readouterr().err
-    assert main([str(tmp_path / "b"), "--pretrain_steps", "-1"]) == 2
-    assert main([str(tmp_path / "c"), "--pretrain_steps", "3"]) == 0
+    assert main(["visualglm", str(tmp_path / "b"), "--pretrain_steps", "-1"]) == 2
+    assert main(["visualglm", str(tmp_path / "c"), "--pretrain_steps", "3"]) == 0
     assert "pre-trained the tiny ChatGLM 3 steps on 42 captions" in capsys.readouterr().err
     assert (tmp_path / "c" / "latest").is_file()
