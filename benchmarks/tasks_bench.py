@@ -35,9 +35,9 @@ import openai  # noqa: E402,F401  (imported up front, as in translate_bench)
 from fake_llm import INVENTED, MOOD_WORDS, REFUSALS, FakeLLM, mixed_faults  # noqa: E402
 
 from remoteglm.data.datasets import load_captions  # noqa: E402
+from remoteglm.data.kinds import KINDS, parse_kinds  # noqa: E402
 from remoteglm.data.llm import LLMConfig  # noqa: E402
 from remoteglm.data.pipeline import PipelineConfig, run  # noqa: E402
-from remoteglm.data.tasks import KINDS, parse_kinds  # noqa: E402
 from remoteglm.data.translate import TranslateConfig  # noqa: E402
 from remoteglm.errors import RemoteGLMError  # noqa: E402
 

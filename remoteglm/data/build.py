@@ -5,7 +5,7 @@
 for val/test, ``references``). ``img`` is relative to the folder of the JSON file; training code
 resolves it against that folder first, then the working directory.
 
-With ``tasks`` (``--tasks``) the files hold the kinds asked for (see ``tasks.py``): caption,
+With ``tasks`` (``--tasks``) the files hold the kinds asked for (see ``kinds.py``): caption,
 description, classify, presence, count, attribute and conversation records, the last with
 ``"history": [[question, answer], ...]`` before its ``prompt``/``label`` turn; ``mix``
 (``--mix``) weights the kinds of the train file.
@@ -14,16 +14,15 @@ description, classify, presence, count, attribute and conversation records, the 
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 from ..errors import RemoteGLMError
 from ..io import read_json
 from .datasets import SPLITS, CaptionSet
 from .glossary import tokenize_zh
-from .instructions import DESCRIPTION_PROMPTS, PARAGRAPH_PROMPTS, SENTENCE_PROMPTS, classify_prompt
+from .instructions import DESCRIPTION_PROMPTS, PARAGRAPH_PROMPTS, SENTENCE_PROMPTS, classify_prompt, pick
+from .kinds import mix_records
 from .rewrite import source_key
-from .tasks import mix_records
 from .translate import normalise
 
 
@@ -70,11 +69,6 @@ def image_path(image_dir: str | Path, filename: str, json_dir: str | Path) -> st
         return full.as_posix()
 
 
-def _pick(pool: list[str], seed: int, *key: object) -> str:
-    # A string seed gives the same choice for the same record on every machine and run order.
-    return random.Random("|".join(map(str, (seed, *key)))).choice(pool)
-
-
 def build_finetune_records(zh: dict, image_dir: str | Path, json_dir: str | Path, seed: int = 42,
                            classify: bool = True, tasks: tuple[str, ...] | None = None,
                            mix: dict[str, float] | None = None) -> dict[str, list[dict]]:
@@ -106,11 +100,11 @@ def build_finetune_records(zh: dict, image_dir: str | Path, json_dir: str | Path
         zh_sents = list(dict.fromkeys(s["raw"] for s in im["sentences"]))
         if split == "train" and not im.get("label"):
             for k, sent in enumerate(zh_sents):
-                out[split].append({"img": img, "prompt": _pick(SENTENCE_PROMPTS, seed, fn, k), "label": sent,
+                out[split].append({"img": img, "prompt": pick(SENTENCE_PROMPTS, seed, fn, k), "label": sent,
                                    "task": "caption"})
         else:
             paragraph = bool(im.get("label"))
-            rec = {"img": img, "prompt": _pick(PARAGRAPH_PROMPTS if paragraph else SENTENCE_PROMPTS, seed, fn, 0),
+            rec = {"img": img, "prompt": pick(PARAGRAPH_PROMPTS if paragraph else SENTENCE_PROMPTS, seed, fn, 0),
                    "label": im.get("label") or zh_sents[0], "task": "caption"}
             if split != "train":
                 rec["references"] = [s["raw"] for s in im["sentences"]]
@@ -131,10 +125,10 @@ def _kind_records(im: dict, img: str, seed: int, kinds: tuple[str, ...], classes
     if "caption" in kinds:
         sents = list(dict.fromkeys(refs)) if split == "train" else refs[:1]
         for k, sent in enumerate(sents):
-            rec = {"img": img, "prompt": _pick(SENTENCE_PROMPTS, seed, fn, k), "label": sent, "task": "caption"}
+            rec = {"img": img, "prompt": pick(SENTENCE_PROMPTS, seed, fn, k), "label": sent, "task": "caption"}
             out.append(rec if split == "train" else {**rec, "references": refs})
     if "description" in kinds and im.get("label"):
-        rec = {"img": img, "prompt": _pick(DESCRIPTION_PROMPTS, seed, fn, "desc"), "label": im["label"],
+        rec = {"img": img, "prompt": pick(DESCRIPTION_PROMPTS, seed, fn, "desc"), "label": im["label"],
                "task": "description"}
         out.append(rec if split == "train" else {**rec, "references": refs})
     if "classify" in kinds and classes and im.get("class_zh"):

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from ..errors import RemoteGLMError, cli_entry
+from .kinds import KINDS, LEGACY, parse_kinds, parse_mix
 from .llm import LLMConfig, redact
 from .pipeline import PipelineConfig, print_summary, run
-from .tasks import KINDS, LEGACY, parse_kinds, parse_mix
 from .translate import TranslateConfig
 
 EPILOG = """examples:

@@ -3,7 +3,7 @@
 ``english_list``: the colour (or shape) words right before a term, all of a list: "orange and
 white roofs" says two colours of the roofs, not white ones.
 
-``colour_objects``: the instruction checks (``tasks.py``) hold every colour of a question or answer
+``colour_objects``: the instruction checks (``grounding.py``) hold every colour of a question or answer
 to the object it is said of: captions "white roofs" and "green trees" do not ground 绿色的屋顶,
 though each of its words is in them. A colour is tied to the glossary object right after it
 (白色屋顶, 白色的大屋顶, 红白相间的屋顶, 白色圆形储油罐), else to the one in front of a linking verb

@@ -18,7 +18,7 @@ problem message in the language of their prompt.
 - ``coverage_problems``: what each source sentence of a rewrite says (nouns, numbers, glossary
   terms) that the paragraph lost; ``invented_nouns`` and ``invented_numbers`` the other way.
 - ``invented_attributes``: colour, shape and position words (``ATTRIBUTES``) no source says, in
-  Chinese or in English (the grounding check of the instruction data, ``tasks.py``).
+  Chinese or in English (the grounding check of the instruction data, ``grounding.py``).
 - ``length_problem``: a paragraph much shorter than the distinct content of its sources, or much
   longer than all of them together; ``translation_length_problem`` for one sentence.
 

@@ -1,4 +1,4 @@
-"""The instruction texts of fine-tune records, each defined once.
+"""The instruction texts of fine-tune records, each defined once, and the seeded pick among them.
 
 Everything that writes or asks these questions imports them from here: the data builders
 (``build.py``, the scene importer, the conversation drafts of ``phrasing.py``), training on a
@@ -8,6 +8,7 @@ nothing, so it sits below every stage.
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
 # One-sentence descriptions: a caption record's question, drawn per record (seeded).
@@ -32,3 +33,9 @@ CLASS_SEPARATOR = "、"
 def classify_prompt(classes: Sequence[str], template: str = CLASSIFY_PROMPT) -> str:
     """The classification question listing ``classes`` (Chinese names, in the dataset's order)."""
     return template.format(classes=CLASS_SEPARATOR.join(classes))
+
+
+def pick(pool: Sequence, seed: int, *key: object):
+    """The seeded choice of one item of ``pool`` (an instruction text, a template, an object): a
+    string seed gives the same choice for the same record on every machine and in any run order."""
+    return random.Random("|".join(map(str, (seed, *key)))).choice(pool)

@@ -14,12 +14,14 @@ from ..errors import RemoteGLMError
 from .build import build_finetune_records, build_zh_dataset
 from .cache import ResultCache
 from .datasets import SPLITS, check_images, load_captions
+from .facts import Sources, join_english
 from ..io import check_writable, drop_stale_temps, write_json_atomic, write_text_atomic
+from .kinds import MADE_HERE
 from .llm import LLMClient, LLMConfig, Usage
 from .rewrite import PROMPT_VERSION as REWRITE_VERSION
 from .rewrite import RewriteConfig, Rewriter, source_key
 from .splits import Registry, Source, SplitCheck, default_registry
-from .tasks import MADE_HERE, Sources, TaskConfig, TaskImage, TaskMaker, estimate_calls, join_english
+from .tasks import TaskConfig, TaskImage, TaskMaker, estimate_calls
 from .translate import PROMPT_VERSION, TranslateConfig, Translator, distinct_sentences, estimate, normalise
 
 IMAGE_DIR_NAMES = ("imgs", "images", "RSICD_images")

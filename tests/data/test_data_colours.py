@@ -16,18 +16,20 @@ from datahelp import FIXTURES, ucm_list
 from fake_llm import fake_translate
 from scripted_server import ScriptedServer
 
-from remoteglm.data import tasks as T
 from remoteglm.data.cache import ResultCache
 from remoteglm.data.datasets import split_caption
+from remoteglm.data.facts import Sources, image_facts
 from remoteglm.data.glossary import GLOSSARY
+from remoteglm.data.grounding import fact_problems, grounding_problems
 from remoteglm.data.llm import LLMClient, LLMConfig
+from remoteglm.data.tasks import TaskConfig, TaskImage, TaskMaker, TasksResult
 
 TERMS = dict(GLOSSARY)
 # this test's own colour words (English -> Chinese), not the project's list
 COLOURS = {"white": "白色", "grey": "灰色", "gray": "灰色", "green": "绿色", "red": "红色", "blue": "蓝色",
            "black": "黑色", "brown": "棕色", "orange": "橙色", "yellow": "黄色"}
 
-ROOFS_TREES = T.Sources(("Some buildings with white roofs", "Green trees are around the buildings"),
+ROOFS_TREES = Sources(("Some buildings with white roofs", "Green trees are around the buildings"),
                         ("一些建筑有白色屋顶。", "建筑周围有绿色的树。"))
 
 
@@ -36,7 +38,7 @@ ROOFS_TREES = T.Sources(("Some buildings with white roofs", "Green trees are aro
     "树是白色的。", "屋顶是白色和绿色的。", "建筑周围有绿树，屋顶也是绿色的。",
 ])
 def test_a_colour_said_of_another_object_is_rejected(text):
-    assert T.grounding_problems(text, ROOFS_TREES), text
+    assert grounding_problems(text, ROOFS_TREES), text
 
 
 @pytest.mark.parametrize("text", [
@@ -44,19 +46,19 @@ def test_a_colour_said_of_another_object_is_rejected(text):
     "白色屋顶的建筑周围有绿色的树。", "建筑物有白色的屋顶，周围是绿色的树。",
 ])
 def test_a_colour_said_of_its_own_object_passes(text):
-    assert T.grounding_problems(text, ROOFS_TREES) == [], text
+    assert grounding_problems(text, ROOFS_TREES) == [], text
 
 
 def test_a_colour_answer_names_no_colour_the_object_does_not_have():
-    (f,) = [f for f in T.image_facts(ROOFS_TREES, None, {}, 42, "x.tif") if f.what == "colour" and f.obj == "屋顶"]
-    assert T.fact_problems(f, f.question, "屋顶是白色的。", ROOFS_TREES) == []
-    assert T.fact_problems(f, f.question, "屋顶是白色的，也有绿色的。", ROOFS_TREES)
-    assert T.fact_problems(f, f.question, "白色和绿色。", ROOFS_TREES)
+    (f,) = [f for f in image_facts(ROOFS_TREES, None, {}, 42, "x.tif") if f.what == "colour" and f.obj == "屋顶"]
+    assert fact_problems(f, f.question, "屋顶是白色的。", ROOFS_TREES) == []
+    assert fact_problems(f, f.question, "屋顶是白色的，也有绿色的。", ROOFS_TREES)
+    assert fact_problems(f, f.question, "白色和绿色。", ROOFS_TREES)
 
 
-def _ucm(item) -> T.Sources:
+def _ucm(item) -> Sources:
     en = split_caption(item["caption"])
-    return T.Sources(tuple(en), tuple(fake_translate(s, TERMS) for s in en))
+    return Sources(tuple(en), tuple(fake_translate(s, TERMS) for s in en))
 
 
 _ALT = "|".join(sorted(map(re.escape, TERMS), key=len, reverse=True))
@@ -93,13 +95,13 @@ def test_every_colour_moved_to_another_object_of_the_real_captions_is_rejected()
                 if term not in named or (src, said) in checked:
                     continue
                 checked.add((src, said))
-                assert T.grounding_problems(said, src) == [], (item["imged_id"], said)
+                assert grounding_problems(said, src) == [], (item["imged_id"], said)
                 for other in named:
                     a, b = TERMS[other], TERMS[term]
                     if a in b or b in a or any(_coloured(e, c, other) for e in src.en):  # 海, 海洋: one
                         continue
                     wrong = f"图中有{COLOURS[c]}的{a}。"
-                    assert T.grounding_problems(wrong, src), (item["imged_id"], wrong)
+                    assert grounding_problems(wrong, src), (item["imged_id"], wrong)
                     moved += 1
     assert moved > 500, moved
 
@@ -108,10 +110,10 @@ def test_a_conversation_with_a_moved_colour_is_dropped(tmp_path):
     """Real UCM beach captions (blue sea, white sand): an LLM that rewrites faithfully gets its
     conversation kept; one that adds "and a white sea" to the first answer gets it dropped."""
     item = next(it for it in ucm_list() if it["imged_id"] == "301.tif")
-    image = T.TaskImage("301.tif", _ucm(item), None, True)
+    image = TaskImage("301.tif", _ucm(item), None, True)
     assert "蓝色海" in image.src.zh[0] and "white" in image.src.en[1]
 
-    def run(name: str, extra: str) -> T.TasksResult:
+    def run(name: str, extra: str) -> TasksResult:
         def answer(body, items):
             out = dict(items)
             out["2"] = out["2"].rstrip("。") + extra + "。"
@@ -121,7 +123,7 @@ def test_a_conversation_with_a_moved_colour_is_dropped(tmp_path):
         try:
             client = LLMClient(LLMConfig(base_url=srv.base_url, model="m", max_retries=0, backoff=0.01))
             with ResultCache(tmp_path / f"{name}.sqlite") as cache:
-                maker = T.TaskMaker(client, cache, T.TaskConfig(kinds=("conversation",), rounds=2), "m")
+                maker = TaskMaker(client, cache, TaskConfig(kinds=("conversation",), rounds=2), "m")
                 return maker.run([image], progress=False)
         finally:
             srv.close()

@@ -17,12 +17,16 @@ import pytest
 from datahelp import karpathy_from_list, run_cli, ucm_list, write_json
 from fake_llm import INVENTED, MOOD_WORDS, REFUSALS, fake_translate
 
-from remoteglm.data import tasks as T
 from remoteglm.data.build import build_finetune_records, check_no_leak
 from remoteglm.data.datasets import load_captions, scene_class, split_caption
+from remoteglm.data.facts import PRESENCE_PER_IMAGE, Fact, Sources, absent_candidates, image_facts, present_terms
 from remoteglm.data.glossary import CLASS_NAMES_ZH, GLOSSARY
+from remoteglm.data.grounding import fact_problems
+from remoteglm.data.kinds import KINDS, mix_records, parse_kinds, parse_mix
 from remoteglm.data.llm import LLMConfig
+from remoteglm.data.phrasing import check_conversation, conversation_messages, draft_conversation
 from remoteglm.data.pipeline import PipelineConfig, run
+from remoteglm.data.tasks import TaskConfig, TaskImage, TaskMaker
 from remoteglm.data.translate import TranslateConfig
 from remoteglm.errors import RemoteGLMError
 
@@ -30,15 +34,15 @@ TERMS = {en: zh for en, zh in GLOSSARY.items()}
 NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 
 
-def _src(*pairs: tuple[str, str], cls: str = "") -> T.Sources:
-    return T.Sources(tuple(en for en, _ in pairs), tuple(zh for _, zh in pairs), cls)
+def _src(*pairs: tuple[str, str], cls: str = "") -> Sources:
+    return Sources(tuple(en for en, _ in pairs), tuple(zh for _, zh in pairs), cls)
 
 
-def _facts(src: T.Sources, cls: str | None = None, stats=None, seed: int = 42) -> list[T.Fact]:
-    return T.image_facts(src, cls, stats or {}, seed, "x.tif")
+def _facts(src: Sources, cls: str | None = None, stats=None, seed: int = 42) -> list[Fact]:
+    return image_facts(src, cls, stats or {}, seed, "x.tif")
 
 
-def _ucm_images(n_per_class: int = 5) -> list[T.TaskImage]:
+def _ucm_images(n_per_class: int = 5) -> list[TaskImage]:
     """UCM fixture images (every class), translated by the fake LLM's own word list + the glossary."""
     out = []
     for i, it in enumerate(ucm_list()):
@@ -46,8 +50,8 @@ def _ucm_images(n_per_class: int = 5) -> list[T.TaskImage]:
             continue
         en = split_caption(it["caption"])
         cls = scene_class("UCM", it["imged_id"])
-        src = T.Sources(tuple(en), tuple(fake_translate(s, TERMS) for s in en), CLASS_NAMES_ZH["UCM"][cls])
-        out.append(T.TaskImage(it["imged_id"], src, cls, i % 10 < 8))
+        src = Sources(tuple(en), tuple(fake_translate(s, TERMS) for s in en), CLASS_NAMES_ZH["UCM"][cls])
+        out.append(TaskImage(it["imged_id"], src, cls, i % 10 < 8))
     return out
 
 
@@ -83,10 +87,10 @@ def test_attributes_only_where_a_caption_states_them():
     assert {f.what for f in _facts(plain)} - {"yes", "no"} == {"position"}  # "through": a position, no colour
 
 
-def _ucm_sources(name: str) -> T.Sources:
+def _ucm_sources(name: str) -> Sources:
     """One real UCM image's captions, translated by the fake LLM's own word list + the glossary."""
     en = split_caption(next(it["caption"] for it in ucm_list() if it["imged_id"] == name))
-    return T.Sources(tuple(en), tuple(fake_translate(s, TERMS) for s in en))
+    return Sources(tuple(en), tuple(fake_translate(s, TERMS) for s in en))
 
 
 def _colour_words(text: str) -> set[str]:
@@ -106,11 +110,11 @@ def test_coordinated_colours_are_all_in_the_answer(src, obj, colours):
     src = _ucm_sources(src) if isinstance(src, str) else _src(src)
     (f,) = [f for f in _facts(src) if f.what == "colour"]
     assert f.obj == obj and _colour_words(f.answer) == colours, f
-    assert T.fact_problems(f, f.question, f.answer, src) == []
-    assert T.fact_problems(f, f.question, f"{obj}是{'和'.join(sorted(colours))}的。", src) == []
+    assert fact_problems(f, f.question, f.answer, src) == []
+    assert fact_problems(f, f.question, f"{obj}是{'和'.join(sorted(colours))}的。", src) == []
     if len(colours) > 1:  # an answer that names one of them has lost a fact
         for c in colours:
-            assert T.fact_problems(f, f.question, f"{obj}是{c}的。", src), c
+            assert fact_problems(f, f.question, f"{obj}是{c}的。", src), c
 
 
 def test_colour_lists_that_are_not_one_answer_are_not_asked():
@@ -122,18 +126,18 @@ def test_colour_lists_that_are_not_one_answer_are_not_asked():
 
 def test_presence_is_balanced_and_no_only_for_objects_no_caption_names():
     images = _ucm_images(5)
-    maker = T.TaskMaker(None, None, T.TaskConfig(seed=42), "m")
+    maker = TaskMaker(None, None, TaskConfig(seed=42), "m")
     facts = maker.facts(images)
     assert facts == maker.facts(images)  # deterministic
-    other_seed = T.TaskMaker(None, None, T.TaskConfig(seed=7), "m").facts(images)
+    other_seed = TaskMaker(None, None, TaskConfig(seed=7), "m").facts(images)
     assert [f.obj for fs in other_seed.values() for f in fs] != [f.obj for fs in facts.values() for f in fs]
-    per_class: dict[str, list[T.TaskImage]] = {}
+    per_class: dict[str, list[TaskImage]] = {}
     for im in images:
         per_class.setdefault(im.cls, []).append(im)
     yes = no = 0
     for im in images:
         kinds = Counter(f.what for f in facts[im.key])
-        assert kinds["yes"] == kinds["no"] <= T.PRESENCE_PER_IMAGE, (im.key, kinds)
+        assert kinds["yes"] == kinds["no"] <= PRESENCE_PER_IMAGE, (im.key, kinds)
         yes, no = yes + kinds["yes"], no + kinds["no"]
         for f in facts[im.key]:
             if f.what == "yes":
@@ -154,25 +158,25 @@ def test_every_draft_passes_its_own_checks():
     """What the LLM is given, given back unchanged, is accepted: every item and every draft
     conversation of real UCM captions (a check that rejects its own draft drops good data)."""
     images = _ucm_images(5)
-    maker = T.TaskMaker(None, None, T.TaskConfig(seed=3), "m")
+    maker = TaskMaker(None, None, TaskConfig(seed=3), "m")
     all_facts, drafts = maker.facts(images), 0
     for im in images:
         facts = all_facts[im.key]
         for f in facts:
-            assert T.fact_problems(f, f.question, f.answer, im.src) == [], (im.key, f)
-        turns = T.draft_conversation(im.src, facts, 3, im.key)
+            assert fact_problems(f, f.question, f.answer, im.src) == [], (im.key, f)
+        turns = draft_conversation(im.src, facts, 3, im.key)
         if len(turns) >= 2:
             drafts += 1
-            user = T.conversation_messages(im.src, turns)[1]["content"]
+            user = conversation_messages(im.src, turns)[1]["content"]
             items = json.loads(user.splitlines()[1])
-            assert T.check_conversation(im.src, turns, [items[str(k + 1)] for k in range(len(items))]) == [], im.key
+            assert check_conversation(im.src, turns, [items[str(k + 1)] for k in range(len(items))]) == [], im.key
     assert drafts > 0.9 * len(images)
 
 
 def test_negated_objects_are_never_asked():
     src = _src(("there are no boats in the harbor", "港口里没有船。"), ("a harbor without boats", "一个没有船的港口。"))
-    assert "船" not in T.present_terms(src)
-    assert "船" not in T.absent_candidates(src, "beach", {"beach": {"海滩": 1.0}, "harbor": {"船": 1.0}})
+    assert "船" not in present_terms(src)
+    assert "船" not in absent_candidates(src, "beach", {"beach": {"海滩": 1.0}, "harbor": {"船": 1.0}})
 
 
 # -- the grounding check -----------------------------------------------------------------------
@@ -181,7 +185,7 @@ SRC = _src(("There are two white airplanes at the airport", "机场上停着两�
            ("two airplanes are stopped beside the runway", "两架飞机停在跑道旁边。"), cls="飞机")
 
 
-def _fact(what: str) -> T.Fact:
+def _fact(what: str) -> Fact:
     return next(f for f in _facts(SRC, "airplane", {"airplane": {"飞机": 1.0}, "tenniscourt": {"网球场": 1.0}})
                 if f.what == what)
 
@@ -199,25 +203,25 @@ def _fact(what: str) -> T.Fact:
 ] + [("yes", r) for r in REFUSALS])
 def test_grounding_rejects_what_the_captions_do_not_say(what, answer):
     f = _fact(what)
-    assert T.fact_problems(f, f.question, f.answer, SRC) == []  # the deterministic item itself passes
-    assert T.fact_problems(f, f.question, answer, SRC), answer
+    assert fact_problems(f, f.question, f.answer, SRC) == []  # the deterministic item itself passes
+    assert fact_problems(f, f.question, answer, SRC), answer
 
 
 def test_no_is_only_for_objects_no_caption_names():
     f = _fact("no")
     assert f.obj == "网球场" and f.answer == "否"
     said = _src(*zip(SRC.en, SRC.zh), ("a tennis court beside the runway", "跑道旁边有一个网球场。"), cls="飞机")
-    assert any("不能回答“否”" in p for p in T.fact_problems(f, f.question, f.answer, said))
-    only_chinese = T.Sources(SRC.en, SRC.zh[:1] + ("跑道旁边有网球场。",), "飞机")  # named in the Chinese only
-    assert T.fact_problems(f, f.question, f.answer, only_chinese)
+    assert any("不能回答“否”" in p for p in fact_problems(f, f.question, f.answer, said))
+    only_chinese = Sources(SRC.en, SRC.zh[:1] + ("跑道旁边有网球场。",), "飞机")  # named in the Chinese only
+    assert fact_problems(f, f.question, f.answer, only_chinese)
 
 
 def test_a_good_conversation_passes_and_a_miscount_fails():
     turns = [_fact("number"), _fact("colour")]
     items = ["图中一共有几架飞机？", "图中有两架飞机。", "它们是什么颜色的？", "飞机是白色的。"]
-    assert T.check_conversation(SRC, turns, items) == []
-    assert T.check_conversation(SRC, turns, ["图中一共有几架飞机？", "图中有三架飞机。"] + items[2:])
-    assert T.check_conversation(SRC, turns, items[:3] + [None])
+    assert check_conversation(SRC, turns, items) == []
+    assert check_conversation(SRC, turns, ["图中一共有几架飞机？", "图中有三架飞机。"] + items[2:])
+    assert check_conversation(SRC, turns, items[:3] + [None])
 
 
 # -- the whole path against the fake LLM ---------------------------------------------------------
@@ -239,7 +243,7 @@ def test_whole_path_catches_refusals_invented_objects_and_wrong_counts(fake_llm,
     # translations and paragraphs first, from a well-behaved LLM (the cache is shared below)
     run(_cfg(src, tmp_path / "base", tmp_path / "cache.sqlite", clean.base_url, rewrite=True))
     shutil.copy(tmp_path / "cache.sqlite", tmp_path / "cache-clean.sqlite")
-    kinds = T.parse_kinds("all")
+    kinds = parse_kinds("all")
     ref = run(_cfg(src, tmp_path / "ref", tmp_path / "cache-clean.sqlite", clean.base_url, tasks=kinds,
                    phrase_questions=True))
     assert ref.tasks.rejected.total() == 0 and ref.tasks.dropped.total() == 0
@@ -351,17 +355,17 @@ def _zh_with_tasks(tmp_path, fake_llm, n=42) -> tuple[dict, Path]:
     write_json(data / "dataset.json", karpathy_from_list(ucm_list(n, step=50), ["train", "train", "val", "test"]))
     srv = fake_llm()
     out = tmp_path / "zh"
-    run(_cfg(data / "dataset.json", out, tmp_path / "c.sqlite", srv.base_url, tasks=T.parse_kinds("all")))
+    run(_cfg(data / "dataset.json", out, tmp_path / "c.sqlite", srv.base_url, tasks=parse_kinds("all")))
     return json.loads((out / "dataset_UCM_zh.json").read_text(encoding="utf-8")), out
 
 
 def test_mix_weights_the_train_file_seeded_and_keeps_val_test_whole(fake_llm, tmp_path):
     zh, out = _zh_with_tasks(tmp_path, fake_llm)
-    kinds = T.parse_kinds("all")
+    kinds = parse_kinds("all")
     full = build_finetune_records(zh, out / "imgs", out, tasks=kinds)
     n = Counter(r["task"] for r in full["train"])
     assert set(n) == set(kinds)
-    mix = T.parse_mix("caption=1,vqa=2,cls=0.5,conv=0.5,description=0")
+    mix = parse_mix("caption=1,vqa=2,cls=0.5,conv=0.5,description=0")
     mixed = build_finetune_records(zh, out / "imgs", out, tasks=kinds, mix=mix)
     m = Counter(r["task"] for r in mixed["train"])
     assert m["caption"] == n["caption"] and m["description"] == 0
@@ -377,18 +381,18 @@ def test_mix_weights_the_train_file_seeded_and_keeps_val_test_whole(fake_llm, tm
 
 
 def test_mix_and_tasks_options():
-    assert T.parse_kinds("all") == T.KINDS
-    assert T.parse_kinds("conv, vqa,caption") == ("caption", "presence", "count", "attribute", "conversation")
-    assert T.parse_mix("caption=1,vqa=1,cls=0.5,conv=0.5") == {
+    assert parse_kinds("all") == KINDS
+    assert parse_kinds("conv, vqa,caption") == ("caption", "presence", "count", "attribute", "conversation")
+    assert parse_mix("caption=1,vqa=1,cls=0.5,conv=0.5") == {
         "caption": 1.0, "presence": 1.0, "count": 1.0, "attribute": 1.0, "classify": 0.5, "conversation": 0.5}
     for bad in ("caption", "caption=-1", "caption=x", "captions=1", "all=1", ""):
         with pytest.raises(RemoteGLMError, match="--mix"):
-            T.parse_mix(bad)
+            parse_mix(bad)
     with pytest.raises(RemoteGLMError, match="unknown kind 'vqa2'"):
-        T.parse_kinds("caption,vqa2")
+        parse_kinds("caption,vqa2")
     recs = [{"task": "caption", "i": i} for i in range(10)] + [{"task": "classify", "i": i} for i in range(10)]
-    assert len(T.mix_records(recs, {"classify": 0.3}, 1)) == 13
-    assert len(T.mix_records(recs, {"caption": 2.5}, 1)) == 25 + 10
+    assert len(mix_records(recs, {"classify": 0.3}, 1)) == 13
+    assert len(mix_records(recs, {"caption": 2.5}, 1)) == 25 + 10
 
 
 def test_cli_tasks_and_mix(fake_llm, tmp_path):
@@ -401,7 +405,7 @@ def test_cli_tasks_and_mix(fake_llm, tmp_path):
     assert re.search(r"instructions: presence \d+, .*conversation \d+ \(是 (\d+) / 否 \1\); \d+ LLM calls", r.stderr), r.stderr
     assert "replies rejected by the grounding check: none" in r.stderr
     train = json.loads((tmp_path / "out" / "UCM_train.json").read_text(encoding="utf-8"))
-    assert {r["task"] for r in train} == set(T.KINDS)  # --mix alone makes every kind
+    assert {r["task"] for r in train} == set(KINDS)  # --mix alone makes every kind
     assert re.search(r"train: \d+ images, \d+ fine-tune records \(caption \d+, description \d+", r.stderr)
     for bad, needle in ((["--mix", "vqa=lots"], "--mix: 'vqa=lots'"), (["--tasks", "captions"], "unknown kind")):
         r = run_cli(*args, *bad)
