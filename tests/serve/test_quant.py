@@ -173,11 +173,12 @@ def test_bad_requests_are_one_line_errors(tiny_checkpoint, tmp_path):
 
 
 def test_quantize_command_and_cli_demo_quant(tiny_checkpoint, tmp_path, capsys, monkeypatch):
-    """`python -m remoteglm.model.quant` writes a checkpoint that cli_demo loads as is, and
-    `cli_demo --quant 8` answers like the in-process int8 model (in-process mains: same code)."""
+    """`remoteglm quantize` writes a checkpoint that cli_demo loads as is, and `cli_demo --quant 8`
+    answers like the in-process int8 model (in-process mains: same code)."""
+    from remoteglm.commands.quantize import main as quantize_main
     from remoteglm.serve.cli import main as cli_main
 
-    assert quant.main([str(tiny_checkpoint), str(tmp_path / "q8"), "--bits", "8"]) == 0
+    assert quantize_main([str(tiny_checkpoint), str(tmp_path / "q8"), "--bits", "8"]) == 0
     assert "int8 checkpoint written to" in capsys.readouterr().out
     model, tok, _ = load_model(tiny_checkpoint)
     quant_layers.quantize_model(model, 8)
@@ -191,7 +192,7 @@ def test_quantize_command_and_cli_demo_quant(tiny_checkpoint, tmp_path, capsys, 
         assert "ChatGLM weights: int8 (LLM.int8); weights " in out.err or "--quant" not in src
     assert cli_main(["--from_pretrained", str(tmp_path / "q8"), "--quant", "4"] + args) == 2
     assert "holds an int8 model; run with --quant 8" in capsys.readouterr().err
-    assert quant.main([str(tmp_path / "q8"), str(tmp_path / "q8b"), "--bits", "4"]) == 2
+    assert quantize_main([str(tmp_path / "q8"), str(tmp_path / "q8b"), "--bits", "4"]) == 2
     assert "already quantised" in capsys.readouterr().err
 
 
