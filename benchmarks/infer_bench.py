@@ -178,7 +178,7 @@ def weights_only(mode: str) -> dict:
     host = 0
     if mode != "float":
         groups = defaultdict(list)
-        for owner, attr, _ in quant_layers._targets(model):
+        for owner, attr, _ in quant_layers.quant_targets(model):
             lin = getattr(owner, attr)
             groups[(tuple(lin.weight.shape), lin.bias is not None)].append(lin)
         head = model.get_mixin("chatglm-final").lm_head

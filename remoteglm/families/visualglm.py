@@ -106,7 +106,7 @@ class VisualGLM(Family):
         from remoteglm.device import default_device
         from remoteglm.model.checkpoint import load_model
         from remoteglm.model.quant_checkpoint import is_quantized_checkpoint, save_quantized
-        from remoteglm.model.quant_layers import _gib, model_memory_bytes, quantize_model
+        from remoteglm.model.quant_layers import gib, model_memory_bytes, quantize_model
 
         if is_quantized_checkpoint(src) is not None:
             raise RemoteGLMError(f"{src} is already quantised; pass the float checkpoint")
@@ -117,7 +117,7 @@ class VisualGLM(Family):
         before = model_memory_bytes(model)
         quantize_model(model, bits, device=device, lm_head=lm_head_int8, merge_lora=merge_lora, progress=True)
         out = save_quantized(model, dst, tokenizer=tok)
-        print(f"int{bits} checkpoint written to {out}: weights {_gib(before)} -> {_gib(model_memory_bytes(model))} "
+        print(f"int{bits} checkpoint written to {out}: weights {gib(before)} -> {gib(model_memory_bytes(model))} "
               f"({time.time() - t0:.1f} s)")
         return out
 

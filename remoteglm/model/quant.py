@@ -8,7 +8,7 @@ from remoteglm.device import parse_device, parse_dtype
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.checkpoint import load_model
 from remoteglm.model.quant_checkpoint import is_quantized_checkpoint, load_quantized
-from remoteglm.model.quant_layers import _check_bits, quantize_model
+from remoteglm.model.quant_layers import check_bits, quantize_model
 
 
 def load_model_quantized(path, quant: int | None = None, tokenizer=None, device="cpu", dtype=None, *,
@@ -22,7 +22,7 @@ def load_model_quantized(path, quant: int | None = None, tokenizer=None, device=
     Returns ``(model, tokenizer, config)``.
     """
     if quant is not None:
-        _check_bits(quant)
+        check_bits(quant)
     dev = parse_device(device)
     on_gpu = dev.type == "cuda"
     lm_head = on_gpu if lm_head is None else lm_head

@@ -12,8 +12,8 @@ from remoteglm.device import parse_device, parse_dtype
 from remoteglm.errors import RemoteGLMError
 from remoteglm.io import read_json
 from remoteglm.model.layout import SAT_CONFIG, detect_format
-from remoteglm.model.quant_layers import (BITS, LM_HEAD, _empty_quantized, _head_last, _quant_keys, _targets,
-                                          offload_embedding_table, quantization_of)
+from remoteglm.model.quant_layers import (BITS, LM_HEAD, empty_quantized, head_last, offload_embedding_table, quant_targets,
+                                          quantization_of, quantized_keys)
 from remoteglm.model.reading import read_sat, resolve_tokenizer
 from remoteglm.model.saving import save_sat_checkpoint
 
@@ -63,21 +63,21 @@ def load_quantized(path, tokenizer=None, device="cpu", dtype=None, offload_embed
         add_lora(model, rank, lora_alpha=config.lora_alpha, layer_range=None if layers == list(range(config.num_layers)) else layers)
     handled: set[str] = set()
     try:
-        targets = list(_targets(model))
+        targets = list(quant_targets(model))
         if rec.get("lm_head_int8"):
             targets.append((model.get_mixin("chatglm-final"), "lm_head", LM_HEAD))
         for owner, attr, name in targets:
             lin = getattr(owner, attr)
             b = 8 if name == LM_HEAD else bits
             has_bias = getattr(lin, "bias", None) is not None
-            keys = _quant_keys(name + ".", b, has_bias)
+            keys = quantized_keys(name + ".", b, has_bias)
             missing = sorted(k for k in keys if k not in sd)
             if missing:
                 raise RemoteGLMError(f"{source}: missing {missing[0]}: the quantised checkpoint is incomplete; quantise the float checkpoint again")
-            setattr(owner, attr, _empty_quantized(tuple(lin.weight.shape), has_bias, b, dt, sd, name + ".", dev))
+            setattr(owner, attr, empty_quantized(tuple(lin.weight.shape), has_bias, b, dt, sd, name + ".", dev))
             handled |= keys | {k for k in sd if k.startswith(name + ".weight.")}
         if rec.get("lm_head_int8"):
-            _head_last(model)
+            head_last(model)
     except (KeyError, ValueError, RuntimeError) as e:
         raise RemoteGLMError(f"{source}: cannot rebuild the quantised layers ({e}); quantise the float checkpoint again") from None
     rest = {k: v for k, v in sd.items() if k not in handled}

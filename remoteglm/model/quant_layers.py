@@ -50,7 +50,8 @@ def _bnb():
     return bnb
 
 
-def _check_bits(bits) -> int:
+def check_bits(bits) -> int:
+    """``bits`` (4 or 8) as an int; anything else is one line."""
     if bits not in BITS:
         raise RemoteGLMError(f"quantisation bits must be 4 or 8, got {bits!r}")
     return int(bits)
@@ -91,7 +92,7 @@ def quantize_linear(lin: nn.Module, bits: int, device=None, compute_dtype: torch
     return q
 
 
-def _empty_quantized(lin_shape: tuple[int, int], bias: bool, bits: int, compute_dtype, state_dict: dict, prefix: str, device) -> nn.Module:
+def empty_quantized(lin_shape: tuple[int, int], bias: bool, bits: int, compute_dtype, state_dict: dict, prefix: str, device) -> nn.Module:
     """A bitsandbytes layer rebuilt from a saved state dict (no re-quantisation)."""
     bnb = _bnb()
     _quiet_bnb()
@@ -110,7 +111,8 @@ def _empty_quantized(lin_shape: tuple[int, int], bias: bool, bits: int, compute_
     return q
 
 
-def _quant_keys(prefix: str, bits: int, bias: bool) -> set[str]:
+def quantized_keys(prefix: str, bits: int, bias: bool) -> set[str]:
+    """The state-dict keys a saved ``bits``-bit layer at ``prefix`` holds."""
     if bits == 4:
         # nested_absmax / nested_quant_map are there only for double-quantised statistics
         names = ["weight", "weight.absmax", "weight.quant_map", "weight.quant_state.bitsandbytes__nf4"]
@@ -158,7 +160,7 @@ def offload_embedding_table(model) -> None:
 
 
 # ---- the model ----------------------------------------------------------------------------------------
-def _targets(model):
+def quant_targets(model):
     """(parent module, attribute, human name) of every linear to quantise; LoRA layers yield their ``original``."""
     for i, layer in enumerate(model.transformer.layers):
         for path in TARGETS:
@@ -171,7 +173,7 @@ def _targets(model):
                 yield owner, attr, f"transformer.layers.{i}.{path}"
 
 
-def _head_last(model) -> None:
+def head_last(model) -> None:
     """Put the ``chatglm-final`` mixin last. Its lm_head weight is the model's first parameter,
     which callers read for the model's dtype (``next(model.parameters()).dtype``); once that
     weight is int8 the answer would be wrong. Only ``final_forward`` lives there, so hook
@@ -211,7 +213,7 @@ def quantize_model(
     embedding table in host RAM; ``merge_lora`` folds LoRA pairs in before quantising (otherwise
     they stay in full precision beside the quantised base). Returns the model.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     if quantization_of(model):
         raise RemoteGLMError(f"the model is already quantised ({quantization_of(model)['bits']}-bit); load the float checkpoint to quantise it again")
     p = model.transformer.word_embeddings.weight
@@ -224,7 +226,7 @@ def quantize_model(
 
     if merge_lora and LORA_MIXIN in model.mixins:
         _merge(model)
-    todo = list(_targets(model))
+    todo = list(quant_targets(model))
     it = todo
     if progress:
         from tqdm import tqdm
@@ -237,7 +239,7 @@ def quantize_model(
     if lm_head:
         head_owner = model.get_mixin("chatglm-final")
         head_owner.lm_head = quantize_linear(head_owner.lm_head, 8, device, compute_dtype=dtype)
-        _head_last(model)
+        head_last(model)
     if offload_embeddings:
         offload_embedding_table(model)
     model.to(device)
@@ -312,7 +314,8 @@ def describe_quant(model) -> str:
     return str(next(model.parameters()).dtype).replace("torch.", "")
 
 
-def _gib(n: int) -> str:
+def gib(n: int) -> str:
+    """A byte count for people: '5.25 GiB', or MiB below a tenth of a GiB."""
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
 
 
@@ -320,9 +323,9 @@ def memory_summary(model) -> str:
     """'weights 5.25 GiB on cuda + 1.00 GiB host RAM, CUDA peak 5.31 GiB': what a model really uses."""
     by = memory_by_device(model)
     dev = next(model.parameters()).device.type
-    text = f"weights {_gib(by.get(dev, 0))} on {dev}"
+    text = f"weights {gib(by.get(dev, 0))} on {dev}"
     if dev != "cpu" and by.get("cpu"):
-        text += f" + {_gib(by['cpu'])} host RAM"
+        text += f" + {gib(by['cpu'])} host RAM"
     if dev == "cuda":
-        text += f", CUDA peak {_gib(torch.cuda.max_memory_allocated())}"
+        text += f", CUDA peak {gib(torch.cuda.max_memory_allocated())}"
     return text

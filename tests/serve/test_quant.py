@@ -55,7 +55,7 @@ def reference(tiny):
 def quantized(request, tiny_checkpoint):
     """A freshly quantised model per test: a forward in one test must not change what the next sees."""
     model, tok, _ = load_model(tiny_checkpoint)
-    float_layers = {name: getattr(owner, attr) for owner, attr, name in quant_layers._targets(model)}
+    float_layers = {name: getattr(owner, attr) for owner, attr, name in quant_layers.quant_targets(model)}
     quant_layers.quantize_model(model, request.param)
     return request.param, model, tok, float_layers
 
