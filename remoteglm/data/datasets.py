@@ -18,6 +18,18 @@ from .glossary import CLASSES, CLASS_NAMES_ZH
 from ..io import read_json
 
 SPLITS = ("train", "val", "test")
+
+
+def split_name(split: str) -> str:
+    """A split as an official file names it ("valid", "validation", "test-phili") -> ours ("val", "test_phili")."""
+    s = split.lower().replace("-", "_")
+    return "val" if s in ("valid", "validation") else s
+
+
+def split_order(split: str) -> tuple:
+    """Sort key: train, val, test, then any other split (RSVQA-HR's test_phili) by name."""
+    return (SPLITS.index(split), "") if split in SPLITS else (len(SPLITS), split)
+
 # Sydney_captions classes are contiguous blocks of image numbers (inclusive upper bounds).
 _SYDNEY_BLOCKS = [(242, "residential"), (264, "airport"), (314, "meadow"), (359, "river"),
                   (451, "ocean"), (547, "industrial"), (613, "runway")]

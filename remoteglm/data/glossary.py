@@ -27,7 +27,7 @@ CLASSES: dict[str, list[str]] = {
         "railwaystation", "resort", "river", "school", "sparseresidential", "square", "stadium",
         "storagetanks", "viaduct",
     ],
-    # Folder-per-class scene sets (remoteglm.data.importers): ids are the official folder names,
+    # Folder-per-class scene sets (remoteglm.data.scenes): ids are the official folder names,
     # lower case, separators dropped ("parking_lot" -> "parkinglot"), in the folders' sorted order.
     "AID": [
         "airport", "bareland", "baseballfield", "beach", "bridge", "center", "church", "commercial",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 import json
 from collections import Counter
@@ -16,6 +15,7 @@ from .cache import ResultCache
 from .datasets import SPLITS, check_images, load_captions
 from .facts import Sources, join_english
 from ..io import check_writable, drop_stale_temps, write_json_atomic, write_text_atomic
+from .jobs import STAMP, build_stamp, failure_advice, say
 from .kinds import MADE_HERE
 from .llm import LLMClient, LLMConfig, Usage
 from .rewrite import PROMPT_VERSION as REWRITE_VERSION
@@ -85,38 +85,6 @@ def default_image_dir(input_path: Path) -> Path:
     return input_path.parent / IMAGE_DIR_NAMES[0]
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# What a user can do about work that is still missing after every retry, by its cause.
-ADVICE = {
-    "unreachable": "the endpoint cannot be reached: start the server or fix --base-url; rerunning before that cannot help",
-    "not_json": "the endpoint answers, but not with OpenAI JSON (an HTML page?): --base-url usually ends in /v1; "
-                "rerunning as is cannot help",
-    "rate_limited": "the endpoint kept answering 429 (rate limit): rerun the same command later, or lower --concurrency",
-    "timeout": "requests kept timing out: rerun with a larger --timeout or a lower --batch-size",
-    "server_error": "the endpoint kept failing with server errors (5xx): rerun the same command later",
-    "empty": "the endpoint keeps answering with empty messages: check --model (is it a chat model?); rerunning as is "
-             "cannot help",
-}
-
-
-def failure_advice(endpoint_kind: str, endpoint_reason: str, problems: list[str]) -> str:
-    """One sentence: which case it is and whether a rerun can help."""
-    if endpoint_kind or endpoint_reason:
-        base = ADVICE.get(endpoint_kind, "the endpoint kept failing: rerun the same command later")
-        return f"{base} (last error: {endpoint_reason})" if endpoint_reason else base
-    counts: dict[str, int] = {}
-    for pr in problems:
-        for part in pr.split("; "):
-            key = part.split(":")[0].strip()
-            counts[key] = counts.get(key, 0) + 1
-    top = ", ".join(f"{k} x{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
-    return (f"the LLM's answers kept failing the checks ({top}): a rerun asks only for these, "
-            "or try a stronger --model")
-
-
 def _failures(cs, tr, rr, keys_of, tk=None) -> list[dict]:
     """One entry per missing sentence / paragraph / conversation: image, sentence, last problem, bad answer."""
     out = []
@@ -141,19 +109,7 @@ def _failures(cs, tr, rr, keys_of, tk=None) -> list[dict]:
     return out
 
 
-def _stamp(*parts) -> str:
-    import hashlib
-    import json
-
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(part, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
 BUILD_VERSION = "build-v2"  # bump when build.py changes what it writes: outputs are rebuilt
-STAMP = ".build_stamp"
 
 
 def run(cfg: PipelineConfig) -> Summary:
@@ -172,7 +128,7 @@ def run(cfg: PipelineConfig) -> Summary:
             raise RemoteGLMError(f"--limit must be at least 1 (got {cfg.limit})")
         cs.images = cs.images[: cfg.limit]
     for w in cs.warnings + check_images(cs, image_dir):
-        _say(f"warning: {w}")
+        say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cs.name}_zh"
 
     check_writable(out_dir, "--out-dir")
@@ -180,7 +136,7 @@ def run(cfg: PipelineConfig) -> Summary:
     if reg is not None:  # one split per image content across every builder, settled before any work
         command = cfg.command or f"python translation_en2zh.py --input {cfg.input} --out-dir {out_dir}"
         splits = SplitCheck(reg, Source(out_dir, f"{cs.name} captions", command), cs.images,
-                            lambda im: image_dir / im.filename, lambda im: not im.derived, _say)
+                            lambda im: image_dir / im.filename, lambda im: not im.derived, say)
         cs.images = splits.kept
     s = Summary(images=len(cs.images), sentences=len(cs.sentences()))
     cache = ResultCache(cfg.cache, readonly=cfg.dry_run)  # a dry run creates nothing
@@ -218,7 +174,7 @@ def run(cfg: PipelineConfig) -> Summary:
                 s.rewritten, s.rewrite_fallbacks, s.rewrite_rejected = rr.rewritten, rr.fallbacks, rr.rejected
                 s.rewrite_cached = rr.cache_hits
                 for why in rr.examples:
-                    _say(f"rewrite fell back (example): {why}")
+                    say(f"rewrite fell back (example): {why}")
                 labels = rr.labels
                 done_images = [im for im in done_images if keys_of[im.filename] in labels]
             else:
@@ -287,7 +243,7 @@ def _instructions(cfg: PipelineConfig, cs, done_images, translations, client, ca
     tk = maker.run(images, progress=cfg.progress, population=population)
     tk.calls = client.usage.calls - before
     for why in tk.examples:
-        _say(f"instruction reply rejected (example): {why}")
+        say(f"instruction reply rejected (example): {why}")
     return tk
 
 
@@ -297,11 +253,11 @@ def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, 
     of changed since the last build (a finished rerun of RSICD then takes seconds, not tens)."""
     names = [out_dir / f"dataset_{cs.name}_zh.json"] + [out_dir / f"{cs.name}_{split}.json" for split in SPLITS]
     keys = [normalise(en) for im in cs.images for en in im.sentences]
-    stamp = _stamp(BUILD_VERSION, meta, cfg.seed, cfg.classify, str(image_dir),
+    stamp = build_stamp(BUILD_VERSION, meta, cfg.seed, cfg.classify, str(image_dir),
                    [(im.filename, im.split, im.cls, im.sentences) for im in cs.images],
                    [translations[k] for k in keys], sorted((labels or {}).items()))
     if cfg.tasks is not None:  # (a job without --tasks keeps the stamp it always had)
-        stamp = _stamp(stamp, cfg.tasks, sorted((cfg.mix or {}).items()), instructions)
+        stamp = build_stamp(stamp, cfg.tasks, sorted((cfg.mix or {}).items()), instructions)
     stamp_file = out_dir / STAMP
     if all(n.exists() for n in names) and stamp_file.exists() and stamp_file.read_text(encoding="utf-8").strip() == stamp:
         s.up_to_date = True
@@ -342,29 +298,29 @@ def task_summary(tk, calls: int) -> str:
 def print_summary(s: Summary) -> None:
     if s.estimate is not None:
         e = s.estimate
-        _say(f"dry run: {s.images} images, {s.sentences} sentences, {s.distinct} distinct, {s.cache_hits} cached")
-        _say(f"  would translate {e['sentences']} sentences in ~{e['calls']} calls, "
+        say(f"dry run: {s.images} images, {s.sentences} sentences, {s.distinct} distinct, {s.cache_hits} cached")
+        say(f"  would translate {e['sentences']} sentences in ~{e['calls']} calls, "
              f"~{e['tokens_in']:,} tokens in / ~{e['tokens_out']:,} out (rough)")
         if "rewrite_calls" in e:
-            _say(f"  rewrite: at least {e['rewrite_calls']} calls (one per image with several distinct sentences)")
+            say(f"  rewrite: at least {e['rewrite_calls']} calls (one per image with several distinct sentences)")
         if "conversation_calls" in e:
-            _say(f"  conversations: at most {e['conversation_calls']} calls (one per image with 2+ turns), plus re-asks")
+            say(f"  conversations: at most {e['conversation_calls']} calls (one per image with 2+ turns), plus re-asks")
         if "question_calls" in e:
-            _say(f"  question phrasing: at most ~{e['question_calls']} calls")
+            say(f"  question phrasing: at most ~{e['question_calls']} calls")
         return
     u = s.usage
-    _say(f"translate: {s.images} images, {s.sentences} sentences, {s.distinct} distinct: "
+    say(f"translate: {s.images} images, {s.sentences} sentences, {s.distinct} distinct: "
          f"{s.cache_hits} from cache, {s.translated} new, {s.failed} failed")
     if s.rewritten or s.rewrite_fallbacks or s.rewrite_rejected or s.rewrite_cached:
-        _say(f"rewrite: {s.rewrite_cached} paragraphs from cache, {s.rewritten} new accepted, {s.rewrite_rejected} "
+        say(f"rewrite: {s.rewrite_cached} paragraphs from cache, {s.rewritten} new accepted, {s.rewrite_rejected} "
              f"replies rejected, {s.rewrite_fallbacks} images fell back to their translated sentences")
-    _say(f"LLM: {u.calls} calls ({u.retries} retries), tokens in {u.tokens_in:,} / out {u.tokens_out:,}")
+    say(f"LLM: {u.calls} calls ({u.retries} retries), tokens in {u.tokens_in:,} / out {u.tokens_out:,}")
     if s.tasks is not None:
-        _say(task_summary(s.tasks, s.task_calls))
+        say(task_summary(s.tasks, s.task_calls))
     for split, c in s.split_counts.items():
         kinds = ", ".join(f"{k} {n}" for k, n in c.get("kinds", {}).items())
-        _say(f"  {split}: {c['images']} images, {c['records']} fine-tune records" + (f" ({kinds})" if kinds else ""))
+        say(f"  {split}: {c['images']} images, {c['records']} fine-tune records" + (f" ({kinds})" if kinds else ""))
     verb = "up to date" if s.up_to_date else "wrote"
     for p in s.outputs:
-        _say(f"{verb} {p}" if p.name != "failures.json" else f"wrote {p} (what is still missing, and why)")
-    _say(f"took {s.seconds:.1f} s (LLM steps {s.llm_seconds:.1f} s)")
+        say(f"{verb} {p}" if p.name != "failures.json" else f"wrote {p} (what is still missing, and why)")
+    say(f"took {s.seconds:.1f} s (LLM steps {s.llm_seconds:.1f} s)")

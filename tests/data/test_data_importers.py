@@ -29,14 +29,8 @@ from remoteglm.data.glossary import (
     folder_class,
 )
 from remoteglm.data.instructions import classify_prompt
-from remoteglm.data.importers import (
-    ScenesConfig,
-    answer_zh,
-    import_scenes,
-    load_rsvqa,
-    load_scene_folders,
-    question_zh,
-)
+from remoteglm.data.rsvqa import answer_zh, load_rsvqa, question_zh
+from remoteglm.data.scenes import ScenesConfig, import_scenes, load_scene_folders
 from remoteglm.data.translate import check_translation, normalise
 from remoteglm.errors import RemoteGLMError
 

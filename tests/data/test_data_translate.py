@@ -162,7 +162,8 @@ def test_dry_runs_look_each_sentence_up_once(tmp_path, monkeypatch):
     from datahelp import ucm_list, write_json
     from test_data_importers import write_rsvqa
 
-    from remoteglm.data.importers import RSVQAConfig, import_rsvqa, load_rsvqa
+    from remoteglm.data.rsvqa import load_rsvqa
+    from remoteglm.data.rsvqa_records import RSVQAConfig, import_rsvqa
     from remoteglm.data.pipeline import PipelineConfig, run
 
     looked_up = []

@@ -225,7 +225,7 @@ def test_accuracy_errors_and_other_types():
     assert list(result.per_type) == ["presence", "other"] and result.accuracy == 1.0
 
 
-# ---- RSVQA's binned labels, as the importer writes them (remoteglm.data.importers.answer_zh) -----------
+# ---- RSVQA's binned labels, as the importer writes them (remoteglm.data.rsvqa.answer_zh) -----------
 @pytest.mark.parametrize("label, expected, right, wrong", [
     ("12", "12", ["12", "十二栋"], ["11", "很多"]),
     ("10到100之间", "10-100", ["50", "五十栋", "10", "100"], ["9", "101", "没有"]),
