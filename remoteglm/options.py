@@ -9,16 +9,17 @@ import argparse
 def add_model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--from_pretrained, --tokenizer, --quant, --device, --dtype, --trust-checkpoint: which model, how it is loaded."""
     ap.add_argument("--from_pretrained", required=True, metavar="DIR",
-                    help="checkpoint directory: VisualGLM (sat or HF; base, LoRA, merged or quantised) or a "
-                         "GLM-4.1V / Qwen2.5-VL folder or fine-tune run")
-    ap.add_argument("--tokenizer", metavar="PATH", help="ice_text.model (default: the one in the checkpoint directory)")
+                    help="model folder of any family (remoteglm/families: VisualGLM in sat or HF layout, "
+                         "Qwen2.5-VL, GLM-4.1V, Qwen3-VL), a fine-tune run, merged or quantised folder")
+    ap.add_argument("--tokenizer", metavar="PATH", help="VisualGLM: ice_text.model (default: the one in the checkpoint directory)")
     ap.add_argument("--quant", type=int, choices=[4, 8],
-                    help="quantise ChatGLM's linear layers to 4 (NF4) or 8 (int8) bits with bitsandbytes")
+                    help="quantise the language model's linear layers to 4 (NF4) or 8 (int8) bits with bitsandbytes")
     ap.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     ap.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, fp32 on CPU)")
-    ap.add_argument("--min_pixels", type=int, default=None, help="GLM-4.1V / Qwen2.5-VL: smallest image area after resizing")
+    ap.add_argument("--min_pixels", type=int, default=None, help="transformers families: smallest image area after resizing")
     ap.add_argument("--max_pixels", type=int, default=None,
-                    help="GLM-4.1V / Qwen2.5-VL: largest image area after resizing (28 x 28 pixels = one token)")
+                    help="transformers families: largest image area after resizing (one token per 28 x 28 pixels; "
+                         "Qwen3-VL: 32 x 32)")
     add_trust_arg(ap)
     return ap
 

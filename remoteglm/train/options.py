@@ -42,7 +42,7 @@ def build_parser(prog: str = "remoteglm finetune") -> argparse.ArgumentParser:
     g.add_argument("--tokenizer", help="VisualGLM: ice_text.model (default: the one inside --from_pretrained)")
     g.add_argument("--min_pixels", type=int, default=None, help="transformers families: smallest image area after resizing")
     g.add_argument("--max_pixels", type=int, default=None,
-                   help="transformers families: largest image area after resizing; 28*28 pixels = one LLM token")
+                   help="transformers families: largest image area after resizing (one token per 28 x 28 pixels; Qwen3-VL: 32 x 32)")
     add_trust_arg(g)  # --trust-checkpoint
     g = p.add_argument_group("data")
     g.add_argument("--train_data", required=True, nargs="+", help="fine-tune JSON ({img, prompt, label} list) or dataset_*_zh.json")
@@ -146,6 +146,6 @@ def validate(opts) -> None:
     if opts.min_pixels and opts.max_pixels and opts.min_pixels > opts.max_pixels:
         raise RemoteGLMError(f"--min_pixels {opts.min_pixels} is more than --max_pixels {opts.max_pixels}")
     if opts.max_pixels is not None and opts.max_pixels < 28 * 28:
-        raise RemoteGLMError("--max_pixels must be at least 784 (28 x 28: one image token)")
+        raise RemoteGLMError("--max_pixels must be at least 784 (28 x 28 pixels: the smallest image token)")
     if opts.layer_range is not None and any(i < 0 for i in opts.layer_range):
         raise RemoteGLMError("--layer_range takes layer indices >= 0")
