@@ -1,4 +1,5 @@
-"""Scene classification by prompting: the prompt, answer parsing, accuracy and confusion matrix.
+"""Scene classification by prompting (the prompt: ``remoteglm.data.instructions.classify_prompt``):
+answer parsing, the class list of a prompt, accuracy and confusion matrix.
 
 A chat model rarely answers with the bare class name ("这是一片森林。", "森林区域", "forest"), so
 an answer is mapped to a class in three steps, first hit wins:
@@ -21,9 +22,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
-
-# The one classification template, shared with the training data builder (remoteglm.data.build).
-from remoteglm.data.instructions import CLASSIFY_PROMPT, classify_prompt  # noqa: F401 - re-exported
 
 UNPARSED = "unparsed"
 

@@ -24,7 +24,8 @@ from typing import Sequence
 
 from remoteglm.data.splits import same_content
 from remoteglm.errors import RemoteGLMError
-from remoteglm.eval.classify import CLASSIFY_PROMPT, classes_in_prompt, classify_prompt
+from remoteglm.data.instructions import CLASSIFY_PROMPT, classify_prompt
+from remoteglm.eval.classify import classes_in_prompt
 from remoteglm.eval.vqa import QTYPES, answer_kind, canonical_qtype, expected_value
 from remoteglm.io import read_json
 from remoteglm.model.prompt import DEFAULT_PROMPT

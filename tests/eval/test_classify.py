@@ -3,8 +3,8 @@
 import pytest
 
 from remoteglm.data import class_names_zh
-from remoteglm.eval.classify import (CLASSIFY_PROMPT, UNPARSED, ClassParser, classes_in_prompt, classify_prompt,
-                                     evaluate_classification)
+from remoteglm.data.instructions import CLASSIFY_PROMPT, classify_prompt
+from remoteglm.eval.classify import UNPARSED, ClassParser, classes_in_prompt, evaluate_classification
 
 SAMPLE_CLASSES = ["农田", "住宅区", "海洋", "海滩", "湿地", "河流", "森林", "道路"]
 

@@ -15,7 +15,8 @@ import pytest
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.anchors import ANCHORS, anchor_table, detect_benchmark
-from remoteglm.eval.classify import UNPARSED, ClassParser, classify_prompt
+from remoteglm.data.instructions import classify_prompt
+from remoteglm.eval.classify import UNPARSED, ClassParser
 from remoteglm.eval.evalset import load_eval_set
 from remoteglm.eval.evaluate import main
 from remoteglm.eval.report import render_report
