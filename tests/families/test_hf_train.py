@@ -107,6 +107,7 @@ def test_merged_equals_unmerged_and_loads_without_peft(hf_runs, family, tmp_path
     out = tmp_path / "merged"
     assert main([str(hf_runs[family]), str(out)]) == 0  # python -m remoteglm.train.merge RUN OUT, in-process
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
+    assert family_of(out).name == family  # a merged folder is the family's plain folder
     unmerged, proc = load_hf(hf_runs[family], family_named(family))
     merged = AutoModelForImageTextToText.from_pretrained(out, local_files_only=True).eval()
     im = proc.images([Image.open(train_images()[0]).convert("RGB")])
@@ -136,7 +137,9 @@ def test_qlora_and_dora_train(hf_bases, tmp_path):
     d = tune(hf_bases["glm4v"], tmp_path / "d", "--use_dora", "--tune_merger")
     for r in (q, d):
         s = json.loads((r / "train_summary.json").read_text())
-        assert s["last_loss"] < s["first_loss"], s
+        tail = [x[1] for x in s["losses"][-10:]]
+        assert s["losses"][-1][1] < s["first_loss"] == s["losses"][0][1], s  # the last step's loss is below the first's
+        assert s["last_loss"] == pytest.approx(sum(tail) / len(tail))  # the summary's last_loss: the last 10 steps' mean
     sq = json.loads((q / "train_summary.json").read_text())
     assert sq["qlora"] and len(sq["eval_losses"]) == 4 and sq["eval_loss"] == sq["eval_losses"][-1][1] and sq["steps"] == 20
     cfg = json.loads((d / "adapter_config.json").read_text())
