@@ -24,7 +24,8 @@ from remoteglm.serve.api_app import create_app
 from remoteglm.serve.api_errors import APIError
 from remoteglm.serve.api_request import parse_chat_request
 from remoteglm.serve.engine import Engine, strip_control
-from remoteglm.serve.generation import CHAT_DEFAULTS, chat
+from remoteglm.serve.generation import chat
+from remoteglm.serve.sampling import CHAT_DEFAULTS
 from tests.imagetest import png_bomb
 
 ROOT = Path(__file__).resolve().parents[2]

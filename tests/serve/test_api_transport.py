@@ -14,7 +14,7 @@ import pytest
 
 from remoteglm.serve.api_app import create_app
 from remoteglm.serve.engine import Engine
-from remoteglm.serve.generation import CHAT_DEFAULTS
+from remoteglm.serve.sampling import CHAT_DEFAULTS
 
 KEY = "sk-transport"
 MODEL = "visualglm-tiny"
