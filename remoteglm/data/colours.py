@@ -18,8 +18,9 @@ import functools
 import re
 
 from . import faithful
+from .faithful_words import ATTRIBUTES
 
-COLOUR = frozenset(i for i, (kind, _, _) in enumerate(faithful.ATTRIBUTES) if kind == "colour")
+COLOUR = frozenset(i for i, (kind, _, _) in enumerate(ATTRIBUTES) if kind == "colour")
 
 _LIST_WORD = re.compile(r"\d+|[a-z]+(?:-[a-z]+)*|,")
 _LIST_JOIN = {"and", "or", ","}
@@ -36,7 +37,7 @@ def english_list(before: str, groups_asked, stop) -> tuple[tuple[frozenset[int],
     for w in reversed(_LIST_WORD.findall(before)[-12:]):
         groups = frozenset(g for g in faithful.attributes_en(w) if g in groups_asked) if w != "," else frozenset()
         if groups:
-            k = faithful.ATTRIBUTES[min(groups)][0]
+            k = ATTRIBUTES[min(groups)][0]
             if found and k != kind:  # "round white tanks": the shape is no part of the colour list
                 break
             if found and not joins and w in _EN_SHADE:
@@ -57,7 +58,7 @@ _ZH_SHADE = "[深浅淡亮暗鲜]?"  # 深绿色: the shade of the colour after 
 # between two colours of one list
 _JOIN = re.compile(rf"色?(?:和|与|及|以及|、|或|或者|跟|同)?{_ZH_SHADE}")
 # between the last colour and its object: 白色的大屋顶, 红白相间的屋顶
-_SHAPES = "|".join(sorted((f for kind, forms, _ in faithful.ATTRIBUTES if kind == "shape" for f in forms),
+_SHAPES = "|".join(sorted((f for kind, forms, _ in ATTRIBUTES if kind == "shape" for f in forms),
                           key=len, reverse=True))
 _TO_OBJECT = re.compile(rf"色?(?:相间|交错|混杂)?的?(?:大型|小型|高大|低矮|巨大|[大小高矮长短宽窄新旧])?的?(?:{_SHAPES})?的?")
 # between an object and the first colour said of it: 屋顶是, 屋顶的颜色为, 树都呈, 房屋大多是

@@ -2,7 +2,7 @@
 checked in the translation (seeded, no LLM).
 
 * presence "是": a glossary term an English caption names (not after "no" / "without"), present in
-  the Chinese; "否": a distinctive object (``faithful.OBJECT_CUES``) typical of another scene
+  the Chinese; "否": a distinctive object (``faithful_words.OBJECT_CUES``) typical of another scene
   class (named in at least ``TYPICAL_SHARE`` of that class's train images), named in no train image
   of this image's class, and named by none of this image's captions, English (its stems) or
   Chinese (its forms). Each image gets as many 否 as 是 (at most ``PRESENCE_PER_IMAGE`` of each),
@@ -25,8 +25,10 @@ import re
 from dataclasses import dataclass
 
 from . import colours, faithful
+from .faithful_words import ATTRIBUTES, OBJECT_CUES
 from .glossary import CLASS_NAMES_ZH, GLOSSARY, _term_regex  # _term_regex: the glossary's own matcher
 from .instructions import pick
+from .numerals import chinese_numbers, english_numbers
 
 PRESENCE_PER_IMAGE = 2  # 是 questions per image, and as many 否
 COUNT_PER_IMAGE = 2
@@ -67,7 +69,7 @@ class Fact:
     ``what``: yes / no / number / colour / shape / position / describe; ``obj`` the Chinese term;
     ``answer`` the short answer (是, 否, "2", 白色, 白色和橙色, or the caption that states a position);
     ``evidence`` the caption numbers (0-based) that state it (none for 否); ``group`` the index
-    in faithful.ATTRIBUTES of a colour / shape / position (of a list's first)."""
+    in faithful_words.ATTRIBUTES of a colour / shape / position (of a list's first)."""
 
     task: str
     what: str
@@ -90,9 +92,9 @@ _GAP_STOP = {"of", "and", "or", "with", "is", "are", "the", "a", "an", "to", "in
              "blocks", "layer", "layers", "lane", "lanes", "patch", "patches", "strip", "strips", "cluster",
              "clusters", "section", "sections", "times", "same", "different", "other", "more", "less"}
 _SINGLE = {"a", "an", "one", "single"}
-_COLOUR_SHAPE = tuple(i for i, (kind, _, _) in enumerate(faithful.ATTRIBUTES) if kind in ("colour", "shape"))
+_COLOUR_SHAPE = tuple(i for i, (kind, _, _) in enumerate(ATTRIBUTES) if kind in ("colour", "shape"))
 # The ATTRIBUTES indexes of positions (a Fact's ``group`` of a position question).
-POSITION_GROUPS = tuple(i for i, (kind, _, _) in enumerate(faithful.ATTRIBUTES) if kind == "position")
+POSITION_GROUPS = tuple(i for i, (kind, _, _) in enumerate(ATTRIBUTES) if kind == "position")
 _AT = re.compile(r"^\s*(?:[a-z-]+\s+){0,3}?(?:on|in|at)\s+(?:the\s+)?$")
 # Words between two terms that start another clause: a position there is not the first term's.
 _CLAUSE = {"while", "and", "with", "which", "that", "where", "when", "but", "or", "who", "whose", "as"}
@@ -125,7 +127,7 @@ def says_zh(zh: str, term: str) -> bool:
 
 def names_object(src: Sources, obj: str) -> bool:
     """Whether any caption of the image names ``obj`` (English stems, Chinese forms, the class)."""
-    if obj in faithful.OBJECT_CUES and not faithful.invented_objects(obj, src.english):
+    if obj in OBJECT_CUES and not faithful.invented_objects(obj, src.english):
         return True
     if any(says_zh(z, obj) for z in src.zh) or any(m.zh == obj for s in src.en for m in mentions(s)):
         return True
@@ -151,7 +153,7 @@ def class_objects(images: list[tuple[str | None, str]]) -> dict[str, dict[str, f
     out = {}
     for cls, texts in per.items():
         named = [{m.zh for m in mentions(t) if not m.negated} for t in texts]
-        out[cls] = {o: sum(o in n for n in named) / len(texts) for o in faithful.OBJECT_CUES
+        out[cls] = {o: sum(o in n for n in named) / len(texts) for o in OBJECT_CUES
                     if any(english_names(t, o) for t in texts)}
     return out
 
@@ -161,7 +163,7 @@ def _object_names() -> frozenset[str]:
     """Distinctive objects that are names of their own (glossary terms, class names): 储油罐, not
     its part 油罐; 高尔夫球场 is asked, not 高尔夫."""
     names = set(GLOSSARY.values()) | {zh for d in CLASS_NAMES_ZH.values() for zh in d.values()}
-    return frozenset(o for o in faithful.OBJECT_CUES if o in names)
+    return frozenset(o for o in OBJECT_CUES if o in names)
 
 
 def absent_candidates(src: Sources, cls: str | None, stats: dict[str, dict[str, float]]) -> list[str]:
@@ -206,17 +208,17 @@ def _counts(src: Sources) -> dict[str, dict[int, list[int]]]:
                 if len(words) <= k:
                     break
                 tok, gap = words[-1 - k], words[len(words) - k :]
-                if any(g in _GAP_STOP or faithful.english_numbers(g)[0] for g in gap):
+                if any(g in _GAP_STOP or english_numbers(g)[0] for g in gap):
                     break
                 if tok in _SINGLE:
                     out.setdefault(m.zh, {}).setdefault(1, []).append(i)
                     break
-                required, _ = faithful.english_numbers(tok)
+                required, _ = english_numbers(tok)
                 if required:
                     prev = words[-2 - k] if len(words) > k + 1 else ""
                     n = next(iter(required)) if len(required) == 1 else 0
-                    exact = faithful.chinese_numbers(src.zh[i])[0]
-                    if n and prev not in _APPROX and not faithful.english_numbers(prev)[0] and n in exact:
+                    exact = chinese_numbers(src.zh[i])[0]
+                    if n and prev not in _APPROX and not english_numbers(prev)[0] and n in exact:
                         out.setdefault(m.zh, {}).setdefault(n, []).append(i)
                     else:  # approximate, or the Chinese says it otherwise: no count, and no question
                         out.setdefault(m.zh, {}).setdefault(0, []).append(i)
@@ -308,8 +310,8 @@ def image_facts(src: Sources, cls: str | None, stats: dict[str, dict[str, float]
     if looks:
         obj = pick(sorted(looks), seed, key, "look")
         (groups, ix), = looks[obj].items()
-        what = faithful.ATTRIBUTES[groups[0]][0]
-        names = [faithful.ATTRIBUTES[g][1][0] for g in groups]
+        what = ATTRIBUTES[groups[0]][0]
+        names = [ATTRIBUTES[g][1][0] for g in groups]
         answer = "和".join(filter(None, ("、".join(names[:-1]), names[-1])))  # 白色、红色和蓝色
         facts.append(Fact("attribute", what, obj, answer, q(what, obj), tuple(dict.fromkeys(ix)), groups[0]))
     places = _positions(src)

@@ -13,17 +13,19 @@ problem message in the language of their prompt.
   only when a (checked) source sentence has the word.
 - ``invented_objects``: distinctive objects (教堂, 飞机, 船 ...) a translation names but its English
   does not mention.
-- ``number_problems``: definite numbers ("三" and "3" are the same number, "两"/"双" are 2) that
-  differ between an English sentence and its translation.
 - ``coverage_problems``: what each source sentence of a rewrite says (nouns, numbers, glossary
-  terms) that the paragraph lost; ``invented_nouns`` and ``invented_numbers`` the other way.
+  terms) that the paragraph lost; ``invented_nouns`` the other way.
 - ``invented_attributes``: colour, shape and position words (``ATTRIBUTES``) no source says, in
   Chinese or in English (the grounding check of the instruction data, ``grounding.py``).
 - ``length_problem``: a paragraph much shorter than the distinct content of its sources, or much
   longer than all of them together; ``translation_length_problem`` for one sentence.
 
-``validator_version()`` is a digest of this code and the glossary: cached answers stamped with
-another digest are checked again when they are read (see ``ResultCache.get_checked``).
+The word lists they use are in ``faithful_words.py``, the numbers a text states (and
+``number_problems``, ``invented_numbers``) in ``numerals.py``.
+
+``validator_version()`` is a digest of this code, its word lists, the numbers and the glossary:
+cached answers stamped with another digest are checked again when they are read (see
+``ResultCache.get_checked``).
 """
 
 from __future__ import annotations
@@ -32,139 +34,16 @@ import functools
 import hashlib
 import inspect
 import re
-import unicodedata
 
-from . import glossary
+from . import faithful_words, glossary, numerals
+from .faithful_words import ATTRIBUTES, GENERIC_NOUNS, META, MOOD_CUES, OBJECT_CUES
 from .glossary import ACCEPTED, GLOSSARY, jieba_with_terms, zh_words
+from .numerals import chinese_numbers
 
-# -- mood and judgement words ----------------------------------------------------------------
-# Each banned word -> the English stems that say the same thing. A translation may use the word
-# only if its English has one of the stems (matched at a word start: "beautiful" also matches
-# "beautifully"); a rewrite only if one of its source sentences has the word itself.
-_BEAUTY = ("beaut", "pretty", "lovely", "nice", "gorgeous", "attractive", "fine-looking")
-_QUIET = ("quiet", "calm", "peaceful", "tranquil", "serene", "still", "silent")
-_BUSY = ("busy", "bustling", "prosperous", "crowded", "lively", "thriving", "flourishing", "heavy traffic")
-_GRAND = ("magnificent", "spectacular", "grand", "majestic", "splendid", "impressive", "stunning", "imposing")
-_LIFE = ("vibrant", "vigorous", "vital", "lively", "full of life", "thriving", "flourishing")
-_VIEW = ("scener", "scenic", "landscape", "view", "scene", "vista", "picturesque")
-_SEEM = ("seem", "appear", "look like", "looks like", "looking like", "as if", "as though", "like", "resembl")
-_COSY = ("comfortable", "cosy", "cozy", "pleasant", "snug", "relax", "leisure", "warm", "agreeable")
-MOOD_CUES: dict[str, tuple[str, ...]] = {
-    "感觉": ("feel", "sense", "impression"), "感受": ("feel", "sense", "experience"),
-    "生机": _LIFE, "勃勃": _LIFE, "盎然": _LIFE, "活力": _LIFE + ("energ", "dynamic"),
-    "美丽": _BEAUTY, "漂亮": _BEAUTY, "优美": _BEAUTY + ("elegant", "graceful"), "秀丽": _BEAUTY,
-    "美好": _BEAUTY + ("good",), "美景": _BEAUTY + _VIEW, "美不胜收": _BEAUTY,
-    "宁静": _QUIET, "安详": _QUIET, "静谧": _QUIET, "祥和": _QUIET + ("harmon",),
-    "氛围": ("atmospher", "ambien", "mood", "feel"), "气氛": ("atmospher", "ambien", "mood"), "气息": ("atmospher", "air of", "breath", "smell", "scent"),
-    "和谐": ("harmon",), "壮观": _GRAND, "壮丽": _GRAND, "宏伟": _GRAND, "迷人": ("charm", "attractive", "fascinat",
-                                                                             "enchant", "captivat"),
-    "繁华": _BUSY, "热闹": _BUSY, "繁忙": _BUSY,
-    "宜人": _COSY, "惬意": _COSY, "舒适": _COSY, "悠闲": _COSY, "温馨": _COSY,
-    "景色": _VIEW + _BEAUTY, "风景": _VIEW, "如画": ("picturesque", "like a painting", "painting"),
-    "令人": ("impressive", "amazing", "astonish", "strik", "stunning", "eye-catching", "breathtaking", "remarkabl"),
-    "让人": ("impressive", "amazing", "astonish", "strik", "stunning", "eye-catching", "breathtaking", "makes",
-             "make people", "let"),
-    "仿佛": _SEEM, "似乎": _SEEM, "好像": _SEEM,
-    "充满": ("full", "fill", "replete", "brim"), "展现": ("show", "display", "present", "exhibit", "reveal",
-                                                        "demonstrat"),
-    "彰显": ("show", "display", "highlight", "manifest"), "映衬": ("contrast", "set off", "backdrop", "against"),
-    "点缀": ("dot", "sprinkl", "stud", "decorat", "embellish", "interspers", "adorn"),
-    "生动": ("vivid", "lively"), "梦幻": ("dream", "fantas", "magic", "fairy"), "诗意": ("poet",),
-    "清新": ("fresh", "refresh"), "心旷神怡": ("refresh", "pleasant", "relax"), "赏心悦目": _BEAUTY + ("pleasing",),
-}
-BANNED: tuple[str, ...] = tuple(MOOD_CUES)
-
-# -- distinctive objects a translation may name only when its English mentions them ------------
-# Chinese -> English stems. Generic words (道路, 建筑, 树, 房屋, 水 ...) have too many English
-# ways to be said to be checked this way; these have few.
-OBJECT_CUES: dict[str, tuple[str, ...]] = {
-    "飞机": ("airplane", "aeroplane", "plane", "aircraft", "jet", "airliner", "airport", "airfield"),
-    "机场": ("airport", "airfield", "aerodrome", "airstrip"),
-    "教堂": ("church", "cathedral", "chapel", "basilica"),
-    "储油罐": ("tank",), "油罐": ("tank", "oil"),
-    "网球场": ("tennis",), "篮球场": ("basketball",), "棒球场": ("baseball",), "足球场": ("football", "soccer"),
-    "高尔夫": ("golf",), "游泳池": ("pool", "swim"), "体育场": ("stadium", "arena", "sport"),
-    "操场": ("playground", "track", "sports ground", "sports field", "field"),
-    "学校": ("school", "campus", "college", "universit"), "火车站": ("station", "railway", "railroad", "train"),
-    "火车": ("train", "railway", "railroad", "locomotive"), "铁路": ("railway", "railroad", "rail", "train", "track"),
-    "港口": ("harbo", "port", "marina"), "码头": ("pier", "wharf", "dock", "quay", "jetty", "berth", "harbo", "port"),
-    "船": ("boat", "ship", "vessel", "yacht", "ferr", "sail", "canoe", "kayak", "cruise", "barge", "dock", "marina",
-          "speedboat", "harbo", "port"),
-    "卡车": ("truck", "lorr"), "公交": ("bus",), "巴士": ("bus",),
-    "沙漠": ("desert",), "森林": ("forest", "wood", "jungle", "grove", "tree"),
-    "海滩": ("beach", "sand", "shore", "coast", "seaside"), "沙滩": ("beach", "sand", "shore", "coast", "seaside"),
-    "海洋": ("ocean", "sea", "marine"), "湖": ("lake",), "池塘": ("pond", "pool", "pit", "lake", "reservoir"),
-    "河": ("river", "stream", "creek", "canal", "channel", "waterway", "brook", "bank"),
-    "山": ("mountain", "hill", "mount", "peak", "ridge", "slope", "cliff", "rock", "volcan"),
-    "停车场": ("parking", "car park"), "集装箱": ("container",), "仓库": ("warehouse", "depot", "storehouse",
-                                                                          "storage"),
-    "工厂": ("factor", "plant", "industr", "mill", "works"), "广场": ("square", "plaza"), "公园": ("park",),
-    "花园": ("garden",), "温室": ("greenhouse",), "墓": ("cemeter", "grave", "tomb"),
-    "风车": ("windmill", "wind turbine", "turbine"), "太阳能": ("solar",), "农田": ("farm", "field", "crop", "agricultur",
-                                                                                  "cultivat", "paddy", "arable"),
-}
-
-# Nouns any faithful paragraph may use without a source saying them.
-GENERIC_NOUNS = {
-    "图像", "图片", "画面", "场景", "影像", "照片", "遥感", "区域", "地区", "部分", "地方", "位置",
-    "周围", "旁边", "附近", "中间", "中心", "一侧", "两侧", "两边", "左侧", "右侧", "上方", "下方",
-    "整体", "其中", "一些", "许多", "很多", "数量", "形状", "颜色", "方向", "这里", "那里",
-}
-
-# -- refusals, filler and talk about the task ---------------------------------------------------
-# (name, Chinese pattern, English stems that make it a faithful rendering, or () for never).
-_ACK = r"好的|好|当然|当然可以|没问题|可以的|行|收到|明白了?|了解了?|嗯|是的|OK|Ok|ok|Okay|Sure|sure"
-META: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("apology", r"抱歉|对不起|很遗憾|非常遗憾|不好意思|[Ss]orry", ()),
-    ("refusal", (r"我(?:无法|不能|没办法|没法|做不到|不会|不可以)|(?:无法|不能|没法|没办法|不便)(?:帮|协助|完成|提供|满足|"
-                 r"回答|处理|翻译|合并|执行|为您|为你|给您|给你)|做不到|办不到|无能为力|爱莫能助"), ()),
-    ("AI talk", r"作为(?:一[个名款位])?(?:AI|人工智能|语言模型|助手|机器人)|AI助手|语言模型|人工智能助手|[Aa]s an AI", ()),
-    ("acknowledgement", rf"(?:^|[。！!\n])\s*(?:{_ACK})\s*(?:[，,。！!：:～~…]|$)", ()),
-    ("filler", r"当然可以|没问题|请稍等|稍等|稍候|马上为|这就为|很高兴|乐意为|愿意为|为您|为你", ()),
-    ("preamble", r"以下是|如下[：:]|如下所示|下面是|翻译结果|结果如下", ()),
-    ("talk to the user", (r"希望(?:这|以上|对您|对你|能帮)|如果(?:您|你)|还有(?:什么|其他)(?:问题|需要)|需要我|请问|"
-                          r"请(?:提供|告诉|确认|说明|发送|稍)"), ()),
-    # a question mark or 吗 is talk to the user, unless the English is itself a question (RSVQA)
-    ("question", r"[?？]|吗\s*[。！!]?\s*$", ("?",)),
-    ("numbering or markup", r"(?:^|\n)\s*(?:\d+|[一二三四五六七八九十]+)[.、．)）](?!\d)|\*\*|```|(?:^|\n)\s*(?:#+|[-*•])\s", ()),
-    ("quote of the instructions", r"翻译|译文|原文|原句|句子|段落|合并|编号|要求|输出|描述[：:]|JSON|json|同上|见上",
-     ("translat", "sentence", "paragraph", "json", "number", "require", "output", "merg", "combin", "original")),
-    ("second person", r"您|你", ("you$", "your$")),
-    ("first person", r"我", ("we$", "us$", "our$", "i$", "me$", "my$")),
-)
 _META_RE = tuple((name, re.compile(pat), cues) for name, pat, cues in META)
 
-# -- numbers ---------------------------------------------------------------------------------
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
-              "八": 8, "九": 9}
-_CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10000}
-# Words holding numeral characters that are not counts (十字路口 is an intersection, 四周 "all round").
-_NOT_COUNTS = re.compile(
-    r"十字|十分|十足|三角|四周|四面|四方|四处|五颜六色|五彩|七彩|三三两两|千姿百态|万物|百货|百分之|千万|万一|一一|"
-    r"一望无际|七零八落|乱七八糟|千篇一律|四通八达|八方|千家万户|成千上万|成百上千|万千|三维|二维"
-)
-_CN_NUM = re.compile(r"[零〇一二两俩三四五六七八九十百千万]+")
-_APPROX_BEFORE = "几数上近约成好"
-_APPROX_AFTER = "几多余来"
-_LOCATION_TWO = re.compile(r"两(?=[侧边岸旁端头面])")  # 两侧 "both sides": a place, not a count
-# "several": 几条, 数栋, 若干, 多个 (not 几乎 "almost", 几何, nor 许多排列 "many ... arranged")
-_SEVERAL = re.compile(r"几(?![乎何])|数[条棵个辆架座栋艘片块处排根只]|若干|(?<![许很众诸较更太好最])多[条棵个辆架座栋艘片块处根只]")
-_EN_UNITS = {w: i for i, w in enumerate((
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"))}
-_EN_TENS = {w: 10 * (i + 2) for i, w in enumerate(
-    ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"))}
-_EN_SOFT = {  # words that allow a Chinese number without making it required
-    "both": 2, "pair": 2, "pairs": 2, "couple": 2, "double": 2, "twin": 2, "dual": 2, "either": 2, "second": 2,
-    "twice": 2, "third": 3, "triple": 3, "fourth": 4, "fifth": 5, "sixth": 6, "dozen": 12, "dozens": 12,
-}
-
 _CJK = re.compile(r"[\u4e00-\u9fff]")
-_EN_WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 
-
-def _nfkc(text: str) -> str:
-    return unicodedata.normalize("NFKC", text)
 
 
 @functools.cache
@@ -260,98 +139,6 @@ def invented_nouns(paragraph: str, sources: list[str], skip: list[str] = ()) -> 
     return out
 
 
-# -- numbers ---------------------------------------------------------------------------------
-
-def _cn_value(run: str) -> int | None:
-    """The value of a run of Chinese numerals (三, 十二, 二十五, 两百); None for digit lists (两三)."""
-    if not any(c in _CN_UNITS for c in run):
-        return _CN_DIGITS[run] if len(run) == 1 else None
-    total, section, digit = 0, 0, None
-    for c in run:
-        if c in _CN_DIGITS:
-            digit = _CN_DIGITS[c]
-        else:
-            unit = _CN_UNITS[c]
-            if unit == 10000:
-                total += (section + (digit or 0)) * unit
-                section, digit = 0, None
-            else:
-                section += (1 if digit is None else digit) * unit
-                digit = None
-    return total + section + (digit or 0)
-
-
-@functools.lru_cache(maxsize=65536)  # sources are counted again for every answer checked against them
-def chinese_numbers(text: str, places: bool = True) -> tuple[frozenset[int], frozenset[int], bool]:
-    """(definite numbers, approximate numbers, says "several") in Chinese text; 1 is left out.
-
-    "三" and "3" are both 3; "两"/"俩"/"双" are 2; "十几"/"几十"/"数百" are approximate; idioms that
-    hold numerals (十字路口, 四周, 五颜六色) are not numbers. ``places=False`` also leaves out 两 of
-    place words (两侧, 两岸), which render "both sides" as often as "two sides".
-    """
-    text = _NOT_COUNTS.sub("、", _nfkc(text))
-    if not places:
-        text = _LOCATION_TWO.sub("、", text)
-    exact: set[int] = set()
-    approx: set[int] = set()
-    for m in re.finditer(r"\d+(?:\.\d+)?", text):
-        if "." not in m.group(0):
-            exact.add(int(m.group(0)))
-    for m in _CN_NUM.finditer(text):
-        run, before, after = m.group(0), text[m.start() - 1 : m.start()], text[m.end() : m.end() + 1]
-        values = [_cn_value(run)] if _cn_value(run) is not None else [_CN_DIGITS.get(c, 0) for c in run]
-        into = approx if (before and before in _APPROX_BEFORE) or (after and after in _APPROX_AFTER) else exact
-        if len(values) > 1 or run in ("百", "千", "万"):  # 两三棵 "two or three"; 百米, 千米 are units
-            into = approx
-        into.update(v for v in values if v and v > 1)
-    if "双" in text:
-        exact.add(2)
-    several = bool(_SEVERAL.search(text))
-    return frozenset(exact - {0, 1}), frozenset(approx - {0, 1}), several
-
-
-def english_numbers(english: str) -> tuple[set[int], set[int]]:
-    """(numbers a translation must keep, numbers it may use) in an English sentence; 1 left out.
-
-    "two", "2", "twenty-two", "twenty two", "three hundred" must be kept; "both", "a pair",
-    "dozens", "hundreds of", "second" allow a number without requiring one.
-    """
-    text = english.lower()
-    required = {int(m.group(0)) for m in re.finditer(r"(?<![\d.])\d+(?![\d.])", text)}
-    soft: set[int] = set()
-    words = [p for w in _EN_WORD.findall(text) for p in w.split("-")]
-    i = 0
-    while i < len(words):
-        w, value = words[i], None
-        if w in _EN_TENS:
-            value = _EN_TENS[w]
-            if i + 1 < len(words) and 0 < _EN_UNITS.get(words[i + 1], 0) < 10:
-                value += _EN_UNITS[words[i + 1]]
-                i += 1
-        elif w in _EN_UNITS:
-            value = _EN_UNITS[w]
-        if value is not None:
-            if words[i + 1 : i + 2] == ["hundred"]:
-                value, i = value * 100, i + 1
-            required.add(value)
-        elif w in _EN_SOFT:
-            soft.add(_EN_SOFT[w])
-        elif w in ("hundred", "hundreds", "thousand", "thousands"):
-            soft.add(100 if w.startswith("h") else 1000)
-        i += 1
-    return required - {0, 1}, (soft | required) - {0, 1}
-
-
-def number_problems(english: str, chinese: str) -> tuple[list[int], list[int]]:
-    """(numbers of the English missing from the translation, numbers the translation invents)."""
-    required, allowed = english_numbers(english)
-    exact, approx, _ = chinese_numbers(chinese)
-    missing = sorted(n for n in required if n not in exact | approx)
-    strict, _, _ = chinese_numbers(chinese, places=False)
-    invented = sorted(n for n in strict if n not in allowed)
-    return missing, invented
-
-
 # -- rewrite coverage ------------------------------------------------------------------------
 
 # Chinese forms that count as the same glossary term in a paragraph (besides ACCEPTED's forms).
@@ -439,47 +226,7 @@ def _show_number(n: int) -> str:
     return {2: "两", 3: "三", 4: "四", 5: "五", 6: "六", 7: "七", 8: "八", 9: "九", 10: "十"}.get(n, str(n))
 
 
-def invented_numbers(paragraph: str, sources: list[str]) -> list[int]:
-    """Definite numbers of a paragraph that no source sentence has."""
-    have: set[int] = set()
-    for s in sources:
-        exact, approx, _ = chinese_numbers(s)
-        have |= exact | approx
-    exact, _, _ = chinese_numbers(paragraph, places=False)
-    return sorted(n for n in exact if n not in have)
-
-
-# -- attributes: colour, shape, position -------------------------------------------------------
-# (kind, Chinese forms, English stems). Text that uses a form says that attribute; a source says
-# it when a Chinese source has one of the forms or its English one of the stems. Forms are matched
-# longest first without overlap (长方形 is a rectangle, not also a 方形). Only words with a clear
-# English are listed: a bare 直 is also 垂直 / 直升机, a bare 上 is everywhere.
-ATTRIBUTES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("colour", ("白色", "白"), ("white",)), ("colour", ("灰色", "灰"), ("grey", "gray")),
-    ("colour", ("绿色", "绿"), ("green", "emerald", "verdant")), ("colour", ("红色", "红"), ("red$", "reddish")),
-    ("colour", ("蓝色", "蓝"), ("blue", "azure")), ("colour", ("黑色", "黑"), ("black",)),
-    ("colour", ("棕色", "褐色", "棕", "褐"), ("brown",)), ("colour", ("橙色", "橘色", "橙", "橘"), ("orange",)),
-    ("colour", ("黄色", "黄"), ("yellow", "golden", "loess")), ("colour", ("紫色", "紫"), ("purple", "violet")),
-    ("colour", ("米色",), ("beige",)), ("colour", ("深色",), ("dark",)), ("colour", ("浅色",), ("light-colou", "pale")),
-    ("shape", ("圆形", "圆"), ("round", "circl", "oval", "ellip")), ("shape", ("长方形", "矩形"), ("rectang", "oblong")),
-    ("shape", ("正方形", "方形"), ("square",)), ("shape", ("三角形",), ("triang",)),
-    ("shape", ("弯曲", "弯"), ("curv", "bend", "bent", "winding", "meander", "crook", "turn")),
-    ("shape", ("笔直", "平直"), ("straight",)), ("shape", ("扇形",), ("fan$", "fanned", "fan-shaped")),
-    ("shape", ("环形",), ("ring", "circular", "round", "loop")), ("shape", ("不规则",), ("irregular",)),
-    ("position", ("左侧", "左边", "左"), ("left$",)), ("position", ("右侧", "右边", "右"), ("right$",)),
-    ("position", ("上方", "上面", "顶部"), ("above", "over$", "top$", "upper")),
-    ("position", ("下方", "下面", "底部"), ("below", "under", "beneath", "bottom", "lower")),
-    ("position", ("中间", "中央", "中心", "中部"), ("middle", "center", "centre", "central", "between", "amid")),
-    ("position", ("周围", "环绕", "围绕", "四周", "包围"), ("surround", "around", "encircl", "enclos", "ring")),
-    ("position", ("两侧", "两边", "两岸", "两旁"), ("both side", "both bank", "either side", "two sides", "sides",
-                                                 "banks", "along")),
-    ("position", ("旁边", "附近", "边上", "一侧", "紧邻", "旁"), ("beside", "next to", "near", "close to", "closed to",
-                                                            "adjacent", "alongside", "by the side", "side")),
-    ("position", ("之间",), ("between", "among", "amid")), ("position", ("对面",), ("opposite", "across")),
-    ("position", ("穿过", "横穿", "贯穿", "穿越"), ("through", "cross", "travers", "pass")),
-    ("position", ("沿着", "沿"), ("along",)),
-)
-
+# -- attributes: colour, shape, position (faithful_words.ATTRIBUTES) ----------------------------
 
 @functools.lru_cache(maxsize=1)
 def _attribute_forms() -> tuple[tuple[str, int], ...]:
@@ -571,14 +318,15 @@ def translation_length_problem(english: str, chinese: str) -> str:
 # -- validator version -----------------------------------------------------------------------
 
 def validator_version(*checks) -> str:
-    """A digest of this module, the glossary and the given check functions' code.
+    """A digest of this module, its word lists, the numbers, the glossary and the given check
+    functions' code.
 
     Cached answers carry the digest of the code that accepted them; when it differs, they are
     checked again on read. A change to any check therefore re-checks old answers (once) instead of
     trusting them or asking again.
     """
     h = hashlib.sha1()
-    for obj in (inspect.getmodule(validator_version), glossary, *checks):
+    for obj in (inspect.getmodule(validator_version), faithful_words, numerals, glossary, *checks):
         try:
             h.update(inspect.getsource(obj).encode())
         except (OSError, TypeError):  # no source (frozen install): fall back to the names

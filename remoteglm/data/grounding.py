@@ -14,12 +14,13 @@ import re
 
 from . import colours, faithful
 from .facts import POSITION_GROUPS, Fact, Sources, names_object, said_colours, says_zh, turn_answer
+from .numerals import chinese_numbers, invented_numbers
 
 # What a question of each kind must still ask after the LLM phrased it.
 ASKS = {"yes": ("吗", "是否", "有没有", "有无"), "no": ("吗", "是否", "有没有", "有无"), "number": ("多少", "几"),
         "colour": ("颜色", "什么色"), "shape": ("形状", "什么样"), "position": ("位置", "哪", "什么地方", "何处"),
         "describe": ()}
-# Nouns a question about the image may use besides the generic ones (faithful.GENERIC_NOUNS).
+# Nouns a question about the image may use besides the generic ones (faithful_words.GENERIC_NOUNS).
 QA_WORDS = ("图", "幅", "张", "图中", "话", "航拍", "卫星", "内容", "地物", "物体", "东西")
 
 _ENGLISH = re.compile(r"[A-Za-z]{2,}")
@@ -54,7 +55,7 @@ def grounding_problems(text: str, src: Sources, allow: tuple[str, ...] = (), que
     nouns = faithful.invented_nouns(text, zh + [src.cls_zh, *allow, *QA_WORDS], skip=mood + objects + looks)
     if objects or nouns:
         problems.append(f"描述没有提到：{'、'.join(dict.fromkeys(objects + nouns))}")
-    numbers = faithful.invented_numbers(text, zh)
+    numbers = invented_numbers(text, zh)
     if numbers:
         problems.append(f"描述没有这些数量：{'、'.join(map(str, numbers))}")
     attrs = faithful.invented_attributes(text, zh + list(allow), src.english)
@@ -68,7 +69,7 @@ def grounding_problems(text: str, src: Sources, allow: tuple[str, ...] = (), que
 
 
 def _numbers(text: str) -> set[int]:
-    exact, approx, _ = faithful.chinese_numbers(text, places=False)
+    exact, approx, _ = chinese_numbers(text, places=False)
     return exact | approx
 
 
@@ -94,8 +95,8 @@ def fact_problems(fact: Fact, question: str, answer: str, src: Sources) -> list[
     if fact.what == "yes" and _NEGATION.search(answer):
         problems.append("回答应为肯定（是）")
     evidence = [src.zh[i] for i in fact.evidence]
-    allowed = set().union(*(set().union(*faithful.chinese_numbers(z)[:2]) for z in evidence)) if evidence else set()
-    if fact.what == "number" and int(fact.answer) not in faithful.chinese_numbers(answer)[0]:
+    allowed = set().union(*(set().union(*chinese_numbers(z)[:2]) for z in evidence)) if evidence else set()
+    if fact.what == "number" and int(fact.answer) not in chinese_numbers(answer)[0]:
         problems.append(f"回答的数量应为{fact.answer}")
     wrong = sorted(_numbers(both) - allowed)
     if wrong:

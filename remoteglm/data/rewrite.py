@@ -18,14 +18,10 @@ from tqdm import tqdm
 from . import faithful
 from .cache import ResultCache
 from .llm import LLMClient, LLMUnavailable, parallel
+from .numerals import invented_numbers
 
 PROMPT_VERSION = "rewrite-v1"
 KIND = "rewrite"
-
-# Mood, judgement and scenery words RemoteGLM's labels invent (allowed only if a source says it)
-# and the nouns any paragraph may use: shared with the translate step's checks.
-BANNED = faithful.BANNED
-GENERIC_NOUNS = faithful.GENERIC_NOUNS
 
 SYSTEM_PROMPT = """你负责把同一张遥感图像的几句中文描述合并成一段通顺的中文描述。
 要求：
@@ -96,7 +92,7 @@ def check_rewrite(paragraph: str, sources: list[str]) -> list[str]:
     invented = faithful.invented_nouns(text, sources, skip=banned)
     if invented:
         problems.append(f"原句没有提到：{'、'.join(invented)}")
-    numbers = faithful.invented_numbers(text, sources)
+    numbers = invented_numbers(text, sources)
     if numbers:
         problems.append(f"原句没有这些数量：{'、'.join(map(str, numbers))}")
     lost = faithful.coverage_problems(text, sources)

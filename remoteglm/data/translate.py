@@ -19,6 +19,7 @@ from . import faithful
 from .cache import ResultCache
 from .glossary import find_terms, missing_terms
 from .llm import LLMClient, LLMUnavailable, parallel
+from .numerals import number_problems
 
 PROMPT_VERSION = "translate-v1"  # bump when the prompt changes: old cached answers are then not reused
 KIND = "translate"
@@ -151,7 +152,7 @@ def check_translation(english: str, chinese: str) -> list[str]:
     objects = faithful.invented_objects(chinese, english)
     if objects:
         problems.append(f"objects the English does not mention: {', '.join(objects)}")
-    lost, invented = faithful.number_problems(english, chinese)
+    lost, invented = number_problems(english, chinese)
     if lost:
         problems.append(f"number of the English missing: {', '.join(map(str, lost))}")
     if invented:

@@ -7,6 +7,7 @@ what real LLMs answer (refusals, chatter, mood words, a paragraph that keeps one
 
 from __future__ import annotations
 
+import inspect
 import json
 import sqlite3
 import threading
@@ -17,7 +18,7 @@ from datahelp import ROOT, run_cli, write_json
 from faithful_cases import REAL, SAMPLE_PARAGRAPHS
 from scripted_server import ScriptedServer
 
-from remoteglm.data import faithful
+from remoteglm.data import faithful, faithful_words, glossary, numerals
 from remoteglm.data.cache import ResultCache
 from remoteglm.data.rewrite import (
     RewriteConfig,
@@ -243,6 +244,16 @@ def test_answers_stamped_by_todays_validator_are_not_checked_again(tmp_path, mon
         assert cache.get_checked("rewrite", "m", "rewrite-v1", [source_key(AIRPORT)], rewrite_validator(),
                                  lambda *a: False) == {}
     assert faithful.validator_version(check_rewrite) != faithful.validator_version(check_translation)
+
+
+@pytest.mark.parametrize("module", [faithful, faithful_words, numerals, glossary], ids=lambda m: m.__name__)
+def test_an_edit_to_any_module_the_checks_read_rechecks_cached_answers(monkeypatch, module):
+    """The checks read their word lists, numbers and glossary from other modules: an edit to any of
+    them changes the validator digest, so answers cached under the old code are checked again."""
+    before = faithful.validator_version(check_translation)
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + ("\n# edited" if obj is module else ""))
+    assert faithful.validator_version(check_translation) != before
 
 
 # -- the whole CLI against an LLM that refuses -------------------------------------------------
