@@ -90,7 +90,7 @@ PUBLIC_HOSTS_WARNING = (
 
 # ---- command line -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m remoteglm.serve.api", description="OpenAI-compatible API for VisualGLM: POST /v1/chat/completions, GET /v1/models.")
+    ap = argparse.ArgumentParser(prog="python -m remoteglm.serve.api", description="OpenAI-compatible API for any model family: POST /v1/chat/completions, GET /v1/models.")
     add_model_args(ap)
     add_host_arg(ap)
     ap.add_argument("--port", type=int, default=8000, help="port (0: any free port; the URL is printed)")

@@ -36,8 +36,8 @@ def create_app(engine, *, api_key: str | None = None, allowed: Sequence[Path] = 
     api = APIState(engine, api_key=api_key, allowed=allowed, max_request_bytes=max_request_bytes, max_queue=max_queue,
                    shutdown_grace=shutdown_grace, cors_origins=cors_origins, model_aliases=model_aliases,
                    max_batch=max_batch)
-    app = FastAPI(title="remoteglm: VisualGLM, OpenAI-compatible", version="1",
-                  description="OpenAI-format chat completions (text and one image per conversation) from a VisualGLM model. "
+    app = FastAPI(title="remoteglm: OpenAI-compatible", version="1",
+                  description="OpenAI-format chat completions (text and one image per conversation) from a model of any family. "
                               "Errors are OpenAI's JSON; send `Authorization: Bearer KEY` when the server has a key.",
                   redoc_url=None)
     app.state.remoteglm = api

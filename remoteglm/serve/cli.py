@@ -1,4 +1,4 @@
-"""Command-line chat with VisualGLM (``python cli_demo.py``).
+"""Command-line chat with any model family (``python cli_demo.py``).
 
 Interactive: asks for an image path, answers the default prompt about it, then chats with
 streaming output and history. Commands: ``clear`` / ``清空`` (clear history), ``new`` / ``换图``
@@ -26,23 +26,22 @@ CLEAR = {"clear", "清空"}
 NEW_IMAGE = {"new", "换图"}
 
 BANNER = """\
-欢迎使用 VisualGLM-6B 命令行对话。先输入图像路径（直接回车为纯文本对话），然后提问；回答逐字输出。
+欢迎使用 {speaker} 命令行对话。先输入图像路径（直接回车为纯文本对话），然后提问；回答逐字输出。
   clear / 清空  清空对话历史    new / 换图  换一张图像    quit / stop / 退出  退出
-Welcome to the VisualGLM-6B command-line chat. Enter an image path (Enter alone: text only), then ask.
+Welcome to the {speaker} command-line chat. Enter an image path (Enter alone: text only), then ask.
   clear: clear the history    new: load another image    quit / stop: exit"""
 
 IMAGE_PROMPT = "图像路径 / image path: "
 USER_PROMPT = "用户 / User: "
-BOT_PREFIX = "VisualGLM: "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Chat with VisualGLM-6B about an image in the terminal.")
+    ap = argparse.ArgumentParser(description="Chat with a model (VisualGLM-6B, Qwen2.5-VL, GLM-4.1V, Qwen3-VL) about an image in the terminal.")
     add_model_args(ap)
     ap.add_argument("--image", metavar="PATH", help="image to talk about first")
     ap.add_argument("--prompt", help=f"first question about the image (default {DEFAULT_PROMPT!r}, English {DEFAULT_PROMPT_EN!r})")
     ap.add_argument("--english", action="store_true", help="English prompt format (Q:/A:), Chinese tokens suppressed")
-    # Unset options take the model's own values: a GLM-4.1V / Qwen2.5-VL folder's generation_config.json,
+    # Unset options take the model's own values: a transformers family folder's generation_config.json,
     # else VisualGLM's official cli_demo values (shown in brackets).
     d = DEMO_DEFAULTS
     ap.add_argument("--temperature", type=float, help=f"sampling temperature [the model's; VisualGLM {d['temperature']}]")
@@ -90,7 +89,7 @@ def print_answer(partials, out=None, empty_note=None) -> str:
 
 
 def _stream_answer(session, query: str) -> None:
-    print(BOT_PREFIX, end="", flush=True)
+    print(f"{session.engine.speaker}: ", end="", flush=True)
     try:
         print_answer(session.stream(query))
     except KeyboardInterrupt:
@@ -112,7 +111,7 @@ def _set_image(session, path: str | None) -> bool:
 
 
 def interactive(session, image: str | None, first_prompt: str) -> None:
-    print(BANNER, flush=True)
+    print(BANNER.format(speaker=session.engine.speaker), flush=True)
     need_image, pending = True, None
     if image is not None:
         if _set_image(session, image):

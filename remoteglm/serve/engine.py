@@ -110,6 +110,7 @@ class Engine:
     embeddings are cached (a client that resends the same image each turn pays for it once)."""
 
     weights_label = "ChatGLM weights"
+    speaker = "VisualGLM"  # what the front ends call the model (titles, the CLI's answer prefix)
 
     def __init__(self, model, tokenizer, *, name: str = "visualglm-6b", quant: str = "", defaults: dict | None = None,
                  max_new_tokens: int | None = None, cache_images: int = 8, generator=None):

@@ -60,6 +60,7 @@ class HFEngine(Engine):
     def __init__(self, model, processor: Processor, **kw):
         super().__init__(model, processor.tokenizer, **kw)
         self.processor = processor
+        self.speaker = processor.family.label
         tok = processor.tokenizer
         keep = {tok.convert_tokens_to_ids(t) for t in ("<think>", "</think>", "<answer>", "</answer>")}
         self._hidden = (set(tok.all_special_ids) | set(processor.stop_ids)

@@ -224,6 +224,7 @@ def test_web_demo_with_gradio_client_and_a_browser(web, engines, tmp_path):
         driver.get(web)
         info = WebDriverWait(driver, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "#model-info")).text
         assert "finetune-qwen2.5-vl" in info and "float32" in info
+        assert driver.title == "Qwen2.5-VL Web Demo"  # the page names the family it serves, not VisualGLM
     finally:
         driver.quit()
 

@@ -152,6 +152,9 @@ def test_cli_shows_no_control_characters_and_marks_an_empty_answer(capsys):
     assert out.getvalue() == "" and note.getvalue() == EMPTY_ANSWER + "\n"
 
     class Session:
+        class engine:  # what the CLI asks of the engine: the name to prefix answers with
+            speaker = "VisualGLM"
+
         def stream(self, query):
             yield from ("\x0b", "\x0b\x04")
 
