@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import RemoteGLMError, cli_entry
 from .kinds import KINDS, LEGACY, parse_kinds, parse_mix
-from .llm import LLMConfig, redact
+from .llm import LLMConfig
+from .llm_keys import redact
 from .pipeline import PipelineConfig, print_summary, run
 from .translate import TranslateConfig
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from ..errors import RemoteGLMError, cli_entry
 from .glossary import SCENE_SETS
 from .import_summary import print_import_summary
-from .llm import LLMConfig, redact
+from .llm import LLMConfig
+from .llm_keys import redact
 from .rsvqa_records import RSVQAConfig, import_rsvqa
 from .scenes import ScenesConfig, import_scenes
 from .translate import TranslateConfig

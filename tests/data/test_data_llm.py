@@ -13,9 +13,8 @@ from fake_llm import GARBAGE_DATE, REFUSALS, mixed_faults
 
 from remoteglm.data.cache import ResultCache
 from remoteglm.data.datasets import load_captions
-from remoteglm.data.llm import (
-    LLMClient, LLMConfig, LLMUnavailable, api_key_for, is_openai_host, origin, parallel, redact,
-)
+from remoteglm.data.llm import LLMClient, LLMConfig, LLMUnavailable, parallel
+from remoteglm.data.llm_keys import api_key_for, is_openai_host, origin, redact
 from remoteglm.data.translate import TranslateConfig, Translator, check_translation, distinct_sentences
 from remoteglm.errors import RemoteGLMError
 
