@@ -1,18 +1,24 @@
-"""Chinese caption data: load English caption sets, translate with an LLM, build fine-tune files.
+"""Data: English caption sets -> checked Chinese translations -> Chinese dataset and fine-tune
+records, plus importers for the sets users already have. The bottom stage: it imports nothing
+from model, serve, train or eval. Import names from the module that defines them.
 
-Public API (stable for the training, evaluation and serving code)::
+    python translation_en2zh.py --input data/UCM_captions/dataset.json ...  # the caption pipeline (cli)
+    python -m remoteglm.data.importers {rsvqa,scenes} --root DIR ...      # RSVQA, scene folders
 
-    from remoteglm.data import load_zh_dataset, build_finetune_records, CLASS_NAMES_ZH, tokenize_zh
+Modules:
+
+* the caption pipeline: ``cli`` (the command), ``pipeline`` (the rerunnable job), ``datasets``
+  (caption sets read, splits), ``translate`` and ``rewrite`` (the LLM steps), ``build`` (the
+  Chinese dataset and the fine-tune files), ``jobs`` (stderr lines, build stamp, failure advice);
+* instruction data: ``kinds`` (kinds, --tasks / --mix), ``facts`` (what the captions say),
+  ``grounding`` (the checks of every question and answer), ``phrasing`` (what the LLM phrases),
+  ``tasks`` (the step), ``instructions`` (the instruction texts, defined once);
+* faithfulness: ``faithful`` (the checks), ``faithful_words`` (their word lists), ``numerals``
+  (numbers a text states), ``colours`` (which object a colour is said of), ``glossary`` (terms,
+  class names, jieba);
+* importers: ``importers`` (the command), ``rsvqa`` and ``rsvqa_records``, ``scenes``,
+  ``import_summary``;
+* shared: ``llm`` (the OpenAI-compatible client) and ``llm_keys`` (where a key may go),
+  ``cache`` (the result cache), ``splits`` (one split per image content across builders),
+  ``records`` (fine-tune records as training reads them).
 """
-
-from .build import build_finetune_records, build_zh_dataset, check_no_leak, image_path, load_zh_dataset
-from .datasets import CaptionImage, CaptionSet, check_images, load_captions, scene_class
-from .glossary import CLASS_NAMES_ZH, CLASSES, GLOSSARY, class_names_zh, tokenize_zh, write_jieba_userdict
-from .pipeline import PipelineConfig, run
-
-__all__ = [
-    "CLASSES", "CLASS_NAMES_ZH", "GLOSSARY", "CaptionImage", "CaptionSet", "PipelineConfig",
-    "build_finetune_records", "build_zh_dataset", "check_images", "check_no_leak", "class_names_zh",
-    "image_path", "load_captions", "load_zh_dataset", "run", "scene_class", "tokenize_zh",
-    "write_jieba_userdict",
-]

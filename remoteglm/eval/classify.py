@@ -93,7 +93,7 @@ class ClassParser:
     english: dict[str, str] = field(default_factory=dict)  # extra English id -> Chinese class
 
     def __post_init__(self):
-        from remoteglm.data import CLASS_NAMES_ZH, GLOSSARY
+        from remoteglm.data.glossary import CLASS_NAMES_ZH, GLOSSARY
 
         self.classes = list(self.classes)
         if len(set(self.classes)) != len(self.classes):

@@ -126,7 +126,7 @@ def _has_text(s: str) -> bool:
 
 
 def _dataset_classes(data: dict) -> list[str]:
-    from remoteglm.data import CLASS_NAMES_ZH, CLASSES
+    from remoteglm.data.glossary import CLASS_NAMES_ZH, CLASSES
 
     if data.get("classes_zh"):
         return [str(c) for c in data["classes_zh"]]
@@ -138,7 +138,7 @@ def _dataset_classes(data: dict) -> list[str]:
 
 
 def _from_dataset(path, data, split, base, resolve_image, template) -> EvalSet:
-    from remoteglm.data import CLASS_NAMES_ZH
+    from remoteglm.data.glossary import CLASS_NAMES_ZH
 
     classes = _dataset_classes(data)
     en_to_zh = {en: zh for table in CLASS_NAMES_ZH.values() for en, zh in table.items()}

@@ -54,7 +54,7 @@ _CHAR_TOKEN = re.compile(r"[A-Za-z0-9]+|[^\W_]", re.UNICODE)
 # ---- tokenisation ----------------------------------------------------------------------------------
 def tokenize_words(text: str) -> Tokens:
     """Word tokens: jieba + glossary user dictionary, punctuation dropped."""
-    from remoteglm.data import tokenize_zh
+    from remoteglm.data.glossary import tokenize_zh
 
     return tokenize_zh(text)
 

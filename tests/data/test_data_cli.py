@@ -13,7 +13,8 @@ import pytest
 from datahelp import CLI, FIXTURES, karpathy_from_list, run_cli, ucm_list, write_json
 from fake_llm import MOOD_WORDS
 
-from remoteglm.data import build_finetune_records, load_captions, load_zh_dataset
+from remoteglm.data.build import build_finetune_records, load_zh_dataset
+from remoteglm.data.datasets import load_captions
 from remoteglm.data.translate import distinct_sentences, normalise
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from remoteglm.data import class_names_zh
+from remoteglm.data.glossary import class_names_zh
 from remoteglm.data.instructions import CLASSIFY_PROMPT, classify_prompt
 from remoteglm.eval.classify import UNPARSED, ClassParser, classes_in_prompt, evaluate_classification
 
