@@ -177,8 +177,8 @@ def test_only_complete_checkpoints_are_resumed(hf_runs, tmp_path):
     for bad, said in ((["--lora_rank", "4"], "--lora_rank 8, not 4"), (["--batch_size", "2"], "--batch_size 4, not 2"),
                       (["--use_dora"], "--use_dora False, not True")):
         with pytest.raises(RemoteGLMError, match=said):  # a resume that could not repeat the run: before loading
-            hf_run(*_resolved("--from_pretrained", base, "--train_data", str(TRAIN), "--batch_size", "4", "--resume", str(r),
-                              *bad))
+            hf_run(*_resolved("--from_pretrained", base, "--train_data", str(TRAIN), "--batch_size", "4", "--train_iters",
+                              "300", "--resume", str(r), *bad))  # steps left to run: the settings are compared
 
 
 def _resolved(*argv):
