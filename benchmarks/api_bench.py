@@ -213,7 +213,7 @@ def engine_batches(ckpt: Path, tokens: int, sizes=(4, 16), rounds: int = 3) -> l
     """In this process, in the caller's thread (as evaluation calls it): ``Engine.batch`` of n image
     questions against the same n one by one (``Engine.reply``), greedy, --tokens new tokens each;
     the best of ``rounds``: [(n, one-by-one seconds, batch seconds)]."""
-    from remoteglm.serve.generation import CHAT_DEFAULTS
+    from remoteglm.serve.sampling import CHAT_DEFAULTS
     from remoteglm.serve.loading import load_engine
 
     engine, _ = load_engine(str(ckpt), defaults=CHAT_DEFAULTS)

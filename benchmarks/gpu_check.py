@@ -455,9 +455,11 @@ def _logits(model, tok, dev, dtype):
     import torch
 
     from remoteglm.model.image import preprocess_image
-    from remoteglm.serve.generation import GLMInputs, encode_prompt
+    from remoteglm.model.prompt import encode_prompt
+    from remoteglm.serve.generation import GLMInputs
 
-    ids, pre = encode_prompt(tok, QUESTIONS[0], None, False, model.image_length)
+    p = encode_prompt(tok, QUESTIONS[0], image_length=model.image_length)
+    ids, pre = p.ids, p.pre_image
     with torch.no_grad():
         emb = model.encode_image(preprocess_image(IMAGES[0], model.config.vit.image_size).to(dev, dtype))
         mask, pos = GLMInputs(len(ids), [0], dev).full(len(ids), dtype)
@@ -573,18 +575,20 @@ def _generate(model, tok, dev, batch: int, new_tokens: int, sync) -> tuple[float
     prompt length, tokens decoded per prompt)."""
     import torch
 
-    from remoteglm.serve.generation import GenerationConfig, banned_ids, encode_prompt, generate_tokens, image_embeddings
+    from remoteglm.model.prompt import encode_prompt
+    from remoteglm.serve.generation import generate_tokens, image_embeddings
+    from remoteglm.serve.sampling import GenerationConfig, banned_ids
 
     cfg = GenerationConfig.make(None, do_sample=False, max_new_tokens=new_tokens, repetition_penalty=1.0)
     banned = banned_ids(tok, model.config.vocab_size, False, dev).clone()
     banned[tok.eos_token_id] = True  # every run decodes exactly new_tokens
     t0 = time.perf_counter()
     embeds = torch.cat([image_embeddings(model, IMAGES[i % len(IMAGES)].read_bytes()) for i in range(batch)])
-    enc = [encode_prompt(tok, QUESTIONS[i % len(QUESTIONS)], None, False, model.image_length) for i in range(batch)]
-    n = max(len(ids) for ids, _ in enc)
-    pads = [n - len(ids) for ids, _ in enc]
-    ids = torch.tensor([[tok.pad_token_id] * p + e for p, (e, _) in zip(pads, enc)])
-    pre = torch.tensor([p + e_pre for p, (_, e_pre) in zip(pads, enc)])
+    enc = [encode_prompt(tok, QUESTIONS[i % len(QUESTIONS)], image_length=model.image_length) for i in range(batch)]
+    n = max(len(e.ids) for e in enc)
+    pads = [n - len(e.ids) for e in enc]
+    ids = torch.tensor([[tok.pad_token_id] * p + e.ids for p, e in zip(pads, enc)])
+    pre = torch.tensor([p + e.pre_image for p, e in zip(pads, enc)])
     first, count = None, 0
     for _ in generate_tokens(model, ids, pads, cfg, tok.eos_token_id, image_embeds=embeds, pre_image=pre, banned=banned):
         sync()

@@ -102,7 +102,9 @@ def one_run(model, tok, new_tokens: int, sync) -> tuple[float, float]:
     """(first-token seconds, decode tokens/s) of one request."""
     import torch
 
-    from remoteglm.serve.generation import GenerationConfig, banned_ids, encode_prompt, generate_tokens, image_embeddings
+    from remoteglm.model.prompt import encode_prompt
+    from remoteglm.serve.generation import generate_tokens, image_embeddings
+    from remoteglm.serve.sampling import GenerationConfig, banned_ids
 
     cfg = GenerationConfig.make(None, do_sample=False, max_new_tokens=new_tokens, repetition_penalty=1.0)
     dev = next(model.parameters()).device
@@ -110,7 +112,8 @@ def one_run(model, tok, new_tokens: int, sync) -> tuple[float, float]:
     banned[tok.eos_token_id] = True  # every run decodes exactly new_tokens
     t0 = time.perf_counter()
     emb = image_embeddings(model, IMAGE.read_bytes())
-    ids, pre = encode_prompt(tok, QUESTION, None, False, model.image_length)
+    p = encode_prompt(tok, QUESTION, image_length=model.image_length)
+    ids, pre = p.ids, p.pre_image
     first = None
     n = 0
     for _ in generate_tokens(model, torch.tensor([ids]), [0], cfg, tok.eos_token_id, image_embeds=emb, pre_image=pre, banned=banned):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.serve.generation import DEFAULT_PROMPT
+from remoteglm.model.prompt import DEFAULT_PROMPT
 from remoteglm.options import add_trust_arg
 
 F1_LINE = ">> char F1 vs the training label: before {before} -> after {after}"

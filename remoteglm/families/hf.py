@@ -92,7 +92,7 @@ class HFFamily(Family):
         from remoteglm.compat import quiet_warnings
         from remoteglm.model.quant_layers import memory_summary
         from remoteglm.model.hf_folder import load_hf, sampling_defaults
-        from remoteglm.serve.generation import CHAT_DEFAULTS
+        from remoteglm.serve.sampling import CHAT_DEFAULTS
         from remoteglm.serve.hf_engine import HFEngine
 
         if tokenizer:

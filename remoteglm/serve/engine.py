@@ -33,10 +33,10 @@ Interface (stable; the API server relies on it):
   ``stream`` is one row of it) and ``batch_key(image, cfg)`` (which requests may share a batch).
   Front ends get either through ``remoteglm.serve.loading.load_engine(path, ...)``.
 
-Text helpers for front ends (also importable from here): ``process_response(text)`` and
-``process_partial_response(text)`` (the official punctuation rule; the engine applies them
-already), ``strip_control(text)`` and ``display_text(text, final=True)`` (what a terminal or page
-shows: control characters removed, an empty final answer as ``EMPTY_ANSWER``).
+Text helpers for front ends: ``strip_control(text)`` and ``display_text(text, final=True)`` (what
+a terminal or page shows: control characters removed, an empty final answer as ``EMPTY_ANSWER``).
+The official punctuation rule (``process_response``, ``process_partial_response``) lives in
+``remoteglm.model.prompt``; the engine applies it already.
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model.prompt import process_partial_response, process_response  # noqa: F401 - re-exported
-from remoteglm.serve.generation import CHAT_DEFAULTS, GenerationConfig, Reply  # noqa: F401 - Reply re-exported
+from remoteglm.model.prompt import encode_prompt
+from remoteglm.serve.generation import Reply
+from remoteglm.serve.sampling import CHAT_DEFAULTS, GenerationConfig
 
-__all__ = ["EMPTY_ANSWER", "Engine", "LoadedImage", "Reply", "Row", "display_text", "process_partial_response",
-           "process_response", "strip_control"]
+__all__ = ["EMPTY_ANSWER", "Engine", "LoadedImage", "Row", "display_text", "strip_control"]
 
 EMPTY_ANSWER = "（空回答） (empty answer)"
 # C0 and C1 control characters except \t and \n (\r, \x0b, \x04, ESC...: they move the cursor,
@@ -252,11 +252,9 @@ class Engine:
     def prompt_tokens(self, query: str, history=None, english: bool = False, image=None, system: str | None = None) -> int:
         """How many tokens the prompt for ``query`` (about ``image``, if not None; after ``system``)
         takes: for the API's context checks."""
-        from remoteglm.serve.generation import encode_prompt
-
         query, history = self._place_system(system, query, list(history or []))
         slots = self.model.image_length if image is not None and image is not False else None
-        return len(encode_prompt(self.tokenizer, query, history, english, slots)[0])
+        return len(encode_prompt(self.tokenizer, query, history, english=english, image_length=slots).ids)
 
     @property
     def context_length(self) -> int:

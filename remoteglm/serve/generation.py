@@ -23,19 +23,8 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model import prompt as _prompt
-from remoteglm.model.prompt import (DEFAULT_PROMPT, DEFAULT_PROMPT_EN, format_prompt, process_partial_response,  # noqa: F401
-                                    process_response)
-from remoteglm.serve.sampling import (CHAT_DEFAULTS, DEFAULT_MAX_NEW_TOKENS,  # noqa: F401 - re-exported
-                                      GenerationConfig, banned_ids, choose_tokens, process_logits)
-
-# ---- prompt (built in remoteglm.model.prompt) -------------------------------------------------------
-def encode_prompt(tokenizer, query: str, history=None, english: bool = False, image_length: int | None = 32) -> tuple[list[int], int]:
-    """Token ids ending in [gMASK, <sop>], and ``pre_image`` (the first image slot; 0 and no
-    ``<img></img>`` when ``image_length`` is None or 0: the official text-only prompt)."""
-    p = _prompt.encode_prompt(tokenizer, query, history, english=english, image_length=image_length)
-    return p.ids, p.pre_image
-
+from remoteglm.model.prompt import encode_prompt, process_partial_response, process_response
+from remoteglm.serve.sampling import GenerationConfig, banned_ids, choose_tokens, process_logits
 
 # ---- GLM mask and positions ----------------------------------------------------------------------
 class GLMInputs:
@@ -186,7 +175,7 @@ class Reply:
     finish_reason: str | None = None
 
 
-def answer_text(tokenizer, ids: Sequence[int], finished: bool) -> str:
+def decode_answer(tokenizer, ids: Sequence[int], finished: bool) -> str:
     """The final text of answer token ``ids``; an answer cut by the length limit loses a broken
     multi-byte character at its end."""
     text = tokenizer.decode(list(ids)).strip()
@@ -228,32 +217,32 @@ def stream_responses(
     slots = model.image_length if embeds[0] is not None else None
     rows, enc = [], []
     for i in range(k):
-        e = encode_prompt(tokenizer, queries[i], histories[i], cfg.english, slots)
-        if len(e[0]) >= cfg.max_length:
-            yield i, RemoteGLMError(f"the prompt is {len(e[0])} tokens, not less than max_length {cfg.max_length}: "
+        e = encode_prompt(tokenizer, queries[i], histories[i], english=cfg.english, image_length=slots)
+        if len(e.ids) >= cfg.max_length:
+            yield i, RemoteGLMError(f"the prompt is {len(e.ids)} tokens, not less than max_length {cfg.max_length}: "
                                     "clear the history or raise max_length")
         else:
             rows.append(i)
             enc.append(e)
     if not rows:
         return
-    n = max(len(e[0]) for e in enc)
-    pads = [n - len(e[0]) for e in enc]
-    ids = torch.tensor([[tokenizer.pad_token_id] * p + e[0] for p, e in zip(pads, enc)])
-    pre = torch.tensor([p + e[1] for p, e in zip(pads, enc)]) if slots else None
+    n = max(len(e.ids) for e in enc)
+    pads = [n - len(e.ids) for e in enc]
+    ids = torch.tensor([[tokenizer.pad_token_id] * p + e.ids for p, e in zip(pads, enc)])
+    pre = torch.tensor([p + e.pre_image for p, e in zip(pads, enc)]) if slots else None
     emb = torch.cat([embeds[i] for i in rows]) if slots else None
     banned = banned_ids(tokenizer, model.config.vocab_size, cfg.english, next(model.parameters()).device)
     eos = tokenizer.eos_token_id
     asks = [cancelled[i] if cancelled is not None else None for i in rows]
     growing = [partial if isinstance(partial, bool) else bool(partial[i]) for i in rows]
     caps = [cfgs[i].max_new_tokens for i in rows]
-    room = [min(cfg.max_length - len(e[0]), c if c is not None else cfg.max_length) for e, c in zip(enc, caps)]
+    room = [min(cfg.max_length - len(e.ids), c if c is not None else cfg.max_length) for e, c in zip(enc, caps)]
     answers: list[list[int]] = [[] for _ in rows]
     shown = [""] * len(rows)
     open_rows = list(range(len(rows)))
 
     def final(j: int, finished: bool) -> tuple[int, Reply]:
-        return rows[j], Reply(answer_text(tokenizer, answers[j], finished), len(enc[j][0]), len(answers[j]),
+        return rows[j], Reply(decode_answer(tokenizer, answers[j], finished), len(enc[j].ids), len(answers[j]),
                               "stop" if finished else "length")
 
     for toks, _ in generate_tokens(model, ids, pads, cfg, eos, image_embeds=emb, pre_image=pre, banned=banned,
@@ -281,7 +270,7 @@ def stream_responses(
             text = process_partial_response(raw)
             if text != shown[j]:
                 shown[j] = text
-                yield rows[j], Reply(text, len(enc[j][0]), len(answers[j]))
+                yield rows[j], Reply(text, len(enc[j].ids), len(answers[j]))
         if not open_rows:
             return
     for j in open_rows:  # (the loop ended without their last token: the length limit)

@@ -17,13 +17,14 @@ from remoteglm.errors import RemoteGLMError
 from remoteglm.model.prompt import process_partial_response, process_response
 from remoteglm.model.hf_folder import Processor, chat_messages
 from remoteglm.serve.engine import Engine, LoadedImage
-from remoteglm.serve.generation import GenerationConfig, Reply
+from remoteglm.serve.generation import Reply
+from remoteglm.serve.sampling import GenerationConfig
 
 _THINK = re.compile(r"<think>.*?</think>", re.S)
 _TAGS = re.compile(r"</?answer>")
 
 
-def answer_text(raw: str, final: bool) -> str:
+def visible_answer(raw: str, final: bool) -> str:
     """What a reasoning model's raw output shows: the ``<think>`` part dropped (an unclosed one
     shows nothing yet), ``<answer>`` tags removed, then the toolkit's punctuation rule."""
     text = _THINK.sub("", raw)
@@ -141,7 +142,7 @@ class HFEngine(Engine):
         return kw
 
     def _decode(self, ids: list[int]) -> str:
-        """The answer text: special tokens dropped except the reasoning tags ``answer_text`` reads."""
+        """The answer text: special tokens dropped except the reasoning tags ``visible_answer`` reads."""
         return self.processor.tokenizer.decode([i for i in ids if i not in self._hidden], skip_special_tokens=False)
 
     def batch_key(self, image, cfg: GenerationConfig) -> tuple:
@@ -188,7 +189,7 @@ class HFEngine(Engine):
         open_rows = list(range(len(rows)))
 
         def final(i: int, reason: str) -> tuple[int, Reply]:
-            return i, Reply(answer_text(self._decode(answers[i]), final=True), lens[i], len(answers[i]), reason)
+            return i, Reply(visible_answer(self._decode(answers[i]), final=True), lens[i], len(answers[i]), reason)
 
         worker = threading.Thread(target=run, name="remoteglm-hf-generate", daemon=True)
         worker.start()
@@ -209,7 +210,7 @@ class HFEngine(Engine):
                         continue
                     if not rows[i].partial:
                         continue
-                    text = answer_text(self._decode(answers[i]), final=False)
+                    text = visible_answer(self._decode(answers[i]), final=False)
                     if text != shown[i]:
                         shown[i] = text
                         yield i, Reply(text, lens[i], len(answers[i]))
@@ -237,7 +238,7 @@ class HFEngine(Engine):
             for row in gen[:, width:].tolist():
                 stops = set(self.processor.stop_ids)
                 cut = next((k for k, t in enumerate(row) if t in stops), len(row))
-                out.append(answer_text(self._decode(row[:cut]), final=True))
+                out.append(visible_answer(self._decode(row[:cut]), final=True))
         return out
 
     def prompt_tokens(self, query: str, history=None, english: bool = False, image=None, system: str | None = None) -> int:

@@ -17,7 +17,7 @@ from remoteglm.model.reading import read_checkpoint
 from remoteglm.model.saving import save_hf_checkpoint, save_sat_checkpoint
 from remoteglm.model.convert import convert
 from remoteglm.model.lora import add_lora
-from remoteglm.serve.generation import encode_prompt
+from remoteglm.model.prompt import encode_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +30,9 @@ def loaded(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def probe(loaded):
     _, tok, _ = loaded
-    ids, pre = encode_prompt(tok, "描述这张图片。", [("有几条路？", "两条。")], False, 32)
+    p = encode_prompt(tok, "描述这张图片。", [("有几条路？", "两条。")], image_length=32)
     torch.manual_seed(0)
-    return torch.tensor([ids]), pre, torch.randn(1, 3, 224, 224)
+    return torch.tensor([p.ids]), p.pre_image, torch.randn(1, 3, 224, 224)
 
 
 def logits(model, probe):

@@ -6,8 +6,8 @@ import torch
 
 from remoteglm.model.checkpoint import load_model
 from remoteglm.model.layout import hf_weight_files
+from remoteglm.model.prompt import encode_prompt
 from remoteglm.model.saving import save_hf_checkpoint
-from remoteglm.serve.generation import encode_prompt
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,10 @@ def two_models(tiny_checkpoint):
 
 
 def logits(model, tok):
-    ids, pre = encode_prompt(tok, "描述这张图片。", [], False, 32)
+    p = encode_prompt(tok, "描述这张图片。", [], image_length=32)
     img = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return model(torch.tensor([ids]), image=img, pre_image=pre)[0]
+        return model(torch.tensor([p.ids]), image=img, pre_image=p.pre_image)[0]
 
 
 LAYOUTS = {  # (safe_serialization, shard_size)

@@ -8,7 +8,8 @@ import torch
 from remoteglm.model.checkpoint import load_model
 from remoteglm.model.config import VisualGLMConfig, get_config
 from remoteglm.model.lora import add_lora, merge_lora
-from remoteglm.serve.generation import GLMInputs, encode_prompt
+from remoteglm.model.prompt import encode_prompt
+from remoteglm.serve.generation import GLMInputs
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,8 @@ def fresh(tiny_checkpoint):
 
 
 def _prompt(tok, query="图中有什么？"):
-    ids, pre = encode_prompt(tok, query, None, False, 32)
-    return torch.tensor([ids]), pre
+    p = encode_prompt(tok, query, image_length=32)
+    return torch.tensor([p.ids]), p.pre_image
 
 
 # Names of the official sat visualglm-6b checkpoint ({i} = layer index), as listed by

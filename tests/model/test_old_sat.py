@@ -24,7 +24,7 @@ from remoteglm.model.saving import save_sat_checkpoint
 from remoteglm.model.convert import convert
 from remoteglm.model.visualglm_hf import qkv_sat_to_hf
 from remoteglm.model.lora import add_lora
-from remoteglm.serve.generation import encode_prompt
+from remoteglm.model.prompt import encode_prompt
 from remoteglm.train.merge import merge_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,8 @@ def base(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def probe(base):
     _, tok, _ = base
-    ids, pre = encode_prompt(tok, "描述这张图片。", [("有几条路？", "两条。")], False, 32)
+    p = encode_prompt(tok, "描述这张图片。", [("有几条路？", "两条。")], image_length=32)
+    ids, pre = p.ids, p.pre_image
     g = torch.Generator().manual_seed(0)
     return torch.tensor([ids]), pre, torch.randn(1, 3, 224, 224, generator=g)
 

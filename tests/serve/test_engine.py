@@ -9,9 +9,9 @@ import random
 import pytest
 import torch
 
-from remoteglm.model.prompt import process_partial_response, process_response
-from remoteglm.serve.engine import EMPTY_ANSWER, Engine, Reply, display_text, strip_control
-from remoteglm.serve.generation import encode_prompt
+from remoteglm.model.prompt import encode_prompt, process_partial_response, process_response
+from remoteglm.serve.engine import EMPTY_ANSWER, Engine, display_text, strip_control
+from remoteglm.serve.generation import Reply
 from remoteglm.serve.sampling import CHAT_DEFAULTS, DEFAULT_MAX_NEW_TOKENS, DEMO_DEFAULTS, GenerationConfig
 
 
@@ -109,7 +109,7 @@ def test_engine_answers_are_post_processed_streaming_included(never_eop, tiny):
 def test_engine_text_only_prompt_is_the_official_one(tiny):
     model, tok, _ = tiny
     r = Engine(model, tok).reply(None, "你好", do_sample=False, max_new_tokens=2)
-    assert r.prompt_tokens == len(tok.encode("问：你好\n答：")) == len(encode_prompt(tok, "你好", None, False, None)[0])
+    assert r.prompt_tokens == len(tok.encode("问：你好\n答：")) == len(encode_prompt(tok, "你好", image_length=None).ids)
 
 
 def test_new_tokens_are_capped_by_default_and_adjustable(never_eop, tiny):

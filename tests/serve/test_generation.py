@@ -8,22 +8,18 @@ import pytest
 import torch
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.model.prompt import encode_prompt, format_prompt
 from remoteglm.serve.chat import ChatSession
 from remoteglm.serve.engine import Engine
 from remoteglm.serve.generation import (
-    GenerationConfig,
     GLMInputs,
-    banned_ids,
     chat,
-    choose_tokens,
-    encode_prompt,
-    format_prompt,
     generate_batch,
     generate_tokens,
     image_embeddings,
-    process_logits,
     stream_chat,
 )
+from remoteglm.serve.sampling import GenerationConfig, banned_ids, choose_tokens, process_logits
 
 CJK = re.compile("[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
 
@@ -33,7 +29,8 @@ def test_prompt_format_is_the_official_one(tiny):
     assert format_prompt("这是哪里？") == "问：这是哪里？\n答："
     assert format_prompt("有几条路？", [("这是哪里？", "机场。")]) == "问：这是哪里？\n答：机场。\n问：有几条路？\n答："
     assert format_prompt("How many roads?", [("Where?", "An airport.")], english=True) == "Q:Where?\nA:An airport.\nQ:How many roads?\nA:"
-    ids, pre = encode_prompt(tok, "这是哪里？", None, False, 32)
+    e = encode_prompt(tok, "这是哪里？", image_length=32)
+    ids, pre = e.ids, e.pre_image
     head = tok.encode("<img>", add_special_tokens=False)
     assert pre == len(head) and ids[:pre] == head
     assert ids[pre:pre + 32] == [tok.pad_token_id] * 32
@@ -45,21 +42,23 @@ def test_text_only_prompt_is_the_official_one(tiny):
     """Without an image the official prompt (since 2023-07) is 问：{q}\\n答： with pre_image 0: no
     <img></img> and no slots (it was <img></img>问：…, other ids and other logits)."""
     _, tok, _ = tiny
-    ids, pre = encode_prompt(tok, "这是哪里？", None, False, None)
+    e = encode_prompt(tok, "这是哪里？", image_length=None)
+    ids, pre = e.ids, e.pre_image
     assert (ids, pre) == (tok.encode("问：这是哪里？\n答："), 0)
-    assert encode_prompt(tok, "这是哪里？", None, False, 0) == (ids, 0)
+    zero = encode_prompt(tok, "这是哪里？", image_length=0)
+    assert (zero.ids, zero.pre_image) == (ids, 0)
     assert "img" not in tok.decode(ids) and tok.pad_token_id not in ids
-    turns, _ = encode_prompt(tok, "有几条路？", [("这是哪里？", "机场。")], False, None)
+    turns = encode_prompt(tok, "有几条路？", [("这是哪里？", "机场。")], image_length=None).ids
     assert turns == tok.encode("问：这是哪里？\n答：机场。\n问：有几条路？\n答：")
-    english, _ = encode_prompt(tok, "Where?", None, True, None)
+    english = encode_prompt(tok, "Where?", english=True, image_length=None).ids
     assert english == tok.encode("Q:Where?\nA:")
 
 
 def test_glm_inputs_match_sat_chatglm(tiny):
     """Our mask/positions for a left-padded batch equal sat ChatGLMModel.get_inputs."""
     model, tok, _ = tiny
-    a, _ = encode_prompt(tok, "这张遥感图像里有几座建筑物？", None, False, 32)
-    b, _ = encode_prompt(tok, "图中有什么？", None, False, 32)
+    a = encode_prompt(tok, "这张遥感图像里有几座建筑物？", image_length=32).ids
+    b = encode_prompt(tok, "图中有什么？", image_length=32).ids
     n = len(a)
     pad = n - len(b)
     ids = torch.tensor([a, [tok.pad_token_id] * pad + b])
@@ -85,8 +84,9 @@ def _run(model, tok, ids, pads, cfg, embeds, pre, use_cache, banned=None):
 
 def test_kv_cache_equals_full_recomputation(tiny, tiny_image):
     model, tok, cfg = tiny
-    a, pre = encode_prompt(tok, "这张遥感图像里有几座建筑物？", [("这是哪里？", "机场。")], False, 32)
-    b, _ = encode_prompt(tok, "图中有什么？", None, False, 32)
+    e = encode_prompt(tok, "这张遥感图像里有几座建筑物？", [("这是哪里？", "机场。")], image_length=32)
+    a, pre = e.ids, e.pre_image
+    b = encode_prompt(tok, "图中有什么？", image_length=32).ids
     pad = len(a) - len(b)
     ids = torch.tensor([a, [tok.pad_token_id] * pad + b])
     embeds = image_embeddings(model, torch.stack([tiny_image, tiny_image.flip(-1)]))
@@ -105,7 +105,8 @@ def test_greedy_is_deterministic_and_image_dependent(tiny, tiny_image):
     r1, h1 = chat(model, tok, tiny_image, "描述这张图片。", **kw)
     r2, _ = chat(model, tok, tiny_image, "描述这张图片。", **kw)
     assert r1 == r2 and r1 and h1 == [("描述这张图片。", r1)]
-    ids, pre = encode_prompt(tok, "描述这张图片。", None, False, 32)
+    e = encode_prompt(tok, "描述这张图片。", image_length=32)
+    ids, pre = e.ids, e.pre_image
     gen = GenerationConfig.make(do_sample=False, max_new_tokens=1)
     la = _run(model, tok, torch.tensor([ids]), [0], gen, image_embeddings(model, tiny_image), pre, True)[0][1]
     lb = _run(model, tok, torch.tensor([ids]), [0], gen, image_embeddings(model, -tiny_image), pre, True)[0][1]
@@ -159,7 +160,8 @@ def test_english_mode_never_emits_chinese(tiny, tiny_image):
     model, tok, cfg = tiny
     chinese = tok.chinese_token_ids
     assert chinese  # the tiny vocabulary has Chinese pieces to suppress
-    ids, pre = encode_prompt(tok, "What is in the image?", None, True, 32)
+    e = encode_prompt(tok, "What is in the image?", english=True, image_length=32)
+    ids, pre = e.ids, e.pre_image
     embeds = image_embeddings(model, tiny_image)
     gen = GenerationConfig.make(max_new_tokens=40, temperature=2.0, top_k=0, top_p=1.0, english=True)
     banned = banned_ids(tok, cfg.vocab_size, True, "cpu")
@@ -178,7 +180,8 @@ def test_stops_on_eop_and_respects_max_length(tiny_checkpoint, tiny, tiny_image)
     from remoteglm.model.checkpoint import load_model
 
     model, tok, _ = tiny
-    ids, pre = encode_prompt(tok, "图中有什么？", None, False, 32)
+    e = encode_prompt(tok, "图中有什么？", image_length=32)
+    ids, pre = e.ids, e.pre_image
     steps = _run(model, tok, torch.tensor([ids]), [0], GenerationConfig.make(do_sample=False, max_length=len(ids) + 7),
                  image_embeddings(model, tiny_image), pre, True)
     assert len(steps) == 7 and tok.eos_token_id not in [int(t) for t, _ in steps]

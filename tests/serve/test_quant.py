@@ -26,8 +26,9 @@ import torch
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model import quant, quant_checkpoint, quant_layers
 from remoteglm.model.checkpoint import load_model
+from remoteglm.model.prompt import encode_prompt
 from remoteglm.model.saving import save_sat_checkpoint
-from remoteglm.serve.generation import chat, encode_prompt, image_embeddings
+from remoteglm.serve.generation import chat, image_embeddings
 from tests.loratest import add_random_lora
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +37,9 @@ QUESTION = "描述这张图片。"
 
 
 def logits_of(model, tok):
-    ids, pre = encode_prompt(tok, QUESTION, None, False, model.image_length)
+    p = encode_prompt(tok, QUESTION, image_length=model.image_length)
     with torch.no_grad():
-        return model(torch.tensor([ids]), image_embeds=image_embeddings(model, IMAGE), pre_image=pre)[0][0].float()
+        return model(torch.tensor([p.ids]), image_embeds=image_embeddings(model, IMAGE), pre_image=p.pre_image)[0][0].float()
 
 
 def rel(a, b) -> float:
