@@ -95,8 +95,8 @@ def rsicd(a) -> int:
         with FakeLLM(latency=a.latency, rates=mixed_faults(a.faults), seed=1) as srv:
             args += ["--base-url", srv.base_url]
             rc0, dry_empty, _, err = _cli(args + ["--dry-run"])
-            print(f"  --dry-run, empty cache: exit {rc0}, {dry_empty:.1f} s; {[ln for ln in err.splitlines() if ln.startswith("dry run")][-1:]}",
-                  flush=True)
+            dry = [ln for ln in err.splitlines() if ln.startswith("dry run")][-1:]
+            print(f"  --dry-run, empty cache: exit {rc0}, {dry_empty:.1f} s; {dry}", flush=True)
             if a.dry_run_only:
                 return 0 if rc0 == 0 and dry_empty < 3 and srv.requests == 0 else 1
             runs, total_s, peak, rc = 0, 0.0, 0, 2
