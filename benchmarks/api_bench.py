@@ -7,14 +7,14 @@ of requests and the server's memory.
                                                           # etc. via --server-args)
     python benchmarks/api_bench.py --part throughput      # only the first part
 
-Throughput: one server (``--max-queue`` = --clients); first one client sends --one-by-one requests,
+Throughput: one server (``--max_queue`` = --clients); first one client sends --one-by-one requests,
 each once the previous is answered; then --clients clients (threads) send --throughput-requests
 requests the same way, all at once; three times in turn, the fastest run of each counts (other
 work on a shared machine only slows a run down). Every request carries an image (the two fixture
 tiles in turn, as a client resends its image each turn: their encodings come from the server's
 cache; ``--distinct``: a different image each, decoded and encoded every time) and asks for
 --tokens new tokens greedily, not streamed. Requests/s = answered /
-wall time; the ratio of the two is what answering waiting requests together (``--max-batch``)
+wall time; the ratio of the two is what answering waiting requests together (``--max_batch``)
 buys (goal >= 3x for the tiny VisualGLM on the CPU at 16 clients).
 
 Engine: in this process, ``Engine.batch`` (evaluation's path, in the caller's thread) of 4 and of
@@ -28,8 +28,8 @@ the answer, per request; p50 / p95 / max over the 40. The server answers the wai
 batches (text and image requests in separate ones, VisualGLM's rule), so the last in line waits
 for the batches before its own.
 
-Run 1 starts the server with ``--max-queue 40`` (everybody may wait). Run 2 uses the default
-``--max-queue`` (16): the requests beyond the queue are refused at once with 429 + Retry-After;
+Run 1 starts the server with ``--max_queue 40`` (everybody may wait). Run 2 uses the default
+``--max_queue`` (16): the requests beyond the queue are refused at once with 429 + Retry-After;
 it prints how many and how fast. Server RSS (VmRSS of its process) is read after a warm-up
 (twice three requests, one of each kind) and after the burst; peak = VmHWM.
 """
@@ -195,7 +195,7 @@ def closed_loop(url: str, model: str, clients: int, total: int, tokens: int, dis
 def throughput(ckpt: Path, model: str, clients: int, single: int, total: int, tokens: int, extra: list[str],
                distinct: bool = False, rounds: int = 3) -> dict:
     """The two ways in turn, ``rounds`` times; the fastest run of each (the machine may be shared)."""
-    proc, url, _ = start_server(ckpt, ["--max-queue", str(clients), *extra])
+    proc, url, _ = start_server(ckpt, ["--max_queue", str(clients), *extra])
     try:
         closed_loop(url, model, 2, 4, tokens)  # warm-up
         ones, manys = [], []
@@ -309,10 +309,10 @@ def latency(ckpt: Path, model: str, requests: int, tokens: int, extra: list[str]
     """The burst part; True if anything failed."""
     print(f"API under {requests} concurrent requests ({model}, {tokens} new tokens each; "
           "1/3 text, 1/3 image, 1/3 image streamed)")
-    a = run(ckpt, model, requests, tokens, ["--max-queue", str(requests), *extra])
+    a = run(ckpt, model, requests, tokens, ["--max_queue", str(requests), *extra])
     ok = [s for outcome, s in a["results"] if outcome == "200"]
     others = sorted({o for o, _ in a["results"]} - {"200"})
-    print(f"  --max-queue {requests}: {len(ok)}/{requests} answered in {a['wall']:.2f} s"
+    print(f"  --max_queue {requests}: {len(ok)}/{requests} answered in {a['wall']:.2f} s"
           + (f" (others: {', '.join(others)})" if others else ""))
     if ok:
         print(f"  latency p50 {pct(ok, 50):.2f} s, p95 {pct(ok, 95):.2f} s, max {max(ok):.2f} s")
@@ -321,7 +321,7 @@ def latency(ckpt: Path, model: str, requests: int, tokens: int, extra: list[str]
     b = run(ckpt, model, requests, tokens, extra)
     ok_b = [s for outcome, s in b["results"] if outcome == "200"]
     refused = [s for outcome, s in b["results"] if outcome == "429"]
-    print(f"  default --max-queue: {len(ok_b)} answered, {len(refused)} refused with 429 + Retry-After"
+    print(f"  default --max_queue: {len(ok_b)} answered, {len(refused)} refused with 429 + Retry-After"
           + (f" (p95 of a refusal {pct(refused, 95) * 1000:.0f} ms)" if refused else "")
           + f"; server RSS {b['before']['VmRSS'] / 1024:.0f} -> {b['after']['VmRSS'] / 1024:.0f} MiB")
     bad = [o for o, _ in a["results"] + b["results"] if o not in ("200", "429")]

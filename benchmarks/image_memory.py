@@ -5,7 +5,7 @@
 
 Images: a 6000 x 6000 scene (36 MP; the default cap is 40 MP), smooth fields with fine texture,
 saved as JPEG (quality 90) and PNG. For each model the server (``python -m remoteglm.serve.api``,
-``--allow-path`` on the images' folder, 1 new token per answer) answers a small image first (lazy
+``--allow_path`` on the images' folder, 1 new token per answer) answers a small image first (lazy
 imports, first passes); then its peak is reset (``/proc/PID/clear_refs``), one request names the
 image file, and the growth of the peak (VmHWM) over the resident size before (VmRSS) is printed;
 then the same for six requests at once (six copies: nothing comes from the cache). A fresh server
@@ -60,7 +60,7 @@ def growth_mib(pid: int, send) -> float:
 def measure(folder: Path, image: Path, tmp: Path) -> tuple[float, float]:
     import openai
 
-    proc, url, lines = start_server(folder, ["--allow-path", str(tmp), "--max-request-mb", "500", "--max_new_tokens", "1"])
+    proc, url, lines = start_server(folder, ["--allow_path", str(tmp), "--max_request_mb", "500", "--max_new_tokens", "1"])
     client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
     model = folder.resolve().name
 

@@ -112,9 +112,9 @@ def main() -> int:
         calls, task_calls = srv.requests, srv.requests - calls_a
         rejected, dropped = s.tasks.rejected, s.tasks.dropped
         # the rerun as a user runs it: the same command, a fresh process
-        cli = [sys.executable, str(ROOT / "translation_en2zh.py"), "--no-progress", "--input", str(src), "--name", "UCM",
-               "--out-dir", str(work / "out"), "--cache", str(work / "cache.sqlite"), "--base-url", srv.base_url,
-               "--model", "fake", "--tasks", "all", *([] if a.no_phrase_questions else ["--phrase-questions"])]
+        cli = [sys.executable, str(ROOT / "translation_en2zh.py"), "--no_progress", "--input", str(src), "--name", "UCM",
+               "--out_dir", str(work / "out"), "--cache", str(work / "cache.sqlite"), "--base_url", srv.base_url,
+               "--model", "fake", "--tasks", "all", *([] if a.no_phrase_questions else ["--phrase_questions"])]
         t1 = time.perf_counter()
         again = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         rerun_s, rerun_calls = time.perf_counter() - t1, srv.requests - calls

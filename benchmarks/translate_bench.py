@@ -7,10 +7,10 @@ this pipeline de-duplicates sentences, batches them and keeps --concurrency requ
     python benchmarks/translate_bench.py                 # full UCM set, 50 ms, concurrency 16
     python benchmarks/translate_bench.py --images 300    # quicker
     python benchmarks/translate_bench.py --rsicd         # RSICD scale (real file or a synthetic one), 20% faults, --rewrite
-    python benchmarks/translate_bench.py --rsicd --dry-run-only   # only the --dry-run estimate, empty cache
+    python benchmarks/translate_bench.py --rsicd --dry-run-only   # only the --dry_run estimate, empty cache
 Targets: <= 1/5 of the calls, >= 10x faster, 0 calls on a rerun (exit 1 if missed).
 RSICD targets: 0 valid answers asked twice, 0 sentences lost, 0 labels with a refusal or an
-invented mood word, rerun of the finished job under 3 s, --dry-run under 3 s with an empty and
+invented mood word, rerun of the finished job under 3 s, --dry_run under 3 s with an empty and
 with a full cache.
 """
 
@@ -69,7 +69,7 @@ def _cli(args: list[str]) -> tuple[int, float, int, str]:
 
     env = {**os.environ, "OPENAI_API_KEY": "", "PYTHONPATH": str(ROOT)}
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, str(ROOT / "translation_en2zh.py"), "--no-progress", *args],
+    r = subprocess.run([sys.executable, str(ROOT / "translation_en2zh.py"), "--no_progress", *args],
                        capture_output=True, text=True, env=env, cwd=ROOT)
     return r.returncode, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.stderr
 
@@ -89,14 +89,14 @@ def rsicd(a) -> int:
         print(f"RSICD ({'real' if src == RSICD_REAL else 'synthetic'}): {len(cs.images)} images, {len(english)} sentences, "
               f"{len(set(english))} distinct; {a.faults:.0%} faulty replies, latency {a.latency * 1000:.0f} ms", flush=True)
         out = work / "out"
-        args = ["--input", str(src), "--name", "RSICD", "--out-dir", str(out), "--cache", str(work / "cache.sqlite"),
-                "--model", "fake", "--concurrency", str(a.concurrency), "--batch-size", str(a.batch_size), "--rewrite",
+        args = ["--input", str(src), "--name", "RSICD", "--out_dir", str(out), "--cache", str(work / "cache.sqlite"),
+                "--model", "fake", "--concurrency", str(a.concurrency), "--batch_size", str(a.batch_size), "--rewrite",
                 "--retries", "3"]
         with FakeLLM(latency=a.latency, rates=mixed_faults(a.faults), seed=1) as srv:
-            args += ["--base-url", srv.base_url]
-            rc0, dry_empty, _, err = _cli(args + ["--dry-run"])
+            args += ["--base_url", srv.base_url]
+            rc0, dry_empty, _, err = _cli(args + ["--dry_run"])
             dry = [ln for ln in err.splitlines() if ln.startswith("dry run")][-1:]
-            print(f"  --dry-run, empty cache: exit {rc0}, {dry_empty:.1f} s; {dry}", flush=True)
+            print(f"  --dry_run, empty cache: exit {rc0}, {dry_empty:.1f} s; {dry}", flush=True)
             if a.dry_run_only:
                 return 0 if rc0 == 0 and dry_empty < 3 and srv.requests == 0 else 1
             runs, total_s, peak, rc = 0, 0.0, 0, 2
@@ -107,7 +107,7 @@ def rsicd(a) -> int:
             calls = srv.requests
             rc2, rerun_s, _, _ = _cli(args)
             rerun_calls = srv.requests - calls
-            rc3, dry_full, _, _ = _cli(args + ["--dry-run"])
+            rc3, dry_full, _, _ = _cli(args + ["--dry_run"])
             dry_calls = srv.requests - calls - rerun_calls
             twice = sum(srv.asked_after_valid().values())
             from collections import Counter
@@ -123,7 +123,7 @@ def rsicd(a) -> int:
     print(f"valid answers asked twice: {twice}; sentences lost: {lost}; labels with a refusal: {refusals}, "
           f"with an invented mood word: {invented}")
     print(f"rerun of the finished job: exit {rc2}, {rerun_calls} calls, {rerun_s:.1f} s (target < 3 s)")
-    print(f"--dry-run: {dry_empty:.1f} s with an empty cache, {dry_full:.1f} s with the full one, {dry_calls} calls "
+    print(f"--dry_run: {dry_empty:.1f} s with an empty cache, {dry_full:.1f} s with the full one, {dry_calls} calls "
           "(target < 3 s each)")
     if faults:
         print(f"faults served: {faults}")
@@ -137,7 +137,7 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=None, help="first N UCM images (default: all 2100)")
     ap.add_argument("--latency", type=float, default=0.05, help="server latency per request, seconds")
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--batch-size", type=int, default=20)
+    ap.add_argument("--batch_size", type=int, default=20)
     ap.add_argument("--rsicd", action="store_true", help="the RSICD-scale run with faults (see above)")
     ap.add_argument("--dry-run-only", action="store_true", help="with --rsicd: time only the estimate (empty cache)")
     ap.add_argument("--faults", type=float, default=0.2, help="share of faulty replies in the RSICD run [0.2]")
@@ -156,7 +156,7 @@ def main() -> int:
 
         ours_calls, ours_s, ours_llm_s = pipeline_way(src, srv.base_url, work, a.concurrency, a.batch_size)
         rerun_calls, rerun_s, _ = pipeline_way(src, srv.base_url, work, a.concurrency, a.batch_size)
-        print(f"this pipeline (--concurrency {a.concurrency}, --batch-size {a.batch_size}): {ours_calls} calls, "
+        print(f"this pipeline (--concurrency {a.concurrency}, --batch_size {a.batch_size}): {ours_calls} calls, "
               f"{ours_s:.1f} s whole job ({ours_llm_s:.1f} s translating, the rest loading jieba and "
               "building the outputs)", flush=True)
         print(f"rerun of the finished job: {rerun_calls} calls, {rerun_s:.1f} s", flush=True)

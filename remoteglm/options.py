@@ -4,10 +4,28 @@ merge, evaluation, convert, quantise): a floor, so model/ and train/ need not im
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one flag style: options are declared ``--with_underscores`` (VisualGLM's own
+    style, kept by the design card's scripts) and each is also accepted as ``--with-dashes``."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        for k, a in enumerate(args):
+            if a == "--":
+                break
+            if a.startswith("--") and "-" in a[2:].partition("=")[0]:
+                name, eq, value = a.partition("=")
+                alt = "--" + name[2:].replace("-", "_")
+                if name not in self._option_string_actions and alt in self._option_string_actions:
+                    args[k] = alt + eq + value
+        return super().parse_known_args(args, namespace)
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--from_pretrained, --tokenizer, --quant, --device, --dtype, --trust-checkpoint: which model, how it is loaded."""
+    """--from_pretrained, --tokenizer, --quant, --device, --dtype, --trust_checkpoint: which model, how it is loaded."""
     ap.add_argument("--from_pretrained", required=True, metavar="DIR",
                     help="model folder of any family (remoteglm/families: VisualGLM in sat or HF layout, "
                          "Qwen2.5-VL, GLM-4.1V, Qwen3-VL), a fine-tune run, merged or quantised folder")
@@ -25,9 +43,9 @@ def add_model_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_trust_arg(ap) -> None:
-    """--trust-checkpoint, for every command that reads checkpoint files (``ap``: a parser or group).
+    """--trust_checkpoint, for every command that reads checkpoint files (``ap``: a parser or group).
     The command passes the value to ``remoteglm.model.unpickle.trust_checkpoints``."""
-    ap.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint", action="store_true",
+    ap.add_argument("--trust_checkpoint", "--trust_checkpoint", dest="trust_checkpoint", action="store_true",
                     help="unpickle checkpoint files without the safe-type check (they can run code while loading): "
                          "only for files you trust that are refused otherwise")
 

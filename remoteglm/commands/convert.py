@@ -3,21 +3,20 @@ merged on the way to HF, which has none): ``remoteglm convert --to hf|sat SRC DS
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from remoteglm.errors import cli_entry
-from remoteglm.options import add_trust_arg
+from remoteglm.options import Parser, add_trust_arg
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="remoteglm convert", description=__doc__)
+    ap = Parser(prog="remoteglm convert", description=__doc__)
     ap.add_argument("--to", required=True, choices=["hf", "sat"], help="output format")
     ap.add_argument("src", help="checkpoint directory to read (sat or HF)")
     ap.add_argument("dst", help="new directory to write")
     ap.add_argument("--tokenizer", help="ice_text.model to include (default: the one in SRC)")
-    ap.add_argument("--shard-size", default="2GB", help="HF shard size, e.g. 2GB or 500MB (default 2GB)")
+    ap.add_argument("--shard_size", default="2GB", help="HF shard size, e.g. 2GB or 500MB (default 2GB)")
     fmt = ap.add_mutually_exclusive_group()
     fmt.add_argument("--safetensors", dest="bin", action="store_false", help="HF shards as model*.safetensors (the default)")
     fmt.add_argument("--bin", action="store_true", help="HF shards as pytorch_model*.bin (pickle) instead of safetensors")

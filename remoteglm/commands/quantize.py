@@ -4,17 +4,16 @@ as they load instead)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.options import add_trust_arg
+from remoteglm.options import Parser, add_trust_arg
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="remoteglm quantize", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="remoteglm quantize", description=__doc__.split("\n\n")[0])
     ap.add_argument("src", help="float checkpoint directory (sat or HF; LoRA runs too)")
     ap.add_argument("dst", help="output directory (sat format)")
     ap.add_argument("--bits", type=int, choices=(4, 8), required=True)

@@ -5,12 +5,12 @@ conventional tiny folder (``checkpoints/visualglm-tiny``, ...) is made here on f
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
 
 from remoteglm.errors import cli_entry
+from remoteglm.options import Parser
 
 
 def valid_beside(train_data: list[str]) -> str:
@@ -25,7 +25,7 @@ def valid_beside(train_data: list[str]) -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="remoteglm recipe", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="remoteglm recipe", description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir")
     ap.add_argument("--train_data", nargs="*", default=[], help="the training files (for the held-out guess)")
     ap.add_argument("--lora_rank", type=int, default=None, help="the rank a user set (alpha follows it)")

@@ -4,11 +4,11 @@ and for trying the pipeline without downloading weights."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
+from remoteglm.options import Parser
 
 
 @cli_entry
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     from remoteglm.registry import families, family_named
 
     names = [f.name for f in families()]
-    ap = argparse.ArgumentParser(prog="remoteglm tiny", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="remoteglm tiny", description=__doc__.split("\n\n")[0])
     ap.add_argument("family", choices=names)
     ap.add_argument("out_dir", help="folder to write")
     ap.add_argument("--seed", type=int, default=0)

@@ -58,7 +58,7 @@ class ResultCache:
     """Thread-safe get/put of LLM results; ``put_many`` is one transaction (one reply)."""
 
     def __init__(self, path: str | Path, readonly: bool = False):
-        """``readonly``: look answers up without creating or changing anything (``--dry-run``);
+        """``readonly``: look answers up without creating or changing anything (``--dry_run``);
         a cache file that does not exist yet reads as empty."""
         self.path = Path(path)
         _check_cache_file(self.path)

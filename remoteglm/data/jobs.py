@@ -26,11 +26,11 @@ def build_stamp(*parts) -> str:
 
 # What a user can do about work that is still missing after every retry, by its cause.
 ADVICE = {
-    "unreachable": "the endpoint cannot be reached: start the server or fix --base-url; rerunning before that cannot help",
-    "not_json": "the endpoint answers, but not with OpenAI JSON (an HTML page?): --base-url usually ends in /v1; "
+    "unreachable": "the endpoint cannot be reached: start the server or fix --base_url; rerunning before that cannot help",
+    "not_json": "the endpoint answers, but not with OpenAI JSON (an HTML page?): --base_url usually ends in /v1; "
                 "rerunning as is cannot help",
     "rate_limited": "the endpoint kept answering 429 (rate limit): rerun the same command later, or lower --concurrency",
-    "timeout": "requests kept timing out: rerun with a larger --timeout or a lower --batch-size",
+    "timeout": "requests kept timing out: rerun with a larger --timeout or a lower --batch_size",
     "server_error": "the endpoint kept failing with server errors (5xx): rerun the same command later",
     "empty": "the endpoint keeps answering with empty messages: check --model (is it a chat model?); rerunning as is "
              "cannot help",

@@ -43,9 +43,9 @@ class LLMUnavailable(Exception):
     """A request still failed after every retry. ``kind`` says which case it is:
 
     * ``"unreachable"`` - no connection at all (refused, unknown host, TLS failure, connect timeout):
-      check --base-url and that the server runs; a rerun will not help until it does.
+      check --base_url and that the server runs; a rerun will not help until it does.
     * ``"not_json"`` - the endpoint answers, but never with an OpenAI chat completion (an HTML page,
-      a broken JSON body, JSON of another shape): most likely a wrong --base-url path (it usually
+      a broken JSON body, JSON of another shape): most likely a wrong --base_url path (it usually
       ends in /v1); a rerun will not help.
     * ``"empty"`` - well-formed completions with no text in them: check --model; a rerun rarely helps.
     * ``"rate_limited"`` - HTTP 429 after all retries (or a Retry-After longer than two minutes):
@@ -53,7 +53,7 @@ class LLMUnavailable(Exception):
     * ``"server_error"`` - HTTP 5xx (or 409, or connections the server dropped) after all retries:
       rerun later.
     * ``"timeout"`` - no answer within --timeout, every try (or HTTP 408): raise --timeout or lower
-      --batch-size; a rerun may help.
+      --batch_size; a rerun may help.
 
     ``str(e)`` is one line: the endpoint, what happened, how many tries, and what to do next (no key
     in it). ``rerun_helps`` is True for the transient kinds (rate_limited, server_error, timeout).
@@ -75,12 +75,12 @@ class LLMUnavailable(Exception):
 
 
 ADVICE = {
-    "unreachable": "check --base-url and that the server is running; a rerun will not help until it is",
-    "not_json": "it answers, but not as an OpenAI-compatible API: check --base-url (it usually ends in /v1)",
+    "unreachable": "check --base_url and that the server is running; a rerun will not help until it is",
+    "not_json": "it answers, but not as an OpenAI-compatible API: check --base_url (it usually ends in /v1)",
     "empty": "check --model; a rerun rarely helps",
     "rate_limited": "rerun later or lower --concurrency",
     "server_error": "the server is failing; rerun later",
-    "timeout": "raise --timeout or lower --batch-size",
+    "timeout": "raise --timeout or lower --batch_size",
 }
 
 
@@ -227,7 +227,7 @@ class LLMClient:
             return f"check ${self.cfg.api_key_env}"
         if is_openai_host(self.cfg.base_url):
             return "check OPENAI_API_KEY"
-        return "this server wants a key: export it in a variable and pass --api-key-env NAME"
+        return "this server wants a key: export it in a variable and pass --api_key_env NAME"
 
     def chat(self, messages: list[dict], max_tokens: int | None = None) -> str:
         budget = self.cfg.max_retries + 1  # HTTP requests this call may send, SDK retries included
@@ -254,7 +254,7 @@ class LLMClient:
                 except oa.NotFoundError:
                     raise RemoteGLMError(
                         f"{self.cfg.base_url}: model '{self.cfg.model}' or /chat/completions not found (HTTP 404); "
-                        "check --base-url (it usually ends in /v1) and --model"
+                        "check --base_url (it usually ends in /v1) and --model"
                     ) from None
                 except oa.APIStatusError as e:
                     kind, what = self._status_kind(e)

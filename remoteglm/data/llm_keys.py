@@ -1,7 +1,7 @@
 """Where an LLM key may go, and that it is never shown.
 
 ``OPENAI_API_KEY`` is sent to OpenAI's own origin (https://api.openai.com:443) and nowhere else;
-any other endpoint gets the key in the environment variable the user names (``--api-key-env
+any other endpoint gets the key in the environment variable the user names (``--api_key_env
 DEEPSEEK_API_KEY``), and a local server without one gets a placeholder. Every key chosen here is
 remembered so that ``redact`` can take it out of any message before it is printed or written.
 """
@@ -76,20 +76,20 @@ def api_key_for(base_url: str, api_key_env: str | None = None) -> str:
     * ``api_key_env`` given: that environment variable, for any endpoint (it must be set);
     * https://api.openai.com: ``OPENAI_API_KEY``;
     * a local endpoint (loopback, private network): a placeholder - such servers want no key
-      unless started with one (then name its variable with --api-key-env);
-    * any other host: an error naming --api-key-env; ``OPENAI_API_KEY`` is never sent there.
+      unless started with one (then name its variable with --api_key_env);
+    * any other host: an error naming --api_key_env; ``OPENAI_API_KEY`` is never sent there.
     """
     u = urlparse(base_url)
     host = u.hostname or ""
     if u.scheme not in ("http", "https") or not host:
-        raise RemoteGLMError(f"--base-url must look like https://host/v1 or http://127.0.0.1:8000/v1 (got {base_url!r})")
+        raise RemoteGLMError(f"--base_url must look like https://host/v1 or http://127.0.0.1:8000/v1 (got {base_url!r})")
     if api_key_env:
         if not _ENV_NAME.fullmatch(api_key_env):  # likely the key itself: never echo it
-            raise RemoteGLMError("--api-key-env takes the NAME of an environment variable holding the key "
-                                 "(e.g. --api-key-env DEEPSEEK_API_KEY), not the key itself")
+            raise RemoteGLMError("--api_key_env takes the NAME of an environment variable holding the key "
+                                 "(e.g. --api_key_env DEEPSEEK_API_KEY), not the key itself")
         key = os.environ.get(api_key_env, "").strip()
         if not key:
-            raise RemoteGLMError(f"${api_key_env} (named by --api-key-env) is not set or empty; "
+            raise RemoteGLMError(f"${api_key_env} (named by --api_key_env) is not set or empty; "
                                  f"export {api_key_env}=... with the key for {host}")
         return _remember(key)
     if host.rstrip(".") == OPENAI_HOST and u.scheme != "https":
@@ -98,11 +98,11 @@ def api_key_for(base_url: str, api_key_env: str | None = None) -> str:
         key = os.environ.get("OPENAI_API_KEY", "").strip()
         if not key:
             raise RemoteGLMError(f"OPENAI_API_KEY is not set for {base_url}; export OPENAI_API_KEY=... "
-                                 "(or name another variable with --api-key-env NAME)")
+                                 "(or name another variable with --api_key_env NAME)")
         return _remember(key)
     if is_local_host(host):
         return PLACEHOLDER_KEY
     raise RemoteGLMError(
         f"{host} is not OpenAI's host, so OPENAI_API_KEY is not sent there: put its key in an environment "
-        f"variable and name it with --api-key-env (e.g. --api-key-env DEEPSEEK_API_KEY)"
+        f"variable and name it with --api_key_env (e.g. --api_key_env DEEPSEEK_API_KEY)"
     )

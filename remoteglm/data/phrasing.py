@@ -1,4 +1,4 @@
-"""What the LLM phrases: each distinct template question (``--phrase-questions``, optional) and
+"""What the LLM phrases: each distinct template question (``--phrase_questions``, optional) and
 one conversation per image, asked in numbered JSON like the translate step and checked like it.
 
 A phrased question must ask what its template asks about the same object and add nothing

@@ -131,10 +131,10 @@ def run(cfg: PipelineConfig) -> Summary:
         say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cs.name}_zh"
 
-    check_writable(out_dir, "--out-dir")
+    check_writable(out_dir, "--out_dir")
     splits = None
     if reg is not None:  # one split per image content across every builder, settled before any work
-        command = cfg.command or f"python translation_en2zh.py --input {cfg.input} --out-dir {out_dir}"
+        command = cfg.command or f"python translation_en2zh.py --input {cfg.input} --out_dir {out_dir}"
         splits = SplitCheck(reg, Source(out_dir, f"{cs.name} captions", command), cs.images,
                             lambda im: image_dir / im.filename, lambda im: not im.derived, say)
         cs.images = splits.kept

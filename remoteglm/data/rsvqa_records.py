@@ -90,11 +90,11 @@ def import_rsvqa(cfg: RSVQAConfig) -> ImportSummary:
     for w in vs.warnings:
         say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{vs.name}_zh"
-    check_writable(out_dir, "--out-dir")
+    check_writable(out_dir, "--out_dir")
     splits = None
     if reg is not None:  # RSVQA's splits are official: checked against the other builders' before any work
         command = cfg.command or shlex.join(["python", "-m", "remoteglm.data.importers", "rsvqa", "--root",
-                                             str(cfg.root), "--out-dir", str(out_dir)])
+                                             str(cfg.root), "--out_dir", str(out_dir)])
         splits = SplitCheck(reg, Source(out_dir, f"{vs.name} questions", command), vs.items,
                             lambda it: vs.image_dir / it.filename, lambda it: True, say)
         vs.items = splits.kept

@@ -305,7 +305,7 @@ def import_scenes(cfg: ScenesConfig) -> ImportSummary:
     for w in ss.warnings:
         say(f"warning: {w}")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{ss.name}_classify"
-    check_writable(out_dir, "--out-dir")
+    check_writable(out_dir, "--out_dir")
     # one split per image content across every builder: a seeded split takes the registered one
     official = ss.split_source.startswith("official")
     splits = SplitCheck(reg, Source(out_dir, f"{ss.name} scenes", cfg.command or _scenes_command(cfg, out_dir)),
@@ -332,12 +332,12 @@ def import_scenes(cfg: ScenesConfig) -> ImportSummary:
 
 def _scenes_command(cfg: ScenesConfig, out_dir: Path) -> str:
     """The command line that reruns this import (for a ScenesConfig made in code)."""
-    args = ["python", "-m", "remoteglm.data.importers", "scenes", "--root", str(cfg.root), "--out-dir", str(out_dir)]
-    for flag, value in (("--name", cfg.name), ("--split-files", cfg.split_files), ("--splits", cfg.splits)):
+    args = ["python", "-m", "remoteglm.data.importers", "scenes", "--root", str(cfg.root), "--out_dir", str(out_dir)]
+    for flag, value in (("--name", cfg.name), ("--split_files", cfg.split_files), ("--splits", cfg.splits)):
         if value:
             args += [flag, str(value)]
     if cfg.seeded:
-        args.append("--seeded-split")
+        args.append("--seeded_split")
     for flag, value in (("--val", cfg.val), ("--test", cfg.test)):
         if value != 0.1:
             args += [flag, str(value)]

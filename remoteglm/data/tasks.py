@@ -3,7 +3,7 @@ captions are translated, every answer grounded in its own captions.
 
 The facts come from the captions with no LLM call (``facts.py``); every deterministic item must
 pass ``fact_problems`` (``grounding.py``) or it is dropped. The LLM, through the translate step's
-client, cache and resume, phrases the questions (``--phrase-questions``, optional) and one
+client, cache and resume, phrases the questions (``--phrase_questions``, optional) and one
 conversation per image (``phrasing.py``); a reply that fails the checks is asked again with the
 problems named, and after the last round the conversation is dropped (the question keeps its
 template). Every count is reported (``TasksResult``).

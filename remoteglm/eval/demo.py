@@ -20,7 +20,7 @@ from typing import Sequence
 
 from remoteglm.errors import RemoteGLMError, cli_entry
 from remoteglm.model.prompt import DEFAULT_PROMPT
-from remoteglm.options import add_trust_arg
+from remoteglm.options import Parser, add_trust_arg
 
 F1_LINE = ">> char F1 vs the training label: before {before} -> after {after}"
 
@@ -68,7 +68,7 @@ def answer(model_dir: str | Path, image: str | Path, prompt: str, max_new_tokens
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m remoteglm.eval.demo",
+    ap = Parser(prog="python -m remoteglm.eval.demo",
                                  description="Ask the base model and the fine-tuned run one question about a training "
                                              "image; print both answers and their char F1 against its training labels.")
     ap.add_argument("--base", required=True, metavar="DIR", help="the base checkpoint the run was trained from")

@@ -28,7 +28,7 @@ from remoteglm.eval.anchors import BENCHMARKS
 from remoteglm.eval.evalset import CAPTION_PROMPT
 from remoteglm.eval.metrics import LEVEL_NOTES, LEVELS, METRICS
 from remoteglm.eval.runner import run_evaluation
-from remoteglm.options import add_trust_arg
+from remoteglm.options import Parser, add_trust_arg
 
 EXAMPLES = """examples:
   # one checkpoint on the test split
@@ -45,7 +45,7 @@ EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m remoteglm.eval", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python -m remoteglm.eval", description=__doc__.split("\n\n")[0],
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--from_pretrained", metavar="CKPT", help="checkpoint directory (sat or HF; base, LoRA, merged or quantised)")
@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", type=int, choices=[4, 8], help="quantise ChatGLM to 4 or 8 bits (bitsandbytes)")
     p.add_argument("--device", help="cuda, cuda:N or cpu [cuda if available]")
     p.add_argument("--dtype", help="fp16, bf16 or fp32 [fp16 on GPU, fp32 on CPU]")
-    p.add_argument("--min_pixels", type=int, help="GLM-4.1V / Qwen2.5-VL checkpoints: smallest image area after resizing")
-    p.add_argument("--max_pixels", type=int, help="GLM-4.1V / Qwen2.5-VL checkpoints: largest image area (28 x 28 = one token)")
+    p.add_argument("--min_pixels", type=int, help="transformers families: smallest image area after resizing")
+    p.add_argument("--max_pixels", type=int, help="transformers families: largest image area (one token per 28 x 28 pixels; Qwen3-VL: 32 x 32)")
     p.add_argument("--tokenizer", help="ice_text.model when the checkpoint folder has none")
     add_trust_arg(p)
     p.add_argument("--thumb_size", type=int, default=160, help="thumbnail size in the report, pixels [160]")

@@ -1,6 +1,6 @@
 """Convert a VisualGLM checkpoint between sat and HF layouts (the ``remoteglm convert`` job).
 
-    convert(SAT_DIR, HF_DIR, "hf")            remoteglm convert --to hf  SAT_DIR HF_DIR  [--shard-size 2GB] [--bin]
+    convert(SAT_DIR, HF_DIR, "hf")            remoteglm convert --to hf  SAT_DIR HF_DIR  [--shard_size 2GB] [--bin]
     convert(HF_DIR, SAT_DIR, "sat")           remoteglm convert --to sat HF_DIR  SAT_DIR [--iteration 1]
     convert(OLD_SAT_DIR, SAT_DIR, "sat")      (a sat <= 0.4.0 checkpoint, rewritten once)
 

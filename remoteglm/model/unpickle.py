@@ -1,5 +1,5 @@
 """Safe unpickling of checkpoint files: ``torch_load`` never runs code from a file unless the
-user trusts it (``--trust-checkpoint``, ``trust_checkpoints``)."""
+user trusts it (``--trust_checkpoint``, ``trust_checkpoints``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.layout import check_not_lfs_pointer
 
-TRUST_FLAG = "--trust-checkpoint"
+TRUST_FLAG = "--trust_checkpoint"
 _TRUSTED = False
 
 # What sat, DeepSpeed and bitsandbytes pickle beside the tensors, seen by loading real files with
@@ -44,7 +44,7 @@ _REFUSED = (re.compile(r"GLOBAL (\S+) was not an allowed global"), re.compile(r"
 
 
 def trust_checkpoints(on: bool = True) -> bool:
-    """Process-wide switch (what ``--trust-checkpoint`` sets): when on, checkpoint files are unpickled
+    """Process-wide switch (what ``--trust_checkpoint`` sets): when on, checkpoint files are unpickled
     without restriction (``weights_only=False``), so a file may run code while loading. Only for
     files the user trusts. Returns the previous setting."""
     global _TRUSTED
@@ -98,7 +98,7 @@ def torch_load(path: str | os.PathLike, *, mmap: bool = True, trust: bool | None
 
     Always ``weights_only=True``, with SAFE_GLOBALS allowed (what sat/DeepSpeed/bitsandbytes write).
     A file that needs anything else is refused with one line naming the file, the global and
-    ``--trust-checkpoint``; with trust (``trust=True``, or ``trust_checkpoints(True)`` process-wide
+    ``--trust_checkpoint``; with trust (``trust=True``, or ``trust_checkpoints(True)`` process-wide
     when ``trust`` is None) it is unpickled with ``weights_only=False``. ``mmap``: map zip-format
     files instead of reading them (a 15 GB file is not held in RAM twice); legacy files are read.
     Git LFS pointers and truncated or corrupt files get their own one-line errors.

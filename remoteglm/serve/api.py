@@ -6,11 +6,11 @@
 
 A message's ``content`` is a string or a list of ``{"type": "text"}`` / ``{"type": "image_url"}``
 parts; the image is a ``data:image/...;base64,`` URL or a local path (``file://`` or plain) under
-one of the ``--allow-path`` directories. VisualGLM talks about one image per conversation: the
+one of the ``--allow_path`` directories. VisualGLM talks about one image per conversation: the
 last image in the messages is used. Earlier user/assistant turns become the history; system
 messages go to the model's template's system role (GLM-4.1V, Qwen2.5-VL), or in front of the first
 question for VisualGLM, which has none. ``model`` must be
-the served name or one of its ``--model-alias`` names. Extra sampling fields beside the OpenAI
+the served name or one of its ``--model_alias`` names. Extra sampling fields beside the OpenAI
 ones: ``top_k``, ``repetition_penalty``.
 
 Every error, on any path and with any method, is OpenAI's JSON ``{"error": {"message", "type",
@@ -22,20 +22,20 @@ failing generation); 429 and 503 carry ``Retry-After``.
 
 Limits (command-line flags, defaults in brackets):
 
-- ``--max-request-mb`` [20]: the request body. A larger Content-Length gets 413 before the body is
+- ``--max_request_mb`` [20]: the request body. A larger Content-Length gets 413 before the body is
   read; a chunked body is counted as it streams in and refused once past the limit. Malformed
   framing (``Content-Length: -1``, two lengths, Content-Length beside Transfer-Encoding) gets 400
   and the connection is closed, so no body is ever read as the next request.
-- ``--timeout-header`` [10 s]: to send the request line and headers; ``--timeout-body`` [60 s]:
-  to send the body; ``--timeout-keep-alive`` [5 s]: an idle connection between requests. A slow
+- ``--timeout_header`` [10 s]: to send the request line and headers; ``--timeout_body`` [60 s]:
+  to send the body; ``--timeout_keep_alive`` [5 s]: an idle connection between requests. A slow
   client gets 408 and is disconnected.
-- ``--max-connections`` [64]: requests being answered at once (their head arrived); more get 503.
+- ``--max_connections`` [64]: requests being answered at once (their head arrived); more get 503.
   Connections without one (idle, or still sending the head) do not count: 256 are kept, a new
   one closes the longest idle. Backlog 2048; request line + headers at most 16 KiB (431 beyond).
-- ``--max-queue`` [16]: requests waiting for the model behind the batch being answered; more get
+- ``--max_queue`` [16]: requests waiting for the model behind the batch being answered; more get
   429 with Retry-After (when the running batch will end, at its pace so far), before their body
   is read.
-- ``--max-batch`` [8]: answers generated together. When the model is free, the waiting requests
+- ``--max_batch`` [8]: answers generated together. When the model is free, the waiting requests
   start as one batch (one forward pass per token for all; those with the same sampling settings,
   first come first; ``n`` choices are ``n`` rows), each still streamed and ended on its own.
 
@@ -43,11 +43,11 @@ One model, one batch at a time, in a worker thread; a client that disconnects (s
 waiting or being answered) leaves at once if it was waiting, else its row leaves the batch at the
 next token. Shutdown (SIGTERM, Ctrl-C):
 the server stops accepting, waiting requests get 503, the answers being generated get
-``--shutdown-grace`` [10 s] to finish and is then cut (a stream ends with an error event and
+``--shutdown_grace`` [10 s] to finish and is then cut (a stream ends with an error event and
 ``data: [DONE]``, a plain request gets 503), the worker thread is stopped and joined, exit 0.
 
-Binds 127.0.0.1 unless told otherwise; ``--api-key`` (or ``REMOTEGLM_API_KEY``) makes every route
-but the docs require ``Authorization: Bearer KEY``. ``--cors-origin`` (repeatable, ``*`` for any)
+Binds 127.0.0.1 unless told otherwise; ``--api_key`` (or ``REMOTEGLM_API_KEY``) makes every route
+but the docs require ``Authorization: Bearer KEY``. ``--cors_origin`` (repeatable, ``*`` for any)
 lets browser pages from those origins call the API. The access log (stderr) starts each line
 with its ISO 8601 time and shows control characters in requests as escapes.
 
@@ -73,7 +73,7 @@ import sys
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.options import add_host_arg, add_model_args
+from remoteglm.options import Parser, add_host_arg, add_model_args
 from remoteglm.serve.api_app import create_app
 from remoteglm.serve.api_log import EscapingFormatter
 from remoteglm.serve.api_state import (API_KEY_ENV, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_MAX_REQUEST_MB,
@@ -90,52 +90,52 @@ PUBLIC_HOSTS_WARNING = (
 
 # ---- command line -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m remoteglm.serve.api", description="OpenAI-compatible API for any model family: POST /v1/chat/completions, GET /v1/models.")
+    ap = Parser(prog="python -m remoteglm.serve.api", description="OpenAI-compatible API for any model family: POST /v1/chat/completions, GET /v1/models.")
     add_model_args(ap)
     add_host_arg(ap)
     ap.add_argument("--port", type=int, default=8000, help="port (0: any free port; the URL is printed)")
-    ap.add_argument("--api-key", dest="api_key", default=None,
+    ap.add_argument("--api_key", dest="api_key", default=None,
                     help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV}, which keeps the key out of the process list)")
-    ap.add_argument("--allow-path", dest="allow_path", action="append", default=[], metavar="DIR",
+    ap.add_argument("--allow_path", dest="allow_path", action="append", default=[], metavar="DIR",
                     help="directory whose images requests may name by local path (repeatable; default: none)")
-    ap.add_argument("--max-request-mb", dest="max_request_mb", type=float, default=DEFAULT_MAX_REQUEST_MB,
+    ap.add_argument("--max_request_mb", dest="max_request_mb", type=float, default=DEFAULT_MAX_REQUEST_MB,
                     help=f"largest request body (base64 images included), MB (default {DEFAULT_MAX_REQUEST_MB:g})")
     ap.add_argument("--max_new_tokens", type=int, default=None, help="cap on answer tokens per request (default: none beyond the model's defaults)")
-    ap.add_argument("--model-name", dest="model_name", default=None, help="model id reported by /v1/models (default: the directory name)")
-    ap.add_argument("--model-alias", dest="model_alias", action="append", default=[], metavar="NAME",
+    ap.add_argument("--model_name", dest="model_name", default=None, help="model id reported by /v1/models (default: the directory name)")
+    ap.add_argument("--model_alias", dest="model_alias", action="append", default=[], metavar="NAME",
                     help="another name requests may use for the model (repeatable); any other name gets 404 model_not_found")
-    ap.add_argument("--max-queue", dest="max_queue", type=int, default=DEFAULT_MAX_QUEUE,
+    ap.add_argument("--max_queue", dest="max_queue", type=int, default=DEFAULT_MAX_QUEUE,
                     help=f"requests that may wait behind the batch being generated; more get 429 (default {DEFAULT_MAX_QUEUE})")
-    ap.add_argument("--max-batch", dest="max_batch", type=int, default=DEFAULT_MAX_BATCH,
+    ap.add_argument("--max_batch", dest="max_batch", type=int, default=DEFAULT_MAX_BATCH,
                     help=f"answers generated together, one forward pass per token for all (default {DEFAULT_MAX_BATCH}; "
                          "each costs its own KV cache: lower it if the GPU runs out of memory)")
-    ap.add_argument("--max-connections", dest="max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+    ap.add_argument("--max_connections", dest="max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
                     help=f"requests answered at once (idle connections do not count); more get 503 (default {DEFAULT_MAX_CONNECTIONS})")
-    ap.add_argument("--timeout-header", dest="timeout_header", type=float, default=DEFAULT_TIMEOUT_HEADER,
+    ap.add_argument("--timeout_header", dest="timeout_header", type=float, default=DEFAULT_TIMEOUT_HEADER,
                     help=f"seconds a client has to send the request line and headers (default {DEFAULT_TIMEOUT_HEADER:g})")
-    ap.add_argument("--timeout-body", dest="timeout_body", type=float, default=DEFAULT_TIMEOUT_BODY,
+    ap.add_argument("--timeout_body", dest="timeout_body", type=float, default=DEFAULT_TIMEOUT_BODY,
                     help=f"seconds a client has to send the request body (default {DEFAULT_TIMEOUT_BODY:g})")
-    ap.add_argument("--timeout-keep-alive", dest="timeout_keep_alive", type=float, default=DEFAULT_TIMEOUT_KEEP_ALIVE,
+    ap.add_argument("--timeout_keep_alive", dest="timeout_keep_alive", type=float, default=DEFAULT_TIMEOUT_KEEP_ALIVE,
                     help=f"seconds an idle connection stays open between requests (default {DEFAULT_TIMEOUT_KEEP_ALIVE:g})")
-    ap.add_argument("--shutdown-grace", dest="shutdown_grace", type=float, default=DEFAULT_SHUTDOWN_GRACE,
+    ap.add_argument("--shutdown_grace", dest="shutdown_grace", type=float, default=DEFAULT_SHUTDOWN_GRACE,
                     help=f"on SIGTERM / Ctrl-C, seconds the answer being generated gets to finish (default {DEFAULT_SHUTDOWN_GRACE:g})")
-    ap.add_argument("--cors-origin", dest="cors_origin", action="append", default=[], metavar="ORIGIN",
+    ap.add_argument("--cors_origin", dest="cors_origin", action="append", default=[], metavar="ORIGIN",
                     help="let browser pages from ORIGIN (e.g. http://localhost:5173; * for any) call the API (repeatable; default: none)")
     return ap
 
 
 def _check_args(args) -> list[Path]:
     if args.max_request_mb <= 0:
-        raise RemoteGLMError("--max-request-mb must be positive")
+        raise RemoteGLMError("--max_request_mb must be positive")
     if args.max_queue < 0 or args.max_connections < 1 or args.max_batch < 1:
-        raise RemoteGLMError("--max-queue must be >= 0, --max-connections and --max-batch >= 1")
+        raise RemoteGLMError("--max_queue must be >= 0, --max_connections and --max_batch >= 1")
     if min(args.timeout_header, args.timeout_body, args.timeout_keep_alive) <= 0 or args.shutdown_grace < 0:
-        raise RemoteGLMError("the --timeout-* values must be positive and --shutdown-grace >= 0")
+        raise RemoteGLMError("the --timeout-* values must be positive and --shutdown_grace >= 0")
     allowed = []
     for d in args.allow_path:
         p = Path(d).expanduser()
         if not p.is_dir():
-            raise RemoteGLMError(f"--allow-path {d}: not a directory")
+            raise RemoteGLMError(f"--allow_path {d}: not a directory")
         allowed.append(p.resolve())
     return allowed
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(PUBLIC_HOSTS_WARNING.format(host=args.host, port=server.sock.getsockname()[1],
-                                          key="" if key else " (no --api-key is set)"), file=sys.stderr, flush=True)
+                                          key="" if key else " (no --api_key is set)"), file=sys.stderr, flush=True)
     print(f"serving {name} ({engine.quant}) at {server.url}  (POST /chat/completions, GET /models)", flush=True)
     try:
         server.run()

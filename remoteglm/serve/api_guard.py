@@ -23,7 +23,7 @@ def _auth_error(header: str | None, key: str) -> APIError | None:
     if not header:
         return APIError(401, "You didn't provide an API key: send it in an Authorization header using Bearer auth "
                              "(Authorization: Bearer YOUR_KEY), the key this server was started with "
-                             f"(--api-key or {API_KEY_ENV}).", code="missing_api_key")
+                             f"(--api_key or {API_KEY_ENV}).", code="missing_api_key")
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return APIError(401, "The Authorization header must be 'Bearer YOUR_KEY'.", code="missing_api_key")
@@ -56,7 +56,7 @@ class _LimitedReceive:
         if message["type"] == "http.request":
             self.total += len(message.get("body", b""))
             if self.total > self.limit:
-                raise APIError(413, f"the request body is over this server's {self.limit / 2**20:g} MB limit (--max-request-mb); "
+                raise APIError(413, f"the request body is over this server's {self.limit / 2**20:g} MB limit (--max_request_mb); "
                                     "send a smaller image", code="request_too_large")
         return message
 
@@ -90,7 +90,7 @@ class Guard:
             if n > api.max_request_bytes:
                 close = {"Connection": "close"} if n > drain_cap(api.max_request_bytes) else None
                 return error_response(APIError(413, f"the request body is {n / 2**20:.1f} MB, over this server's "
-                                                    f"{api.max_request_bytes / 2**20:g} MB limit (--max-request-mb); send a smaller image",
+                                                    f"{api.max_request_bytes / 2**20:g} MB limit (--max_request_mb); send a smaller image",
                                                code="request_too_large", headers=close))
         if method == "POST" and path == CHAT_PATH:
             err = _content_type_error(headers.get("content-type"))

@@ -5,7 +5,7 @@ event loop, its stop), ``Reservation`` a request's place in the queue before its
 
 When the model is free, the first waiting request starts together with the requests behind it
 that may share its batch (``Engine.batch_key``: the same sampling settings), up to
-``--max-batch`` rows (a request asking for ``n`` choices is ``n`` rows). A request that arrives
+``--max_batch`` rows (a request asking for ``n`` choices is ``n`` rows). A request that arrives
 while a batch runs waits for the next one."""
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ class Generations:
         if queued >= self.max_waiting + (0 if self.batch is not None else 1):
             s = self.retry_after()
             raise APIError(429, f"the server is busy: {len(self.running)} answer(s) are being generated and {queued} "
-                                f"requests are waiting, the most it queues (--max-queue {self.max_waiting}); retry in {s} s",
+                                f"requests are waiting, the most it queues (--max_queue {self.max_waiting}); retry in {s} s",
                            type_="rate_limit_error", code="queue_full", headers={"Retry-After": str(s)})
         self.reserved += 1
         return Reservation(self)

@@ -78,7 +78,7 @@ def resolve_image(url: str, allowed: Sequence[Path], max_bytes: int) -> bytes | 
     else:
         path = url
     if not allowed:
-        raise APIError(400, "bad image: this server reads no local files (start it with --allow-path DIR); send a base64 data URL",
+        raise APIError(400, "bad image: this server reads no local files (start it with --allow_path DIR); send a base64 data URL",
                        param="image_url")
     p = Path(path).expanduser()
     if not p.is_absolute():

@@ -60,7 +60,7 @@ class APIState:
 
         req = parse_chat_request(body, self.allowed, self.max_request_bytes)
         if req.n > self.generations.max_batch:
-            raise APIError(400, f"n {req.n} is more than this server generates at once (--max-batch "
+            raise APIError(400, f"n {req.n} is more than this server generates at once (--max_batch "
                                 f"{self.generations.max_batch})", param="n")
         engine = self.engine
         if req.image is not None:
@@ -89,7 +89,7 @@ class APIState:
         return {"max_request_bytes": self.max_request_bytes, "shutdown_grace": self.shutdown_grace,
                 "on_shutdown": self.begin_shutdown}
 
-    # CORS (only with --cors-origin)
+    # CORS (only with --cors_origin)
     def cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:
         if not origin or not self.cors_origins:
             return []
@@ -106,7 +106,7 @@ class APIState:
         origin = headers.get("origin")
         if not self.cors_headers(origin):
             return error_response(APIError(403, f"origin {origin} may not call this API (allowed: {', '.join(self.cors_origins)}; "
-                                                "--cors-origin)", type_="permission_error", code="cors_origin_not_allowed"))
+                                                "--cors_origin)", type_="permission_error", code="cors_origin_not_allowed"))
         asked = headers.get("access-control-request-headers", "")
         allowed = ", ".join(h.strip() for h in asked.split(",") if h.strip() and all(c.isalnum() or c in "-_" for c in h.strip()))
         return Response(status_code=204, headers={"Access-Control-Allow-Methods": "GET, POST, OPTIONS",

@@ -77,7 +77,7 @@ class _Connection(h11.Connection):
 class IdleConnections:
     """One server's connections that have no request being answered: just opened, still sending
     a request head, waiting between requests (keep-alive), or draining a refused body. They do
-    not count towards --max-connections (a request head must have arrived for that), so they are
+    not count towards --max_connections (a request head must have arrived for that), so they are
     held to ``cap`` instead: a connection that goes over it closes the one idle the longest. A
     client that sends its request right away is thus always read, however many sockets others
     leave open."""
@@ -106,7 +106,7 @@ class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol plus what it lacks: a deadline for the request line and headers
     (from the connection's first byte, or its opening), one for the body, a cap on body bytes
     read after an early reply, and JSON instead of plain text for malformed requests (400/431,
-    closed), timeouts (408, closed) and the in-flight limit (503). --max-connections counts the
+    closed), timeouts (408, closed) and the in-flight limit (503). --max_connections counts the
     requests being answered (uvicorn's tasks), not open sockets; sockets without one are held to
     a number by ``idle``. ``limits`` and ``idle``: set per server by ``make_server``."""
 
@@ -143,9 +143,9 @@ class GuardedH11Protocol(H11Protocol):
             return
         if phase == "headers" and self._bytes:
             self._refuse(APIError(408, f"the request line and headers did not arrive within {self.limits.timeout_header:g} s "
-                                       "(--timeout-header)", code="request_timeout"), "(request headers too slow)")
+                                       "(--timeout_header)", code="request_timeout"), "(request headers too slow)")
         elif phase == "body" and self.cycle is not None and not self.cycle.response_started:
-            self._refuse(APIError(408, f"the request body did not arrive within {self.limits.timeout_body:g} s (--timeout-body)",
+            self._refuse(APIError(408, f"the request body did not arrive within {self.limits.timeout_body:g} s (--timeout_body)",
                                   code="request_timeout"), "(request body too slow)")
             self.cycle.disconnected = True  # the app's reply, if any, goes nowhere
             self.cycle.message_event.set()
@@ -237,7 +237,7 @@ class GuardedH11Protocol(H11Protocol):
 
     async def _too_many(self, scope, receive, send) -> None:
         err = APIError(503, f"too many requests at once: this server answers {self.max_connections} at a time "
-                            "(--max-connections); retry in a moment", type_="server_error", code="too_many_connections", headers={"Retry-After": "1"})
+                            "(--max_connections); retry in a moment", type_="server_error", code="too_many_connections", headers={"Retry-After": "1"})
         await error_response(err)(scope, receive, send)
         log_access(client_address(scope), request_line(scope), 503)
 

@@ -1,5 +1,5 @@
 """The start-up every front end shares (chat, web demo, API, evaluation): one process of its
-own with ``--trust-checkpoint`` applied, the device, the "loading" line, the engine, the memory
+own with ``--trust_checkpoint`` applied, the device, the "loading" line, the engine, the memory
 line. Both lines go to stderr, so stdout keeps only answers and URLs."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import sys
 from remoteglm.errors import RemoteGLMError, cli_entry
 from remoteglm.model.prompt import DEFAULT_PROMPT, DEFAULT_PROMPT_EN
 from remoteglm.serve.sampling import DEMO_DEFAULTS
-from remoteglm.options import add_model_args
+from remoteglm.options import Parser, add_model_args
 
 QUIT = {"quit", "exit", "stop", "q", "退出"}
 CLEAR = {"clear", "清空"}
@@ -36,7 +36,7 @@ USER_PROMPT = "用户 / User: "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Chat with a model (VisualGLM-6B, Qwen2.5-VL, GLM-4.1V, Qwen3-VL) about an image in the terminal.")
+    ap = Parser(description="Chat with a model (VisualGLM-6B, Qwen2.5-VL, GLM-4.1V, Qwen3-VL) about an image in the terminal.")
     add_model_args(ap)
     ap.add_argument("--image", metavar="PATH", help="image to talk about first")
     ap.add_argument("--prompt", help=f"first question about the image (default {DEFAULT_PROMPT!r}, English {DEFAULT_PROMPT_EN!r})")

@@ -15,7 +15,7 @@ class TextPart(BaseModel):
 
 class ImageURL(BaseModel):
     model_config = ConfigDict(extra="allow")
-    url: str = Field(min_length=1, description="data:image/png;base64,... or a local path under an --allow-path directory")
+    url: str = Field(min_length=1, description="data:image/png;base64,... or a local path under an --allow_path directory")
     detail: str | None = None
 
 
@@ -57,7 +57,7 @@ class ChatCompletionRequest(BaseModel):
     repetition_penalty: float | None = Field(None, ge=0.01, le=10, description="VisualGLM extra")
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=128, description="choices, generated together (at most --max-batch)")
+    n: int | None = Field(None, ge=1, le=128, description="choices, generated together (at most --max_batch)")
     stop: Union[str, list[str], None] = None
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from remoteglm.errors import RemoteGLMError, cli_entry  # noqa: E402
-from remoteglm.options import add_host_arg, add_model_args  # noqa: E402
+from remoteglm.options import Parser, add_host_arg, add_model_args  # noqa: E402
 from remoteglm.serve.sampling import DEMO_DEFAULTS  # noqa: E402
 from remoteglm.serve.web_guard import FileScope, LoginThrottle, UploadDir, WebGuard  # noqa: E402
 
@@ -185,15 +185,15 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description="Browser chat with a model (any family) about remote-sensing images (gradio).")
+    ap = Parser(description="Browser chat with a model (any family) about remote-sensing images (gradio).")
     add_model_args(ap)
     add_host_arg(ap)
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="also publish a public gradio.live link (prints a warning)")
     ap.add_argument("--auth", metavar="USER:PASS",
                     help="require this login (recommended with --share or a public --host); visible in `ps`: "
-                         f"prefer ${AUTH_ENV} or --auth-file")
-    ap.add_argument("--auth-file", metavar="FILE", help="logins, one user:password per line (# comments allowed)")
+                         f"prefer ${AUTH_ENV} or --auth_file")
+    ap.add_argument("--auth_file", metavar="FILE", help="logins, one user:password per line (# comments allowed)")
     ap.add_argument("--upload_ttl_minutes", type=float, default=DEFAULT_UPLOAD_TTL_S / 60,
                     help="delete uploaded images this long after upload (and all at shutdown) [%(default)g]")
     ap.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest image upload, MB")
@@ -215,7 +215,7 @@ def _login(text: str, where: str) -> tuple[str, str]:
 
 
 def read_auth(flag: str | None, file: str | None) -> list[tuple[str, str]] | None:
-    """Logins from --auth, --auth-file or $REMOTEGLM_WEB_AUTH (in that order of precedence);
+    """Logins from --auth, --auth_file or $REMOTEGLM_WEB_AUTH (in that order of precedence);
     None: no login asked for."""
     if flag is not None:
         return [_login(flag, "--auth")]
@@ -224,11 +224,11 @@ def read_auth(flag: str | None, file: str | None) -> list[tuple[str, str]] | Non
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as e:
-            raise RemoteGLMError(f"--auth-file {path}: {e.strerror or e}") from None
-        logins = [_login(ln, f"--auth-file {path} line {i + 1}") for i, ln in enumerate(lines)
+            raise RemoteGLMError(f"--auth_file {path}: {e.strerror or e}") from None
+        logins = [_login(ln, f"--auth_file {path} line {i + 1}") for i, ln in enumerate(lines)
                   if ln.strip() and not ln.lstrip().startswith("#")]
         if not logins:
-            raise RemoteGLMError(f"--auth-file {path} holds no user:password line")
+            raise RemoteGLMError(f"--auth_file {path} holds no user:password line")
         return logins
     if os.environ.get(AUTH_ENV):
         return [_login(os.environ[AUTH_ENV], f"${AUTH_ENV}")]

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError, cli_entry
-from remoteglm.options import add_trust_arg
+from remoteglm.options import Parser, add_trust_arg
 
 
 def merge_checkpoint(src: str | Path, dst: str | Path, tokenizer: str | None = None, dtype: str | None = None) -> Path:
@@ -75,7 +75,7 @@ def merge_adapter(src: Path, dst: Path, family, dtype: str | None = None) -> Pat
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m remoteglm.train.merge", description=__doc__.split("\n\n")[0],
+    ap = Parser(prog="python -m remoteglm.train.merge", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", help="fine-tune run folder (has latest, model_config.json with use_lora/use_qlora)")
     ap.add_argument("dst", help="new folder for the merged checkpoint")

@@ -10,7 +10,7 @@ import argparse
 import math
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.options import add_trust_arg
+from remoteglm.options import Parser, add_trust_arg
 
 EXAMPLES = """examples:
   # the default job: the tiny VisualGLM on the bundled sample, CPU, ~1 min
@@ -30,7 +30,7 @@ RECIPE = ("train_iters", "batch_size", "lr", "lora_rank", "lora_alpha", "lora_dr
 
 
 def build_parser(prog: str = "remoteglm finetune") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="LoRA / QLoRA / DoRA fine-tuning of any model family "
+    p = Parser(prog=prog, description="LoRA / QLoRA / DoRA fine-tuning of any model family "
                                 "(VisualGLM-6B on sat + DeepSpeed; the transformers families on the HF Trainer + peft).",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
@@ -43,7 +43,7 @@ def build_parser(prog: str = "remoteglm finetune") -> argparse.ArgumentParser:
     g.add_argument("--min_pixels", type=int, default=None, help="transformers families: smallest image area after resizing")
     g.add_argument("--max_pixels", type=int, default=None,
                    help="transformers families: largest image area after resizing (one token per 28 x 28 pixels; Qwen3-VL: 32 x 32)")
-    add_trust_arg(g)  # --trust-checkpoint
+    add_trust_arg(g)  # --trust_checkpoint
     g = p.add_argument_group("data")
     g.add_argument("--train_data", required=True, nargs="+", help="fine-tune JSON ({img, prompt, label} list) or dataset_*_zh.json")
     g.add_argument("--valid_data", nargs="*", default=None, help="held-out JSON for the eval loss")

@@ -44,7 +44,7 @@ def run_cli(*args: str, timeout: float = 120, key: str | None = None, env: dict[
     if key:
         full["OPENAI_API_KEY"] = key
     full.update(env or {})
-    return subprocess.run([sys.executable, str(CLI), "--no-progress", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(CLI), "--no_progress", *args], capture_output=True, text=True,
                           timeout=timeout, env=full, cwd=kw.get("cwd"))
 
 

@@ -148,9 +148,9 @@ def test_question_translations_pass_the_checks_only_for_english_questions():
 
 # ---- RSVQA end to end -------------------------------------------------------------------------------------
 def _rsvqa_args(srv, tmp_path, root, *extra):
-    return ["rsvqa", "--root", str(root), "--out-dir", str(tmp_path / "out"), "--base-url", srv.base_url,
-            "--model", "m", "--cache", str(tmp_path / "cache.sqlite"), "--no-progress", "--concurrency", "2",
-            "--batch-size", "6", *extra]
+    return ["rsvqa", "--root", str(root), "--out_dir", str(tmp_path / "out"), "--base_url", srv.base_url,
+            "--model", "m", "--cache", str(tmp_path / "cache.sqlite"), "--no_progress", "--concurrency", "2",
+            "--batch_size", "6", *extra]
 
 
 def _until_done(args, runs: int = 4) -> subprocess.CompletedProcess:
@@ -228,7 +228,7 @@ def test_rsvqa_hr_layout_areas_and_the_second_test_set(fake_llm, tmp_path):
 def test_rsvqa_dry_run_and_limit(fake_llm, tmp_path):
     write_rsvqa(tmp_path / "RSVQA_LR")
     srv = fake_llm()
-    r = importers(*_rsvqa_args(srv, tmp_path, tmp_path / "RSVQA_LR", "--dry-run"))
+    r = importers(*_rsvqa_args(srv, tmp_path, tmp_path / "RSVQA_LR", "--dry_run"))
     assert r.returncode == 0 and "would translate" in r.stderr and "answers need no LLM" in r.stderr, r.stderr
     assert srv.requests == 0 and not (tmp_path / "out").exists() and not (tmp_path / "cache.sqlite").exists()
     r = importers(*_rsvqa_args(srv, tmp_path, tmp_path / "RSVQA_LR", "--limit", "1"))
@@ -240,9 +240,9 @@ def test_an_unreachable_endpoint_writes_nothing_and_says_so(tmp_path):
     from remoteglm.compat import free_port
 
     write_rsvqa(tmp_path / "RSVQA_LR")
-    r = importers("rsvqa", "--root", str(tmp_path / "RSVQA_LR"), "--out-dir", str(tmp_path / "out"), "--base-url",
+    r = importers("rsvqa", "--root", str(tmp_path / "RSVQA_LR"), "--out_dir", str(tmp_path / "out"), "--base_url",
                   f"http://127.0.0.1:{free_port()}/v1", "--model", "m", "--cache", str(tmp_path / "c.sqlite"),
-                  "--retries", "0", "--no-progress")
+                  "--retries", "0", "--no_progress")
     line = one_error_line(r)
     assert "nothing written" in line and "cannot be reached" in line
     assert json.loads((tmp_path / "out" / "failures.json").read_text(encoding="utf-8"))
@@ -446,7 +446,7 @@ def test_folder_spellings(name, folder, cls):
 def test_scene_sets_end_to_end(tmp_path, name):
     root = write_scenes(tmp_path, name)
     out = tmp_path / "out"
-    r = importers("scenes", "--root", str(root), "--out-dir", str(out))
+    r = importers("scenes", "--root", str(root), "--out_dir", str(out))
     assert r.returncode == 0, r.stderr
     assert f"scenes: {name}, {len(CLASSES[name])} of {len(CLASSES[name])} classes" in r.stderr and "seeded" in r.stderr
     prompt = classify_prompt(class_names_zh(name))
@@ -467,7 +467,7 @@ def test_scene_sets_end_to_end(tmp_path, name):
     assert meta["classes_zh"] == class_names_zh(name) and meta["dataset"] == name
     assert sum(meta["counts"]["train"].values()) == len(imgs["train"]) and not list(out.glob(".*.tmp"))
     # reproducible: a second run finds everything up to date
-    r2 = importers("scenes", "--root", str(root), "--out-dir", str(out))
+    r2 = importers("scenes", "--root", str(root), "--out_dir", str(out))
     assert r2.returncode == 0 and "up to date" in r2.stderr
 
 
@@ -482,12 +482,12 @@ def test_the_seeded_split_is_the_same_wherever_the_set_lies(tmp_path):
 def test_an_out_dir_that_cannot_be_made_is_one_line_before_any_work(fake_llm, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(RemoteGLMError, match="--out-dir .*a_file is a file, not a folder"):
+    with pytest.raises(RemoteGLMError, match="--out_dir .*a_file is a file, not a folder"):
         import_scenes(ScenesConfig(write_scenes(tmp_path / "s", "AID", per_class=2), out_dir=blocker / "out"))
     write_rsvqa(tmp_path / "RSVQA_LR")
     srv = fake_llm()
-    r = importers("rsvqa", "--root", str(tmp_path / "RSVQA_LR"), "--out-dir", str(blocker / "out"), "--base-url",
-                  srv.base_url, "--model", "m", "--cache", str(tmp_path / "c.sqlite"), "--no-progress")
+    r = importers("rsvqa", "--root", str(tmp_path / "RSVQA_LR"), "--out_dir", str(blocker / "out"), "--base_url",
+                  srv.base_url, "--model", "m", "--cache", str(tmp_path / "c.sqlite"), "--no_progress")
     assert "is a file, not a folder" in one_error_line(r) and srv.requests == 0
     assert not (tmp_path / "c.sqlite").exists() and blocker.read_text() == "x"
 
@@ -560,14 +560,14 @@ def _bad_missing(base):
 @pytest.mark.parametrize("damage", [_bad_unknown, _bad_empty, _bad_flat, _bad_twice, _bad_ambiguous, _bad_missing])
 def test_bad_scene_layouts_are_one_line(tmp_path, damage):
     root, expected = damage(tmp_path)
-    line = one_error_line(importers("scenes", "--root", str(root), "--out-dir", str(tmp_path / "out")))
+    line = one_error_line(importers("scenes", "--root", str(root), "--out_dir", str(tmp_path / "out")))
     assert expected in line, line
     assert not (tmp_path / "out").exists()
 
 
 def test_folders_of_another_set_say_which_set_they_are(tmp_path):
     root = write_scenes(tmp_path, "UCM", per_class=2)
-    line = one_error_line(importers("scenes", "--root", str(root), "--name", "AID", "--out-dir", str(tmp_path / "o")))
+    line = one_error_line(importers("scenes", "--root", str(root), "--name", "AID", "--out_dir", str(tmp_path / "o")))
     assert "folder(s) are not AID classes" in line and "or pass --name UCM (these folders are its classes)" in line
     line = one_error_line(importers("scenes", "--root", str(root), "--name", "EuroSAT"))
     assert "unknown scene set 'EuroSAT'" in line
@@ -589,4 +589,4 @@ def test_help_lists_both_importers_and_the_llm_options():
     r = importers("--help")
     assert r.returncode == 0 and "rsvqa" in r.stdout and "scenes" in r.stdout
     r = importers("rsvqa", "--help")
-    assert r.returncode == 0 and "--base-url" in r.stdout and "--api-key-env" in r.stdout and "--cache" in r.stdout
+    assert r.returncode == 0 and "--base_url" in r.stdout and "--api_key_env" in r.stdout and "--cache" in r.stdout

@@ -86,12 +86,12 @@ def test_closed_port_is_unreachable_at_once():
     with pytest.raises(LLMUnavailable) as e:
         c.chat(ASK)
     assert e.value.kind == "unreachable" and not e.value.rerun_helps and time.monotonic() - t < 5
-    assert "Connection refused" in str(e.value) and "--base-url" in str(e.value) and c.usage.calls == 1
+    assert "Connection refused" in str(e.value) and "--base_url" in str(e.value) and c.usage.calls == 1
 
 
 def _cli_args(url, tmp_path, *more):
     src = write_json(tmp_path / "UCM-en.json", ucm_list(3))
-    return ["--input", str(src), "--out-dir", str(tmp_path / "out"), "--base-url", url, "--model", "fake",
+    return ["--input", str(src), "--out_dir", str(tmp_path / "out"), "--base_url", url, "--model", "fake",
             "--cache", str(tmp_path / "cache.sqlite"), *more]
 
 
@@ -108,7 +108,7 @@ def test_cli_endpoint_that_never_answers_properly_is_one_line(fake_llm, tmp_path
     r = run_cli(*_cli_args(srv.base_url, tmp_path, "--retries", "1"))
     line = _error_line(r)
     assert words in line and srv.base_url in line
-    assert ("--base-url" if fault == "html" else "--model") in line
+    assert ("--base_url" if fault == "html" else "--model") in line
 
 
 def test_cli_closed_port_is_one_quick_line(tmp_path):
@@ -135,10 +135,10 @@ def test_key_selection(monkeypatch):
                 "https://api.openai.com.evil.example/v1", "https://8.8.8.8/v1"):
         with pytest.raises(RemoteGLMError) as e:
             api_key_for(url)
-        assert "--api-key-env" in str(e.value) and "secret" not in str(e.value), url
+        assert "--api_key_env" in str(e.value) and "secret" not in str(e.value), url
     with pytest.raises(RemoteGLMError, match="never sent over plain http"):
         api_key_for("http://api.openai.com/v1")
-    with pytest.raises(RemoteGLMError, match=r"\$UNSET_KEY_VAR \(named by --api-key-env\) is not set"):
+    with pytest.raises(RemoteGLMError, match=r"\$UNSET_KEY_VAR \(named by --api_key_env\) is not set"):
         api_key_for("https://api.deepseek.com/v1", "UNSET_KEY_VAR")
     with pytest.raises(RemoteGLMError, match="NAME of an environment variable") as e:
         api_key_for("https://api.deepseek.com/v1", "sk-pasted-the-key-itself")
@@ -146,7 +146,7 @@ def test_key_selection(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(RemoteGLMError, match="OPENAI_API_KEY is not set"):
         api_key_for("https://api.openai.com/v1")
-    with pytest.raises(RemoteGLMError, match="--base-url must look like"):
+    with pytest.raises(RemoteGLMError, match="--base_url must look like"):
         api_key_for("api.deepseek.com/v1", "DEEPSEEK_API_KEY")
 
 
@@ -170,11 +170,11 @@ def test_cli_sends_openai_key_only_where_named(fake_llm, tmp_path):
     assert not [c for c in srv.log if "openai-organization" in c.headers]
     (tmp_path / "cache.sqlite").unlink()
     srv.reset()
-    r = run_cli(*_cli_args(srv.base_url, tmp_path, "--api-key-env", "MY_VLLM_KEY"), env=env)
+    r = run_cli(*_cli_args(srv.base_url, tmp_path, "--api_key_env", "MY_VLLM_KEY"), env=env)
     assert r.returncode == 0 and set(srv.auths) == {f"Bearer {local_key}"}, r.stderr
     (tmp_path / "cache.sqlite").unlink()
     srv.reset()
-    r = run_cli(*_cli_args(srv.base_url, tmp_path, "--api-key-env", "OPENAI_API_KEY"), env=env)
+    r = run_cli(*_cli_args(srv.base_url, tmp_path, "--api_key_env", "OPENAI_API_KEY"), env=env)
     assert r.returncode == 0 and set(srv.auths) == {f"Bearer {openai_key}"}, r.stderr  # named: the user's choice
     assert openai_key not in r.stderr + r.stdout
 
@@ -218,7 +218,7 @@ def test_a_redirect_to_another_origin_gets_no_key(fake_llm, monkeypatch):
 def test_cli_error_text_that_echoes_the_key_is_redacted(fake_llm, tmp_path):
     srv = fake_llm(counts={"echo_auth": 1})
     key = "sk-echoed-back-by-a-server-0123456789"
-    r = run_cli(*_cli_args(srv.base_url, tmp_path, "--api-key-env", "SOME_KEY"), env={"SOME_KEY": key})
+    r = run_cli(*_cli_args(srv.base_url, tmp_path, "--api_key_env", "SOME_KEY"), env={"SOME_KEY": key})
     line = _error_line(r)
     assert srv.last_auth == f"Bearer {key}" and srv.fault_log == ["echo_auth"]  # the server did get it ...
     assert "rejected the request (HTTP 400)" in line and "Bearer ***" in line  # ... and we print it masked

@@ -48,7 +48,7 @@ def llm():
 
 
 def _args(srv, tmp_path, src):
-    return ["--input", str(src), "--out-dir", str(tmp_path / "out"), "--base-url", srv.base_url, "--model", "m",
+    return ["--input", str(src), "--out_dir", str(tmp_path / "out"), "--base_url", srv.base_url, "--model", "m",
             "--cache", str(tmp_path / "cache.sqlite"), "--retries", "0"]
 
 
@@ -106,7 +106,7 @@ def test_a_few_failures_write_the_rest_and_a_failures_file(llm, tmp_path):
 
 def test_dry_run_writes_nothing(llm, tmp_path):
     src = _dataset(tmp_path, {})
-    r = run_cli(*_args(llm, tmp_path, src), "--dry-run")
+    r = run_cli(*_args(llm, tmp_path, src), "--dry_run")
     assert r.returncode == 0 and "would translate" in r.stderr
     assert not (tmp_path / "cache.sqlite").exists() and not (tmp_path / "out").exists() and llm.asked == []
 
@@ -148,14 +148,14 @@ def test_file_system_faults_are_one_line_before_any_work(llm, tmp_path, case):
     blocker.write_bytes(b"x")
     args = _args(llm, tmp_path, src)
     flag, where, needle = {
-        "out-dir below a file": ("--out-dir", blocker / "out", "is a file, not a folder"),
-        "out-dir is a file": ("--out-dir", blocker, "is a file, not a folder"),
+        "out-dir below a file": ("--out_dir", blocker / "out", "is a file, not a folder"),
+        "out-dir is a file": ("--out_dir", blocker, "is a file, not a folder"),
         "cache below a file": ("--cache", blocker / "c.sqlite", "is a file, not a folder"),
         "cache is not SQLite": ("--cache", blocker, "not an SQLite cache"),
         "cache is not SQLite (dry run)": ("--cache", blocker, "not an SQLite cache"),
     }[case]
     args[args.index(flag) + 1] = str(where)
-    r = run_cli(*args, *(["--dry-run"] if "dry run" in case else []))
+    r = run_cli(*args, *(["--dry_run"] if "dry run" in case else []))
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and "Traceback" not in r.stderr and lines[-1].startswith("error: "), r.stderr
     assert needle in lines[-1] and flag in lines[-1], lines[-1]
@@ -212,11 +212,11 @@ def test_unfinished_work_says_which_case_it_is(tmp_path):
     src = _dataset(tmp_path, {})
     base = ["--input", str(src), "--model", "m", "--retries", "1"]
     closed = f"http://127.0.0.1:{free_port()}/v1"
-    r = run_cli(*base, "--out-dir", str(tmp_path / "a"), "--cache", str(tmp_path / "a.sqlite"), "--base-url", closed)
+    r = run_cli(*base, "--out_dir", str(tmp_path / "a"), "--cache", str(tmp_path / "a.sqlite"), "--base_url", closed)
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and "cannot be reached" in last and "rerunning before that cannot help" in last, last
     with FakeLLM(rates={"html": 1.0}) as srv:
-        r = run_cli(*base, "--out-dir", str(tmp_path / "b"), "--cache", str(tmp_path / "b.sqlite"), "--base-url", srv.base_url)
+        r = run_cli(*base, "--out_dir", str(tmp_path / "b"), "--cache", str(tmp_path / "b.sqlite"), "--base_url", srv.base_url)
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and "not with OpenAI JSON" in last and "rerun the same command" not in last, last
     assert (tmp_path / "b" / "failures.json").exists()

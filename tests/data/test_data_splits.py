@@ -58,12 +58,12 @@ def ucm_family(base: Path, caption_splits: list[str] | None = None) -> dict:
 
 
 def build_captions(fam: dict, srv, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    return run_cli("--input", str(fam["captions"]), "--out-dir", str(fam["cap_out"]), "--base-url", srv.base_url,
+    return run_cli("--input", str(fam["captions"]), "--out_dir", str(fam["cap_out"]), "--base_url", srv.base_url,
                    "--model", "fake", "--cache", str(tmp_path / "cache.sqlite"), *extra)
 
 
 def build_scenes(fam: dict, *extra: str) -> subprocess.CompletedProcess:
-    return importers("scenes", "--root", str(fam["scenes"]), "--out-dir", str(fam["scene_out"]), *extra)
+    return importers("scenes", "--root", str(fam["scenes"]), "--out_dir", str(fam["scene_out"]), *extra)
 
 
 def importers(*args: str) -> subprocess.CompletedProcess:
@@ -139,7 +139,7 @@ def test_captions_built_after_the_scenes_win_and_say_how_to_rebuild_them(fake_ll
     assert "UCM scenes" in warned[0] and "leak" in warned[0], warned[0]
     command = warned[0].split("rebuild it: ", 1)[1]
     assert command == shlex.join(["python", "-m", "remoteglm.data.importers", "scenes", "--root", str(fam["scenes"]),
-                                  "--out-dir", str(fam["scene_out"])])
+                                  "--out_dir", str(fam["scene_out"])])
 
     # until then, fine-tuning on the stale scene files is refused before any model loads
     from remoteglm.train.finetune import main
@@ -194,7 +194,7 @@ def test_copies_of_one_image_within_a_set_get_one_split(tmp_path):
     # seeded split: a byte copy of one image in another class folder follows that image's split
     copy = scenes / "airplane" / "airplane10.tif"
     copy.write_bytes((scenes / "agricultural" / "agricultural00.tif").read_bytes())
-    r = build_scenes(fam, "--seeded-split")
+    r = build_scenes(fam, "--seeded_split")
     assert r.returncode == 0, r.stderr
     got = content_splits(fam["scene_out"], "UCM_classify")
     assert all(len(s) == 1 for s in got.values()), got
@@ -239,8 +239,8 @@ def test_rsvqa_registers_its_official_splits_and_drops_train_copies_of_test_imag
     images = tmp_path / "RSVQA_LR" / "Images_LR"
     (images / "2.tif").write_bytes((images / "8.tif").read_bytes())  # a train image that is a test image
     srv = fake_llm()
-    r = importers("rsvqa", "--root", str(tmp_path / "RSVQA_LR"), "--out-dir", str(tmp_path / "RSVQA-LR_zh"),
-                  "--base-url", srv.base_url, "--model", "m", "--cache", str(tmp_path / "c.sqlite"), "--no-progress")
+    r = importers("rsvqa", "--root", str(tmp_path / "RSVQA_LR"), "--out_dir", str(tmp_path / "RSVQA-LR_zh"),
+                  "--base_url", srv.base_url, "--model", "m", "--cache", str(tmp_path / "c.sqlite"), "--no_progress")
     assert r.returncode == 0, r.stderr
     assert any("1 train image(s) of RSVQA-LR questions" in w and "left out of train" in w for w in warnings_of(r))
     train = json.loads((tmp_path / "RSVQA-LR_zh" / "RSVQA-LR_train.json").read_text(encoding="utf-8"))

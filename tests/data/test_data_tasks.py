@@ -398,7 +398,7 @@ def test_mix_and_tasks_options():
 def test_cli_tasks_and_mix(fake_llm, tmp_path):
     srv = fake_llm()
     src = write_json(tmp_path / "UCM-en.json", ucm_list(42, step=50))
-    args = ["--input", str(src), "--out-dir", str(tmp_path / "out"), "--base-url", srv.base_url, "--model", "fake",
+    args = ["--input", str(src), "--out_dir", str(tmp_path / "out"), "--base_url", srv.base_url, "--model", "fake",
             "--cache", str(tmp_path / "c.sqlite")]
     r = run_cli(*args, "--mix", "caption=1,vqa=1,cls=0.5,conv=0.5")
     assert r.returncode == 0, r.stderr

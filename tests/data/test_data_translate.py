@@ -136,7 +136,7 @@ def test_gives_up_after_retries_and_on_auth(fake_llm):
     with pytest.raises(RemoteGLMError, match="refused the key") as e:
         client(srv.base_url).chat([{"role": "user", "content": 'x {"1": "a"}'}])
     assert srv.fault_log == ["unauthorized"] and srv.requests == 1  # no retry on a bad key
-    assert "not-needed" not in str(e.value) and "--api-key-env" in str(e.value)
+    assert "not-needed" not in str(e.value) and "--api_key_env" in str(e.value)
 
 
 def test_estimate_and_cache_schema(tmp_path):

@@ -283,7 +283,7 @@ def test_cli_rewrite_with_refusals_keeps_none_and_reruns_without_calls(tmp_path)
         items = [{"imged_id": img, "caption": "  ".join(en + " ." for en, _ in pairs)} for ds, img, pairs, _ in REAL
                  if ds == "UCM"]
         src = write_json(tmp_path / "UCM-en.json", items)
-        args = ["--input", str(src), "--rewrite", "--out-dir", str(tmp_path / "out"), "--base-url", llm.base_url,
+        args = ["--input", str(src), "--rewrite", "--out_dir", str(tmp_path / "out"), "--base_url", llm.base_url,
                 "--model", "m", "--cache", str(tmp_path / "cache.sqlite")]
         r = run_cli(*args)
         assert r.returncode == 0, r.stderr

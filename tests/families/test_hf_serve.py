@@ -113,7 +113,7 @@ def servers(hf_runs, tmp_path_factory):
     """The API (GLM-4.1V run) and the web demo (Qwen2.5-VL run), both started before they are needed."""
     api_port, web_port = free_port(), free_port()
     api = ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", str(hf_runs["glm4v"]),
-                         "--port", str(api_port), "--api-key", "sk-test", "--max_new_tokens", str(CAP)],
+                         "--port", str(api_port), "--api_key", "sk-test", "--max_new_tokens", str(CAP)],
                         env=env(), cwd=ROOT, ready_marker="serving ")
     e = dict(env(), GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")), GRADIO_ANALYTICS_ENABLED="False")
     web = ServerProcess([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(hf_runs["qwen2_5_vl"]),

@@ -85,7 +85,7 @@ def test_qkv_permute_matches_hf_chatglm_layout(loaded, tmp_path):
 def test_converter_round_trips_bit_exactly(tiny_checkpoint, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "remoteglm", "convert", "--to", "hf", str(tiny_checkpoint), str(tmp_path / "hf"),
-                        "--shard-size", "100KB"], capture_output=True, text=True, env=env, timeout=120)
+                        "--shard_size", "100KB"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     convert(tmp_path / "hf", tmp_path / "sat", "sat")
     a, b = read_checkpoint(tiny_checkpoint), read_checkpoint(tmp_path / "sat")

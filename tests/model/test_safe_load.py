@@ -1,6 +1,6 @@
 """Checkpoint files are unpickled with weights_only=True and a short allow-list: a file that would
-run code is refused (one line: the file, the global, --trust-checkpoint) before anything runs;
-what sat, DeepSpeed and bitsandbytes really write loads without trusting it; --trust-checkpoint
+run code is refused (one line: the file, the global, --trust_checkpoint) before anything runs;
+what sat, DeepSpeed and bitsandbytes really write loads without trusting it; --trust_checkpoint
 is the only way past the check, in every command that reads checkpoints."""
 
 import datetime
@@ -75,7 +75,7 @@ def test_code_in_a_checkpoint_is_refused_before_it_runs(tiny_checkpoint, tmp_pat
     # sat's resume path sets this variable; it must not switch the check off
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     msg = one_line(load_model, d)
-    assert str(f) in msg and re.search(r"it pickles (builtins\.)?exec\b", msg) and "--trust-checkpoint" in msg
+    assert str(f) in msg and re.search(r"it pickles (builtins\.)?exec\b", msg) and "--trust_checkpoint" in msg
     assert not marker.exists()
     one_line(read_checkpoint, d)
     assert not marker.exists()
@@ -88,7 +88,7 @@ def test_code_in_a_checkpoint_is_refused_before_it_runs(tiny_checkpoint, tmp_pat
 def test_trust_switch_loads_an_unlisted_type(tiny_checkpoint, tmp_path):
     d = poisoned_copy(tiny_checkpoint, tmp_path / "c", datetime.date(2023, 6, 1))
     msg = one_line(load_model, d)
-    assert "it pickles datetime.date" in msg and "--trust-checkpoint" in msg
+    assert "it pickles datetime.date" in msg and "--trust_checkpoint" in msg
     assert torch_load(weights_file(d), trust=True)["extra"] == datetime.date(2023, 6, 1)
     trust_checkpoints(True)
     load_model(d)
@@ -188,7 +188,7 @@ def test_allow_list_is_plain_data(tmp_path):
         obj = _resolve_global(tmp_path, name)
         assert isinstance(obj, type) or obj is np._core.multiarray._reconstruct, name
     for name in ("builtins.exec", "os.system", "torch.load", "numpy.load", "subprocess.Popen"):
-        assert "--trust-checkpoint" in one_line(_resolve_global, tmp_path, name)
+        assert "--trust_checkpoint" in one_line(_resolve_global, tmp_path, name)
 
 
 # ---- the flag in every command that reads checkpoints -----------------------------------------------------
@@ -209,7 +209,7 @@ def test_every_checkpoint_command_has_the_flag(module, capsys):
         with pytest.raises(SystemExit):
             mod.main(["--help"])
         text = capsys.readouterr().out
-    assert "--trust-checkpoint" in text
+    assert "--trust_checkpoint" in text
 
 
 def test_commands_refuse_and_trust(tiny_checkpoint, tmp_path):
@@ -225,9 +225,9 @@ def test_commands_refuse_and_trust(tiny_checkpoint, tmp_path):
                                                   "--prompt", "hi", "--greedy", "--max_new_tokens", "2"])]:
         r = run(module, *args)
         lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and lines[-1].startswith("error: refused to load") and "--trust-checkpoint" in lines[-1], r.stderr
+        assert r.returncode == 2 and lines[-1].startswith("error: refused to load") and "--trust_checkpoint" in lines[-1], r.stderr
         assert not marker.exists()
-    r = run("remoteglm", "convert", "--to", "hf", d, tmp_path / "hf", "--trust-checkpoint")
+    r = run("remoteglm", "convert", "--to", "hf", d, tmp_path / "hf", "--trust_checkpoint")
     assert r.returncode == 0, r.stderr
     assert marker.exists()
     assert sorted(p.name for p in (tmp_path / "hf").glob("*.safetensors")) == ["model.safetensors"]

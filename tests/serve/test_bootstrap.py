@@ -14,7 +14,7 @@ def parse(*argv):
 
 
 def test_start_engine_applies_trust_picks_the_device_and_says_what_it_loaded(tiny_checkpoint, capsys):
-    args = parse("--from_pretrained", tiny_checkpoint, "--device", "cpu", "--trust-checkpoint")
+    args = parse("--from_pretrained", tiny_checkpoint, "--device", "cpu", "--trust_checkpoint")
     old = trust_checkpoints(False)
     try:
         engine, device, memory = start_engine(args, name="tiny-x", max_new_tokens=3)

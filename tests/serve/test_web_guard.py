@@ -36,7 +36,7 @@ def server(start_server, tiny_checkpoint, tmp_path_factory):
                GRADIO_ANALYTICS_ENABLED="False")
     port = free_port()
     srv = start_server([sys.executable, str(ROOT / "web_demo.py"), "--from_pretrained", str(tiny_checkpoint),
-                        "--port", str(port), "--auth-file", str(logins), "--upload_ttl_minutes", str(TTL_MIN),
+                        "--port", str(port), "--auth_file", str(logins), "--upload_ttl_minutes", str(TTL_MIN),
                         "--max_new_tokens", "4"], env=env, cwd=ROOT, ready_marker="Running on local URL")
     yield srv, f"http://127.0.0.1:{port}/", uploads
     srv.stop()
