@@ -1,7 +1,7 @@
 """VisualGLM-6B on SwissArmyTransformer: EVA-CLIP + Q-Former + ChatGLM-6B, in sat or HF layout
-(base, LoRA / QLoRA run folders, merged, quantised). Served by ``Engine``, trained with sat's
-``training_main`` and DeepSpeed (``remoteglm.train.sat_trainer``), merged by folding its LoRA
-pairs, quantised to a saved int4/int8 checkpoint.
+(base, LoRA / QLoRA run folders, merged, quantised). Served by ``VisualGLMEngine``, trained with
+sat's ``training_main`` and DeepSpeed (``remoteglm.train.sat_trainer``), merged by folding its
+LoRA pairs, quantised to a saved int4/int8 checkpoint.
 
 It is detected last: it claims any sat or HF checkpoint layout no other family claims, so that
 a broken or foreign folder gets its one line on what is wrong (``detect_format``).
@@ -76,15 +76,15 @@ class VisualGLM(Family):
 
         from remoteglm.model.quant import load_model_quantized
         from remoteglm.model.quant_layers import describe_quant, memory_summary
-        from remoteglm.serve.engine import Engine
+        from remoteglm.serve.visualglm_engine import VisualGLMEngine
 
         if min_pixels or max_pixels:
             raise RemoteGLMError("--min_pixels / --max_pixels are for the transformers families' folders; "
                                  "VisualGLM reads 224 x 224")
         model, tok, _ = load_model_quantized(path, quant, tokenizer=tokenizer, device=device, dtype=dtype, progress=progress)
         gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed) if seed is not None else None
-        engine = Engine(model, tok, name=name, quant=describe_quant(model), defaults=defaults,
-                        max_new_tokens=max_new_tokens, generator=gen)
+        engine = VisualGLMEngine(model, tok, name=name, quant=describe_quant(model), defaults=defaults,
+                                 max_new_tokens=max_new_tokens, generator=gen)
         return engine, memory_summary(model)
 
     def finetune(self, opts) -> Path:

@@ -1,19 +1,25 @@
 """The model engine behind every front end: the CLI (``cli.py``), the web demo (``web.py``), the
 OpenAI-compatible API (``api.py``) and evaluation (``remoteglm.eval``).
 
-    engine = Engine(model, tokenizer, name="visualglm-6b", defaults=CHAT_DEFAULTS)
+    engine = VisualGLMEngine(model, tokenizer, name="visualglm-6b", defaults=CHAT_DEFAULTS)
     for r in engine.stream("tile.png", "描述这张图片。"):     # growing Reply objects
         print(display_text(r.text, final=r.finish_reason is not None))
-    engine.reply(None, "你好").text                           # text only: the official 问：…\\n答： prompt
+    engine.reply(None, "你好").text                           # text only: the official 问：…\n答： prompt
     engine.batch(images, queries, max_new_tokens=64)          # evaluation: greedy, batched
 
-Interface (stable; the API server relies on it):
+``Engine`` is the family-neutral part: locking, the worker thread, the image-embeddings cache and
+the request settings. A model family subclasses it and implements its abstract hooks
+(``weights_label``, ``speaker``, ``_encode_images``, ``_generate_rows``, ``batch_key``, ``_batch``,
+``prompt_tokens``, ``context_length``, ``image_fit``): ``visualglm_engine.VisualGLMEngine`` for
+VisualGLM, ``hf_engine.HFEngine`` for the transformers families. Front ends get one through
+``remoteglm.serve.loading.load_engine(path, ...)`` and use only this interface (stable; the API
+server relies on it):
 
-- ``Engine(model, tokenizer, *, name="visualglm-6b", quant="", defaults=None, max_new_tokens=None,
-  cache_images=8, generator=None)`` -- ``defaults``: the GenerationConfig values a request starts
-  from (``CHAT_DEFAULTS`` when None; every defaults table carries ``max_new_tokens`` 512);
+- ``Engine(model, tokenizer, *, name, quant="", defaults=None, max_new_tokens=None, cache_images=8,
+  generator=None)`` -- ``defaults``: the GenerationConfig values a request starts from
+  (``CHAT_DEFAULTS`` when None; every defaults table carries ``max_new_tokens`` 512);
   ``max_new_tokens``: a server-side cap no request can exceed (None: none beyond the defaults);
-  ``generator`` (added for the CLI's ``--seed``): the torch.Generator used for sampling.
+  ``generator`` (the CLI's ``--seed``): the torch.Generator used for sampling.
 - ``stream(image, query, history=None, *, system=None, **gen) -> Iterator[Reply]``, ``reply(...) -> Reply``: image
   is a path, bytes, PIL image, pixel tensor or None; ``gen``: GenerationConfig fields. Generations
   run one at a time (``lock``) in a worker thread; abandoning the iterator stops the worker at its
@@ -22,16 +28,15 @@ Interface (stable; the API server relies on it):
 - ``check_image(image)``: RemoteGLMError unless ``image`` decodes; ``load_image(image)``: decoded
   once, at the size the family uses, for ``stream`` (a ``LoadedImage``); ``config(**gen)``: the
   GenerationConfig a request would get (RemoteGLMError on bad values).
-- Added: ``embeddings(image)`` (the cached image embeddings) and ``batch(images, queries,
-  histories=None, *, batch_size=8, **gen) -> list[str]`` (evaluation's batched greedy answers).
+- ``embeddings(image)`` (the cached image encoding) and ``batch(images, queries, histories=None, *,
+  batch_size=8, **gen) -> list[str]`` (evaluation's batched greedy answers).
 - ``Reply(text, prompt_tokens, completion_tokens, finish_reason=None)``.
-- Added for the second engine: ``prompt_tokens(query, history=None, english=False, image=None, system=None)``
-  (the API's context checks; ``image``: the request's image, None for text only) and ``context_length``. A model family implements ``_encode_images``,
-  ``_generate_rows`` and ``_batch``; ``hf_engine.HFEngine`` does so for the transformers families.
-- Added for the API's batches: ``stream_rows(rows) -> Iterator[(row, Reply | RemoteGLMError)]``
-  (several requests, ``Row`` objects, generated together: one forward pass per token for all;
-  ``stream`` is one row of it) and ``batch_key(image, cfg)`` (which requests may share a batch).
-  Front ends get either through ``remoteglm.serve.loading.load_engine(path, ...)``.
+- ``prompt_tokens(query, history=None, english=False, image=None, system=None)`` (the API's context
+  checks; ``image``: the request's image, None for text only) and ``context_length``.
+- ``stream_rows(rows) -> Iterator[(row, Reply | RemoteGLMError)]`` (several requests, ``Row``
+  objects, generated together: one forward pass per token for all; ``stream`` is one row of it)
+  and ``batch_key(image, cfg)`` (which requests may share a batch).
+- ``speaker`` (what titles and the CLI call the model) and ``weights_label`` (the start-up line).
 
 Text helpers for front ends: ``strip_control(text)`` and ``display_text(text, final=True)`` (what
 a terminal or page shows: control characters removed, an empty final answer as ``EMPTY_ANSWER``).
@@ -45,13 +50,13 @@ import hashlib
 import queue
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
-from dataclasses import astuple, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.model.prompt import encode_prompt
 from remoteglm.serve.generation import Reply
 from remoteglm.serve.sampling import CHAT_DEFAULTS, GenerationConfig
 
@@ -105,14 +110,12 @@ class Row:
     partial: bool = True
 
 
-class Engine:
+class Engine(ABC):
     """One model shared by many users: generations run one at a time in a worker thread, image
-    embeddings are cached (a client that resends the same image each turn pays for it once)."""
+    embeddings are cached (a client that resends the same image each turn pays for it once). The
+    family-neutral part; a model family subclasses it and implements the abstract hooks."""
 
-    weights_label = "ChatGLM weights"
-    speaker = "VisualGLM"  # what the front ends call the model (titles, the CLI's answer prefix)
-
-    def __init__(self, model, tokenizer, *, name: str = "visualglm-6b", quant: str = "", defaults: dict | None = None,
+    def __init__(self, model, tokenizer, *, name: str = "model", quant: str = "", defaults: dict | None = None,
                  max_new_tokens: int | None = None, cache_images: int = 8, generator=None):
         self.model, self.tokenizer = model, tokenizer
         self.name, self.quant = name, quant
@@ -139,9 +142,9 @@ class Engine:
         return None  # a PIL image or a pixel tensor: encoded each time
 
     def embeddings(self, image):
-        """The encoded image (VisualGLM: embeddings [1, 32, hidden]; None for None), from the cache
-        when the same bytes or the same unchanged file were seen recently. Call under ``lock``
-        when other threads may generate."""
+        """The encoded image (what ``_encode_images`` makes: VisualGLM's embeddings [1, 32, hidden];
+        None for None), from the cache when the same bytes or the same unchanged file were seen
+        recently. Call under ``lock`` when other threads may generate."""
         (out,) = self.embeddings_of([image])
         if isinstance(out, RemoteGLMError):
             raise out
@@ -192,80 +195,54 @@ class Engine:
             return e
         return bytes(image) if isinstance(image, bytearray) else image
 
-    # ---- what a model family implements (VisualGLM here; the transformers families in hf_engine.py) ----
-    @staticmethod
-    def _place_system(system: str | None, query: str, history: list) -> tuple[str, list]:
-        """(query, history) with a system text where the family takes it. VisualGLM has no system
-        role: the text goes before the first question (of the history, else of the query)."""
-        if not system:
-            return query, history
-        if history:
-            return query, [(f"{system}\n{history[0][0]}", history[0][1]), *history[1:]]
-        return f"{system}\n{query}", history
+    # ---- what a model family implements (VisualGLMEngine in visualglm_engine.py, HFEngine in hf_engine.py) ----
+    @property
+    @abstractmethod
+    def weights_label(self) -> str:
+        """What the start-up line calls the weights whose quantisation ``quant`` describes."""
 
+    @property
+    @abstractmethod
+    def speaker(self) -> str:
+        """What the front ends call the model (titles, the CLI's answer prefix)."""
+
+    @abstractmethod
     def _encode_images(self, images: list) -> list:
-        """Each image (path, bytes, PIL image, pixel tensor; or a RemoteGLMError, passed on)
-        encoded, in one pass of the image encoder for all; a RemoteGLMError in the place of one
-        that cannot be read."""
-        import torch
+        """Each of ``images`` (path, bytes, PIL image, pixel tensor; or a RemoteGLMError, passed on)
+        encoded for ``_generate_rows`` and ``_batch``, in the same order; a RemoteGLMError in the
+        place of one that cannot be read or that this family does not take. What is returned is
+        what ``embeddings`` caches."""
 
-        from remoteglm.model.image import preprocess_image
-
-        side = int(self.model.config.vit.image_size)
-        out, pixels = list(images), []
-        for k, image in enumerate(images):
-            if isinstance(image, RemoteGLMError):
-                continue
-            try:
-                pixels.append((k, image.reshape(3, *image.shape[-2:]) if isinstance(image, torch.Tensor)
-                               else preprocess_image(image, side)))
-            except RemoteGLMError as e:
-                out[k] = e
-        if pixels:
-            with torch.no_grad():
-                embeds = self.model.encode_image(torch.stack([p for _, p in pixels]))
-            for (k, _), emb in zip(pixels, embeds.split(1)):
-                out[k] = emb
-        return out
-
+    @abstractmethod
     def _generate_rows(self, encoded: list, rows: Sequence["Row"]) -> Iterator[tuple[int, "Reply | RemoteGLMError"]]:
-        """One batch: ``(row, Reply)`` as answers grow (see ``stream_rows``); ``encoded``: each
-        row's ``embeddings``."""
-        from remoteglm.serve.generation import stream_responses
+        """One batch, called under ``lock`` with the rows left after their images were encoded
+        (``encoded``: each row's ``embeddings``, None for none): ``(row index, Reply)`` as answers
+        grow, as ``stream_rows`` documents (each row's ``cfg``, ``system``, ``cancelled``,
+        ``partial`` honoured; texts post-processed; a failure of the batch itself raised)."""
 
-        placed = [self._place_system(r.system, r.query, list(r.history or [])) for r in rows]
-        return stream_responses(self.model, self.tokenizer, [q for q, _ in placed], [h for _, h in placed],
-                                [r.cfg for r in rows], image_embeds=encoded, generator=self.generator,
-                                cancelled=[r.cancelled for r in rows], partial=[r.partial for r in rows])
-
+    @abstractmethod
     def batch_key(self, image, cfg: GenerationConfig) -> tuple:
-        """Requests with equal keys may share a batch (``stream_rows``): the same settings but for
-        ``max_new_tokens``; VisualGLM also needs an image in every row or in none."""
-        return (image is not None, *astuple(replace(cfg, max_new_tokens=None)))
+        """Requests with equal keys may share a batch (``stream_rows``); requests that differ only
+        in ``max_new_tokens`` must be able to."""
 
+    @abstractmethod
     def _batch(self, images, queries, histories, batch_size: int, cfg: GenerationConfig) -> list[str]:
-        from remoteglm.serve.generation import generate_batch
+        """``batch``'s answers, final texts post-processed like ``stream``'s; called under ``lock``."""
 
-        return generate_batch(self.model, self.tokenizer, images, queries, histories, batch_size=batch_size,
-                              generator=self.generator, config=cfg)
-
+    @abstractmethod
     def prompt_tokens(self, query: str, history=None, english: bool = False, image=None, system: str | None = None) -> int:
         """How many tokens the prompt for ``query`` (about ``image``, if not None; after ``system``)
         takes: for the API's context checks."""
-        query, history = self._place_system(system, query, list(history or []))
-        slots = self.model.image_length if image is not None and image is not False else None
-        return len(encode_prompt(self.tokenizer, query, history, english=english, image_length=slots).ids)
 
     @property
+    @abstractmethod
     def context_length(self) -> int:
         """Prompt + answer tokens the model takes."""
-        return int(getattr(self.model.config, "max_sequence_length", 2048))
 
+    @abstractmethod
     def image_fit(self, width: int, height: int) -> tuple[int, int]:
-        """The size this family resizes a ``width`` x ``height`` image to (VisualGLM: its ViT's
-        square, 224 x 224)."""
-        side = int(self.model.config.vit.image_size)
-        return side, side
+        """The size this family resizes a ``width`` x ``height`` image to (``load_image`` decodes
+        to it)."""
 
     def load_image(self, image):
         """``image`` (a path or bytes) decoded once, reduced while decoding to what this family

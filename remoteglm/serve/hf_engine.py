@@ -1,6 +1,6 @@
-"""The ``Engine`` for transformers VLMs (GLM-4.1V, Qwen2.5-VL): the same interface, locking,
-image cache and post-processing as VisualGLM's, with the folder's own chat template and
-``model.generate`` underneath. Front ends get one through ``remoteglm.serve.loading.load_engine``.
+"""The ``Engine`` for transformers VLMs (GLM-4.1V, Qwen2.5-VL): the base's interface, locking and
+image cache, with the folder's own chat template and ``model.generate`` underneath. Front ends get
+one through ``remoteglm.serve.loading.load_engine``.
 """
 
 from __future__ import annotations
@@ -61,13 +61,16 @@ class HFEngine(Engine):
     def __init__(self, model, processor: Processor, **kw):
         super().__init__(model, processor.tokenizer, **kw)
         self.processor = processor
-        self.speaker = processor.family.label
         tok = processor.tokenizer
         keep = {tok.convert_tokens_to_ids(t) for t in ("<think>", "</think>", "<answer>", "</answer>")}
         self._hidden = (set(tok.all_special_ids) | set(processor.stop_ids)
                         | {i for i, t in tok.added_tokens_decoder.items() if t.special}) - keep
         # the front ends' defaults carry VisualGLM's 2048-token context: this model has its own
         self.defaults["max_length"] = self.context_length
+
+    @property
+    def speaker(self) -> str:
+        return self.processor.family.label
 
     def image_fit(self, width: int, height: int) -> tuple[int, int]:
         """At most the area the processor keeps of an image (its max_pixels; GLM-4.1V counts an
@@ -77,7 +80,7 @@ class HFEngine(Engine):
         return max(1, round(width * s)), max(1, round(height * s))
 
     def load_image(self, image):
-        """As VisualGLM's, and the image's shape must suit these models (not a strip over 200:1)."""
+        """As ``Engine.load_image``, and the image's shape must suit these models (not a strip over 200:1)."""
         from remoteglm.model.hf_folder import check_aspect
 
         loaded = super().load_image(image)

@@ -37,13 +37,13 @@ def test_training_prompt_is_the_serving_prompt(tok, tiny_checkpoint):
     and image (one prompt home: remoteglm.model.prompt); without an image both are the official
     问：{q}\\n答：."""
     from remoteglm.model.checkpoint import load_model
-    from remoteglm.serve.engine import Engine
+    from remoteglm.serve.visualglm_engine import VisualGLMEngine
 
     model, _, _ = load_model(tiny_checkpoint)
     seen = []
     hook = model.register_forward_pre_hook(lambda m, args, kw: seen.append((args[0] if args else kw["input_ids"], kw)),
                                            with_kwargs=True)
-    engine = Engine(model, tok)
+    engine = VisualGLMEngine(model, tok)
     image = SAMPLE / "images" / "s2_farmland.png"
     try:
         for q in ("描述这张图片。", "这张遥感图像属于以下哪一类场景：农田、住宅区、海洋？请只回答类别名称。"):

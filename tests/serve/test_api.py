@@ -23,9 +23,10 @@ from remoteglm.compat import free_port
 from remoteglm.serve.api_app import create_app
 from remoteglm.serve.api_errors import APIError
 from remoteglm.serve.api_request import parse_chat_request
-from remoteglm.serve.engine import Engine, strip_control
+from remoteglm.serve.engine import strip_control
 from remoteglm.serve.generation import chat
 from remoteglm.serve.sampling import CHAT_DEFAULTS
+from remoteglm.serve.visualglm_engine import VisualGLMEngine
 from tests.imagetest import png_bomb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,16 +44,16 @@ ENV.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
 
 SERVERS = {
     # the one most tests use
-    "main": ["--api-key", KEY, "--allow-path", str(IMAGES), "--max-request-mb", "1", "--max_new_tokens", str(CAP),
-             "--model-alias", "visualglm", "--timeout-header", str(HEADER_TIMEOUT), "--timeout-body", str(BODY_TIMEOUT),
-             "--max-connections", str(MAX_CONNECTIONS), "--cors-origin", ORIGIN],
+    "main": ["--api_key", KEY, "--allow_path", str(IMAGES), "--max_request_mb", "1", "--max_new_tokens", str(CAP),
+             "--model_alias", "visualglm", "--timeout_header", str(HEADER_TIMEOUT), "--timeout_body", str(BODY_TIMEOUT),
+             "--max_connections", str(MAX_CONNECTIONS), "--cors_origin", ORIGIN],
     # long answers, one request may wait behind the running one
-    "slow": ["--max-queue", "1"],
+    "slow": ["--max_queue", "1"],
     # long answers, several requests wait and start together
-    "batch": ["--max-queue", "8"],
+    "batch": ["--max_queue", "8"],
     # stopped by a signal mid-generation
-    "term": ["--shutdown-grace", "0.5"],
-    "int": ["--shutdown-grace", "0.5"],
+    "term": ["--shutdown_grace", "0.5"],
+    "int": ["--shutdown_grace", "0.5"],
 }
 
 
@@ -97,7 +98,7 @@ def client(url):
 def engine(tiny):
     """The server's code path in-process: what its answers must be (``api_text`` of them)."""
     model, tok, _ = tiny
-    return Engine(model, tok, name=MODEL, defaults=CHAT_DEFAULTS, max_new_tokens=CAP)
+    return VisualGLMEngine(model, tok, name=MODEL, defaults=CHAT_DEFAULTS, max_new_tokens=CAP)
 
 
 def api_text(reply) -> str:
@@ -449,7 +450,7 @@ def test_cors_is_opt_in(port, servers):
     resp = conn.getresponse()
     assert resp.status == 403 and error_of(resp.read())["code"] == "cors_origin_not_allowed"
     assert resp.getheader("Access-Control-Allow-Origin") is None
-    # a server started without --cors-origin sends no CORS headers: browsers keep other sites out
+    # a server started without --cors_origin sends no CORS headers: browsers keep other sites out
     conn = http.client.HTTPConnection("127.0.0.1", slow, timeout=30)
     conn.request("OPTIONS", "/v1/chat/completions", headers=pre)
     resp = conn.getresponse()
@@ -556,7 +557,7 @@ def test_slow_headers_and_bodies_are_closed_by_the_timeouts(port, servers):
     t = time.monotonic()
     got = read_all(s, timeout=BODY_TIMEOUT + 5)
     assert BODY_TIMEOUT - 0.5 < time.monotonic() - t < BODY_TIMEOUT + 3
-    assert got.startswith(b"HTTP/1.1 408 ") and b"--timeout-body" in got
+    assert got.startswith(b"HTTP/1.1 408 ") and b"--timeout_body" in got
     s.close()
     # a connection that sends nothing is closed too
     s = connect(port)
@@ -579,7 +580,7 @@ def test_a_flood_of_connections_is_bounded_in_count_and_time(port, servers, clie
         if status == 503:
             assert error_of(body)["code"] == "too_many_connections" and headers["retry-after"] == "1"
     assert time.monotonic() - t < 10
-    # --max-connections caps the requests being answered at once (test_api_transport), not sockets
+    # --max_connections caps the requests being answered at once (test_api_transport), not sockets
     assert set(statuses) <= {200, 503} and statuses.count(200) >= MAX_CONNECTIONS, statuses
     assert statuses[:MAX_CONNECTIONS // 2].count(200) == MAX_CONNECTIONS // 2  # the first ones are served
     assert threads_of(srv.proc.pid) <= threads + 2
@@ -651,7 +652,7 @@ def test_a_full_queue_gets_429_with_retry_after(servers):
     for stream in (False, True):
         with pytest.raises(openai.RateLimitError) as e:
             c.chat.completions.create(model=MODEL, messages=[user("你好")], max_tokens=2, stream=stream)
-        assert e.value.body["code"] == "queue_full" and "--max-queue 1" in e.value.body["message"]
+        assert e.value.body["code"] == "queue_full" and "--max_queue 1" in e.value.body["message"]
         assert 1 <= int(e.value.response.headers["retry-after"]) <= 60
     assert time.monotonic() - t < 2  # refused at once, not after waiting
     running.close()
@@ -685,7 +686,7 @@ def test_n_choices_streamed_or_not(client, engine):
     assert texts == {0: want, 1: want} and finishes == {0: "length", 1: "length"}
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=[user("你好")], n=9)
-    assert e.value.body["param"] == "n" and "--max-batch 8" in e.value.message
+    assert e.value.body["param"] == "n" and "--max_batch 8" in e.value.message
 
 
 def test_fields_the_server_does_not_act_on_are_refused(client):
@@ -793,7 +794,7 @@ def test_waiting_requests_are_generated_together_each_with_its_own_answer(server
 
 
 # ---- errors inside, logs, signals ----------------------------------------------------------------------------------------
-class OutOfMemoryEngine(Engine):
+class OutOfMemoryEngine(VisualGLMEngine):
     """An engine whose generation fails like a GPU out of memory, before or after its first words."""
 
     def __init__(self, *a, after: int = 0, **kw):

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from remoteglm.serve.api_app import create_app
-from remoteglm.serve.engine import Engine
 from remoteglm.serve.sampling import CHAT_DEFAULTS
+from remoteglm.serve.visualglm_engine import VisualGLMEngine
 
 KEY = "sk-transport"
 MODEL = "visualglm-tiny"
@@ -24,7 +24,7 @@ GET = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r
 @pytest.fixture(scope="module")
 def engine(tiny):
     model, tok, _ = tiny
-    return Engine(model, tok, name=MODEL, defaults=CHAT_DEFAULTS, max_new_tokens=4)
+    return VisualGLMEngine(model, tok, name=MODEL, defaults=CHAT_DEFAULTS, max_new_tokens=4)
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def closed(socks: list[socket.socket], wait: float) -> list[bool]:
 # ---- connections that never send a request -------------------------------------------------------
 def test_idle_and_half_sent_connections_do_not_lock_out_requests(serve):
     port = serve(max_connections=4)
-    idle = [connect(port) for _ in range(8)]  # twice --max-connections, never a byte
+    idle = [connect(port) for _ in range(8)]  # twice --max_connections, never a byte
     half = [connect(port) for _ in range(4)]
     for s in half:  # unauthenticated heads that never end
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")

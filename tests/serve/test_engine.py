@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from remoteglm.model.prompt import encode_prompt, process_partial_response, process_response
-from remoteglm.serve.engine import EMPTY_ANSWER, Engine, display_text, strip_control
+from remoteglm.serve.engine import EMPTY_ANSWER, display_text, strip_control
 from remoteglm.serve.generation import Reply
 from remoteglm.serve.sampling import CHAT_DEFAULTS, DEFAULT_MAX_NEW_TOKENS, DEMO_DEFAULTS, GenerationConfig
+from remoteglm.serve.visualglm_engine import VisualGLMEngine
 
 
 # ---- the official post-processing ---------------------------------------------------------------
@@ -92,7 +93,7 @@ SCRIPTED_FINAL = "这是农田，有 roads，中！ 2023年，"
 
 def test_engine_answers_are_post_processed_streaming_included(never_eop, tiny):
     tok = ScriptedTokenizer(tiny[1], SCRIPT)
-    engine = Engine(never_eop, tok)
+    engine = VisualGLMEngine(never_eop, tok)
     replies = list(engine.stream(None, "描述这张图片。", do_sample=False, max_new_tokens=len(SCRIPT)))
     final = replies[-1]
     assert process_response("".join(SCRIPT)) == SCRIPTED_FINAL
@@ -106,9 +107,23 @@ def test_engine_answers_are_post_processed_streaming_included(never_eop, tiny):
     assert engine.batch([None, None], ["a", "b"], max_new_tokens=len(SCRIPT)) == [SCRIPTED_FINAL] * 2
 
 
+def test_the_engine_base_is_family_neutral(tiny):
+    """``Engine`` holds no family's hooks: it cannot answer on its own, a family subclass can."""
+    from remoteglm.serve.engine import Engine
+
+    model, tok, _ = tiny
+    with pytest.raises(TypeError, match="abstract"):
+        Engine(model, tok)
+    hooks = {"weights_label", "speaker", "_encode_images", "_generate_rows", "batch_key", "_batch",
+             "prompt_tokens", "context_length", "image_fit"}
+    assert Engine.__abstractmethods__ == hooks
+    engine = VisualGLMEngine(model, tok)
+    assert (engine.name, engine.speaker, engine.weights_label) == ("visualglm-6b", "VisualGLM", "ChatGLM weights")
+
+
 def test_engine_text_only_prompt_is_the_official_one(tiny):
     model, tok, _ = tiny
-    r = Engine(model, tok).reply(None, "你好", do_sample=False, max_new_tokens=2)
+    r = VisualGLMEngine(model, tok).reply(None, "你好", do_sample=False, max_new_tokens=2)
     assert r.prompt_tokens == len(tok.encode("问：你好\n答：")) == len(encode_prompt(tok, "你好", image_length=None).ids)
 
 
@@ -117,14 +132,14 @@ def test_new_tokens_are_capped_by_default_and_adjustable(never_eop, tiny):
     assert DEFAULT_MAX_NEW_TOKENS == 512
     assert CHAT_DEFAULTS["max_new_tokens"] == DEMO_DEFAULTS["max_new_tokens"] == 512
     assert GenerationConfig.make().max_new_tokens == 512 and GenerationConfig().max_new_tokens == 512
-    engine = Engine(never_eop, tok)
+    engine = VisualGLMEngine(never_eop, tok)
     r = engine.reply(None, "你好", do_sample=False)
     assert (r.completion_tokens, r.finish_reason) == (512, "length")  # not on to max_length 2048
     assert engine.reply(None, "你好", do_sample=False, max_new_tokens=7).completion_tokens == 7
     n = len(tok.encode("问：你好\n答："))
     r = engine.reply(None, "你好", do_sample=False, max_new_tokens=0, max_length=n + 600)  # 0: only max_length
     assert r.completion_tokens == 600
-    capped = Engine(never_eop, tok, max_new_tokens=5)  # a server-side cap wins over a request
+    capped = VisualGLMEngine(never_eop, tok, max_new_tokens=5)  # a server-side cap wins over a request
     assert capped.reply(None, "你好", do_sample=False, max_new_tokens=50).completion_tokens == 5
 
 

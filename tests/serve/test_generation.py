@@ -10,7 +10,6 @@ import torch
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.prompt import encode_prompt, format_prompt
 from remoteglm.serve.chat import ChatSession
-from remoteglm.serve.engine import Engine
 from remoteglm.serve.generation import (
     GLMInputs,
     chat,
@@ -20,6 +19,7 @@ from remoteglm.serve.generation import (
     stream_chat,
 )
 from remoteglm.serve.sampling import GenerationConfig, banned_ids, choose_tokens, process_logits
+from remoteglm.serve.visualglm_engine import VisualGLMEngine
 
 CJK = re.compile("[\u4e00-\u9fff\u3000-\u303f\uff00-\uffef]")
 
@@ -218,7 +218,7 @@ def test_streamed_rows_of_a_batch_equal_one_by_one_and_a_cancelled_row_leaves(ti
     from remoteglm.serve.engine import Row
 
     model, tok, _ = tiny
-    engine = Engine(model, tok)
+    engine = VisualGLMEngine(model, tok)
     images = [tiny_image, tiny_image.flip(-1), -tiny_image, tiny_image.flip(-2)]
     queries = ["描述这张图片。", "图中有几条道路？这些道路通向哪里？", "有船吗？", "你好"]
     caps = [6, 14, 9, 12]
@@ -246,7 +246,7 @@ def test_an_image_is_decoded_once_and_answers_stay_the_same(tiny):
     from PIL import Image
 
     model, tok, _ = tiny
-    engine = Engine(model, tok, cache_images=1)
+    engine = VisualGLMEngine(model, tok, cache_images=1)
     raw = {}
     for name, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
         buf = io.BytesIO()
@@ -263,7 +263,7 @@ def test_an_image_is_decoded_once_and_answers_stay_the_same(tiny):
 
 def test_chat_session_keeps_image_and_history(tiny, tiny_image):
     model, tok, _ = tiny
-    s = ChatSession(Engine(model, tok), do_sample=False, max_new_tokens=8)
+    s = ChatSession(VisualGLMEngine(model, tok), do_sample=False, max_new_tokens=8)
     s.set_image(tiny_image)
     first = s.ask("描述这张图片。")
     assert first == chat(model, tok, tiny_image, "描述这张图片。", do_sample=False, max_new_tokens=8)[0]

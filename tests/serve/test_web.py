@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from remoteglm.compat import free_port
-from remoteglm.serve.engine import Engine
 from remoteglm.serve.sampling import DEMO_DEFAULTS
+from remoteglm.serve.visualglm_engine import VisualGLMEngine
 from tests.browser import headless_chrome
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def url(server):
 def expected(tiny):
     """The demo's answers, computed in-process with the same settings (greedy: temperature 0)."""
     model, tok, _ = tiny
-    engine = Engine(model, tok, defaults=DEMO_DEFAULTS)
+    engine = VisualGLMEngine(model, tok, defaults=DEMO_DEFAULTS)
     gen = dict(temperature=0, top_p=0.4, top_k=100, max_length=2048, max_new_tokens=CAP)
     first = engine.reply(str(PNG), Q1, **gen).text
     second = engine.reply(str(PNG), Q2, [(Q1, first)], **gen).text
@@ -269,5 +269,5 @@ def test_auth_file_and_bad_logins(tmp_path):
     f.write_text("nocolon\n")
     with pytest.raises(RemoteGLMError, match="line 1 must look like user:password"):
         read_auth(None, str(f))
-    with pytest.raises(RemoteGLMError, match="--auth-file"):
+    with pytest.raises(RemoteGLMError, match="--auth_file"):
         read_auth(None, str(tmp_path / "missing"))
