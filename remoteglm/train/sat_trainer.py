@@ -23,7 +23,7 @@ def _sat_args(opts, config, ds_config: dict, save_dir: Path):
 
     argv = [
         "--mode", "inference", "--skip-init",
-        "--train-iters", str(opts.train_iters), "--batch_size", str(opts.batch_size),
+        "--train-iters", str(opts.train_iters), "--batch-size", str(opts.batch_size),
         "--lr", str(opts.lr), "--warmup", str(max(opts.warmup, 1e-8)), "--lr-decay-style", opts.lr_decay_style,
         "--seed", str(opts.seed), "--distributed-backend", compat.distributed_backend(),
         "--zero-stage", str(opts.zero_stage), "--num-workers", str(opts.num_workers),
