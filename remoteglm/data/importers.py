@@ -12,37 +12,37 @@ RemoteGLMError line.
 
 from __future__ import annotations
 
+from remoteglm.options import Parser
+
 import argparse
 import shlex
 import sys
 from pathlib import Path
 
 from ..errors import RemoteGLMError, cli_entry
+from .cli import endpoint_configs
+from .cli import parser as caption_parser
 from .glossary import SCENE_SETS
 from .import_summary import print_import_summary
-from .llm import LLMConfig
 from .llm_keys import redact
 from .rsvqa_records import RSVQAConfig, import_rsvqa
 from .scenes import ScenesConfig, import_scenes
-from .translate import TranslateConfig
 
 EPILOG = """examples:
   # RSVQA-LR / RSVQA-HR: questions translated (cached, resumable), answers mapped by rule
-  python -m remoteglm.data.importers rsvqa --root data/RSVQA_LR --dry-run
-  python -m remoteglm.data.importers rsvqa --root data/RSVQA_HR --base-url https://api.deepseek.com/v1 \\
-      --model deepseek-chat --api-key-env DEEPSEEK_API_KEY
+  python -m remoteglm.data.importers rsvqa --root data/RSVQA_LR --dry_run
+  python -m remoteglm.data.importers rsvqa --root data/RSVQA_HR --base_url https://api.deepseek.com/v1 \\
+      --model deepseek-chat --api_key_env DEEPSEEK_API_KEY
   # folder-per-class scene sets: no LLM needed
   python -m remoteglm.data.importers scenes --root data/AID
-  python -m remoteglm.data.importers scenes --root data/NWPU-RESISC45 --split-files data/resisc45
+  python -m remoteglm.data.importers scenes --root data/NWPU-RESISC45 --split_files data/resisc45
 
 Both rebuild nothing when nothing changed; a bad layout is one error line."""
 
 
 def _llm_parent() -> argparse.ArgumentParser:
     """The translation CLI's "LLM endpoint" options, the same actions (one definition, in cli.py)."""
-    from .cli import parser as caption_parser
-
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     group = parent.add_argument_group("LLM endpoint")
     for g in caption_parser()._action_groups:
         if g.title == "LLM endpoint":
@@ -52,7 +52,7 @@ def _llm_parent() -> argparse.ArgumentParser:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m remoteglm.data.importers",
         description="Import RSVQA-LR/HR and folder-per-class scene sets (AID, NWPU-RESISC45, UCM, WHU-RS19) as Chinese "
         "VisualGLM fine-tune files.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,20 +65,20 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--images", type=Path, default=None,
                    help="image folder (default: Images_LR/ for LR, Data/ for HR, beside the JSON files); only checked")
     v.add_argument("--name", default=None, help="RSVQA-LR or RSVQA-HR (default: from the file prefix LR_ / USGS_)")
-    v.add_argument("--out-dir", type=Path, default=None, help="output folder (default: data/<name>_zh)")
+    v.add_argument("--out_dir", type=Path, default=None, help="output folder (default: data/<name>_zh)")
     v.add_argument("--limit", type=int, default=None, help="only the first N images of each split (a trial run)")
-    v.add_argument("--dry-run", action="store_true", help="estimate calls and tokens; call nothing, write nothing")
-    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.add_argument("--dry_run", action="store_true", help="estimate calls and tokens; call nothing, write nothing")
+    v.add_argument("--no_progress", action="store_true", help="no progress bar")
     s = sub.add_parser("scenes", help="folder-per-class scene sets -> classification records",
                        description="A folder-per-class scene set (AID, NWPU-RESISC45, UCM, WHU-RS19) -> scene-"
                        "classification fine-tune files with the one classification prompt; no LLM.")
     s.add_argument("--root", type=Path, required=True, help="folder holding one folder per class")
     s.add_argument("--name", default=None, help=f"{', '.join(SCENE_SETS)} (default: from the path or the class folders)")
-    s.add_argument("--out-dir", type=Path, default=None, help="output folder (default: data/<name>_classify)")
-    s.add_argument("--split-files", type=Path, default=None,
+    s.add_argument("--out_dir", type=Path, default=None, help="output folder (default: data/<name>_classify)")
+    s.add_argument("--split_files", type=Path, default=None,
                    help="folder with the official split lists (<name>-train.txt, -val.txt, -test.txt); default: looked "
                    "for beside --root and in its parent")
-    s.add_argument("--seeded-split", action="store_true", help="ignore split lists: seeded 80/10/10 split per class")
+    s.add_argument("--seeded_split", action="store_true", help="ignore split lists: seeded 80/10/10 split per class")
     s.add_argument("--val", type=float, default=0.1, help="val fraction of the seeded split (default: %(default)s)")
     s.add_argument("--test", type=float, default=0.1, help="test fraction of the seeded split (default: %(default)s)")
     for sp in (v, s):
@@ -96,16 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print_import_summary(import_scenes(ScenesConfig(a.root, a.name, a.out_dir, a.split_files, a.seeded_split,
                                                         a.val, a.test, a.splits, command)))
         return 0
-    for flag, value in (("--concurrency", a.concurrency), ("--batch-size", a.batch_size)):
-        if value < 1:
-            raise RemoteGLMError(f"{flag} must be at least 1 (got {value})")
-    if a.timeout <= 0 or a.retries < 0:
-        raise RemoteGLMError("--timeout must be > 0 and --retries >= 0")
+    llm, translate = endpoint_configs(a)
     cfg = RSVQAConfig(
-        root=a.root, images=a.images, name=a.name, out_dir=a.out_dir, cache=a.cache,
-        llm=LLMConfig(base_url=a.base_url, model=a.model, timeout=a.timeout, max_retries=a.retries,
-                      api_key_env=a.api_key_env),
-        translate=TranslateConfig(batch_size=a.batch_size, concurrency=a.concurrency),
+        root=a.root, images=a.images, name=a.name, out_dir=a.out_dir, cache=a.cache, llm=llm, translate=translate,
         dry_run=a.dry_run, limit=a.limit, progress=not a.no_progress, splits=a.splits, command=command)
     try:
         print_import_summary(import_rsvqa(cfg))

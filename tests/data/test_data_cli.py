@@ -19,7 +19,7 @@ from remoteglm.data.translate import distinct_sentences, normalise
 
 
 def _llm_args(srv, tmp_path):
-    return ["--base-url", srv.base_url, "--model", "fake", "--cache", str(tmp_path / "cache.sqlite")]
+    return ["--base_url", srv.base_url, "--model", "fake", "--cache", str(tmp_path / "cache.sqlite")]
 
 
 def test_full_run_karpathy_outputs(fake_llm, tmp_path):
@@ -31,7 +31,7 @@ def test_full_run_karpathy_outputs(fake_llm, tmp_path):
         (data / "imgs" / it["imged_id"]).write_bytes(b"tif " + it["imged_id"].encode())  # one content per image
     srv = fake_llm()
     out = tmp_path / "data" / "UCM_zh"
-    r = run_cli("--input", str(data / "dataset.json"), "--out-dir", str(out), *_llm_args(srv, tmp_path))
+    r = run_cli("--input", str(data / "dataset.json"), "--out_dir", str(out), *_llm_args(srv, tmp_path))
     assert r.returncode == 0, r.stderr
     assert "2 of 42 images missing" in r.stderr and "Traceback" not in r.stderr
     assert f"{srv.requests} calls" in r.stderr and "0 failed" in r.stderr
@@ -64,7 +64,7 @@ def test_full_run_karpathy_outputs(fake_llm, tmp_path):
 def test_dry_run_and_limit(fake_llm, tmp_path):
     srv = fake_llm()
     src = write_json(tmp_path / "UCM-en.json", ucm_list(300))
-    r = run_cli("--input", str(src), "--dry-run", "--rewrite", "--batch-size", "10", *_llm_args(srv, tmp_path))
+    r = run_cli("--input", str(src), "--dry_run", "--rewrite", "--batch_size", "10", *_llm_args(srv, tmp_path))
     n = len(distinct_sentences(load_captions(src).sentences()))
     assert r.returncode == 0 and srv.requests == 0, r.stderr
     assert f"dry run: 300 images, 1500 sentences, {n} distinct, 0 cached" in r.stderr
@@ -72,11 +72,11 @@ def test_dry_run_and_limit(fake_llm, tmp_path):
     assert not (tmp_path / "data").exists() and not list(tmp_path.glob("**/*_train.json"))
 
     out = tmp_path / "out"
-    r = run_cli("--input", str(src), "--limit", "7", "--out-dir", str(out), *_llm_args(srv, tmp_path))
+    r = run_cli("--input", str(src), "--limit", "7", "--out_dir", str(out), *_llm_args(srv, tmp_path))
     assert r.returncode == 0, r.stderr
     assert len(load_zh_dataset(out / "dataset_UCM_zh.json")["images"]) == 7
     assert srv.sentence_requests.total() <= 35
-    r = run_cli("--input", str(src), "--dry-run", "--limit", "7", *_llm_args(srv, tmp_path))
+    r = run_cli("--input", str(src), "--dry_run", "--limit", "7", *_llm_args(srv, tmp_path))
     assert "35 sentences, 5 distinct, 5 cached" in r.stderr and "would translate 0 sentences in ~0 calls" in r.stderr
 
 
@@ -90,7 +90,7 @@ def test_bad_input_is_one_line(tmp_path, content, needle):
     src = tmp_path / "captions.json"
     if content is not None:
         src.write_text(content)
-    r = run_cli("--input", str(src), "--base-url", "http://127.0.0.1:9/v1", "--cache", str(tmp_path / "c.sqlite"))
+    r = run_cli("--input", str(src), "--base_url", "http://127.0.0.1:9/v1", "--cache", str(tmp_path / "c.sqlite"))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0] and str(src) in lines[0]
@@ -98,22 +98,22 @@ def test_bad_input_is_one_line(tmp_path, content, needle):
 
 def test_missing_key_for_remote_endpoint_is_one_line(tmp_path):
     src = write_json(tmp_path / "UCM-en.json", ucm_list(2))
-    r = run_cli("--input", str(src), "--base-url", "https://api.openai.com/v1", "--cache", str(tmp_path / "c.sqlite"))
+    r = run_cli("--input", str(src), "--base_url", "https://api.openai.com/v1", "--cache", str(tmp_path / "c.sqlite"))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: OPENAI_API_KEY is not set")
     assert "Traceback" not in r.stderr
     # another remote host: OPENAI_API_KEY is not sent there, the flag that names its key is
-    r = run_cli("--input", str(src), "--base-url", "https://api.example.invalid/v1", "--cache", str(tmp_path / "c.sqlite"),
+    r = run_cli("--input", str(src), "--base_url", "https://api.example.invalid/v1", "--cache", str(tmp_path / "c.sqlite"),
                 key="sk-openai-only")
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 2 and last.startswith("error: api.example.invalid is not OpenAI's host") and "--api-key-env" in last
+    assert r.returncode == 2 and last.startswith("error: api.example.invalid is not OpenAI's host") and "--api_key_env" in last
     assert "Traceback" not in r.stderr and "sk-openai-only" not in r.stderr
 
 
 def test_unfinished_run_says_what_remains_and_rerun_finishes(fake_llm, tmp_path):
     srv = fake_llm(counts={"server_error": 1})
     src = write_json(tmp_path / "UCM-en.json", ucm_list(20))
-    args = ["--input", str(src), "--out-dir", str(tmp_path / "out"), "--retries", "0", "--concurrency", "1",
-            "--api-key-env", "LOCAL_LLM_KEY", *_llm_args(srv, tmp_path)]
+    args = ["--input", str(src), "--out_dir", str(tmp_path / "out"), "--retries", "0", "--concurrency", "1",
+            "--api_key_env", "LOCAL_LLM_KEY", *_llm_args(srv, tmp_path)]
     secret = "sk-test-do-not-leak-12345"
     r = run_cli(*args, env={"LOCAL_LLM_KEY": secret})
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -141,8 +141,8 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_asks_nothing_twice(fake_llm
     distinct = set(distinct_sentences(load_captions(src).sentences()))
     srv = fake_llm(latency=0.15)
     db = tmp_path / "cache.sqlite"
-    args = ["--input", str(src), "--out-dir", str(tmp_path / "out"), "--batch-size", "5", "--concurrency", "2",
-            "--base-url", srv.base_url, "--model", "fake", "--cache", str(db), "--no-progress"]
+    args = ["--input", str(src), "--out_dir", str(tmp_path / "out"), "--batch_size", "5", "--concurrency", "2",
+            "--base_url", srv.base_url, "--model", "fake", "--cache", str(db), "--no_progress"]
     env = {**os.environ}
     env.pop("OPENAI_API_KEY", None)
     proc = subprocess.Popen([sys.executable, str(CLI), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -178,7 +178,7 @@ def test_rewrite_via_cli_reports_rejects(fake_llm, tmp_path):
     srv = fake_llm(counts={"rewrite:mood": 2})
     src = write_json(tmp_path / "Sydney-en.json", json.loads((FIXTURES / "Sydney-en.json").read_text())[:6])
     out = tmp_path / "out"
-    r = run_cli("--input", str(src), "--rewrite", "--out-dir", str(out), *_llm_args(srv, tmp_path))
+    r = run_cli("--input", str(src), "--rewrite", "--out_dir", str(out), *_llm_args(srv, tmp_path))
     assert r.returncode == 0, r.stderr
     assert "2 replies rejected" in r.stderr
     zh = load_zh_dataset(out / "dataset_Sydney_zh.json")
@@ -186,3 +186,27 @@ def test_rewrite_via_cli_reports_rejects(fake_llm, tmp_path):
     train = json.loads((out / "Sydney_train.json").read_text())
     by_img = [r for r in train if r["task"] == "caption"]
     assert len(by_img) == len({r["img"] for r in by_img})  # one paragraph per train image
+
+
+@pytest.mark.parametrize("command", ["translation_en2zh.py", "importers rsvqa"])
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--concurrency", "0", "--concurrency must be at least 1 (got 0)"),
+    ("--batch_size", "0", "--batch_size must be at least 1 (got 0)"),
+    ("--timeout", "0", "--timeout must be > 0 and --retries >= 0"),
+    ("--retries", "-1", "--timeout must be > 0 and --retries >= 0"),
+])
+def test_bad_llm_endpoint_numbers_are_one_line_before_anything_is_made(command, flag, value, needle, tmp_path,
+                                                                        capsys):
+    """Both commands that talk to an LLM take the same endpoint options and refuse the same bad
+    values in the same words, before any file is read or created."""
+    from remoteglm.data.cli import main as caption_main
+    from remoteglm.data.importers import main as importers_main
+
+    common = ["--cache", str(tmp_path / "c.sqlite"), "--out_dir", str(tmp_path / "out"), flag, value]
+    if command == "translation_en2zh.py":
+        rc = caption_main(["--input", str(tmp_path / "missing.json"), *common])
+    else:
+        rc = importers_main(["rsvqa", "--root", str(tmp_path / "missing"), *common])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"error: {needle}"]
+    assert list(tmp_path.iterdir()) == []
