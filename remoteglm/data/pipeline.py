@@ -22,7 +22,7 @@ from .rewrite import PROMPT_VERSION as REWRITE_VERSION
 from .rewrite import RewriteConfig, Rewriter, source_key
 from .splits import Registry, Source, SplitCheck, default_registry
 from .tasks import TaskConfig, TaskImage, TaskMaker, estimate_calls
-from .translate import PROMPT_VERSION, TranslateConfig, Translator, distinct_sentences, estimate, normalise
+from .translate import PROMPT_VERSION, TranslateConfig, Translator, distinct_sentences, normalise
 
 IMAGE_DIR_NAMES = ("imgs", "images", "RSICD_images")
 
@@ -145,9 +145,7 @@ def run(cfg: PipelineConfig) -> Summary:
         translator = Translator(None, cache, cfg.translate, cfg.llm.model)
         distinct = distinct_sentences(cs.sentences())
         if cfg.dry_run:
-            todo = translator.pending(distinct)[1]
-            s.distinct, s.cache_hits = len(distinct), len(distinct) - len(todo)
-            s.estimate = estimate(todo, cfg.translate.batch_size)
+            s.distinct, s.cache_hits, s.estimate = translator.plan(distinct)
             if cfg.does_rewrite:
                 groups = {source_key(im.sentences) for im in cs.images if len(set(im.sentences)) > 1}
                 s.estimate["rewrite_calls"] = len(groups)  # at least; failed checks add re-asks

@@ -24,7 +24,7 @@ from .jobs import build_stamp, failure_advice, say
 from .llm import LLMClient, LLMConfig
 from .rsvqa import VQASet, load_rsvqa, question_zh
 from .splits import Registry, Source, SplitCheck, default_registry
-from .translate import PROMPT_VERSION, TranslateConfig, Translator, distinct_sentences, estimate, normalise
+from .translate import PROMPT_VERSION, TranslateConfig, Translator, distinct_sentences, normalise
 
 
 @dataclass
@@ -104,9 +104,7 @@ def import_rsvqa(cfg: RSVQAConfig) -> ImportSummary:
         translator = Translator(None, cache, cfg.translate, cfg.llm.model)
         distinct = distinct_sentences(vs.questions())
         if cfg.dry_run:
-            todo = translator.pending(distinct)[1]
-            s.distinct, s.cache_hits = len(distinct), len(distinct) - len(todo)
-            s.estimate = estimate(todo, cfg.translate.batch_size)
+            s.distinct, s.cache_hits, s.estimate = translator.plan(distinct)
             return s
         client = LLMClient(cfg.llm)  # connects only when something is not cached
         translator.client = client

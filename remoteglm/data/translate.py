@@ -203,6 +203,12 @@ class Translator:
         done = self.cached(distinct)
         return done, [s for s in distinct if s not in done]
 
+    def plan(self, distinct: list[str]) -> tuple[int, int, dict[str, int]]:
+        """What a dry run reports for ``distinct`` sentences: how many, how many are cached, and
+        the LLM calls the rest would take (``estimate``)."""
+        todo = self.pending(distinct)[1]
+        return len(distinct), len(distinct) - len(todo), estimate(todo, self.cfg.batch_size)
+
     def _ask(self, job: tuple[list[str], dict[int, str]]):
         """One request: (accepted, failed -> (problem, bad answer), endpoint error or None).
         Accepted ones are cached now."""
