@@ -13,7 +13,8 @@ class RemoteGLMError(Exception):
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a CLI ``main`` so RemoteGLMError (and Ctrl-C) print one line and exit non-zero.
+    """Wrap a CLI ``main`` so RemoteGLMError (and Ctrl-C) print one line and exit non-zero, and a
+    closed output pipe ends it quietly (exit 141, as a shell reports SIGPIPE).
 
     Set ``REMOTEGLM_DEBUG=1`` to see the full traceback instead.
     """
@@ -31,5 +32,8 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
         except KeyboardInterrupt:
             print("interrupted: work done so far is saved; rerun the same command to continue.", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # the reader stopped early (`| head`): stop quietly, as other tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            return 141
 
     return wrapper
