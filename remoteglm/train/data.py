@@ -46,6 +46,24 @@ def check_leaks(train: Sequence[Record], valid: Sequence[Record], train_files: S
                              f"(e.g. {img} is {split} in {source}): training on them leaks into that evaluation; {fix}")
 
 
+def training_records(opts) -> tuple[list[Record], list[Record]]:
+    """Every family's training data, read and checked before any model loads: the records of
+    ``--train_data`` and ``--valid_data`` (a Karpathy dataset's prompts drawn with ``--seed``), one
+    line for a split with no samples, one none of whose images exist, or a leak (``check_leaks``)."""
+    from remoteglm.data.records import load_records
+
+    train = [r for p in opts.train_data for r in load_records(p, "train", opts.seed, opts.image_root)]
+    valid = [r for p in opts.valid_data or [] for r in load_records(p, "val", opts.seed, opts.image_root)]
+    for split, recs, files in (("train", train, opts.train_data), ("valid", valid, opts.valid_data or [])):
+        if files and not recs:
+            raise RemoteGLMError(f"no {split} samples in {' '.join(map(str, files))}")
+        if recs and not any(r.img.is_file() for r in recs):
+            raise RemoteGLMError(f"none of the {len(recs)} {split} images exist (first: {recs[0].img}); "
+                                 "fix the img paths or pass --image_root (IMAGE_ROOT) to the folder that holds them")
+    check_leaks(train, valid, opts.train_data)
+    return train, valid
+
+
 def check_images(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
     """Drop records whose image is missing, not a readable image or over the pixel limit (read
     from its header, before PIL looks further); return (kept, problems)."""

@@ -144,8 +144,7 @@ def run(opts, fam) -> Path:
     from remoteglm.io import write_json_atomic
     from remoteglm.model.hf_folder import BASE_RECORD, check_folder, load_processor
     from remoteglm.train.run_folder import run_name, write_last_run, write_summary
-    from remoteglm.data.records import load_records
-    from remoteglm.train.data import check_leaks
+    from remoteglm.train.data import training_records
 
     base = Path(opts.from_pretrained).expanduser().resolve()
     check_folder(base)  # a missing or damaged shard: one line now, not a traceback after the data work
@@ -173,9 +172,7 @@ def run(opts, fam) -> Path:
         n = read_json(base / "config.json", require_object=True).get("text_config", {}).get("num_hidden_layers")
         if n is not None and any(i >= n for i in opts.layer_range):
             raise RemoteGLMError(f"--layer_range {' '.join(map(str, opts.layer_range))}: the language model has layers 0-{n - 1}")
-    train = [r for f in opts.train_data for r in load_records(f, "train", image_root=opts.image_root)]
-    valid = [r for f in (opts.valid_data or []) for r in load_records(f, "val", image_root=opts.image_root)]
-    check_leaks(train, valid, opts.train_data)
+    train, valid = training_records(opts)
     cuda = torch.cuda.is_available()
     stage = opts.zero_stage if opts.zero_stage is not None else (2 if cuda and world > 1 else 0)
     if opts.use_qlora:

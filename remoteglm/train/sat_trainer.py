@@ -114,9 +114,9 @@ def _load_base(opts, dtype):
     return build_model(config, device="cpu", dtype=dtype), tok, config
 
 
-def validate(opts, config, records: dict) -> None:
-    """What only VisualGLM checks (the common settings: ``remoteglm.train.options.validate``):
-    its layer indices, its ZeRO stages, and that the data's images exist."""
+def validate(opts, config) -> None:
+    """What only VisualGLM checks (the common settings: ``remoteglm.train.options.validate``; the
+    data: ``remoteglm.train.data.training_records``): its layer indices and its ZeRO stages."""
     if opts.zero_stage not in (1, 2):
         raise RemoteGLMError(f"--zero_stage {opts.zero_stage}: VisualGLM trains with ZeRO stage 1 or 2")
     if opts.layer_range is not None:
@@ -124,13 +124,6 @@ def validate(opts, config, records: dict) -> None:
         if bad or not opts.layer_range:
             raise RemoteGLMError(f"--layer_range (LAYER_RANGE) {bad or '(empty)'}: {opts.from_pretrained} has "
                                  f"{config.num_layers} ChatGLM layers, indices 0..{config.num_layers - 1}")
-    for split, recs in records.items():
-        if not recs:
-            raise RemoteGLMError(f"no {split} samples in {' '.join(getattr(opts, split + '_data'))}")
-        found = sum(1 for r in recs if r.img.is_file())
-        if found == 0:
-            raise RemoteGLMError(f"none of the {len(recs)} {split} images exist (first: {recs[0].img}); "
-                                 "fix the img paths or pass --image_root (IMAGE_ROOT) to the folder that holds them")
 
 
 class Progress:
@@ -179,9 +172,8 @@ def run(opts, family) -> Path:
     from remoteglm.model.unpickle import trust_checkpoints
     from remoteglm.train import checkpointing as ckpt
     from remoteglm.train.run_folder import run_name, write_last_run
-    from remoteglm.data.records import load_records
     from remoteglm.model.sample import SampleEncoder, collate
-    from remoteglm.train.data import FinetuneDataset, check_leaks
+    from remoteglm.train.data import FinetuneDataset, training_records
 
     trust_checkpoints(opts.trust_checkpoint)
     opts.zero_stage = 1 if opts.zero_stage is None else opts.zero_stage
@@ -197,12 +189,9 @@ def run(opts, family) -> Path:
     # Everything cheap first: settings, data, checkpoint folders. Bad input fails in a second,
     # not after minutes of model loading.
     t0 = time.time()
-    records = {"train": [r for path in opts.train_data for r in load_records(path, "train", opts.seed, opts.image_root)]}
-    if opts.valid_data:
-        records["valid"] = [r for path in opts.valid_data for r in load_records(path, "val", opts.seed, opts.image_root)]
-    check_leaks(records["train"], records.get("valid", []), opts.train_data)
-    config0 = family.config(opts.from_pretrained)
-    validate(opts, config0, records)
+    validate(opts, family.config(opts.from_pretrained))
+    train, valid = training_records(opts)
+    records = {"train": train, **({"valid": valid} if opts.valid_data else {})}
     resume_dir, start, prior = None, 0, {}
     if opts.resume:
         resume_dir = Path(opts.resume).resolve()
