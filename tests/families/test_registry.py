@@ -189,6 +189,22 @@ def test_an_option_of_another_family_is_refused_in_one_line_before_anything_load
         assert "Loading" not in out + err and not (tmp_path / name).exists()
 
 
+def test_every_family_refuses_data_whose_images_do_not_exist_before_anything_loads(family_bases, tmp_path):
+    """The one data preflight: a training file none of whose images exist is one line for every
+    family (the transformers families used to go on to load the model), with no run folder."""
+    missing = tmp_path / "missing_train.json"
+    missing.write_text(json.dumps([{"img": "nowhere/a.png", "prompt": "描述这张图片。", "label": "农田。"}] * 3),
+                       encoding="utf-8")
+    procs = {name: subprocess.Popen([sys.executable, "finetune_visualglm.py", "--from_pretrained", str(family_bases[name]),
+                                     "--train_data", str(missing), "--save", str(tmp_path / name)], cwd=ROOT, env=env(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ALL_FAMILIES}
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=120)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and "none of the 3 train images exist" in lines[0], (name, err)
+        assert "Loading" not in out + err and not (tmp_path / name).exists()
+
+
 # ---- the console entry ---------------------------------------------------------------------------------
 def test_the_console_entry_lists_the_jobs_and_each_job_has_its_help():
     def run(*args):
