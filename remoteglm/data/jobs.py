@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 STAMP = ".build_stamp"  # the stamp file in an output folder
 
@@ -50,3 +51,16 @@ def failure_advice(endpoint_kind: str, endpoint_reason: str, problems: list[str]
     top = ", ".join(f"{k} x{n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
     return (f"the LLM's answers kept failing the checks ({top}): a rerun asks only for these, "
             "or try a stronger --model")
+
+
+def write_failures(out_dir: Path, failures: list, outputs: list) -> Path:
+    """``OUT/failures.json``: what a run could not finish (appended to ``outputs``); removed once a
+    rerun leaves nothing unfinished, so it never describes an older run. Returns its path."""
+    from ..io import write_json_atomic
+
+    f = out_dir / "failures.json"
+    if failures:
+        outputs.append(write_json_atomic(f, failures))
+    elif f.exists():
+        f.unlink()
+    return f

@@ -15,7 +15,7 @@ from .cache import ResultCache
 from .datasets import SPLITS, check_images, load_captions
 from .facts import Sources, join_english
 from ..io import check_writable, drop_stale_temps, write_json_atomic, write_text_atomic
-from .jobs import STAMP, build_stamp, failure_advice, say
+from .jobs import STAMP, build_stamp, failure_advice, say, write_failures
 from .kinds import MADE_HERE
 from .llm import LLMClient, LLMConfig, Usage
 from .rewrite import PROMPT_VERSION as REWRITE_VERSION
@@ -200,11 +200,7 @@ def run(cfg: PipelineConfig) -> Summary:
         _write_outputs(s, part, tr.translations, labels, meta, image_dir, out_dir, cfg,
                        tk.instructions if tk is not None else None)
         splits.register()
-    failures_file = out_dir / "failures.json"
-    if failures:
-        s.outputs.append(write_json_atomic(failures_file, failures))
-    elif failures_file.exists():
-        failures_file.unlink()
+    failures_file = write_failures(out_dir, failures, s.outputs)
     s.seconds = time.time() - t0
     if failures:
         print_summary(s)

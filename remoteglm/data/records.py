@@ -44,6 +44,17 @@ def resolve_image(img: str, base: Path) -> Path:
     return p if p.exists() else cand
 
 
+def image_base(path: Path, data, image_root: str | Path | None = None) -> Path:
+    """Where the relative image paths of the data file ``path`` (parsed: ``data``) are looked up:
+    ``image_root`` if given, else a Karpathy dataset's own ``image_root`` field (relative to the
+    file), else the file's folder."""
+    if image_root:
+        return Path(image_root)
+    if isinstance(data, dict) and data.get("image_root"):
+        return path.parent / data["image_root"]
+    return path.parent
+
+
 def load_records(path: str | Path, split: str = "train", seed: int = 42,
                  image_root: str | Path | None = None) -> list[Record]:
     """Read a fine-tune JSON list or a Chinese Karpathy dataset (``images[].sentences[].raw``).
@@ -56,9 +67,7 @@ def load_records(path: str | Path, split: str = "train", seed: int = 42,
     path = Path(path)
     data = read_json(path, "fine-tune data", hint="; pass a fine-tune JSON ({img, prompt, label} list) or a "
                      "dataset_<name>_zh.json (e.g. data/sample/sample_train.json)")
-    base = Path(image_root) if image_root else path.parent
-    if image_root is None and isinstance(data, dict) and data.get("image_root"):
-        base = path.parent / data["image_root"]
+    base = image_base(path, data, image_root)
     records: list[Record] = []
     if isinstance(data, list):
         for i, item in enumerate(data):

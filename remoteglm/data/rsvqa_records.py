@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RemoteGLMError
-from ..io import check_writable, write_json_atomic
+from ..io import check_writable
 from .build import check_no_leak, image_path
 from .cache import ResultCache
 from .import_summary import IMPORT_VERSION, ImportSummary, print_import_summary, write_if_changed
-from .jobs import build_stamp, failure_advice, say
+from .jobs import build_stamp, failure_advice, say, write_failures
 from .llm import LLMClient, LLMConfig
 from .rsvqa import VQASet, load_rsvqa, question_zh
 from .splits import Registry, Source, SplitCheck, default_registry
@@ -130,11 +130,7 @@ def import_rsvqa(cfg: RSVQAConfig) -> ImportSummary:
                        sorted((k, v) for k, v in tr.translations.items() if k in used))
         write_if_changed(s, out_dir, stamp, files)
         splits.register()
-    failures_file = out_dir / "failures.json"
-    if failures:
-        s.outputs.append(write_json_atomic(failures_file, failures))
-    elif failures_file.exists():
-        failures_file.unlink()
+    failures_file = write_failures(out_dir, failures, s.outputs)
     s.seconds = time.time() - t0
     if failures or not done:
         print_import_summary(s)

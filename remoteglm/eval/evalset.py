@@ -83,14 +83,12 @@ def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str 
                   limit: int | None = None, classify_template: str = CLASSIFY_PROMPT) -> EvalSet:
     """Images to evaluate. A Karpathy dataset gives the images of ``split``; a fine-tune JSON
     is one split already (``split`` is then only a label)."""
-    from remoteglm.data.records import resolve_image
+    from remoteglm.data.records import image_base, resolve_image
 
     path = Path(path)
     data = read_json(path, "evaluation data", hint="; pass dataset_<name>_zh.json (translation_en2zh.py writes "
                      "it) or a split's fine-tune JSON (e.g. data/sample/sample_test.json)")
-    base = Path(image_root) if image_root else path.parent
-    if image_root is None and isinstance(data, dict) and data.get("image_root"):
-        base = path.parent / data["image_root"]
+    base = image_base(path, data, image_root)
     if isinstance(data, dict) and isinstance(data.get("images"), list):
         es = _from_dataset(path, data, split, base, resolve_image, classify_template)
     elif isinstance(data, list):
