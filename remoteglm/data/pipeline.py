@@ -14,7 +14,7 @@ from .build import build_finetune_records, build_zh_dataset
 from .cache import ResultCache
 from .datasets import SPLITS, check_images, load_captions
 from .facts import Sources, join_english
-from ..io import check_writable, drop_stale_temps, write_json_atomic, write_text_atomic
+from ..io import check_writable, drop_stale_temps, read_json, write_json_atomic, write_text_atomic
 from .jobs import STAMP, build_stamp, failure_advice, say, write_failures
 from .kinds import MADE_HERE
 from .llm import LLMClient, LLMConfig, Usage
@@ -241,6 +241,18 @@ def _instructions(cfg: PipelineConfig, cs, done_images, translations, client, ca
     return tk
 
 
+def _last_split_counts(out_dir: Path) -> dict | None:
+    """The split counts the last build recorded ({} if it wrote none); None when the file is
+    damaged: the build's own record, so the outputs are rebuilt (from the cache) rather than refused."""
+    f = out_dir / ".split_counts.json"
+    if not f.exists():
+        return {}
+    try:
+        return read_json(f, require_object=True)
+    except RemoteGLMError:
+        return None
+
+
 def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, out_dir: Path, cfg,
                    instructions: dict | None = None) -> None:
     """The Chinese dataset and the per-split fine-tune files; skipped when nothing they are made
@@ -253,12 +265,13 @@ def _write_outputs(s: Summary, cs, translations, labels, meta, image_dir: Path, 
     if cfg.tasks is not None:  # (a job without --tasks keeps the stamp it always had)
         stamp = build_stamp(stamp, cfg.tasks, sorted((cfg.mix or {}).items()), instructions)
     stamp_file = out_dir / STAMP
-    if all(n.exists() for n in names) and stamp_file.exists() and stamp_file.read_text(encoding="utf-8").strip() == stamp:
+    counts = _last_split_counts(out_dir)
+    if (all(n.exists() for n in names) and stamp_file.exists() and counts is not None
+            and stamp_file.read_text(encoding="utf-8").strip() == stamp):
         s.up_to_date = True
         drop_stale_temps(out_dir)  # nothing is written, so the writes do not do it
         s.outputs.extend(names)
-        s.split_counts = json.loads((out_dir / ".split_counts.json").read_text(encoding="utf-8")) \
-            if (out_dir / ".split_counts.json").exists() else {}
+        s.split_counts = counts
         return
     zh = build_zh_dataset(cs, translations, labels, meta, instructions)
     s.outputs.append(write_json_atomic(names[0], zh))

@@ -21,14 +21,13 @@ checks its mix against the registry beside its files (:func:`held_out_by_registr
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import RemoteGLMError
-from ..io import check_writable, file_digest, write_json_atomic
+from ..io import check_writable, file_digest, read_json, write_json_atomic
 
 REGISTRY = "splits.json"
 VERSION = 1
@@ -94,11 +93,9 @@ class Registry:
         if self.path.stat().st_size > MAX_BYTES:
             raise self._damaged(f"{self.path.stat().st_size:,} bytes")
         try:
-            obj = json.loads(self.path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise self._damaged("not UTF-8 text") from None
-        except json.JSONDecodeError as e:
-            raise self._damaged(f"malformed JSON at line {e.lineno}, column {e.colno}") from None
+            obj = read_json(self.path, "split registry")
+        except RemoteGLMError as e:  # the one reader's line, with what to do about a registry
+            raise self._damaged(str(e).removeprefix(f"{self.path}: ")) from None
         sources = obj.get("sources") if isinstance(obj, dict) else None
         if not isinstance(sources, dict) or obj.get("version") != VERSION:
             raise self._damaged("not a split registry (no version 1 'sources' object)")

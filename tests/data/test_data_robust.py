@@ -126,6 +126,20 @@ def test_summary_timing_splits_and_an_up_to_date_rerun(llm, tmp_path):
     assert "train: 2 images" in r.stderr
 
 
+def test_a_damaged_split_count_file_rebuilds_instead_of_failing(llm, tmp_path):
+    """.split_counts.json is the build's own record: a damaged one (a disk fault, a hand edit)
+    means the outputs are rebuilt from the cache, not a traceback on every later rerun."""
+    src = _dataset(tmp_path, {})
+    assert run_cli(*_args(llm, tmp_path, src)).returncode == 0
+    counts = tmp_path / "out" / ".split_counts.json"
+    good, asked = json.loads(counts.read_text(encoding="utf-8")), len(llm.asked)
+    counts.write_text("{damaged", encoding="utf-8")
+    r = run_cli(*_args(llm, tmp_path, src))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(counts.read_text(encoding="utf-8")) == good and len(llm.asked) == asked  # from the cache
+    assert "train: 2 images" in r.stderr
+
+
 def test_temp_files_of_a_killed_writer_are_cleaned_up(tmp_path):
     from remoteglm.io import write_text_atomic
 
