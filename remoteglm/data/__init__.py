@@ -18,6 +18,9 @@ Modules:
   class names, jieba);
 * importers: ``importers`` (the command), ``rsvqa`` and ``rsvqa_records``, ``scenes``,
   ``import_summary``;
+* boxes (grounding): ``annotations`` (the model-neutral box of an object and of an image, the
+  readers' shared checks), one reader per format: ``voc`` (Pascal VOC XML: DIOR, DIOR-RSVG),
+  ``dota`` (DOTA labelTxt), ``coco`` (COCO-style JSON);
 * shared: ``llm`` (the OpenAI-compatible client) and ``llm_keys`` (where a key may go),
   ``cache`` (the result cache), ``splits`` (one split per image content across builders),
   ``records`` (fine-tune records as training reads them).
