@@ -1,5 +1,6 @@
-"""Published numbers shown next to ours: GeoChat's zero-shot scene classification (UCM, AID) and
-RSVQA-HR accuracy (presence, comparison).
+"""Published numbers shown next to ours: GeoChat's zero-shot scene classification (UCM, AID),
+RSVQA-HR accuracy (presence, comparison), and VRSBench's referring Acc@0.5 / Acc@0.7 for GeoChat
+fine-tuned on VRSBench and zero-shot (measured by VRSBench's authors).
 
 They are anchors, not a leaderboard: GeoChat was asked in English (the original questions and
 class names), RemoteGLM in Chinese (translated questions, Chinese class names), on its own split
@@ -7,7 +8,7 @@ of the images; the report and the terminal say so next to the numbers.
 
 Which benchmark a run is: ``--benchmark NAME``, or (``auto``) read from the data file's name, its
 folder, and the folders of its first image (``ucm_scene_test.json``, ``data/UCMerced_LandUse/``,
-``aid_test.json``, ``rsvqa_hr_test.json``, ``RSVQA-HR/``).
+``aid_test.json``, ``rsvqa_hr_test.json``, ``RSVQA-HR/``, ``vrsbench_refer_test.json``).
 """
 
 from __future__ import annotations
@@ -17,16 +18,27 @@ from pathlib import Path
 
 GEOCHAT = "GeoChat (Kuckreja et al., CVPR 2024)"
 
-# benchmark -> what GeoChat reports, in percent; "metric" names a result of ours (see ours()).
+VRSBENCH = ("VRSBench (Li, Ding, Elhoseiny, arXiv:2406.12384; github.com/lx709/VRSBench, \"Object Referring "
+            "Results\", All): test referring expressions in English, one box each, correct when IoU with the true box "
+            "is over 0.5 / 0.7; GeoChat fine-tuned = LoRA rank 64, 5 epochs on VRSBench's training set")
+
+# benchmark -> what GeoChat reports (or is reported to score), in percent; "who" is whose number
+# it is; "metric" names a result of ours (see ours()).
 ANCHORS: dict[str, dict] = {
     "UCM": {"task": "classify", "source": f"{GEOCHAT}, zero-shot scene classification, UC Merced Land Use",
-            "rows": [{"metric": "accuracy", "name": "zero-shot accuracy 零样本准确率", "value": 84.43}]},
+            "rows": [{"who": "GeoChat", "metric": "accuracy", "name": "zero-shot accuracy 零样本准确率", "value": 84.43}]},
     "AID": {"task": "classify", "source": f"{GEOCHAT}, zero-shot scene classification, AID",
-            "rows": [{"metric": "accuracy", "name": "zero-shot accuracy 零样本准确率", "value": 72.03}]},
+            "rows": [{"who": "GeoChat", "metric": "accuracy", "name": "zero-shot accuracy 零样本准确率", "value": 72.03}]},
     "RSVQA-HR": {"task": "vqa", "source": f"{GEOCHAT}, RSVQA-HR test",
-                 "rows": [{"metric": "presence", "name": "presence accuracy 存在性", "value": 58.45},
-                          {"metric": "comparison", "name": "comparison accuracy 比较", "value": 83.19}]},
+                 "rows": [{"who": "GeoChat", "metric": "presence", "name": "presence accuracy 存在性", "value": 58.45},
+                          {"who": "GeoChat", "metric": "comparison", "name": "comparison accuracy 比较", "value": 83.19}]},
+    "VRSBench": {"task": "grounding", "source": VRSBENCH,
+                 "rows": [{"who": "GeoChat fine-tuned", "metric": "acc@0.5", "name": "GeoChat 微调后 Acc@0.5", "value": 39.6},
+                          {"who": "GeoChat fine-tuned", "metric": "acc@0.7", "name": "GeoChat 微调后 Acc@0.7", "value": 19.1},
+                          {"who": "GeoChat zero-shot", "metric": "acc@0.5", "name": "GeoChat 零样本 Acc@0.5", "value": 12.9},
+                          {"who": "GeoChat zero-shot", "metric": "acc@0.7", "name": "GeoChat 零样本 Acc@0.7", "value": 3.2}]},
 }
+RESULT_OF_TASK = {"classify": "classification", "vqa": "vqa", "grounding": "grounding"}  # task -> a run's result key
 BENCHMARKS = tuple(ANCHORS)
 
 NOT_COMPARABLE_ZH = ("GeoChat 的数字来自英文提示（英文原题、英文类别名），本报告的数字来自中文提示（翻译后的问题、中文类别名），"
@@ -42,6 +54,8 @@ def _tokens(name: str) -> list[str]:
 
 def _match(tokens: list[str]) -> str | None:
     joined = "".join(tokens)
+    if "vrsbench" in tokens or joined.startswith("vrsbench"):
+        return "VRSBench"
     if "rsvqahr" in tokens or any(a == "rsvqa" and b == "hr" for a, b in zip(tokens, tokens[1:])) \
             or joined.startswith("rsvqahr"):
         return "RSVQA-HR"
@@ -67,7 +81,11 @@ def detect_benchmark(data_file: str | Path, image_paths=()) -> str | None:
 
 
 def ours(run: dict, metric: str) -> float | None:
-    """Our number (percent) for an anchor row's metric: classification accuracy, or a VQA type's."""
+    """Our number (percent) for an anchor row's metric: classification accuracy, a VQA type's, or
+    a grounding rate (``run["grounding"]`` from remoteglm.eval.grounding.score_referring)."""
+    if metric.startswith("acc@"):
+        g = run.get("grounding")
+        return g[metric] * 100 if g else None
     if metric == "accuracy":
         c = run.get("classification")
         return c["accuracy"] * 100 if c else None
@@ -76,14 +94,13 @@ def ours(run: dict, metric: str) -> float | None:
 
 
 def anchor_table(benchmark: str | None, runs: list[dict]) -> dict | None:
-    """``{"benchmark", "task", "source", "note_zh", "note_en", "rows": [{"name", "metric", "value",
+    """``{"benchmark", "task", "source", "note_zh", "note_en", "rows": [{"who", "name", "metric", "value",
     "ours": {label: percent or None}}]}`` for metrics.json, or None when no anchor applies (no
     benchmark, or the runs lack its task)."""
     if not benchmark or benchmark not in ANCHORS:
         return None
     a = ANCHORS[benchmark]
-    key = "classification" if a["task"] == "classify" else "vqa"
-    if not any(r.get(key) for r in runs):
+    if not any(r.get(RESULT_OF_TASK[a["task"]]) for r in runs):
         return None
     rows = [{**row, "ours": {r["label"]: ours(r, row["metric"]) for r in runs}} for row in a["rows"]]
     return {"benchmark": benchmark, "task": a["task"], "source": a["source"], "note_zh": NOT_COMPARABLE_ZH,

@@ -116,7 +116,7 @@ def summary_table(m: dict) -> str:
         lines.append(f"anchors: {a['source']} (English prompts) beside ours (Chinese prompts): not directly comparable")
         for row in a["rows"]:
             ours = ", ".join(f"{lab} {v:.2f}%" if v is not None else f"{lab} -" for lab, v in row["ours"].items())
-            lines.append(f"  {a['benchmark']} {row['metric']}: GeoChat {row['value']:.2f}% | ours: {ours}")
+            lines.append(f"  {a['benchmark']} {row['metric']}: {row['who']} {row['value']:.2f}% | ours: {ours}")
     return "\n".join(lines)
 
 

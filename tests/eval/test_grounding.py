@@ -1,11 +1,14 @@
 """Grounding metrics on hand-computed cases: IoU, referring Acc@0.5 / Acc@0.7 / mean IoU with parse
-failures counted, detect/count precision and recall with greedy one-to-one matching."""
+failures counted, detect/count precision and recall with greedy one-to-one matching; VRSBench's
+published grounding anchors beside ours."""
 
 import math
 
 import pytest
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.eval.anchors import ANCHORS, anchor_table, detect_benchmark
+from remoteglm.eval.evaluate import summary_table
 from remoteglm.eval.grounding import iou, match_boxes, score_detection, score_referring
 
 
@@ -84,3 +87,23 @@ def test_detection_nothing_predicted_has_no_precision():
     assert r["precision"] is None and r["recall"] is None
     perfect = score_detection([[(0, 0, 10, 10), (10, 0, 20, 10)]], [[(10, 0, 20, 10), (0, 0, 10, 10)]])
     assert perfect["precision"] == perfect["recall"] == 1.0
+
+
+def test_vrsbench_grounding_anchors_beside_ours():
+    """VRSBench's published referring numbers (its README's "Object Referring Results", All column)
+    are set beside a run's grounding scores, each row saying whose number it is."""
+    assert detect_benchmark("data/vrsbench/vrsbench_refer_test.json") == "VRSBench"
+    assert detect_benchmark("data/x/test.json", ["/d/VRSBench/Images_val/00001.png"]) == "VRSBench"
+    a = ANCHORS["VRSBench"]
+    assert a["task"] == "grounding" and "2406.12384" in a["source"] and "LoRA" in a["source"]
+    assert [(r["who"], r["metric"], r["value"]) for r in a["rows"]] == [
+        ("GeoChat fine-tuned", "acc@0.5", 39.6), ("GeoChat fine-tuned", "acc@0.7", 19.1),
+        ("GeoChat zero-shot", "acc@0.5", 12.9), ("GeoChat zero-shot", "acc@0.7", 3.2)]
+    runs = [{"label": "m", "grounding": score_referring([(0, 0, 10, 10)] * 4,
+                                                         [(0, 0, 10, 10), (0, 0, 10, 6), None, (0, 0, 10, 1)])}]
+    t = anchor_table("VRSBench", runs)
+    assert [r["ours"]["m"] for r in t["rows"]] == pytest.approx([50.0, 25.0, 50.0, 25.0])
+    out = summary_table({"models": runs, "classes": [], "anchors": t})
+    assert "VRSBench acc@0.5: GeoChat fine-tuned 39.60% | ours: m 50.00%" in out
+    assert "VRSBench acc@0.7: GeoChat zero-shot 3.20% | ours: m 25.00%" in out
+    assert anchor_table("VRSBench", [{"label": "m", "vqa": {"per_type": {}}}]) is None  # no grounding scores

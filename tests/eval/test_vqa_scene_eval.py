@@ -344,7 +344,7 @@ def test_benchmark_detection():
     assert detect_benchmark("data/x/test.json", ["/d/AID/Airport/airport_1.jpg"]) == "AID"
     assert detect_benchmark("data/said/sample_test.json") is None  # a word containing "aid" is not AID
     assert detect_benchmark("data/sample/sample_test.json", ["data/sample/images/x.png"]) is None
-    assert set(ANCHORS) == {"UCM", "AID", "RSVQA-HR"}
+    assert set(ANCHORS) == {"UCM", "AID", "RSVQA-HR", "VRSBench"}
     runs = [{"label": "m", "classification": {"accuracy": 0.5}}]
     t = anchor_table("AID", runs)
     assert t["rows"][0]["value"] == 72.03 and t["rows"][0]["ours"] == {"m": 50.0}
