@@ -115,6 +115,39 @@ CLASS_NAMES_ZH: dict[str, dict[str, str]] = {
     name: {c: _CLASS_ZH[c] for c in classes} for name, classes in CLASSES.items()
 }
 
+# Object categories of the detection sets, spelled as their annotation files spell them: DIOR's 20
+# (Li et al. 2020; also DIOR-RSVG's), DOTA v1.0's 15, then container-crane (v1.5), airport and
+# helipad (v2.0).
+DETECTION_CLASSES: dict[str, list[str]] = {
+    "DIOR": [
+        "airplane", "airport", "baseballfield", "basketballcourt", "bridge", "chimney", "dam",
+        "Expressway-Service-area", "Expressway-toll-station", "golffield", "groundtrackfield", "harbor",
+        "overpass", "ship", "stadium", "storagetank", "tenniscourt", "trainstation", "vehicle", "windmill",
+    ],
+    "DOTA": [
+        "plane", "ship", "storage-tank", "baseball-diamond", "tennis-court", "basketball-court",
+        "ground-track-field", "harbor", "bridge", "large-vehicle", "small-vehicle", "helicopter",
+        "roundabout", "soccer-ball-field", "swimming-pool", "container-crane", "airport", "helipad",
+    ],
+}
+# Chinese names of the object categories no scene class already names (keys as folder_key gives
+# them); the others take the scene class's name, so a storage tank is 储油罐 everywhere.
+_OBJECT_ZH: dict[str, str] = {
+    "chimney": "烟囱", "dam": "大坝", "expresswayservicearea": "高速公路服务区",
+    "expresswaytollstation": "高速公路收费站", "golffield": "高尔夫球场", "trainstation": "火车站",
+    "vehicle": "车辆", "windmill": "风车", "plane": "飞机", "largevehicle": "大型车辆",
+    "smallvehicle": "小型车辆", "helicopter": "直升机", "soccerballfield": "足球场",
+    "swimmingpool": "游泳池", "containercrane": "集装箱起重机", "helipad": "直升机停机坪",
+}
+
+
+def object_name_zh(category: str) -> str | None:
+    """The Chinese name of a detection category as an annotation file spells it
+    ("storage-tank", "Expressway-toll-station"), or None for a category the glossary lacks."""
+    key = folder_key(category)
+    return _OBJECT_ZH.get(key) or _CLASS_ZH.get(key)
+
+
 # English term -> preferred Chinese. Matched case-insensitively on word boundaries, with an
 # optional plural "s"/"es"; longer terms win ("mobile home park" before "park").
 GLOSSARY: dict[str, str] = {
