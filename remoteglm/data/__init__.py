@@ -21,7 +21,8 @@ Modules:
 * boxes (grounding): ``annotations`` (the model-neutral box of an object and of an image, the
   readers' shared checks), one reader per format: ``voc`` (Pascal VOC XML: DIOR, DIOR-RSVG),
   ``dota`` (DOTA labelTxt), ``coco`` (COCO-style JSON); ``referring`` (referring expressions and the
-  refer / identify / grounded / detect / count tasks, by rule);
+  refer / identify / grounded / detect / count tasks, by rule), ``tiles`` (large images cut into
+  tiles, boxes clipped and moved);
 * shared: ``llm`` (the OpenAI-compatible client) and ``llm_keys`` (where a key may go),
   ``cache`` (the result cache), ``splits`` (one split per image content across builders),
   ``records`` (fine-tune records as training reads them).
