@@ -1,6 +1,13 @@
 """A checkpoint's answers, generated greedily in batches and appended to a JSON-lines log as they
 come: a rerun with the same checkpoint files, prompts and settings reuses them, so an
-interrupted evaluation continues where it stopped."""
+interrupted evaluation continues where it stopped.
+
+The log (``OUT/answers/<label>.jsonl``) is also the ``--predictions`` format, re-scored without a
+model: one JSON object per line, ``{"key", "img", "prompt", "answer"}``. ``img`` is the image path
+as the run had it (a relative one is taken from the current folder), ``prompt`` the exact prompt,
+``answer`` the post-processed answer; ``key`` (a digest of the checkpoint and settings) is not
+needed there. An answer is found by its image file and prompt.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from remoteglm.errors import RemoteGLMError
 
 
 @dataclass
@@ -88,3 +97,54 @@ def generate_answers(engine, queries: Sequence[Query], log: AnswerLog, batch_siz
     finally:
         bar.close()
     return [log.done[log.key(q)] for q in queries]
+
+
+def read_answers(path: str | os.PathLike) -> dict[tuple[str, str], str]:
+    """A saved answers log (module docstring) as {(resolved image path, prompt): answer}. Every
+    problem is one RemoteGLMError line: no such file, an empty one, a line that is not an answer
+    object (an interrupted run's cut last line too), or two different answers to the same image and
+    prompt (a log that other checkpoints or settings also appended to)."""
+    path = Path(path)
+    if not path.is_file():
+        folder = " (it is a folder; pass a .jsonl file inside it, e.g. answers/<label>.jsonl)" if path.is_dir() else ""
+        raise RemoteGLMError(f"answers file not found: {path}{folder}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise RemoteGLMError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise RemoteGLMError(f"cannot read {path}: {e.strerror or e}") from None
+    out: dict[tuple[str, str], str] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if not isinstance(rec, dict):
+            raise RemoteGLMError(f"{path}, line {n}: not a JSON object; each line is one answer "
+                                 '{"img": ..., "prompt": ..., "answer": ...} as the evaluation writes them')
+        if not all(isinstance(rec.get(k), str) for k in ("img", "prompt", "answer")):
+            raise RemoteGLMError(f'{path}, line {n}: needs "img", "prompt" and "answer" strings')
+        k = (str(Path(rec["img"]).resolve()), rec["prompt"])
+        if out.get(k, rec["answer"]) != rec["answer"]:
+            raise RemoteGLMError(f"{path}, line {n}: a second, different answer for image {rec['img']} and prompt "
+                                 f"{rec['prompt']!r}: the log holds answers of several runs (another checkpoint or "
+                                 "settings); re-score the log of one run")
+        out[k] = rec["answer"]
+    if not out:
+        raise RemoteGLMError(f"{path}: no answers in it")
+    return out
+
+
+def saved_answers(answers: dict[tuple[str, str], str], queries: Sequence[Query], path) -> list[str]:
+    """The answer to each query from ``read_answers``' dict; any query without one is a RemoteGLMError."""
+    keys = [(str(q.image.resolve()), q.prompt) for q in queries]
+    missing = [q for q, k in zip(queries, keys) if k not in answers]
+    if missing:
+        q = missing[0]
+        raise RemoteGLMError(f"{path} has no answer for {len(missing)} of {len(queries)} prompts (e.g. image {q.image}, "
+                             f"prompt {q.prompt!r}): re-score with the --data, --split, --limit, --image_root and prompts "
+                             "of the run that wrote it")
+    return [answers[k] for k in keys]

@@ -41,6 +41,9 @@ EXAMPLES = """examples:
   # RSVQA-HR questions or a folder-per-class scene set (records with task "vqa" / "classify")
   python -m remoteglm.eval --from_pretrained checkpoints/visualglm-6b --data data/rsvqa_hr/rsvqa_hr_test.json
   python -m remoteglm.eval --from_pretrained checkpoints/visualglm-6b --data data/aid/aid_test.json
+  # re-score a run's saved answers (no model): the same numbers again
+  python -m remoteglm.eval --predictions eval/ucm/answers/base.jsonl eval/ucm/answers/tuned.jsonl \
+      --data data/ucm/dataset_ucm_zh.json --out eval/ucm_rescored
 """
 
 
@@ -50,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--from_pretrained", metavar="CKPT", help="checkpoint directory (sat or HF; base, LoRA, merged or quantised)")
     which.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two checkpoints (e.g. base and fine-tuned) on the same images")
-    p.add_argument("--labels", nargs="+", help="names for the checkpoints in the report [folder names]")
+    which.add_argument("--predictions", nargs="+", metavar="FILE",
+                       help="re-score saved answers without a model: an evaluation's OUT/answers/<label>.jsonl (one "
+                            "JSON object per line with img, prompt, answer), one file per model, with the --data, "
+                            "--split, --limit and prompts of the run that wrote it")
+    p.add_argument("--labels", nargs="+", help="names for the checkpoints in the report [folder names; file names "
+                                               "without .jsonl for --predictions]")
     p.add_argument("--data", required=True,
                    help="dataset_<name>_zh.json (Karpathy style), a split's fine-tune JSON, or a file of RSVQA / "
                         "scene-set records (task \"vqa\" / \"classify\"), told apart by each record's task")

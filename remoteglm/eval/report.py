@@ -305,7 +305,7 @@ def render_report(m: dict, thumb_size: int = 160, examples: int = 5) -> str:
     small = max(48, thumb_size // 2)
     title = f"RemoteGLM evaluation — {m['dataset']} / {m['split']}"
     models = "".join(
-        f"<li><b>{_e(r['label'])}</b>: <code>{_e(r['checkpoint'])}</code> ({_e(r.get('weights', ''))}, "
+        f"<li><b>{_e(r['label'])}</b>: <code>{_e(r['checkpoint'] or r.get('predictions'))}</code> ({_e(r.get('weights', ''))}, "
         f"{r['seconds']:.1f} s)</li>" for r in runs)
     gen = m["generation"]
     parts = [f'<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8"><title>{_e(title)}</title>'

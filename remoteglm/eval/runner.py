@@ -1,6 +1,7 @@
 """One evaluation, after its arguments are parsed (``run_evaluation``): the checks, the leakage
-guard, each checkpoint's answers (loaded through the front ends' start-up), the caption,
-classification and VQA scores, ``metrics.json`` and ``report.html``."""
+guard, each checkpoint's answers (loaded through the front ends' start-up, or read from saved
+answer logs with ``--predictions``: no model), the caption, classification and VQA scores,
+``metrics.json`` and ``report.html``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.anchors import anchor_table, detect_benchmark
-from remoteglm.eval.answer_log import AnswerLog, Query, checkpoint_fingerprint, generate_answers
+from remoteglm.eval.answer_log import (AnswerLog, Query, checkpoint_fingerprint, generate_answers, read_answers,
+                                       saved_answers)
 from remoteglm.eval.classify import ClassParser, evaluate_classification
 from remoteglm.eval.evalset import EvalSet, find_leaks, load_eval_set, recorded_train_data, training_images
 from remoteglm.eval.metrics import CIDER_NOTE, LEVEL_NOTES, LEVELS, METEOR_VARIANT, METRICS, score_captions
@@ -23,13 +25,14 @@ VQA_NOTE = ("VQA: answers and labels normalised per question type (是/否; the 
             "农村/城市; area in RSVQA-HR bins of 平方米), correct when equal; unreadable answers are wrong; "
             "OA = correct / all questions, AA = mean of the per-type accuracies")
 
-def _labels(paths: list[str], labels: list[str] | None) -> list[str]:
+def _labels(paths: list[str], labels: list[str] | None, files: bool = False) -> list[str]:
+    """--labels, or the checkpoint folders' names (``files``: the answer files' names without .jsonl)."""
     if labels:
         if len(labels) != len(paths):
             raise RemoteGLMError(f"--labels needs {len(paths)} name(s), one per checkpoint (got {len(labels)})")
         out = list(labels)
     else:
-        out = [Path(p).resolve().name or str(p) for p in paths]
+        out = [(Path(p).stem if files else Path(p).resolve().name) or str(p) for p in paths]
         if len(paths) == 2 and out[0] == out[1]:
             out = [f"A: {out[0]}", f"B: {out[1]}"]
     if len(set(out)) != len(out):
@@ -61,13 +64,17 @@ def check_leakage(es: EvalSet, train_files: list[str], allow: bool, image_root=N
 def run_evaluation(args) -> dict:
     """Everything after argument parsing; returns the metrics dict (also written to disk)."""
     from remoteglm.eval.report import render_report
-    from remoteglm.serve.bootstrap import start_engine
-    from remoteglm.serve.loading import check_checkpoint
 
-    paths = list(args.compare) if args.compare else [args.from_pretrained]
-    labels = _labels(paths, args.labels)
-    for p in paths:  # a wrong path should fail before anything slow
-        check_checkpoint(p)
+    rescore = bool(args.predictions)  # saved answer logs instead of checkpoints: no model
+    paths = list(args.predictions or args.compare or [args.from_pretrained])
+    labels = _labels(paths, args.labels, files=rescore)
+    if rescore:  # every file read and checked before anything is written
+        logged = [read_answers(p) for p in paths]
+    else:
+        from remoteglm.serve.loading import check_checkpoint
+
+        for p in paths:  # a wrong path should fail before anything slow
+            check_checkpoint(p)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise RemoteGLMError("--batch_size and --max_new_tokens must be >= 1")
     if "{classes}" not in args.classify_prompt:
@@ -76,7 +83,7 @@ def run_evaluation(args) -> dict:
         raise RemoteGLMError("--report_examples must be >= 0")
     es = load_eval_set(args.data, args.split, args.image_root, args.limit, args.classify_prompt)
     train_files = list(args.train_data)
-    for p in paths:
+    for p in [] if rescore else paths:
         train_files += [f for f in recorded_train_data(p) if f not in train_files]
     leak = check_leakage(es, train_files, args.allow_leak, args.image_root)
 
@@ -87,6 +94,11 @@ def run_evaluation(args) -> dict:
     if not (cap_images or cls_images or questions):
         raise RemoteGLMError(f"{args.data}: nothing left to evaluate ({', '.join(es.tasks)} turned off by "
                              "--no_classify / --no_vqa)")
+    cls_tokens = min(args.max_new_tokens, 16)  # class names and VQA answers are short
+    queries = [Query(im.path, args.caption_prompt, args.max_new_tokens) for im in cap_images]
+    queries += [Query(im.path, im.classify_prompt, cls_tokens) for im in cls_images]
+    queries += [Query(q.path, q.prompt, cls_tokens) for q in questions]
+    saved = [saved_answers(a, queries, p) for a, p in zip(logged, paths)] if rescore else None
     out = Path(args.out) if args.out else Path("eval_results") / f"{Path(args.data).stem}_{es.split}"
     out.mkdir(parents=True, exist_ok=True)
     if es.skipped:
@@ -96,7 +108,6 @@ def run_evaluation(args) -> dict:
     # "answers": how answers are made (the prompt and post-processing): logs of older runs,
     # without the official punctuation rule or with <img></img> in text-only prompts, are not reused.
     settings = {"rp": args.repetition_penalty, "quant": args.quant, "dtype": args.dtype, "answers": ANSWER_FORMAT}
-    cls_tokens = min(args.max_new_tokens, 16)  # class names and VQA answers are short
     shown = {im.key for im in cap_images} | {im.key for im in cls_images}
     runs, images = [], [
         {"key": im.key, "path": str(im.path), "class_zh": im.class_zh, "references": im.references, "answers": {}}
@@ -105,22 +116,18 @@ def run_evaluation(args) -> dict:
     qrecords = [{"id": q.qid, "img": q.key, "path": str(q.path), "prompt": q.prompt, "label": q.label,
                  "qtype": q.qtype, "kind": q.kind, "answers": {}} for q in questions]
     refs = {im.key: im.references for im in cap_images}
-    for path, label in zip(paths, labels):
+    for i, (path, label) in enumerate(zip(paths, labels)):
         t0 = time.time()
-        engine, _, _ = start_engine(args, path, name=label, progress=False)
-        weights = engine.quant
-        queries = [Query(im.path, args.caption_prompt, args.max_new_tokens) for im in cap_images]
-        queries += [Query(im.path, im.classify_prompt, cls_tokens) for im in cls_images]
-        queries += [Query(q.path, q.prompt, cls_tokens) for q in questions]
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-        log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings)
-        answers = generate_answers(engine, queries, log, args.batch_size, args.repetition_penalty, label)
-        del engine
-        gc.collect()
-        _empty_cuda_cache()
+        if rescore:
+            answers, weights = saved[i], "saved answers (--predictions)"
+        else:
+            answers, weights = _generate(args, path, label, queries, out, settings)
         n_cap, n_cls = len(cap_images), len(cls_images)
         cap_answers, cls_answers, vqa_answers = answers[:n_cap], answers[n_cap:n_cap + n_cls], answers[n_cap + n_cls:]
-        run = {"label": label, "checkpoint": str(Path(path).resolve()), "weights": weights, "caption": {}}
+        run = {"label": label, "checkpoint": None if rescore else str(Path(path).resolve()), "weights": weights,
+               "caption": {}}
+        if rescore:
+            run["predictions"] = str(Path(path).resolve())
         if cap_images:
             captions = dict(zip((im.key for im in cap_images), cap_answers))
             per_image = {}
@@ -159,7 +166,8 @@ def run_evaluation(args) -> dict:
                        "repetition_penalty": args.repetition_penalty, "batch_size": args.batch_size,
                        "caption_prompt": args.caption_prompt,
                        "classify_prompt_example": cls_images[0].classify_prompt if cls_images else None,
-                       "vqa_prompt_example": questions[0].prompt if questions else None},
+                       "vqa_prompt_example": questions[0].prompt if questions else None,
+                       "predictions": [str(Path(p).resolve()) for p in paths] if rescore else None},
         "metric_notes": {"word": LEVEL_NOTES["word"], "char": LEVEL_NOTES["char"], "METEOR": METEOR_VARIANT,
                          "CIDEr-D": CIDER_NOTE, "metrics": list(METRICS), "vqa": VQA_NOTE},
         "classes": es.classes if cls_images else [],
@@ -175,6 +183,21 @@ def run_evaluation(args) -> dict:
     write_text_atomic(out / "report.html", render_report(metrics, args.thumb_size, args.report_examples))
     metrics["out_dir"] = str(out)
     return metrics
+
+
+def _generate(args, path: str, label: str, queries: list[Query], out: Path, settings: dict) -> tuple[list[str], str]:
+    """The checkpoint's answers (reused from its log where there) and how its weights were loaded."""
+    from remoteglm.serve.bootstrap import start_engine
+
+    engine, _, _ = start_engine(args, path, name=label, progress=False)
+    weights = engine.quant
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings)
+    answers = generate_answers(engine, queries, log, args.batch_size, args.repetition_penalty, label)
+    del engine
+    gc.collect()
+    _empty_cuda_cache()
+    return answers, weights
 
 
 def _empty_cuda_cache() -> None:

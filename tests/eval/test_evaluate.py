@@ -233,3 +233,17 @@ def test_guard_reads_the_training_files_a_run_folder_recorded(tiny_checkpoint, t
     rc = main(["--from_pretrained", str(run), "--data", str(DATASET), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "2 of 2 evaluation images are in the training data" in err and "sample_test.json" in err
+
+
+def test_predictions_rescore_equals_the_run(evaluated, tmp_path, capsys):
+    """The answer logs the run wrote, re-scored with --predictions and no checkpoint, give its numbers."""
+    _, out, before = evaluated
+    logs = [str(out / "answers" / "base.jsonl"), str(out / "answers" / "tuned.jsonl")]
+    rc = main(["--predictions", *logs, "--data", str(DATASET), "--split", "test", "--out", str(tmp_path / "rescored")])
+    assert rc == 0
+    assert "loading" not in capsys.readouterr().err  # no model
+    after = json.loads((tmp_path / "rescored" / "metrics.json").read_text(encoding="utf-8"))
+    assert [r["label"] for r in after["models"]] == ["base", "tuned"]  # the files' names
+    for a, b in zip(after["models"], before["models"]):
+        assert (a["caption"], a["classification"]) == (b["caption"], b["classification"])
+    assert after["images"] == before["images"] and after["tasks"] == before["tasks"]
