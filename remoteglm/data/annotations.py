@@ -2,9 +2,9 @@
 checks every annotation reader shares (bounded file reads, numbers, boxes on the image), each
 problem one RemoteGLMError line naming the file.
 
-Coordinates are pixels on the original image: x1, y1 (top left) to x2, y2 (bottom right), floats,
-x1 < x2 and y1 < y2. A family's box codec (model side) turns them into its own text; nothing here
-knows any family.
+Boxes are ``remoteglm.boxes.Box``: pixels on the original image, x1, y1 (top left) to x2, y2
+(bottom right), here always x1 < x2 and y1 < y2. A family's box codec turns them into its own
+text; nothing here knows any family.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from remoteglm.boxes import Box
 from remoteglm.errors import RemoteGLMError
 
 # One image's annotation file (a VOC XML, a DOTA labelTxt) is small; a COCO file holds a whole set
@@ -25,9 +26,6 @@ MAX_SIDE = 100_000  # pixels: an image side beyond this is a broken size field
 # it is clipped to the image. A larger overhang means the box belongs to another image or size.
 OVERHANG = 0.01  # of the image side, at least OVERHANG_PX
 OVERHANG_PX = 2.0
-
-Box = tuple[float, float, float, float]
-
 
 @dataclass(frozen=True)
 class Annotation:
@@ -42,13 +40,11 @@ class Annotation:
 
     @property
     def area(self) -> float:
-        x1, y1, x2, y2 = self.box
-        return (x2 - x1) * (y2 - y1)
+        return self.box.area
 
     @property
     def centre(self) -> tuple[float, float]:
-        x1, y1, x2, y2 = self.box
-        return (x1 + x2) / 2, (y1 + y2) / 2
+        return (self.box.x1 + self.box.x2) / 2, (self.box.y1 + self.box.y2) / 2
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ def image_size(path: Path, where: str, width, height) -> tuple[int, int]:
 def on_image(path: Path, where: str, box: Box, width: int, height: int) -> Box:
     """``box`` checked against its image: empty or reversed, or overhanging it by more than
     OVERHANG, is one line; a slight overhang is clipped."""
-    x1, y1, x2, y2 = box
+    x1, y1, x2, y2 = box.xyxy
     if not (x1 < x2 and y1 < y2):
         raise RemoteGLMError(f"{path}: {where}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is empty or reversed "
                              f"(x1 < x2 and y1 < y2 are needed)")
@@ -116,8 +112,8 @@ def on_image(path: Path, where: str, box: Box, width: int, height: int) -> Box:
     if x1 < -sx or y1 < -sy or x2 > width + sx or y2 > height + sy:
         raise RemoteGLMError(f"{path}: {where}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the "
                              f"{width} x {height} image; is it the annotation of another image?")
-    clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
-    if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
+    clipped = box.clip(width, height)
+    if not clipped.area:
         raise RemoteGLMError(f"{path}: {where}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies on the edge of the "
                              f"{width} x {height} image, with nothing inside it")
     return clipped
@@ -126,7 +122,7 @@ def on_image(path: Path, where: str, box: Box, width: int, height: int) -> Box:
 def polygon_box(polygon: tuple[float, ...]) -> Box:
     """The axis-aligned box around a polygon's corners (x1, y1, x2, y2, ...)."""
     xs, ys = polygon[0::2], polygon[1::2]
-    return min(xs), min(ys), max(xs), max(ys)
+    return Box(min(xs), min(ys), max(xs), max(ys))
 
 
 def not_empty(path: Path, objects, what: str = "objects") -> None:

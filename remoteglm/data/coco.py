@@ -15,6 +15,7 @@ from pathlib import Path
 from remoteglm.data.annotations import (
     MAX_SET_FILE_BYTES, AnnotatedImage, Annotation, image_size, not_empty, number, on_image,
 )
+from remoteglm.boxes import Box
 from remoteglm.errors import RemoteGLMError
 from remoteglm.io import read_json
 
@@ -75,7 +76,7 @@ def read_coco(path: str | Path) -> list[AnnotatedImage]:
             raise RemoteGLMError(f"{path}: {where}: 'bbox' must be [x, y, width, height]")
         x, y, w, h = (number(path, f"{where} bbox", v) for v in bbox)
         _, (width, height), objects = images[iid]
-        box = on_image(path, f"{where} ({categories[cid]})", (x, y, x + w, y + h), width, height)
+        box = on_image(path, f"{where} ({categories[cid]})", Box(x, y, x + w, y + h), width, height)
         objects.append(Annotation(box=box, category=categories[cid], difficult=bool(a.get("iscrowd"))))
     return [AnnotatedImage(image=name, width=w, height=h, objects=tuple(objs))
             for name, (w, h), objs in images.values()]

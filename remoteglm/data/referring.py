@@ -20,7 +20,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable
 
-from remoteglm.data.annotations import AnnotatedImage, Annotation, Box
+from remoteglm.boxes import Box
+from remoteglm.data.annotations import AnnotatedImage, Annotation
 from remoteglm.data.glossary import object_name_zh
 
 BOX = "<box>"
@@ -42,8 +43,8 @@ class Task:
 
     def to_dict(self, image: str) -> dict:
         return {"img": image, "kind": self.kind, "question": self.question, "answer": self.answer,
-                "question_boxes": [list(b) for b in self.question_boxes],
-                "answer_boxes": [list(b) for b in self.answer_boxes]}
+                "question_boxes": [list(b.xyxy) for b in self.question_boxes],
+                "answer_boxes": [list(b.xyxy) for b in self.answer_boxes]}
 
 
 def position(obj: Annotation, width: int, height: int) -> str:
@@ -98,7 +99,7 @@ def expressions(image: AnnotatedImage, names: Names = object_name_zh) -> dict[in
 
 
 def _reading_order(objects: list[Annotation]) -> list[Annotation]:
-    return sorted(objects, key=lambda o: (o.box[1], o.box[0]))
+    return sorted(objects, key=lambda o: (o.box.y1, o.box.x1))
 
 
 def _countable(image: AnnotatedImage, names: Names) -> dict[str, list[Annotation]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from remoteglm.data.annotations import AnnotatedImage, Annotation
+from remoteglm.boxes import Box
 from remoteglm.errors import RemoteGLMError
 
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 on the original image
@@ -45,15 +46,16 @@ def tile_name(image: str, window: Window) -> str:
 
 def _in_window(obj: Annotation, window: Window, keep: float) -> Annotation | None:
     x0, y0, x1, y1 = window
-    bx1, by1, bx2, by2 = obj.box
-    cx1, cy1, cx2, cy2 = max(bx1, x0), max(by1, y0), min(bx2, x1), min(by2, y1)
-    if cx1 >= cx2 or cy1 >= cy2 or (cx2 - cx1) * (cy2 - cy1) < keep * obj.area:
+    b = obj.box
+    moved = Box(b.x1 - x0, b.y1 - y0, b.x2 - x0, b.y2 - y0)
+    box = moved.clip(x1 - x0, y1 - y0)
+    if not box.area or box.area < keep * obj.area:
         return None
-    whole = (cx1, cy1, cx2, cy2) == obj.box
+    whole = box == moved
     polygon = None
     if obj.polygon is not None and whole:
         polygon = tuple(v - (x0 if k % 2 == 0 else y0) for k, v in enumerate(obj.polygon))
-    return Annotation(box=(cx1 - x0, cy1 - y0, cx2 - x0, cy2 - y0), category=obj.category, polygon=polygon,
+    return Annotation(box=box, category=obj.category, polygon=polygon,
                       text=obj.text, difficult=obj.difficult)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from remoteglm.data.annotations import (
     AnnotatedImage, Annotation, image_size, not_empty, number, on_image, read_bounded,
 )
+from remoteglm.boxes import Box
 from remoteglm.errors import RemoteGLMError
 
 
@@ -54,8 +55,8 @@ def read_voc(path: str | Path) -> AnnotatedImage:
         bnd = node.find("bndbox")
         if bnd is None:
             raise RemoteGLMError(f"{path}: {where} ({name}) has no <bndbox>")
-        box = tuple(number(path, f"{where} <{t}>", _text(path, bnd, t, f"{where} <bndbox>"))
-                    for t in ("xmin", "ymin", "xmax", "ymax"))
+        box = Box(*(number(path, f"{where} <{t}>", _text(path, bnd, t, f"{where} <bndbox>"))
+                    for t in ("xmin", "ymin", "xmax", "ymax")))
         difficult = node.find("difficult")
         flag = (difficult.text or "0").strip() if difficult is not None else "0"
         if flag not in ("0", "1"):

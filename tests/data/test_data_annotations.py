@@ -27,7 +27,7 @@ def test_voc_reads_the_real_neon_tree_boxes(name):
     names = [o.find("name").text for o in root.iter("object")]
     got = read_voc(path)
     assert len(got.objects) == len(want) == {"OSBS_029": 61, "SOAP_061": 37}[name]
-    assert [o.box for o in got.objects] == want
+    assert [o.box.xyxy for o in got.objects] == want
     assert [o.category for o in got.objects] == names
     assert (got.image, got.width, got.height) == (root.find("filename").text, 400, 400)
     assert not any(o.difficult or o.polygon or o.text for o in got.objects)
@@ -49,7 +49,7 @@ def test_voc_keeps_a_dior_rsvg_description_and_the_difficult_flag(tmp_path):
              + _obj("storagetank", (700, 700, 800, 800)))
     got = read_voc(p)
     assert got.objects[0].text == "The vehicle on the left" and got.objects[0].difficult
-    assert got.objects[1].box == (700.0, 700.0, 800.0, 800.0) and got.objects[1].text == ""
+    assert got.objects[1].box.xyxy == (700.0, 700.0, 800.0, 800.0) and got.objects[1].text == ""
 
 
 def test_dota_reads_the_official_label_format():
@@ -59,9 +59,9 @@ def test_dota_reads_the_official_label_format():
     assert [o.category for o in got.objects] == ["storage-tank", "storage-tank", "plane", "small-vehicle", "ship"]
     plane = got.objects[2]
     assert plane.polygon == (430.5, 380.0, 470.0, 395.5, 460.0, 420.0, 420.5, 405.0)
-    assert plane.box == (420.5, 380.0, 470.0, 420.0)  # the box around the rotated corners
+    assert plane.box.xyxy == (420.5, 380.0, 470.0, 420.0)  # the box around the rotated corners
     assert [o.difficult for o in got.objects] == [False, False, False, True, False]
-    assert got.objects[4].box == (998.0, 700.0, 1000.0, 760.0)  # a pixel of overhang is clipped
+    assert got.objects[4].box.xyxy == (998.0, 700.0, 1000.0, 760.0)  # a pixel of overhang is clipped
 
 
 def test_coco_reads_images_boxes_and_categories():
@@ -72,7 +72,7 @@ def test_coco_reads_images_boxes_and_categories():
     for a in data["annotations"]:
         x, y, w, h = a["bbox"]
         img = got[a["image_id"] - 1]
-        assert any(o.box == (x, y, x + w, y + h) and o.category == names[a["category_id"]] for o in img.objects)
+        assert any(o.box.xyxy == (x, y, x + w, y + h) and o.category == names[a["category_id"]] for o in img.objects)
     assert [len(g.objects) for g in got] == [3, 1]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from remoteglm.boxes import Box
 from remoteglm.data.annotations import AnnotatedImage, Annotation
 from remoteglm.data.dota import read_dota
 from remoteglm.data.referring import BOX, expressions, grounding_tasks, position
@@ -19,7 +20,7 @@ def _img(*objects, size=(800, 800)):
 
 
 def _tank(x, y, side, difficult=False, cat="storagetank"):
-    return Annotation((x, y, x + side, y + side), cat, difficult=difficult)
+    return Annotation(Box(x, y, x + side, y + side), cat, difficult=difficult)
 
 
 def test_position_is_the_centre_on_a_three_by_three_grid():
@@ -31,7 +32,7 @@ def test_position_is_the_centre_on_a_three_by_three_grid():
 
 def test_an_expression_takes_position_and_size_only_where_needed():
     big_tl, small_tl, big_br, small_br = _tank(10, 10, 100), _tank(150, 150, 20), _tank(650, 650, 100), _tank(600, 600, 20)
-    plane, lone = Annotation((300, 700, 340, 740), "airplane"), _tank(400, 380, 30, cat="windmill")
+    plane, lone = Annotation(Box(300, 700, 340, 740), "airplane"), _tank(400, 380, 30, cat="windmill")
     got = expressions(_img(big_tl, small_tl, big_br, small_br, plane, lone))
     assert got == {0: "左上角的大型储油罐", 1: "左上角的小型储油罐", 2: "右下角的大型储油罐",
                    3: "右下角的小型储油罐", 4: "飞机", 5: "风车"}
@@ -47,8 +48,8 @@ def test_an_object_nothing_singles_out_gets_no_expression():
 
 
 def test_unnamed_categories_and_size_named_categories():
-    cars = _img(Annotation((0, 0, 100, 100), "large-vehicle"), Annotation((700, 700, 710, 710), "large-vehicle"),
-                Annotation((300, 300, 320, 320), "Tree"))
+    cars = _img(Annotation(Box(0, 0, 100, 100), "large-vehicle"), Annotation(Box(700, 700, 710, 710), "large-vehicle"),
+                Annotation(Box(300, 300, 320, 320), "Tree"))
     assert expressions(cars) == {0: "左上角的大型车辆", 1: "右下角的大型车辆"}  # no "大型大型车辆", no tree
 
 
@@ -76,11 +77,11 @@ def test_every_task_answer_follows_from_the_annotations():
 
 
 def test_a_grounded_description_counts_every_object_with_its_boxes():
-    image = _img(_tank(650, 650, 100), _tank(10, 10, 100), Annotation((300, 700, 340, 740), "airplane"))
+    image = _img(_tank(650, 650, 100), _tank(10, 10, 100), Annotation(Box(300, 700, 340, 740), "airplane"))
     grounded = [t for t in grounding_tasks(image) if t.kind == "grounded"]
     assert len(grounded) == 1
     assert grounded[0].answer == f"图中有2个储油罐{BOX}{BOX}，1个飞机{BOX}。"
-    assert grounded[0].answer_boxes == ((10, 10, 110, 110), (650, 650, 750, 750), (300, 700, 340, 740))
+    assert tuple(b.xyxy for b in grounded[0].answer_boxes) == ((10, 10, 110, 110), (650, 650, 750, 750), (300, 700, 340, 740))
     assert grounded[0].to_dict("a.jpg")["answer_boxes"][0] == [10, 10, 110, 110]
 
 
