@@ -1,7 +1,8 @@
-"""Grounding metrics on boxes in pixel coordinates of the original image, ``(x1, y1, x2, y2)``.
+"""Grounding metrics on boxes in pixel coordinates of the original image: ``remoteglm.boxes.Box``
+or four numbers ``(x1, y1, x2, y2)``.
 
-- IoU: continuous coordinates, area = (x2 - x1) * (y2 - y1) (no VOC "+1"); a box with x2 <= x1 or
-  y2 <= y1 has no area, so its IoU with anything is 0.
+- IoU: ``remoteglm.boxes.iou``, continuous coordinates, area = (x2 - x1) * (y2 - y1) (no VOC "+1");
+  a box with x2 <= x1 or y2 <= y1 has no area, so its IoU with anything is 0.
 - Referring (one true box and one predicted box per expression): Acc@0.5 and Acc@0.7 = share of
   expressions whose IoU >= the threshold; mean IoU over all expressions. An answer with no readable
   box (``None``: the family's codec could not parse it) is a parse failure, scored IoU 0 and a miss,
@@ -20,41 +21,31 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from remoteglm.boxes import Box, iou
 from remoteglm.errors import RemoteGLMError
 
-Box = Sequence[float]  # (x1, y1, x2, y2) in original-image pixels
+BoxLike = Box | Sequence[float]  # a Box, or (x1, y1, x2, y2) in original-image pixels
 THRESHOLDS = (0.5, 0.7)
 
 
-def _check(box, what: str) -> tuple[float, float, float, float]:
+def _check(box: BoxLike, what: str) -> Box:
     try:
-        nums = tuple(float(v) for v in box)
+        nums = tuple(float(v) for v in (box.xyxy if isinstance(box, Box) else box))
     except (TypeError, ValueError):
         nums = ()
     if len(nums) != 4 or not all(math.isfinite(v) for v in nums):
         raise RemoteGLMError(f"{what} must be four numbers (x1, y1, x2, y2) in pixels, got {box!r}")
-    return nums  # type: ignore[return-value]
+    return Box(*nums)
 
 
-def _check_truth(box, i: int) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = b = _check(box, f"true box {i}")
-    if not (x2 > x1 and y2 > y1):
-        raise RemoteGLMError(f"true box {i} {list(box)} has no area: it needs x2 > x1 and y2 > y1")
+def _check_truth(box: BoxLike, i: int) -> Box:
+    b = _check(box, f"true box {i}")
+    if not (b.x2 > b.x1 and b.y2 > b.y1):
+        raise RemoteGLMError(f"true box {i} {list(b.xyxy)} has no area: it needs x2 > x1 and y2 > y1")
     return b
 
 
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes (0 when either has no area)."""
-    ax1, ay1, ax2, ay2 = a
-    bx1, by1, bx2, by2 = b
-    area_a = max(0.0, ax2 - ax1) * max(0.0, ay2 - ay1)
-    area_b = max(0.0, bx2 - bx1) * max(0.0, by2 - by1)
-    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
-    union = area_a + area_b - inter
-    return inter / union if union > 0 and area_a > 0 and area_b > 0 else 0.0
-
-
-def score_referring(truths: Sequence[Box], predictions: Sequence[Box | None]) -> dict:
+def score_referring(truths: Sequence[BoxLike], predictions: Sequence[BoxLike | None]) -> dict:
     """``{"n", "parse_failures", "parse_failure_rate", "acc@0.5", "acc@0.7", "mean_iou", "ious"}``
     (rates as fractions) for one predicted box (or None) per true box."""
     if len(truths) != len(predictions):
@@ -72,9 +63,11 @@ def score_referring(truths: Sequence[Box], predictions: Sequence[Box | None]) ->
     return out
 
 
-def match_boxes(truth: Sequence[Box], predicted: Sequence[Box], threshold: float = 0.5) -> list[tuple[int, int, float]]:
+def match_boxes(truth: Sequence[BoxLike], predicted: Sequence[BoxLike], threshold: float = 0.5) -> list[tuple[int, int, float]]:
     """Greedy one-to-one matching (module docstring): ``[(true index, predicted index, IoU)]`` in
     the order the pairs were taken."""
+    truth = [_check(b, f"true box {i}") for i, b in enumerate(truth)]
+    predicted = [_check(b, f"predicted box {i}") for i, b in enumerate(predicted)]
     pairs = sorted(((iou(t, p), ti, pi) for ti, t in enumerate(truth) for pi, p in enumerate(predicted)),
                    key=lambda x: (-x[0], x[1], x[2]))
     used_t, used_p, kept = set(), set(), []
@@ -88,7 +81,7 @@ def match_boxes(truth: Sequence[Box], predicted: Sequence[Box], threshold: float
     return kept
 
 
-def score_detection(truths: Sequence[Sequence[Box]], predictions: Sequence[Sequence[Box] | None],
+def score_detection(truths: Sequence[Sequence[BoxLike]], predictions: Sequence[Sequence[BoxLike] | None],
                     threshold: float = 0.5) -> dict:
     """Precision and recall at ``threshold`` over all images (module docstring): ``{"threshold",
     "true_positives", "n_pred", "n_true", "precision", "recall", "parse_failures",

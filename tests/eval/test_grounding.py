@@ -6,20 +6,24 @@ import math
 
 import pytest
 
+from remoteglm.boxes import Box, iou
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.anchors import ANCHORS, anchor_table, detect_benchmark
 from remoteglm.eval.evaluate import summary_table
-from remoteglm.eval.grounding import iou, match_boxes, score_detection, score_referring
+from remoteglm.eval.grounding import match_boxes, score_detection, score_referring
 
 
-def test_iou_by_hand():
-    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)   # half overlap side by side
-    assert iou((0, 0, 10, 10), (0, 0, 5, 5)) == pytest.approx(25 / 100)     # one inside the other
-    assert iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0                      # touching edges: no area shared
-    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
-    assert iou((0, 0, 10, 10), (3, 3, 3, 8)) == 0.0                          # a zero-width prediction
-    assert iou((0, 0, 10, 10), (8, 8, 2, 2)) == 0.0                          # corners swapped: no area
+def test_iou_the_metrics_use_by_hand():
+    """remoteglm.boxes.iou on the cases grounding scoring meets (continuous pixels, no "+1")."""
+    assert iou(Box(0, 0, 10, 10), Box(0, 0, 10, 10)) == 1.0
+    assert iou(Box(0, 0, 10, 10), Box(5, 0, 15, 10)) == pytest.approx(50 / 150)   # half overlap side by side
+    assert iou(Box(0, 0, 10, 10), Box(0, 0, 5, 5)) == pytest.approx(25 / 100)     # one inside the other
+    assert iou(Box(0, 0, 10, 10), Box(10, 0, 20, 10)) == 0.0                      # touching edges: no area shared
+    assert iou(Box(0, 0, 10, 10), Box(3, 3, 3, 8)) == 0.0                          # a zero-width prediction
+    assert iou(Box(0, 0, 10, 10), Box(8, 8, 2, 2)) == 0.0                          # corners swapped: no area
+    # Box and plain (x1, y1, x2, y2) score alike; a Box's label plays no part
+    assert score_referring([Box(0, 0, 10, 10, "储油罐")], [(5, 0, 15, 10)])["mean_iou"] == pytest.approx(1 / 3)
+    assert score_detection([[(0, 0, 10, 10)]], [[Box(1, 0, 10, 10, "x")]])["true_positives"] == 1
 
 
 def test_referring_by_hand():
