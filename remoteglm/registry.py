@@ -78,6 +78,13 @@ class Family(ABC):
     def quantize(self, src: Path, dst: Path, bits: int, **opts) -> Path:
         """A quantised copy at ``dst``, or one line saying how this family quantises instead."""
 
+    def box_codec(self, path: str | os.PathLike | None = None, *, min_pixels: int | None = None,
+                  max_pixels: int | None = None):
+        """This family's text for boxes (``remoteglm.box_codec.BoxCodec``: ``encode(boxes, size)``,
+        ``decode(text, size)``), for the model at ``path`` at the resolution a run uses
+        (``min_pixels``/``max_pixels`` as given to fine-tuning or serving; None: the folder's own)."""
+        raise RemoteGLMError(f"{self.label} has no box format in this toolkit")
+
     @abstractmethod
     def make_tiny(self, out: Path, seed: int = 0, pretrain_steps: int | None = None, **opts) -> Path:
         """A tiny model of the real architecture saved in the real on-disk format at ``out``

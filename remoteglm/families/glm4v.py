@@ -7,6 +7,15 @@ from remoteglm.registry import register
 
 
 class GLM41V(HFFamily):
+    def box_codec(self, path=None, *, min_pixels=None, max_pixels=None):
+        """``<|begin_of_box|>[[x1,y1,x2,y2]]<|end_of_box|>`` with coordinates relative to the image on
+        0..1000, x = round(x_pixel / W * 1000) (zai-org's glmv-grounding skill for GLM-V; GLM-V answers
+        look like "... are <|begin_of_box|>[[94,598,177,991]]<|end_of_box|>."). Independent of the
+        resize, so the resolution settings do not matter."""
+        from remoteglm.box_codec import BracketCodec, relative
+
+        return BracketCodec(frame=relative(1000), open="<|begin_of_box|>", close="<|end_of_box|>")
+
     def tiny_config(self, ids, vocab, text, vision, size):
         from transformers import Glm4vConfig
 

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from remoteglm.errors import RemoteGLMError
 from remoteglm.families.hf import HFFamily
 from remoteglm.registry import register
 
 
 class Qwen25VL(HFFamily):
+    def box_codec(self, path=None, *, min_pixels=None, max_pixels=None):
+        """Absolute pixels of the image AFTER the processor's resize, as JSON ``[{"bbox_2d": [x1, y1,
+        x2, y2], "label": ...}]`` (QwenLM/Qwen2.5-VL cookbooks/spatial_understanding.ipynb; Qwen's team
+        in QwenLM/Qwen3-VL#1427: "根据实际传入模型的图片大小（即模型smart_resize之后的图片大小）相应调整你的gt
+        bbox"). The resize is the run's: its min/max pixels over the folder's own."""
+        from remoteglm.box_codec import JsonCodec
+        from remoteglm.model.hf_folder import folder_pixel_range, resized_size
+
+        lo, hi = folder_pixel_range(path) if path is not None else (None, None)
+        lo, hi = min_pixels or lo, max_pixels or hi
+        if not lo or not hi:
+            raise RemoteGLMError(f"{self.label} boxes are pixels of the resized image: give the model folder "
+                                 "or its min/max pixels")
+        if lo > hi:
+            raise RemoteGLMError(f"min_pixels {lo} is more than max_pixels {hi}")
+        return JsonCodec(frame=lambda w, h: resized_size(w, h, lo, hi, self),
+                         settings={"min_pixels": lo, "max_pixels": hi})
+
     def tiny_config(self, ids, vocab, text, vision, size):
         from transformers import Qwen2_5_VLConfig
 

@@ -13,6 +13,15 @@ from remoteglm.registry import register
 
 
 class Qwen3VL(HFFamily):
+    def box_codec(self, path=None, *, min_pixels=None, max_pixels=None):
+        """Coordinates relative to the image on 0..1000, in Qwen2.5-VL's ``bbox_2d`` JSON (QwenLM/Qwen3-VL
+        README: "Qwen3-VL's default coordinate system has been changed from the absolute coordinates
+        used in Qwen2.5-VL to relative coordinates ranging from 0 to 1000"; cookbooks/2d_grounding.ipynb).
+        Relative coordinates do not depend on the resize, so the resolution settings do not matter."""
+        from remoteglm.box_codec import JsonCodec, relative
+
+        return JsonCodec(frame=relative(1000))
+
     def tiny_config(self, ids, vocab, text, vision, size):
         from transformers import Qwen3VLConfig
 

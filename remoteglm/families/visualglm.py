@@ -87,6 +87,15 @@ class VisualGLM(Family):
                                  max_new_tokens=max_new_tokens, generator=gen)
         return engine, memory_summary(model)
 
+    def box_codec(self, path=None, *, min_pixels=None, max_pixels=None):
+        """VisualGLM-6B was not trained on boxes: fine-tuning teaches it THUDM's own later form,
+        CogVLM's ``[[x0,y0,x1,y1]]`` relative to the image on 000..999 (CogVLM/CogAgent, arXiv 2312.08914:
+        "coordinates normalized to [000, 999]"; THUDM/cogvlm-grounding-generalist-hf), the phrase it
+        names in front. It reads 224 x 224 whatever the image, so no resolution setting applies."""
+        from remoteglm.box_codec import BracketCodec, relative
+
+        return BracketCodec(frame=relative(999), digits=3)
+
     def finetune(self, opts) -> Path:
         from remoteglm.train.sat_trainer import run
 

@@ -20,6 +20,7 @@ from remoteglm.io import read_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 BASE_RECORD = "remoteglm_base.json"  # written beside an adapter: the base folder it was trained on
+DEFAULT_PIXELS = (56 * 56, 28 * 28 * 1280)  # Qwen2-VL's image processor's (min, max) area, when a folder names none
 
 
 def adapter_base(path: str | os.PathLike) -> Path | None:
@@ -125,7 +126,7 @@ class Processor:
     def pixel_range(self) -> tuple[int, int]:
         """(min, max) image area the image processor resizes to."""
         size = self.image_processor.size
-        return int(size.get("shortest_edge") or 56 * 56), int(size.get("longest_edge") or 28 * 28 * 1280)
+        return int(size.get("shortest_edge") or DEFAULT_PIXELS[0]), int(size.get("longest_edge") or DEFAULT_PIXELS[1])
 
     def tokens_for(self, width: int | None = None, height: int | None = None) -> int:
         """LLM tokens of a ``width`` x ``height`` image; without a size, of the largest square image
@@ -175,8 +176,8 @@ def load_processor(path: str | os.PathLike, family, min_pixels: int | None = Non
         raise RemoteGLMError(f"{d}: cannot load the tokenizer/image processor ({str(e).splitlines()[0][:200]}); the folder "
                              "needs the tokenizer and preprocessor files of the original download") from None
     if min_pixels or max_pixels:
-        lo = int(min_pixels or ip.size.get("shortest_edge", 56 * 56))
-        hi = int(max_pixels or ip.size.get("longest_edge", 28 * 28 * 1280))
+        lo = int(min_pixels or ip.size.get("shortest_edge", DEFAULT_PIXELS[0]))
+        hi = int(max_pixels or ip.size.get("longest_edge", DEFAULT_PIXELS[1]))
         if lo > hi:
             raise RemoteGLMError(f"min_pixels {lo} is more than max_pixels {hi}")
         ip.size = {"shortest_edge": lo, "longest_edge": hi}
@@ -294,9 +295,16 @@ def check_aspect(width: int, height: int) -> None:
 
 
 def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fam) -> int:
-    """How many LLM tokens one ``width`` x ``height`` image becomes at this resolution setting:
-    the processors' resize (sides rounded to patch*merge, area kept within [min, max]; GLM-4.1V
-    counts the image twice, as two frames, and first scales tiny images up to one cell)."""
+    """How many LLM tokens one ``width`` x ``height`` image becomes at this resolution setting."""
+    f = fam.patch * fam.spatial_merge
+    w, h = resized_size(width, height, min_pixels, max_pixels, fam)
+    return (h // f) * (w // f)
+
+
+def resized_size(width: int, height: int, min_pixels: int, max_pixels: int, fam) -> tuple[int, int]:
+    """(width, height) the processors resize a ``width`` x ``height`` image to: sides rounded to
+    patch*merge, area kept within [min, max] (GLM-4.1V counts the image twice, as two frames, and
+    first scales tiny images up to one cell). Qwen2.5-VL's boxes are pixels of this image."""
     import math
 
     check_aspect(width, height)
@@ -312,5 +320,22 @@ def image_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fam)
     elif t * h * w < min_pixels:
         beta = math.sqrt(min_pixels / (t * height * width))
         h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
-    return (h // f) * (w // f)
+    return w, h
 
+
+def folder_pixel_range(path: str | os.PathLike) -> tuple[int, int]:
+    """(min, max) image area the folder's own image processor resizes to (preprocessor_config.json:
+    ``size`` shortest/longest edge, else min/max_pixels, else the processors' defaults), read
+    without loading it; a run folder answers for its base when it has no copy."""
+    d = Path(path).expanduser()
+    cfg = d / "preprocessor_config.json"
+    if not cfg.is_file():
+        base = adapter_base(d)
+        cfg = (base or d) / "preprocessor_config.json"
+    pc = read_json(cfg, require_object=True) if cfg.is_file() else {}
+    size = pc.get("size") if isinstance(pc.get("size"), dict) else {}
+    lo = size.get("shortest_edge") or pc.get("min_pixels") or DEFAULT_PIXELS[0]
+    hi = size.get("longest_edge") or pc.get("max_pixels") or DEFAULT_PIXELS[1]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (lo, hi)) or lo > hi:
+        raise RemoteGLMError(f"{cfg}: the image sizes (min {lo!r}, max {hi!r} pixels) are not a valid range")
+    return lo, hi
