@@ -6,7 +6,8 @@ The log (``OUT/answers/<label>.jsonl``) is also the ``--predictions`` format, re
 model: one JSON object per line, ``{"key", "img", "prompt", "answer"}``. ``img`` is the image path
 as the run had it (a relative one is taken from the current folder), ``prompt`` the exact prompt,
 ``answer`` the post-processed answer; ``key`` (a digest of the checkpoint and settings) is not
-needed there. An answer is found by its image file and prompt.
+needed there. ``family`` (optional: the model family, e.g. ``qwen2_5_vl``) says whose box text the
+grounding prompts and answers are in; ``--family`` gives it for a log without one. An answer is found by its image file and prompt.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class AnswerLog:
     """Answers appended as JSON lines; a rerun with the same checkpoint, prompts and settings
     reuses them (an unfinished last line from a crash is ignored)."""
 
-    def __init__(self, path: Path, fingerprint: str, settings: dict):
+    def __init__(self, path: Path, fingerprint: str, settings: dict, family: str | None = None):
         self.path = path
+        self.family = family
         self.base = {"ckpt": fingerprint, **settings}
         self.done: dict[str, str] = {}
         if path.is_file():
@@ -69,7 +71,10 @@ class AnswerLog:
             for q, a in pairs:
                 k = self.key(q)
                 self.done[k] = a
-                f.write(json.dumps({"key": k, "img": str(q.image), "prompt": q.prompt, "answer": a}, ensure_ascii=False) + "\n")
+                row = {"key": k, "img": str(q.image), "prompt": q.prompt, "answer": a}
+                if self.family:
+                    row["family"] = self.family
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -148,3 +153,20 @@ def saved_answers(answers: dict[tuple[str, str], str], queries: Sequence[Query],
                              f"prompt {q.prompt!r}): re-score with the --data, --split, --limit, --image_root and prompts "
                              "of the run that wrote it")
     return [answers[k] for k in keys]
+
+
+def logged_family(path: str | os.PathLike) -> str | None:
+    """The model family a saved answers log records (its lines' ``family``), or None; a log whose
+    lines name two families is one RemoteGLMError line."""
+    found = set()
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("family"), str):
+            found.add(rec["family"])
+    if len(found) > 1:
+        raise RemoteGLMError(f"{path}: answers of several model families ({', '.join(sorted(found))}); re-score the "
+                             "log of one run")
+    return found.pop() if found else None

@@ -10,6 +10,9 @@ A fine-tune JSON may also hold (detected by each record's ``task``):
   questions of ``EvalSet.questions``; the instruction data's ``presence`` and ``count`` records
   join them where their answer is 是/否 or a number.
 
+- grounding records (``kind``: refer / identify / grounded / detect / count, with ``prompt_boxes`` /
+  ``label_boxes``): the items of ``EvalSet.grounding`` (remoteglm/eval/grounded.py).
+
 Records of other tasks (conversations, attribute questions of the instruction data) are not
 evaluated; ``EvalSet.skipped`` counts them.
 """
@@ -26,6 +29,7 @@ from remoteglm.data.splits import same_content
 from remoteglm.errors import RemoteGLMError
 from remoteglm.data.instructions import CLASSIFY_PROMPT, classify_prompt
 from remoteglm.eval.classify import classes_in_prompt
+from remoteglm.eval.grounded import KINDS as GROUNDING_KINDS, GroundingItem, read_item
 from remoteglm.eval.vqa import QTYPES, answer_kind, canonical_qtype, expected_value
 from remoteglm.io import read_json
 from remoteglm.model.prompt import DEFAULT_PROMPT
@@ -63,6 +67,7 @@ class EvalSet:
     classes: list[str] = field(default_factory=list)
     questions: list[VQAQuestion] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # records of tasks not evaluated, per task
+    grounding: list[GroundingItem] = field(default_factory=list)
 
     @property
     def has_classes(self) -> bool:
@@ -74,9 +79,9 @@ class EvalSet:
 
     @property
     def tasks(self) -> list[str]:
-        """What this set can evaluate: caption, classify, vqa."""
+        """What this set can evaluate: caption, classify, vqa, grounding."""
         return [t for t, has in (("caption", bool(self.caption_images)), ("classify", self.has_classes),
-                                 ("vqa", bool(self.questions))) if has]
+                                 ("vqa", bool(self.questions)), ("grounding", bool(self.grounding))) if has]
 
 
 def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str | os.PathLike | None = None,
@@ -102,7 +107,8 @@ def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str 
         if es.kind == "dataset":
             raise RemoteGLMError(f"{path}: no images with references in split '{split}'{hint}; choose another --split")
         tasks = ", ".join(sorted(es.skipped)) or "none"
-        raise RemoteGLMError(f"{path}: no captions, scene-class (task \"classify\") or VQA (task \"vqa\") records "
+        raise RemoteGLMError(f"{path}: no captions, scene-class (task \"classify\"), VQA (task \"vqa\") or grounding "
+                             f"(kind {'/'.join(GROUNDING_KINDS)}) records "
                              f"to evaluate (tasks in the file: {tasks})")
     if limit is not None:
         if limit < 1:
@@ -110,6 +116,7 @@ def load_eval_set(path: str | os.PathLike, split: str = "test", image_root: str 
         es.images = es.images[:limit]
         kept = {im.key for im in es.images}
         es.questions = [q for q in es.questions if q.key in kept]
+        es.grounding = [g for g in es.grounding if g.key in kept]
     missing = [im.path for im in es.images if not im.path.is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -201,9 +208,15 @@ def _from_finetune(path, data, split, base, resolve_image, template) -> EvalSet:
     explicit: list[str] = []  # labels of task "classify" records, in file order
     questions: list[VQAQuestion] = []
     skipped: dict[str, int] = {}
+    grounding: list[GroundingItem] = []
     for i, rec in enumerate(data):
         if not isinstance(rec, dict) or not {"img", "prompt", "label"} <= rec.keys():
             raise RemoteGLMError(f"{path}: item {i} is not an {{\"img\", \"prompt\", \"label\"}} object")
+        if rec.get("kind") in GROUNDING_KINDS:
+            img = str(rec["img"])
+            groups.setdefault(img, {"labels": [], "refs": None, "cls": None, "prompt": None})
+            grounding.append(read_item(path, i, rec, img, resolve_image(img, base)))
+            continue
         task = rec.get("task")
         g = groups.setdefault(str(rec["img"]), {"labels": [], "refs": None, "cls": None, "prompt": None})
         label = str(rec["label"]).strip()
@@ -235,7 +248,7 @@ def _from_finetune(path, data, split, base, resolve_image, template) -> EvalSet:
             skipped[str(task)] = skipped.get(str(task), 0) + 1
     # classes a scene set's prompts do not list (or a prompt that lists none) still count
     classes = classes + [c for c in dict.fromkeys(explicit) if c not in classes]
-    asked = {q.key for q in questions}
+    asked = {q.key for q in questions} | {g.key for g in grounding}
     images = []
     for img, g in groups.items():
         refs = g["refs"] or _drop_paragraphs(list(dict.fromkeys(g["labels"])))
@@ -247,7 +260,7 @@ def _from_finetune(path, data, split, base, resolve_image, template) -> EvalSet:
     for im in images:  # captioned images without a classification record still get the common prompt
         if im.classify_prompt is None and classes and im.references:
             im.classify_prompt = classify_prompt(classes, template)
-    return EvalSet(path, "finetune", path.stem, split, images, classes, questions, skipped)
+    return EvalSet(path, "finetune", path.stem, split, images, classes, questions, skipped, grounding)
 
 
 # ---- leakage guard -----------------------------------------------------------------------------------

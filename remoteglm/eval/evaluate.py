@@ -26,6 +26,7 @@ from remoteglm.data.instructions import CLASSIFY_PROMPT
 from remoteglm.errors import cli_entry
 from remoteglm.eval.anchors import BENCHMARKS
 from remoteglm.eval.evalset import CAPTION_PROMPT
+from remoteglm.eval.grounding_report import grounding_summary
 from remoteglm.eval.metrics import LEVEL_NOTES, LEVELS, METRICS
 from remoteglm.eval.runner import run_evaluation
 from remoteglm.options import Parser, add_trust_arg
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="re-score saved answers without a model: an evaluation's OUT/answers/<label>.jsonl (one "
                             "JSON object per line with img, prompt, answer), one file per model, with the --data, "
                             "--split, --limit and prompts of the run that wrote it")
+    p.add_argument("--family", help="--predictions: the model family whose box text the answers are in (qwen2_5_vl, "
+                                     "qwen3_vl, glm4v, visualglm) [the one the log records]")
     p.add_argument("--labels", nargs="+", help="names for the checkpoints in the report [folder names; file names "
                                                "without .jsonl for --predictions]")
     p.add_argument("--data", required=True,
@@ -119,6 +122,7 @@ def summary_table(m: dict) -> str:
             lines.append(f"  {r['label']:<{w}} {cells} {v['accuracy'] * 100:>6.1f}% {v['average_accuracy'] * 100:>6.1f}%")
         lines.append("  n" + " " * (w - 1) + " " + " ".join(f"{r0:>{cw}}" for r0 in
                                                             (runs[0]["vqa"]["per_type"][q]["n"] for q in qtypes)))
+    lines += grounding_summary(runs, w)
     a = m.get("anchors")
     if a:
         lines.append(f"anchors: {a['source']} (English prompts) beside ours (Chinese prompts): not directly comparable")

@@ -19,6 +19,7 @@ import html
 import io
 from pathlib import Path
 
+from remoteglm.eval.grounding_report import grounding_section
 from remoteglm.eval.metrics import CIDER_NOTE, LEVEL_NOTES, METEOR_VARIANT, METRICS
 
 FONTS = '"WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Source Han Sans SC", "Microsoft YaHei", "PingFang SC", sans-serif'
@@ -232,8 +233,8 @@ def _anchor_table(m: dict, task: str) -> str:
                         for v in (row["ours"][r["label"]] for r in runs))
         body.append(f"<tr><th>{_e(a['benchmark'])} · {_e(row['name'])}</th>"
                     f'<td class="num theirs">{row["value"]:.2f}%</td>{cells}</tr>')
-    n = m["n_questions"] if task == "vqa" else len(m["images"])
-    what = "questions" if task == "vqa" else "images"
+    n, what = {"vqa": (m["n_questions"], "questions"), "grounding": ((m["models"][0].get("grounding") or {}).get("n"),
+                                                                  "referring expressions")}.get(task, (len(m["images"]), "images"))
     return (f'<table class="anchor" id="anchors"><caption>参照 Anchors — {_e(a["source"])}</caption>'
             f"<tr><th>benchmark · metric</th><th>GeoChat (英文提示 English prompts)</th>{head}</tr>{''.join(body)}</table>"
             f'<p class="note" id="anchors-note">{_e(a["note_zh"])}<br>{_e(a["note_en"])} Ours: {n} {what} of '
@@ -345,6 +346,7 @@ def render_report(m: dict, thumb_size: int = 160, examples: int = 5) -> str:
         parts.append(_vqa_table(m))
         parts.append(_anchor_table(m, "vqa"))
         parts.append("<h3>问答示例 Examples</h3>" + _vqa_examples(m, qthumbs, picked, examples))
+    parts.append(grounding_section(m, thumb_size, examples, _anchor_table(m, "grounding")))
     if shown:
         parts.append("<h2>逐图对照 Side by side</h2>" + _side_by_side(m, thumbs, shown))
     parts.append("</body></html>\n")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.anchors import anchor_table, detect_benchmark
-from remoteglm.eval.answer_log import (AnswerLog, Query, checkpoint_fingerprint, generate_answers, read_answers,
-                                       saved_answers)
+from remoteglm.eval.answer_log import (AnswerLog, Query, checkpoint_fingerprint, generate_answers, logged_family,
+                                       read_answers, saved_answers)
 from remoteglm.eval.classify import ClassParser, evaluate_classification
+from remoteglm.eval.grounded import BOX_KINDS, TEXT_KINDS, image_size, prompts, score_grounding
 from remoteglm.eval.evalset import EvalSet, find_leaks, load_eval_set, recorded_train_data, training_images
 from remoteglm.eval.metrics import CIDER_NOTE, LEVEL_NOTES, LEVELS, METEOR_VARIANT, METRICS, score_captions
 from remoteglm.eval.vqa import evaluate_vqa
@@ -91,14 +92,22 @@ def run_evaluation(args) -> dict:
     classify = es.has_classes and not args.no_classify
     cls_images = [im for im in es.images if classify and im.class_zh and im.classify_prompt]
     questions = [] if args.no_vqa else es.questions
-    if not (cap_images or cls_images or questions):
+    items = es.grounding
+    if not (cap_images or cls_images or questions or items):
         raise RemoteGLMError(f"{args.data}: nothing left to evaluate ({', '.join(es.tasks)} turned off by "
                              "--no_classify / --no_vqa)")
     cls_tokens = min(args.max_new_tokens, 16)  # class names and VQA answers are short
     queries = [Query(im.path, args.caption_prompt, args.max_new_tokens) for im in cap_images]
     queries += [Query(im.path, im.classify_prompt, cls_tokens) for im in cls_images]
     queries += [Query(q.path, q.prompt, cls_tokens) for q in questions]
-    saved = [saved_answers(a, queries, p) for a, p in zip(logged, paths)] if rescore else None
+    families = [_family(args, p, rescore) for p in paths] if items else [None] * len(paths)
+    codecs = [f.box_codec(None if rescore else p, min_pixels=args.min_pixels, max_pixels=args.max_pixels) if f else None
+              for f, p in zip(families, paths)]
+    sizes = {it.path: image_size(it.path) for it in items}
+    # grounding prompts hold boxes in each family's own text, so every run has its own
+    asked = [prompts(items, c, sizes) if c else [] for c in codecs]
+    run_queries = [queries + [Query(it.path, pr, args.max_new_tokens) for it, pr in zip(items, a)] for a in asked]
+    saved = [saved_answers(a, q, p) for a, q, p in zip(logged, run_queries, paths)] if rescore else None
     out = Path(args.out) if args.out else Path("eval_results") / f"{Path(args.data).stem}_{es.split}"
     out.mkdir(parents=True, exist_ok=True)
     if es.skipped:
@@ -116,16 +125,29 @@ def run_evaluation(args) -> dict:
     qrecords = [{"id": q.qid, "img": q.key, "path": str(q.path), "prompt": q.prompt, "label": q.label,
                  "qtype": q.qtype, "kind": q.kind, "answers": {}} for q in questions]
     refs = {im.key: im.references for im in cap_images}
+    grecords = [{"id": it.gid, "kind": it.kind, "img": it.key, "path": str(it.path), "prompt": it.prompt,
+                 "label": it.label, "true_boxes": [list(b.xyxy) for b in it.label_boxes],
+                 "prompt_boxes": [list(b.xyxy) for b in it.prompt_boxes], "answers": {}} for it in items]
     for i, (path, label) in enumerate(zip(paths, labels)):
         t0 = time.time()
         if rescore:
             answers, weights = saved[i], "saved answers (--predictions)"
         else:
-            answers, weights = _generate(args, path, label, queries, out, settings)
-        n_cap, n_cls = len(cap_images), len(cls_images)
-        cap_answers, cls_answers, vqa_answers = answers[:n_cap], answers[n_cap:n_cap + n_cls], answers[n_cap + n_cls:]
+            answers, weights = _generate(args, path, label, run_queries[i], out, settings, families[i])
+        n_cap, n_cls, n_q = len(cap_images), len(cls_images), len(questions)
+        cap_answers, cls_answers = answers[:n_cap], answers[n_cap:n_cap + n_cls]
+        vqa_answers, g_answers = answers[n_cap + n_cls:n_cap + n_cls + n_q], answers[n_cap + n_cls + n_q:]
         run = {"label": label, "checkpoint": None if rescore else str(Path(path).resolve()), "weights": weights,
                "caption": {}}
+        if items:
+            scores, per_g = score_grounding(items, g_answers, codecs[i], sizes)
+            run["family"] = families[i].name
+            if "refer" in scores:
+                run["grounding"] = scores["refer"]
+            run["detection"] = {k: scores[k] for k in BOX_KINDS if k in scores}
+            run["region_caption"] = {k: scores[k] for k in TEXT_KINDS if k in scores}
+            for rec, pr, pg in zip(grecords, asked[i], per_g):
+                rec["answers"][label] = {"prompt": pr, **pg}
         if rescore:
             run["predictions"] = str(Path(path).resolve())
         if cap_images:
@@ -156,10 +178,11 @@ def run_evaluation(args) -> dict:
 
     benchmark = None if args.benchmark == "none" else (
         args.benchmark if args.benchmark != "auto" else detect_benchmark(es.source, [im.path for im in es.images]))
-    tasks = [t for t, on in (("caption", cap_images), ("classify", cls_images), ("vqa", questions)) if on]
+    tasks = [t for t, on in (("caption", cap_images), ("classify", cls_images), ("vqa", questions),
+                             ("grounding", items)) if on]
     metrics = {
         "dataset": es.name, "data_file": str(es.source.resolve()), "split": es.split, "n_images": len(es.images),
-        "n_questions": len(questions), "tasks": tasks,
+        "n_questions": len(questions), "n_grounding": len(items), "tasks": tasks,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "generation": {"decoding": "greedy", "max_new_tokens": args.max_new_tokens, "classify_max_new_tokens": cls_tokens,
                        "vqa_max_new_tokens": cls_tokens,
@@ -178,6 +201,7 @@ def run_evaluation(args) -> dict:
         "models": runs,
         "images": images,
         "questions": qrecords,
+        "grounding": grecords,
     }
     write_json_atomic(out / "metrics.json", metrics)
     write_text_atomic(out / "report.html", render_report(metrics, args.thumb_size, args.report_examples))
@@ -185,14 +209,30 @@ def run_evaluation(args) -> dict:
     return metrics
 
 
-def _generate(args, path: str, label: str, queries: list[Query], out: Path, settings: dict) -> tuple[list[str], str]:
+def _family(args, path: str, rescore: bool):
+    """The family whose box text a run's grounding prompts and answers are in: a checkpoint's own;
+    for saved answers --family, else the one their log recorded."""
+    from remoteglm.registry import family_named, family_of
+
+    if not rescore:
+        return family_of(path)
+    name = args.family or logged_family(path)
+    if not name:
+        raise RemoteGLMError(f"{path} records no model family and the data has grounding records, whose boxes are "
+                             "in the family's text: pass --family NAME")
+    return family_named(name)
+
+
+def _generate(args, path: str, label: str, queries: list[Query], out: Path, settings: dict,
+              family=None) -> tuple[list[str], str]:
     """The checkpoint's answers (reused from its log where there) and how its weights were loaded."""
     from remoteglm.serve.bootstrap import start_engine
 
     engine, _, _ = start_engine(args, path, name=label, progress=False)
     weights = engine.quant
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
-    log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings)
+    log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings,
+                    family.name if family else None)
     answers = generate_answers(engine, queries, log, args.batch_size, args.repetition_penalty, label)
     del engine
     gc.collect()
