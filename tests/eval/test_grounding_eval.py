@@ -29,6 +29,8 @@ def _data(tmp_path) -> Path:
          "label_boxes": [[0, 0, 100, 100], [200, 200, 300, 300]]},
         {"img": str(SOAP), "kind": "identify", "prompt": "描述<box>中的区域。", "label": "一片茂密的绿色树林。",
          "prompt_boxes": [[40, 40, 120, 120]]},
+        {"img": str(YELL), "kind": "grounded", "prompt": "描述这张图并框出物体。", "label": "一条道路<box>穿过两片树林<box><box>。",
+         "label_boxes": [[0, 200, 512, 260], [0, 0, 200, 190], [300, 270, 500, 420]]},
     ]
     f = tmp_path / "vrsbench_refer_test.json"  # the name says VRSBench: its anchors are shown
     f.write_text(json.dumps(recs, ensure_ascii=False), encoding="utf-8")
@@ -44,6 +46,9 @@ def _answers(tmp_path, family="qwen3_vl", record_family=False) -> tuple[Path, li
         (YELL, REFER, "图中没有树。"),
         (OSBS, "框出所有的树。", enc([[0, 0, 100, 100], [0, 0, 100, 100], [350, 350, 390, 390]], (400, 400))),
         (SOAP, "描述" + enc([[40, 40, 120, 120]], (400, 400)) + "中的区域。", "一片茂密的绿色树林。"),
+        # the words right, the boxes in the family's text taken out before scoring
+        (YELL, "描述这张图并框出物体。", "一条道路" + enc([[0, 200, 512, 260]], (512, 424)) + "穿过两片树林"
+         + enc([[0, 0, 200, 190], [300, 270, 500, 420]], (512, 424)) + "。"),
     ]
     lines = []
     for img, prompt, answer in rows:
@@ -72,6 +77,8 @@ def test_grounding_rescored_by_hand(tmp_path, capsys, family):
     assert (d["true_positives"], d["n_pred"], d["n_true"]) == (1, 3, 2)
     assert d["precision"] == pytest.approx(1 / 3) and d["recall"] == pytest.approx(1 / 2)
     assert run["region_caption"]["identify"]["char"]["BLEU-4"] == pytest.approx(1)
+    assert run["region_caption"]["grounded"]["char"]["BLEU-4"] == pytest.approx(1)
+    assert run["region_caption"]["grounded"]["word"]["BLEU-4"] == pytest.approx(1)
     assert "grounding" in m["tasks"] and run["family"] == family
     assert [r["ours"]["tuned"] for r in m["anchors"]["rows"]] == pytest.approx([200 / 3, 100 / 3, 200 / 3, 100 / 3])
     assert "Acc@0.5" in printed and "66.7%" in printed and "33.3%" in printed
@@ -84,9 +91,9 @@ def test_report_draws_the_boxes(tmp_path):
     assert main(["--predictions", str(f), "--data", str(data), "--out", str(out)]) == 0
     page = (out / "report.html").read_text(encoding="utf-8")
     boxed = re.findall(r'<img class="boxed" src="(data:image/jpeg;base64,[^"]+)"', page)
-    assert len(boxed) == 5
-    assert thumbnail_data_uri(OSBS) not in boxed and thumbnail_data_uri(SOAP) not in boxed
-    assert len(set(boxed)) == 5  # each drawing differs: other boxes on each
+    assert len(boxed) == 6
+    assert not {thumbnail_data_uri(p) for p in (OSBS, SOAP, YELL)} & set(boxed)
+    assert len(set(boxed)) == 6  # each drawing differs: other boxes on each
     assert 'id="box-legend"' in page and "GeoChat 微调后 Acc@0.5" in page
 
 
