@@ -42,9 +42,15 @@ class Task:
     answer_boxes: tuple[Box, ...] = ()
 
     def to_dict(self, image: str) -> dict:
-        return {"img": image, "kind": self.kind, "question": self.question, "answer": self.answer,
-                "question_boxes": [list(b.xyxy) for b in self.question_boxes],
-                "answer_boxes": [list(b.xyxy) for b in self.answer_boxes]}
+        """The fine-tune record of this task on ``image`` (``remoteglm.data.records``: prompt and
+        label with BOX markers, boxes as [x1, y1, x2, y2] or [x1, y1, x2, y2, "label"] pixels)."""
+        return {"img": image, "prompt": self.question, "label": self.answer, "kind": self.kind,
+                "prompt_boxes": [_box_list(b) for b in self.question_boxes],
+                "label_boxes": [_box_list(b) for b in self.answer_boxes]}
+
+
+def _box_list(b: Box) -> list:
+    return [*b.xyxy] + ([b.label] if b.label is not None else [])
 
 
 def position(obj: Annotation, width: int, height: int) -> str:

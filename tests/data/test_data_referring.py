@@ -82,7 +82,7 @@ def test_a_grounded_description_counts_every_object_with_its_boxes():
     assert len(grounded) == 1
     assert grounded[0].answer == f"图中有2个储油罐{BOX}{BOX}，1个飞机{BOX}。"
     assert tuple(b.xyxy for b in grounded[0].answer_boxes) == ((10, 10, 110, 110), (650, 650, 750, 750), (300, 700, 340, 740))
-    assert grounded[0].to_dict("a.jpg")["answer_boxes"][0] == [10, 10, 110, 110]
+    assert grounded[0].to_dict("a.jpg")["label_boxes"][0] == [10, 10, 110, 110]
 
 
 def test_the_real_tree_boxes_give_distinct_expressions():
