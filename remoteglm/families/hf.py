@@ -98,12 +98,41 @@ class HFFamily(Family):
         if tokenizer:
             raise RemoteGLMError(f"--tokenizer is for VisualGLM checkpoints; a {self.label} folder brings its own tokenizer")
         quiet_warnings()  # every front end (cli, web, API, evaluation): no library notices in the user's terminal
+        min_pixels, max_pixels = self.serving_pixels(path, min_pixels, max_pixels)
         model, proc = load_hf(path, self, quant, device, dtype, min_pixels=min_pixels, max_pixels=max_pixels)
         defaults = {**(defaults or CHAT_DEFAULTS), **sampling_defaults(path)}  # the toolkit's tables, then the authors'
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         engine = HFEngine(model, proc, name=name, quant=describe_quant(model), defaults=defaults,
                            max_new_tokens=max_new_tokens, generator=gen)
+        lo, hi = proc.pixel_range()  # the resolution served: answers' boxes are read in its frame
+        engine.box_codec = self.box_codec(path, min_pixels=lo, max_pixels=hi)
         return engine, memory_summary(model)
+
+    def serving_pixels(self, path: Path, min_pixels: int | None, max_pixels: int | None) -> tuple:
+        """(min, max) pixels to serve ``path`` at: the given ones, else the ones its run was trained
+        at (``remoteglm_base.json`` "settings"), else (None) the folder's. Where this family's
+        boxes depend on the resolution (Qwen2.5-VL: pixels of the resized image), serving a run
+        at another one than it was trained at is refused in one line: its boxes would be shifted."""
+        from remoteglm.io import read_json
+        from remoteglm.model.hf_folder import BASE_RECORD, folder_pixel_range
+
+        rec = Path(path) / BASE_RECORD
+        settings = read_json(rec, require_object=True).get("settings") if rec.is_file() else None
+        if not isinstance(settings, dict) or not {"min_pixels", "max_pixels"} & settings.keys():
+            return min_pixels, max_pixels  # no record of the run's resolution
+        recorded = (settings.get("min_pixels"), settings.get("max_pixels"))
+        if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0) for v in recorded):
+            raise RemoteGLMError(f"{rec}: settings min_pixels / max_pixels {recorded} are not pixel counts")
+        trained = tuple(r or f for r, f in zip(recorded, folder_pixel_range(path)))
+        served = (min_pixels or trained[0], max_pixels or trained[1])
+        if served != trained:
+            frames = [self.box_codec(path, min_pixels=lo, max_pixels=hi).settings for lo, hi in (trained, served)]
+            if frames[0] != frames[1]:
+                raise RemoteGLMError(
+                    f"{path} was trained at min_pixels {trained[0]}, max_pixels {trained[1]} ({BASE_RECORD}); "
+                    f"{self.label} boxes are pixels of the resized image, so serving it at {served[0]}, {served[1]} "
+                    "would shift them: leave out --min_pixels / --max_pixels (the run's are used)")
+        return served
 
     def finetune(self, opts) -> Path:
         from remoteglm.train.hf_trainer import run

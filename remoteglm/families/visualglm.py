@@ -85,6 +85,7 @@ class VisualGLM(Family):
         gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed) if seed is not None else None
         engine = VisualGLMEngine(model, tok, name=name, quant=describe_quant(model), defaults=defaults,
                                  max_new_tokens=max_new_tokens, generator=gen)
+        engine.box_codec = self.box_codec(path)
         return engine, memory_summary(model)
 
     def box_codec(self, path=None, *, min_pixels=None, max_pixels=None):

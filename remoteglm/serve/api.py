@@ -13,6 +13,13 @@ question for VisualGLM, which has none. ``model`` must be
 the served name or one of its ``--model_alias`` names. Extra sampling fields beside the OpenAI
 ones: ``top_k``, ``repetition_penalty``.
 
+Boxes (grounding): when the request has an image, each choice's ``message`` also carries
+``boxes``, ``[{"bbox": [x1, y1, x2, y2], "label": "储油罐" | null}]``, the boxes of its answer
+in pixels of the ORIGINAL image (top left, bottom right), read with the model family's own box
+format at the resolution served, so a client need not know it; ``[]`` when the answer has none.
+Streamed, they come in the ``delta`` of each choice's finish chunk. (openai SDK:
+``choice.message.boxes``, ``chunk.choices[0].delta.boxes``.)
+
 Every error, on any path and with any method, is OpenAI's JSON ``{"error": {"message", "type",
 "param", "code"}}``: the routes' own (400 bad input, 401 missing or wrong key, 403 path not
 allowed, 404 unknown model or URL, 405, 413 too large, 429 queue full, 500 internal, 503 shutting

@@ -74,7 +74,7 @@ def create_app(engine, *, api_key: str | None = None, allowed: Sequence[Path] = 
             watcher.cancel()
             raise
         if req.stream:
-            return StreamingResponse(events(api.engine.name, job, first, watcher), media_type="text/event-stream",
+            return StreamingResponse(events(api.engine.name, job, first, watcher, api.engine), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         lasts: dict = {}
         try:
@@ -85,7 +85,7 @@ def create_app(engine, *, api_key: str | None = None, allowed: Sequence[Path] = 
         finally:
             job.stop("done")
             watcher.cancel()
-        return JSONResponse(completion(api.engine.name, req, [lasts.get(k) for k in range(job.n)]))
+        return JSONResponse(completion(api.engine.name, req, [lasts.get(k) for k in range(job.n)], api.engine))
 
     return app
 

@@ -1,6 +1,6 @@
 """The API's replies: an answer's text as sent (``shown_answer``, cut at a stop string), the
 body of a finished request (``completion``) and the SSE stream of one being answered
-(``events``), with the usage of its choices."""
+(``events``), with the usage of its choices and the boxes of its answers (``message_boxes``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from remoteglm.serve.api_queue import Job
 from remoteglm.serve.api_request import ChatRequest
 from remoteglm.serve.engine import strip_control
 from remoteglm.serve.generation import Reply
+from remoteglm.serve.grounding import box_fields
 
 
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
@@ -29,6 +30,15 @@ def shown_answer(text: str) -> str:
     return strip_control(text)
 
 
+def message_boxes(engine, image, text: str) -> list[dict] | None:
+    """The ``boxes`` of an answer as sent: ``[{"bbox": [x1, y1, x2, y2], "label": ...}]`` in the
+    request image's original pixels (empty: none in it); None (no field) when the request has no
+    image or the model no box format."""
+    if image is None or getattr(engine, "box_codec", None) is None:
+        return None
+    return box_fields(engine.boxes(text, image)[0])
+
+
 def _ids() -> tuple[str, int]:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
@@ -41,13 +51,18 @@ def _usage(replies) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": answers, "total_tokens": prompt + answers}
 
 
-def completion(model: str, req: ChatRequest, lasts: list) -> dict:
-    """The response body of a request whose choices ended with the replies ``lasts``."""
+def completion(model: str, req: ChatRequest, lasts: list, engine=None) -> dict:
+    """The response body of a request whose choices ended with the replies ``lasts`` (``engine``
+    reads their boxes)."""
     lasts = [r if r is not None else _empty_reply() for r in lasts]
     choices = []
     for k, last in enumerate(lasts):
         text, stopped = cut_at_stop(shown_answer(last.text), req.stop)
-        choices.append({"index": k, "message": {"role": "assistant", "content": text},
+        message = {"role": "assistant", "content": text}
+        boxes = message_boxes(engine, req.image, text)
+        if boxes is not None:
+            message["boxes"] = boxes
+        choices.append({"index": k, "message": message,
                         "finish_reason": "stop" if stopped else last.finish_reason, "logprobs": None})
     cid, created = _ids()
     return {"id": cid, "object": "chat.completion", "created": created, "model": model, "choices": choices,
@@ -62,9 +77,9 @@ def _sse(obj) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
 
-async def events(model: str, job: Job, first, watcher: asyncio.Task) -> AsyncIterator[bytes]:
-    """The SSE stream of ``job``: per choice a role chunk, content deltas and its finish chunk;
-    usage if asked; ``data: [DONE]``. Failing or cut short (shutdown) after it began: an error
+async def events(model: str, job: Job, first, watcher: asyncio.Task, engine=None) -> AsyncIterator[bytes]:
+    """The SSE stream of ``job``: per choice a role chunk, content deltas and its finish chunk
+    (whose delta carries the answer's ``boxes``, read by ``engine``); usage if asked; ``data: [DONE]``. Failing or cut short (shutdown) after it began: an error
     event, then ``data: [DONE]``. The client gone: nothing more."""
     req = job.req
     cid, created = _ids()
@@ -75,6 +90,10 @@ async def events(model: str, job: Job, first, watcher: asyncio.Task) -> AsyncIte
         if usage is not None:
             obj["usage"] = usage
         return _sse(obj)
+
+    def finish(k: int, reason: str) -> bytes:
+        boxes = message_boxes(engine, req.image, sent[k])
+        return chunk(k, {} if boxes is None else {"boxes": boxes}, reason)
 
     hold = max((len(s) for s in req.stop), default=1) - 1  # chars kept back: they may start a stop string
     sent = [""] * job.n
@@ -101,12 +120,12 @@ async def events(model: str, job: Job, first, watcher: asyncio.Task) -> AsyncIte
                 sent[k] = ready
             if stopped or r.finish_reason:
                 ended[k] = True
-                yield chunk(k, {}, "stop" if stopped else r.finish_reason)
+                yield finish(k, "stop" if stopped else r.finish_reason)
                 if all(ended):
                     break
         for k in range(job.n):
             if not ended[k]:  # (no final reply: the answer ended without one)
-                yield chunk(k, {}, "stop")
+                yield finish(k, "stop")
         if req.include_usage and any(r is not None for r in lasts):
             yield chunk(None, usage=_usage(lasts))
         yield b"data: [DONE]\n\n"

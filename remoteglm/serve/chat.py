@@ -47,6 +47,10 @@ class ChatSession:
         if done:
             self.history = self.history + [(query, response)]
 
+    def boxes(self, answer: str) -> list:
+        """The boxes of ``answer`` (about this session's image) in the image's original pixels."""
+        return self.engine.boxes(answer, self.image)[0]
+
     def ask(self, query: str, **gen) -> str:
         response = ""
         for response in self.stream(query, **gen):

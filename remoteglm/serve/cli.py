@@ -8,7 +8,9 @@ With ``--image`` and ``--prompt`` and no terminal on stdin it answers once and e
 Answers stop after ``--max_new_tokens`` (512 unless set; 0: only ``--max_length``), are
 post-processed like the official chat's (full-width punctuation next to Chinese) and shown without
 control characters; an empty answer shows as "（空回答） (empty answer)" (in one-shot mode stdout
-gets an empty line and stderr the note, so a script reads the real, empty answer).
+gets an empty line and stderr the note, so a script reads the real, empty answer). The boxes of an
+answer about an image follow it, one line each, in the original image's pixels:
+``框 / box 1: 储油罐 12,30,200,310`` (label, then x1,y1,x2,y2).
 """
 
 from __future__ import annotations
@@ -88,17 +90,27 @@ def print_answer(partials, out=None, empty_note=None) -> str:
     return shown
 
 
+def print_boxes(session, answer: str) -> None:
+    """The answer's boxes, one line each, in the original image's pixels."""
+    from remoteglm.serve.grounding import box_lines
+
+    for line in box_lines(session.boxes(answer)):
+        print(line, flush=True)
+
+
 def _stream_answer(session, query: str) -> None:
     print(f"{session.engine.speaker}: ", end="", flush=True)
     try:
-        print_answer(session.stream(query))
+        answer = print_answer(session.stream(query))
     except KeyboardInterrupt:
         print(" [interrupted / 已中断]", end="")
+        answer = ""
     except RemoteGLMError as e:  # e.g. the history outgrew max_length: say so, keep chatting
         print(flush=True)
         print(f"error: {e}", file=sys.stderr, flush=True)
         return
     print(flush=True)
+    print_boxes(session, answer)
 
 
 def _set_image(session, path: str | None) -> bool:
@@ -172,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if one_shot:
         session.set_image(args.image)
-        print_answer(session.stream(first_prompt), empty_note=sys.stderr)
+        answer = print_answer(session.stream(first_prompt), empty_note=sys.stderr)
         print()
+        print_boxes(session, answer)
         return 0
     try:
         interactive(session, args.image, first_prompt)

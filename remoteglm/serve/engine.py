@@ -37,6 +37,8 @@ server relies on it):
   objects, generated together: one forward pass per token for all; ``stream`` is one row of it)
   and ``batch_key(image, cfg)`` (which requests may share a batch).
 - ``speaker`` (what titles and the CLI call the model) and ``weights_label`` (the start-up line).
+- ``boxes(text, image) -> (boxes, failures)``: the boxes of an answer about ``image`` (its source
+  or ``LoadedImage``) in the original image's pixels, read with ``box_codec`` (``serve.grounding``).
 
 Text helpers for front ends: ``strip_control(text)`` and ``display_text(text, final=True)`` (what
 a terminal or page shows: control characters removed, an empty final answer as ``EMPTY_ANSWER``).
@@ -58,6 +60,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.serve.generation import Reply
+from remoteglm.serve.grounding import answer_boxes, upright_size
 from remoteglm.serve.sampling import CHAT_DEFAULTS, GenerationConfig
 
 __all__ = ["EMPTY_ANSWER", "Engine", "LoadedImage", "Row", "display_text", "strip_control"]
@@ -93,6 +96,7 @@ class LoadedImage:
     key: tuple | None
     size: tuple[int, int]
     source: Any = None
+    original: tuple[int, int] | None = None  # the source's own (upright) size: answers' boxes are in its pixels
 
 
 @dataclass
@@ -113,7 +117,11 @@ class Row:
 class Engine(ABC):
     """One model shared by many users: generations run one at a time in a worker thread, image
     embeddings are cached (a client that resends the same image each turn pays for it once). The
-    family-neutral part; a model family subclasses it and implements the abstract hooks."""
+    family-neutral part; a model family subclasses it and implements the abstract hooks.
+    ``box_codec``: the family's box text at the resolution served (its ``load_engine`` sets it;
+    None: answers have no boxes)."""
+
+    box_codec = None
 
     def __init__(self, model, tokenizer, *, name: str = "model", quant: str = "", defaults: dict | None = None,
                  max_new_tokens: int | None = None, cache_images: int = 8, generator=None):
@@ -261,12 +269,21 @@ class Engine(ABC):
             key = None
         size = self._sizes.get(key)
         if size is not None and key in self._cache:  # these bytes, or this unchanged file, decoded and encoded before
-            return LoadedImage(None, key, size, src)
+            return LoadedImage(None, key, size, src, upright_size(src))
         pixels = load_image(src, fit=self.image_fit)
         try:
-            return LoadedImage(pixels, self._key(src), pixels.size)
+            return LoadedImage(pixels, self._key(src), pixels.size, original=upright_size(src))
         except OSError as e:
             raise RemoteGLMError(f"cannot read image {image}: {e.strerror or e}") from None
+
+    def boxes(self, text: str, image) -> tuple[list, int]:
+        """(the boxes of answer ``text`` about ``image``, in the original image's pixels; how many
+        could not be read), through ``box_codec``: ([], 0) without a codec or an image."""
+        if isinstance(image, LoadedImage):
+            return answer_boxes(self.box_codec, text, image.original or image.size, image.size)
+        if isinstance(image, (str, Path, bytes, bytearray)) or hasattr(image, "getexif"):  # a source, a PIL image
+            return answer_boxes(self.box_codec, text, upright_size(image))
+        return [], 0  # no image, or pixel tensors (no original to measure boxes in)
 
     def check_image(self, image) -> None:
         """``load_image`` without keeping the result: RemoteGLMError with the reason if ``image``

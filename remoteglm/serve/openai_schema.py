@@ -84,9 +84,17 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class AnswerBox(BaseModel):
+    bbox: list[float] = Field(description="x1, y1, x2, y2: pixels of the original image (top left, bottom right)")
+    label: str | None = Field(None, description="what the answer names in front of the box")
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
     content: str
+    boxes: list[AnswerBox] | None = Field(None, description="the answer's boxes in the image's original pixels, read with "
+                                          "the model family's box format; only when the request has an image (streamed: "
+                                          "in the delta of each choice's finish chunk)")
 
 
 class Choice(BaseModel):

@@ -5,6 +5,8 @@ answers stream in, the history is kept per browser tab, sliders set temperature 
 top_k / max_length / max_new_tokens (``--max_new_tokens`` sets that slider's start, 512 unless
 given). Answers are post-processed like the official chat's (full-width punctuation next to
 Chinese) and shown without control characters; an empty one as "（空回答） (empty answer)".
+The boxes of the last answer (grounding) are drawn with their labels on the uploaded image, under
+the chat.
 Labels are Chinese first, English after.
 
 Safety defaults: binds 127.0.0.1; ``--share`` / a public ``--host`` print a warning (use
@@ -112,6 +114,23 @@ def ask(engine, question, messages, state, temperature, top_p, top_k, max_length
     yield messages, "", state
 
 
+def boxes_picture(engine, state, max_side: int = 2 * PREVIEW_SIZE):
+    """The uploaded image with the boxes of the last answer drawn and labelled (scaled to
+    ``max_side``); None when that answer has no box (or there is no image)."""
+    from remoteglm.model.image import load_image
+    from remoteglm.serve.grounding import draw_boxes
+
+    state = state or {}
+    image, history = state.get("image"), state.get("history") or []
+    if image is None or not history:
+        return None
+    try:
+        boxes = engine.boxes(history[-1][1], image)[0]
+        return draw_boxes(load_image(image), boxes, max_side) if boxes else None
+    except RemoteGLMError:  # the upload was swept meanwhile: nothing to draw on
+        return None
+
+
 def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples_dir: Path | None = EXAMPLES_DIR,
                device: str = "cpu", memory: str = ""):
     """The gradio Blocks app around an ``engine.Engine`` (model + lock). Not launched. The
@@ -141,6 +160,9 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
 
     def on_clear(state):
         return [], {"image": (state or {}).get("image"), "history": []}
+
+    def on_boxes(state):
+        return boxes_picture(engine, state)
 
     with gr.Blocks(title=f"{engine.speaker} Web Demo") as demo:
         state = gr.State({"image": None, "history": []})
@@ -174,13 +196,15 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
                 with gr.Row():
                     send = gr.Button("发送 / Send", variant="primary", elem_id="send")
                     clear = gr.Button("清空对话 / Clear chat", elem_id="clear")
+                drawn = gr.Image(label="框选结果 / Boxes in the answer", type="pil", interactive=False, elem_id="boxes")
                 gr.Markdown(NOTICE)
         upload.change(on_image, [upload, state], [preview, chatbot, state], api_name="upload_image", concurrency_limit=4)
         ask_args = dict(fn=on_ask, inputs=[question, chatbot, state, temperature, top_p, top_k, max_length, max_new],
                         outputs=[chatbot, question, state], concurrency_limit=1, concurrency_id="generate")
-        send.click(**ask_args, api_name="ask")
-        question.submit(**ask_args, api_name=False)
-        clear.click(on_clear, [state], [chatbot, state], api_name="clear")
+        send.click(**ask_args, api_name="ask").then(on_boxes, [state], [drawn], api_name=False)
+        question.submit(**ask_args, api_name=False).then(on_boxes, [state], [drawn], api_name=False)
+        clear.click(on_clear, [state], [chatbot, state], api_name="clear").then(lambda: None, None, [drawn], api_name=False)
+        upload.change(lambda: None, None, [drawn], api_name=False)
     return demo
 
 

@@ -173,6 +173,9 @@ def test_cli_shows_no_control_characters_and_marks_an_empty_answer(capsys):
         def stream(self, query):
             yield from ("\x0b", "\x0b\x04")
 
+        def boxes(self, answer):  # (an answer without boxes)
+            return []
+
     _stream_answer(Session(), "你好")
     assert capsys.readouterr().out == f"VisualGLM: {EMPTY_ANSWER}\n"
 
