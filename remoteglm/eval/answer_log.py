@@ -7,7 +7,8 @@ model: one JSON object per line, ``{"key", "img", "prompt", "answer"}``. ``img``
 as the run had it (a relative one is taken from the current folder), ``prompt`` the exact prompt,
 ``answer`` the post-processed answer; ``key`` (a digest of the checkpoint and settings) is not
 needed there. ``family`` (optional: the model family, e.g. ``qwen2_5_vl``) says whose box text the
-grounding prompts and answers are in; ``--family`` gives it for a log without one. An answer is found by its image file and prompt.
+grounding prompts and answers are in, ``box_settings`` (optional) the resolution its codec used
+(``min_pixels`` / ``max_pixels``); ``--family`` gives the family for a log without one. An answer is found by its image file and prompt.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ class AnswerLog:
     """Answers appended as JSON lines; a rerun with the same checkpoint, prompts and settings
     reuses them (an unfinished last line from a crash is ignored)."""
 
-    def __init__(self, path: Path, fingerprint: str, settings: dict, family: str | None = None):
+    def __init__(self, path: Path, fingerprint: str, settings: dict, family: str | None = None,
+                 box_settings: dict | None = None):
         self.path = path
-        self.family = family
+        self.family, self.box_settings = family, box_settings
         self.base = {"ckpt": fingerprint, **settings}
         self.done: dict[str, str] = {}
         if path.is_file():
@@ -74,6 +76,8 @@ class AnswerLog:
                 row = {"key": k, "img": str(q.image), "prompt": q.prompt, "answer": a}
                 if self.family:
                     row["family"] = self.family
+                if self.box_settings:
+                    row["box_settings"] = self.box_settings
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -155,10 +159,10 @@ def saved_answers(answers: dict[tuple[str, str], str], queries: Sequence[Query],
     return [answers[k] for k in keys]
 
 
-def logged_family(path: str | os.PathLike) -> str | None:
-    """The model family a saved answers log records (its lines' ``family``), or None; a log whose
-    lines name two families is one RemoteGLMError line."""
-    found = set()
+def logged_codec(path: str | os.PathLike) -> tuple[str | None, dict]:
+    """(the model family a saved answers log records, or None; its ``box_settings``, or {}); a log
+    whose lines name two families or resolutions is one RemoteGLMError line."""
+    found, box = set(), set()
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
             rec = json.loads(line)
@@ -166,7 +170,9 @@ def logged_family(path: str | os.PathLike) -> str | None:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("family"), str):
             found.add(rec["family"])
-    if len(found) > 1:
-        raise RemoteGLMError(f"{path}: answers of several model families ({', '.join(sorted(found))}); re-score the "
-                             "log of one run")
-    return found.pop() if found else None
+        if isinstance(rec, dict) and isinstance(rec.get("box_settings"), dict):
+            box.add(json.dumps(rec["box_settings"], sort_keys=True))
+    if len(found) > 1 or len(box) > 1:
+        raise RemoteGLMError(f"{path}: answers of several model families or resolutions "
+                             f"({', '.join(sorted(found | box))}); re-score the log of one run")
+    return (found.pop() if found else None), (json.loads(box.pop()) if box else {})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.eval.anchors import anchor_table, detect_benchmark
-from remoteglm.eval.answer_log import (AnswerLog, Query, checkpoint_fingerprint, generate_answers, logged_family,
+from remoteglm.eval.answer_log import (AnswerLog, Query, checkpoint_fingerprint, generate_answers, logged_codec,
                                        read_answers, saved_answers)
 from remoteglm.eval.classify import ClassParser, evaluate_classification
 from remoteglm.eval.grounded import BOX_KINDS, TEXT_KINDS, image_size, prompts, score_grounding
@@ -100,9 +100,7 @@ def run_evaluation(args) -> dict:
     queries = [Query(im.path, args.caption_prompt, args.max_new_tokens) for im in cap_images]
     queries += [Query(im.path, im.classify_prompt, cls_tokens) for im in cls_images]
     queries += [Query(q.path, q.prompt, cls_tokens) for q in questions]
-    families = [_family(args, p, rescore) for p in paths] if items else [None] * len(paths)
-    codecs = [f.box_codec(None if rescore else p, min_pixels=args.min_pixels, max_pixels=args.max_pixels) if f else None
-              for f, p in zip(families, paths)]
+    families, codecs = zip(*[_codec(args, p, rescore) if items else (None, None) for p in paths])
     sizes = {it.path: image_size(it.path) for it in items}
     # grounding prompts hold boxes in each family's own text, so every run has its own
     asked = [prompts(items, c, sizes) if c else [] for c in codecs]
@@ -133,7 +131,7 @@ def run_evaluation(args) -> dict:
         if rescore:
             answers, weights = saved[i], "saved answers (--predictions)"
         else:
-            answers, weights = _generate(args, path, label, run_queries[i], out, settings, families[i])
+            answers, weights = _generate(args, path, label, run_queries[i], out, settings, families[i], codecs[i])
         n_cap, n_cls, n_q = len(cap_images), len(cls_images), len(questions)
         cap_answers, cls_answers = answers[:n_cap], answers[n_cap:n_cap + n_cls]
         vqa_answers, g_answers = answers[n_cap + n_cls:n_cap + n_cls + n_q], answers[n_cap + n_cls + n_q:]
@@ -209,22 +207,28 @@ def run_evaluation(args) -> dict:
     return metrics
 
 
-def _family(args, path: str, rescore: bool):
-    """The family whose box text a run's grounding prompts and answers are in: a checkpoint's own;
-    for saved answers --family, else the one their log recorded."""
+def _codec(args, path: str, rescore: bool):
+    """(family, box codec) whose text a run's grounding prompts and answers are in: a checkpoint's
+    own family at this run's resolution; for saved answers --family, else the family and the
+    resolution their log recorded (--min_pixels / --max_pixels win)."""
     from remoteglm.registry import family_named, family_of
 
     if not rescore:
-        return family_of(path)
-    name = args.family or logged_family(path)
-    if not name:
+        fam = family_of(path)
+        return fam, fam.box_codec(path, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    name, settings = logged_codec(path)
+    if not (args.family or name):
         raise RemoteGLMError(f"{path} records no model family and the data has grounding records, whose boxes are "
                              "in the family's text: pass --family NAME")
-    return family_named(name)
+    fam = family_named(args.family or name)
+    if args.family and args.family != name:
+        settings = {}  # the log's resolution was another family's
+    return fam, fam.box_codec(None, min_pixels=args.min_pixels or settings.get("min_pixels"),
+                              max_pixels=args.max_pixels or settings.get("max_pixels"))
 
 
 def _generate(args, path: str, label: str, queries: list[Query], out: Path, settings: dict,
-              family=None) -> tuple[list[str], str]:
+              family=None, codec=None) -> tuple[list[str], str]:
     """The checkpoint's answers (reused from its log where there) and how its weights were loaded."""
     from remoteglm.serve.bootstrap import start_engine
 
@@ -232,7 +236,7 @@ def _generate(args, path: str, label: str, queries: list[Query], out: Path, sett
     weights = engine.quant
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
     log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings,
-                    family.name if family else None)
+                    family.name if family else None, codec.settings if codec else None)
     answers = generate_answers(engine, queries, log, args.batch_size, args.repetition_penalty, label)
     del engine
     gc.collect()

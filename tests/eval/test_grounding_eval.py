@@ -114,3 +114,34 @@ def test_marker_count_mismatch_is_one_line(tmp_path, capsys):
     assert main(["--predictions", str(f), "--family", "glm4v", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "1 <box> marker(s) in the label but 2 label_boxes" in err, err
+
+
+def _qwen25_log(tmp_path, settings):
+    """A Qwen2.5-VL log: boxes in pixels of the image after its resize at min/max pixels ``settings``."""
+    codec = family_named("qwen2_5_vl").box_codec(**settings)
+    rows = [(OSBS, codec.encode([Box(0, 0, 100, 100)], (400, 400))), (SOAP, "无"),
+            (YELL, codec.encode([Box(10, 10, 60, 60)], (512, 424)))]
+    f = tmp_path / "qwen.jsonl"
+    f.write_text("".join(json.dumps({"img": str(i), "prompt": REFER, "answer": a, "family": "qwen2_5_vl",
+                                     "box_settings": settings}) + "\n" for i, a in rows), encoding="utf-8")
+    return f
+
+
+def test_the_logged_resolution_decodes_qwen25_boxes(tmp_path, capsys):
+    data = tmp_path / "refer.json"
+    data.write_text(json.dumps([r for r in json.loads(_data(tmp_path).read_text(encoding="utf-8"))
+                                if r["kind"] == "refer"], ensure_ascii=False), encoding="utf-8")
+    settings = {"min_pixels": 3136, "max_pixels": 50176}  # 400 x 400 is resized to 224 x 224: not the original
+    f = _qwen25_log(tmp_path, settings)
+    assert main(["--predictions", str(f), "--data", str(data), "--out", str(tmp_path / "out")]) == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text(encoding="utf-8"))
+    g, ious = m["models"][0]["grounding"], [r["answers"]["qwen"].get("iou") for r in m["grounding"]]
+    assert (g["parse_failures"], g["acc@0.5"]) == (1, pytest.approx(2 / 3))
+    assert ious[0] > 0.95 and ious[1] == 0 and ious[2] > 0.9  # within the resized grid's rounding
+    bare = tmp_path / "bare.jsonl"  # the same log without its resolution: one line, nothing written
+    bare.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "box_settings"}) + "\n"
+                            for line in f.read_text(encoding="utf-8").splitlines()), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["--predictions", str(bare), "--data", str(data), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "min/max pixels" in err and not (tmp_path / "o2").exists(), err
