@@ -100,7 +100,9 @@ def run_evaluation(args) -> dict:
     queries = [Query(im.path, args.caption_prompt, args.max_new_tokens) for im in cap_images]
     queries += [Query(im.path, im.classify_prompt, cls_tokens) for im in cls_images]
     queries += [Query(q.path, q.prompt, cls_tokens) for q in questions]
+    # (checked here, before anything is written; a checkpoint's answers then use its engine's codec)
     families, codecs = zip(*[_codec(args, p, rescore) if items else (None, None) for p in paths])
+    codecs = list(codecs)
     sizes = {it.path: image_size(it.path) for it in items}
     # grounding prompts hold boxes in each family's own text, so every run has its own
     asked = [prompts(items, c, sizes) if c else [] for c in codecs]
@@ -131,7 +133,10 @@ def run_evaluation(args) -> dict:
         if rescore:
             answers, weights = saved[i], "saved answers (--predictions)"
         else:
-            answers, weights = _generate(args, path, label, run_queries[i], out, settings, families[i], codecs[i])
+            answers, weights, served = _generate(args, path, label, queries, out, settings, families[i], codecs[i],
+                                                 items, sizes)
+            if served is not codecs[i]:
+                codecs[i], asked[i] = served, prompts(items, served, sizes)
         n_cap, n_cls, n_q = len(cap_images), len(cls_images), len(questions)
         cap_answers, cls_answers = answers[:n_cap], answers[n_cap:n_cap + n_cls]
         vqa_answers, g_answers = answers[n_cap + n_cls:n_cap + n_cls + n_q], answers[n_cap + n_cls + n_q:]
@@ -228,12 +233,17 @@ def _codec(args, path: str, rescore: bool):
 
 
 def _generate(args, path: str, label: str, queries: list[Query], out: Path, settings: dict,
-              family=None, codec=None) -> tuple[list[str], str]:
-    """The checkpoint's answers (reused from its log where there) and how its weights were loaded."""
+              family=None, codec=None, items=(), sizes=None) -> tuple[list[str], str, object]:
+    """The checkpoint's answers to ``queries`` and to the grounding ``items`` (reused from its log
+    where there), how its weights were loaded, and the box codec of the resolution the engine
+    serves at (the run's own; it writes the grounding prompts and reads their answers)."""
     from remoteglm.serve.bootstrap import start_engine
 
     engine, _, _ = start_engine(args, path, name=label, progress=False)
     weights = engine.quant
+    if items:
+        codec = engine.box_codec or codec
+        queries = queries + [Query(it.path, pr, args.max_new_tokens) for it, pr in zip(items, prompts(items, codec, sizes))]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
     log = AnswerLog(out / "answers" / f"{safe}.jsonl", checkpoint_fingerprint(path), settings,
                     family.name if family else None, codec.settings if codec else None)
@@ -241,7 +251,7 @@ def _generate(args, path: str, label: str, queries: list[Query], out: Path, sett
     del engine
     gc.collect()
     _empty_cuda_cache()
-    return answers, weights
+    return answers, weights, codec
 
 
 def _empty_cuda_cache() -> None:

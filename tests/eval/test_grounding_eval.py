@@ -145,3 +145,23 @@ def test_the_logged_resolution_decodes_qwen25_boxes(tmp_path, capsys):
     assert main(["--predictions", str(bare), "--data", str(data), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "min/max pixels" in err and not (tmp_path / "o2").exists(), err
+
+
+def test_checkpoint_answers_rescore_to_the_same_numbers(tiny_checkpoint, tmp_path):
+    """A real (tiny VisualGLM) checkpoint: the prompts are written in its family's box text, its
+    log records the family, and re-scoring that log without a model gives the same numbers."""
+    data = _data(tmp_path)
+    out = tmp_path / "run"
+    assert main(["--from_pretrained", str(tiny_checkpoint), "--data", str(data), "--out", str(out), "--labels", "tiny",
+                 "--max_new_tokens", "8", "--batch_size", "6", "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in (out / "answers" / "tiny.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["family"] for r in rows} == {"visualglm"}
+    asked = "描述" + family_named("visualglm").box_codec().encode([Box(40, 40, 120, 120)], (400, 400)) + "中的区域。"
+    assert asked in {r["prompt"] for r in rows}
+    first = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["models"][0]
+    assert first["grounding"]["n"] == 3 and first["family"] == "visualglm"
+    assert main(["--predictions", str(out / "answers" / "tiny.jsonl"), "--data", str(data), "--out",
+                 str(tmp_path / "again"), "--labels", "tiny"]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text(encoding="utf-8"))["models"][0]
+    for k in ("grounding", "detection", "region_caption"):
+        assert again[k] == first[k]
