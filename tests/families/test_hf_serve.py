@@ -293,3 +293,23 @@ def test_api_system_message_goes_to_the_templates_system_role(api, hf_runs):
     want = tok.apply_chat_template(msgs, chat_template=template, add_generation_prompt=True, tokenize=True)
     want = want["input_ids"] if hasattr(want, "keys") else want  # a BatchEncoding in transformers 5
     assert r.usage.prompt_tokens == len(want)
+
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_the_engine_reads_boxes_with_its_familys_codec_at_the_served_resolution(engines, hf_runs, family):
+    """The codec the engine got from its family at load: answers' boxes come back in the image's pixels."""
+    from remoteglm.boxes import Box
+    from remoteglm.registry import family_named
+
+    e = engines[family]
+    lo, hi = e.processor.pixel_range()
+    codec = family_named(family).box_codec(hf_runs[family], min_pixels=lo, max_pixels=hi)
+    assert e.box_codec is not None and e.box_codec.settings == codec.settings
+    loaded = e.load_image(str(IMG))
+    truth = Box(20, 30, 200, 180, "道路")
+    sx, sy = loaded.size[0] / loaded.original[0], loaded.size[1] / loaded.original[1]
+    said = codec.encode([Box(truth.x1 * sx, truth.y1 * sy, truth.x2 * sx, truth.y2 * sy, "道路")], loaded.size)
+    (box,), failures = e.boxes(f"图中的{said}。", loaded)
+    fw, fh = codec.frame(*loaded.size)
+    tol = max(loaded.original[0] / fw, loaded.original[1] / fh)
+    assert failures == 0 and all(abs(a - b) <= tol for a, b in zip(box.xyxy, truth.xyxy)), (box, truth)
