@@ -111,6 +111,19 @@ def open_image(src: str | os.PathLike | bytes | bytearray):
     return img
 
 
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def image_size(src: str | os.PathLike | bytes | bytearray) -> tuple[int, int]:
+    """(width, height) of the image as ``load_image`` gives it (upright), from the header alone:
+    the size boxes in original-image pixels refer to."""
+    with open_image(src) as img:
+        w, h = img.size
+        if img.getexif().get(0x0112) in _ROTATED:
+            w, h = h, w
+    return w, h
+
+
 def _open(src: ImageSource, fit: Fit | None = None) -> Image.Image:
     """Decoded pixels, once (a JPEG at a reduced scale when ``fit`` allows), upright."""
     if isinstance(src, Image.Image):

@@ -4,7 +4,8 @@ collation. Layout per sample (as the official VisualGLM fine-tune)::
     tok("<img>") + [pad] * image_length + tok("</img>问：{prompt}\\n答：") + [gMASK, <sop>] + tok(label) + [<eop>]
 
 A record with a history (a conversation) puts those turns before its question, as the chat sends
-them; the loss is on ``label`` only.
+them; the loss is on ``label`` only. A grounding record's boxes are written in the family's form
+(``codec``, ``remoteglm.data.box_text``) before anything is tokenised.
 
 i.e. ``remoteglm.model.prompt.encode_prompt`` (the prompt the CLI, web demo, API and evaluation
 send, id for id) followed by the answer, with the loss only on the answer (labels are
@@ -19,9 +20,18 @@ from typing import Any, Sequence
 
 import torch
 
+from remoteglm.data.box_text import render_record
+from remoteglm.model.image import image_size
 from remoteglm.model.prompt import encode_prompt
 
 IGNORE_INDEX = -100  # label of a position without loss (torch's CrossEntropyLoss default)
+
+
+def record_texts(record, codec) -> tuple[str, str]:
+    """(prompt, label) of a record with its boxes in the family's form (``codec``), on its image's
+    upright size read from the header; the texts as they are for a record without boxes."""
+    size = image_size(record.img) if record.prompt_boxes or record.label_boxes else None
+    return render_record(record, codec, size)
 
 
 @dataclass
@@ -40,10 +50,15 @@ class SampleEncoder:
     max_source_length: int = 64
     max_target_length: int = 256
     image_length: int = 32
+    codec: Any = None  # the family's box codec (Family.box_codec): writes a grounding record's boxes
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.pre_image = encode_prompt(self.tokenizer, "", image_length=self.image_length).pre_image
+
+    def encode_record(self, record) -> Encoded:
+        """A ``remoteglm.data.records.Record``, its boxes written by ``codec``."""
+        return self.encode(*record_texts(record, self.codec), record.history)
 
     def encode(self, prompt: str, label: str, history: Sequence[tuple[str, str]] = ()) -> Encoded:
         tok = self.tokenizer

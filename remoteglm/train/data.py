@@ -108,7 +108,7 @@ class FinetuneDataset(torch.utils.data.Dataset):
         self.encoder = encoder
         self.image_size = image_size
         self.features = features
-        self.encoded = [encoder.encode(r.prompt, r.label, r.history) for r in self.records]
+        self.encoded = [encoder.encode_record(r) for r in self.records]
         self.prompt_truncated = sum(e.prompt_truncated for e in self.encoded)
         self.label_truncated = sum(e.label_truncated for e in self.encoded)
         self._bad: set[int] = set()

@@ -6,21 +6,23 @@ transformers engine, with the loss only on the answer.
     answer = render(..., answer=label)[len(prompt):]                          # e.g. "label<|im_end|>\\n"
 
 Image placeholders expand to one token per merged patch (``Processor.encode``); labels are -100
-on the prompt. A sample over ``max_length`` has its answer cut (counted), or, if the prompt alone
-does not fit, is reported before training starts.
+on the prompt. A grounding record's boxes are written in the family's form first (``codec``: the
+family's ``box_codec`` at the run's min/max pixels; ``remoteglm.data.box_text``). A sample over
+``max_length`` has its answer cut (counted), or, if the prompt alone does not fit, is reported
+before training starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.model.hf_folder import Processor, chat_messages
 from remoteglm.data.records import Record
-from remoteglm.model.sample import IGNORE_INDEX
+from remoteglm.model.sample import IGNORE_INDEX, record_texts
 from remoteglm.train.data import check_images
 
 
@@ -28,31 +30,33 @@ from remoteglm.train.data import check_images
 class HFEncoder:
     processor: Processor
     max_length: int = 1024
+    codec: Any = None  # the family's box codec at the run's resolution (writes a record's boxes)
 
     def __post_init__(self):
         tok = self.processor.tokenizer
         marks = set(tok.all_special_tokens) | {str(t) for t in tok.added_tokens_decoder.values()}
         self._marks = sorted(marks, key=len, reverse=True)  # the special tokens a template may put after an answer
 
-    def answer_text(self, prompt_text: str, record: Record) -> str:
+    def answer_text(self, prompt_text: str, prompt: str, label: str, history=()) -> str:
         """The assistant turn as the template renders it after ``prompt_text`` (the label and the
         template's end-of-turn marks), or the label alone when the template renders anything else
         there: a template that rewrites earlier turns, or one that prints the answer in another form."""
         p = self.processor
-        full = p.render(chat_messages(record.prompt, record.history, True, record.label), add_generation_prompt=False)
+        full = p.render(chat_messages(prompt, history, True, label), add_generation_prompt=False)
         tail = full[len(prompt_text):] if full.startswith(prompt_text) else ""
-        rest = tail[len(record.label):]
+        rest = tail[len(label):]
         for mark in self._marks:
             rest = rest.replace(mark, "")
-        if tail.startswith(record.label) and not rest.strip():  # nothing but end-of-turn marks after it
+        if tail.startswith(label) and not rest.strip():  # nothing but end-of-turn marks after it
             return tail
-        return record.label  # the stop token is added by ``encode``
+        return label  # the stop token is added by ``encode``
 
     def encode(self, record: Record, grid_thw) -> dict:
         p = self.processor
-        prompt_text = p.render(chat_messages(record.prompt, record.history, True), add_generation_prompt=True)
+        question, label = record_texts(record, self.codec)
+        prompt_text = p.render(chat_messages(question, record.history, True), add_generation_prompt=True)
         prompt = p.encode(prompt_text, grid_thw)
-        answer = p.tokenizer(self.answer_text(prompt_text, record), add_special_tokens=False)["input_ids"]
+        answer = p.tokenizer(self.answer_text(prompt_text, question, label, record.history), add_special_tokens=False)["input_ids"]
         if not any(t in p.stop_ids for t in answer):
             answer.append(p.stop_ids[0])  # the model must learn to stop
         room = self.max_length - len(prompt)
@@ -78,6 +82,8 @@ class HFDataset(torch.utils.data.Dataset):
             print(f"warning: skipping {len(records) - len(kept)} sample(s) whose image is missing or unreadable: {shown}")
         if not kept:
             raise RemoteGLMError("no training sample has a readable image; check the img paths (relative to the JSON file)")
+        for r in kept:  # a box off its image: one line now, not mid-training
+            record_texts(r, encoder.codec)
         self.records, self.encoder = list(kept), encoder
         self.skipped = len(records) - len(kept)
 

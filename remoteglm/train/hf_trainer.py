@@ -16,7 +16,8 @@ Run folder (``SAVE/finetune-<family>-MM-DD-HH-MM-SS``, ``remoteglm.train.run_fol
     latest                    the newest COMPLETE checkpoint folder's name (written last)
     checkpoint-N/             Trainer's checkpoint + remoteglm_complete.json
     adapter_config.json ...   the adapter of ``latest`` and the processor files: the folder loads alone
-    remoteglm_base.json       the base model folder;  runs/  TensorBoard;  train_summary.json
+    remoteglm_base.json       the base model folder, the run's settings and its box codec's;  runs/  TensorBoard;
+                              train_summary.json
 """
 
 from __future__ import annotations
@@ -189,7 +190,11 @@ def run(opts, fam) -> Path:
 
     from remoteglm.train.hf_data import HFDataset, HFEncoder, collate
 
-    enc = HFEncoder(proc, max_length)
+    try:  # boxes in the family's form at this run's resize (Qwen2.5-VL's pixels depend on it)
+        codec = fam.box_codec(base, min_pixels=lo, max_pixels=hi)
+    except RemoteGLMError:
+        codec = None  # a family without a box format trains records without boxes
+    enc = HFEncoder(proc, max_length, codec)
     train_ds = HFDataset(train, enc)
     valid_ds = HFDataset(valid, enc) if valid else None
     train_ds[0]  # a sample that cannot be encoded fails here, before the model loads
@@ -232,7 +237,9 @@ def run(opts, fam) -> Path:
     if rank == 0:
         write_json_atomic(run_dir / BASE_RECORD, {"base": str(base), "family": fam.name,
                                                   "train_data": [str(Path(f).resolve()) for f in opts.train_data],
-                                                  "settings": run_settings(opts, world)})
+                                                  "settings": run_settings(opts, world),
+                                                  # what serving passes to fam.box_codec to write boxes as trained
+                                                  "box_codec": codec.settings if codec else None})
         for f in PROCESSOR_FILES:
             if (base / f).is_file():
                 shutil.copyfile(base / f, run_dir / f)

@@ -172,8 +172,8 @@ def run(opts, family) -> Path:
     from remoteglm.model.unpickle import trust_checkpoints
     from remoteglm.train import checkpointing as ckpt
     from remoteglm.train.run_folder import run_name, write_last_run
-    from remoteglm.model.sample import SampleEncoder, collate
-    from remoteglm.train.data import FinetuneDataset, training_records
+    from remoteglm.model.sample import SampleEncoder, collate, record_texts
+    from remoteglm.train.data import FinetuneDataset, check_images, training_records
 
     trust_checkpoints(opts.trust_checkpoint)
     opts.zero_stage = 1 if opts.zero_stage is None else opts.zero_stage
@@ -192,6 +192,12 @@ def run(opts, family) -> Path:
     validate(opts, family.config(opts.from_pretrained))
     train, valid = training_records(opts)
     records = {"train": train, **({"valid": valid} if opts.valid_data else {})}
+    try:  # VisualGLM reads 224 x 224 whatever the image: its codec takes no resolution
+        codec = family.box_codec(opts.from_pretrained)
+    except RemoteGLMError:
+        codec = None  # a family without a box format trains records without boxes
+    for r in check_images([r for rs in records.values() for r in rs if r.prompt_boxes or r.label_boxes])[0]:
+        record_texts(r, codec)  # a box off its image: one line now, not after the model loads
     resume_dir, start, prior = None, 0, {}
     if opts.resume:
         resume_dir = Path(opts.resume).resolve()
@@ -216,7 +222,7 @@ def run(opts, family) -> Path:
     from remoteglm.train.feature_cache import FeatureCache
 
     model, tokenizer, config = _load_base(opts, dtype)
-    encoder = SampleEncoder(tokenizer, opts.max_source_length, opts.max_target_length, config.image_length)
+    encoder = SampleEncoder(tokenizer, opts.max_source_length, opts.max_target_length, config.image_length, codec)
 
     cache = None
     if not opts.no_feature_cache:
