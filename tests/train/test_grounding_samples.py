@@ -103,3 +103,21 @@ def test_a_box_off_its_image_stops_the_hf_data_before_any_model_loads(tmp_path):
                     fam.box_codec(None, min_pixels=PIXELS[0], max_pixels=PIXELS[1]))
     with pytest.raises(RemoteGLMError, match=r"SOAP_061\.png: box \[300, 10, 401, 50\] reaches outside the 400 x 400 image"):
         HFDataset(load_records(f), enc)
+
+
+def test_boxes_of_a_rotated_photo_are_on_its_upright_size(tmp_path):
+    """A JPEG whose EXIF turns it upright (orientation 6: 90 degrees) is 40 x 60 as loaded: its boxes
+    are written on that size, read from the header alone."""
+    from PIL import Image
+
+    from remoteglm.model.sample import record_texts
+
+    img = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (60, 40), "green").save(img, exif=exif)
+    assert image_size(img) == load_image(img).size == (40, 60)
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps([{"img": str(img), "prompt": "框出。", "label": "<box>", "label_boxes": [[0, 0, 40, 60]]}]),
+                 encoding="utf-8")
+    assert record_texts(load_records(f)[0], family_named("visualglm").box_codec()) == ("框出。", "[[000,000,999,999]]")
