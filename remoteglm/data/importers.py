@@ -1,11 +1,13 @@
 """Command line of the importers for the sets users already have, written as fine-tune records:
-``python -m remoteglm.data.importers {rsvqa,scenes} --help``.
+``python -m remoteglm.data.importers {rsvqa,scenes,detection} --help``.
 
 * ``rsvqa``: RSVQA-LR / RSVQA-HR (``rsvqa.py`` reads them, ``rsvqa_records.py`` writes the VQA
   records; questions through the cached translator, answers by rule).
 * ``scenes``: folder-per-class scene sets (``scenes.py``; classification records, no LLM).
+* ``detection``: detection and referring sets with boxes (``grounding_import.py``; grounding
+  records by rule, no LLM).
 
-Both write atomically, skip a rebuild when nothing changed, give each image the split its content
+All write atomically, skip a rebuild when nothing changed, give each image the split its content
 has in the other builders' outputs (:mod:`~remoteglm.data.splits`), and report bad layouts as one
 RemoteGLMError line.
 """
@@ -23,6 +25,7 @@ from ..errors import RemoteGLMError, cli_entry
 from .cli import endpoint_configs
 from .cli import parser as caption_parser
 from .glossary import SCENE_SETS
+from .grounding_import import FORMATS, DetectionConfig, import_detection
 from .import_summary import print_import_summary
 from .llm_keys import redact
 from .rsvqa_records import RSVQAConfig, import_rsvqa
@@ -36,8 +39,13 @@ EPILOG = """examples:
   # folder-per-class scene sets: no LLM needed
   python -m remoteglm.data.importers scenes --root data/AID
   python -m remoteglm.data.importers scenes --root data/NWPU-RESISC45 --split_files data/resisc45
+  # detection / referring sets with boxes: grounding records by rule, no LLM
+  python -m remoteglm.data.importers detection --format voc --name DIOR-RSVG --annotations data/DIOR-RSVG/Annotations \
+      --images data/DIOR-RSVG/JPEGImages --split_files data/DIOR-RSVG
+  python -m remoteglm.data.importers detection --format dota --name DOTA --annotations data/DOTA/labelTxt \
+      --images data/DOTA/images --split_files data/DOTA --tile 1024 --overlap 200
 
-Both rebuild nothing when nothing changed; a bad layout is one error line."""
+All rebuild nothing when nothing changed; a bad layout is one error line."""
 
 
 def _llm_parent() -> argparse.ArgumentParser:
@@ -54,9 +62,10 @@ def _llm_parent() -> argparse.ArgumentParser:
 def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="python -m remoteglm.data.importers",
-        description="Import RSVQA-LR/HR and folder-per-class scene sets (AID, NWPU-RESISC45, UCM, WHU-RS19) as Chinese "
+        description="Import RSVQA-LR/HR, folder-per-class scene sets (AID, NWPU-RESISC45, UCM, WHU-RS19) and detection "
+        "sets with boxes (DIOR, DIOR-RSVG, DOTA, COCO-style) as Chinese "
         "VisualGLM fine-tune files.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{rsvqa,scenes}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{rsvqa,scenes,detection}")
     v = sub.add_parser("rsvqa", parents=[_llm_parent()], help="RSVQA-LR / RSVQA-HR JSON files -> VQA records",
                        description="RSVQA-LR / RSVQA-HR -> Chinese VQA fine-tune files: questions through the cached "
                        "translator, yes/no, numbers, areas and rural/urban answers by rule.")
@@ -81,7 +90,30 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seeded_split", action="store_true", help="ignore split lists: seeded 80/10/10 split per class")
     s.add_argument("--val", type=float, default=0.1, help="val fraction of the seeded split (default: %(default)s)")
     s.add_argument("--test", type=float, default=0.1, help="test fraction of the seeded split (default: %(default)s)")
-    for sp in (v, s):
+    d = sub.add_parser("detection", help="detection / referring sets with boxes -> grounding records",
+                       description="A detection or referring set (DIOR and DIOR-RSVG VOC XML, DOTA labelTxt, COCO-style "
+                       "JSON) -> Chinese grounding fine-tune files <name>_<split>.json (refer, identify, detect, count, "
+                       "grounded tasks by rule; no LLM). The official splits are kept. DIOR-RSVG's English descriptions "
+                       "are kept as-is in each refer/identify record's 'expression_en', beside the rule-built Chinese "
+                       "expression; this command does not translate them (that is the LLM translation pipeline's job).")
+    d.add_argument("--format", choices=FORMATS, required=True, help="voc: one XML per image (DIOR, DIOR-RSVG); dota: "
+                   "one labelTxt per image; coco: one COCO-style JSON per split")
+    d.add_argument("--annotations", type=Path, required=True,
+                   help="folder of the annotation files (coco: of the split files *train.json, *val.json, *test.json)")
+    d.add_argument("--images", type=Path, required=True, help="folder of the images")
+    d.add_argument("--name", required=True, help="the set's name: output files <name>_train.json ...")
+    d.add_argument("--split_files", type=Path, default=None, help="voc/dota: folder with the official split lists "
+                   "train.txt, val.txt, test.txt (one image id, the file stem, a line); default: the folder holding "
+                   "--annotations")
+    d.add_argument("--out_dir", type=Path, default=None, help="output folder (default: data/<name>_grounding)")
+    d.add_argument("--tile", type=int, default=None, metavar="SIZE", help="cut images larger than SIZE x SIZE into "
+                   "tiles (written under <out_dir>/tiles/, boxes clipped and moved; objects mostly outside a tile "
+                   "dropped there)")
+    d.add_argument("--overlap", type=int, default=200, metavar="N", help="overlap of neighbouring tiles in pixels "
+                   "(default: %(default)s)")
+    d.add_argument("--names", type=Path, default=None, help="JSON file {category: Chinese name} for categories the "
+                   "glossary lacks")
+    for sp in (v, s, d):
         sp.add_argument("--splits", type=Path, default=None,
                         help="split registry shared with the other builders: one split per image content across all "
                         "of them (default: splits.json beside the output folder, i.e. data/splits.json)")
@@ -92,6 +124,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     command = shlex.join(["python", "-m", "remoteglm.data.importers", *(sys.argv[1:] if argv is None else argv)])
+    if a.command == "detection":
+        print_import_summary(import_detection(DetectionConfig(
+            a.format, a.annotations, a.images, a.name, a.split_files, a.out_dir, a.tile, a.overlap, a.names, a.splits,
+            command)))
+        return 0
     if a.command == "scenes":
         print_import_summary(import_scenes(ScenesConfig(a.root, a.name, a.out_dir, a.split_files, a.seeded_split,
                                                         a.val, a.test, a.splits, command)))

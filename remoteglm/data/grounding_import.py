@@ -1,0 +1,301 @@
+"""Detection and referring sets with boxes -> Chinese grounding fine-tune files, no LLM involved
+(``python -m remoteglm.data.importers detection``).
+
+Formats: ``voc`` (DIOR, DIOR-RSVG: one XML per image, :mod:`~remoteglm.data.voc`), ``dota`` (one
+labelTxt per image, the size read from the image's header, :mod:`~remoteglm.data.dota`) and
+``coco`` (one COCO-style JSON per split, :mod:`~remoteglm.data.coco`). The official splits are kept:
+VOC and DOTA ids come from ``train.txt`` / ``val.txt`` / ``test.txt`` (one id, the file stem, a
+line), COCO's split is the file's (``..._train.json``, ``instances_val2017.json``).
+
+Every image gives the rule-built tasks of :func:`~remoteglm.data.referring.grounding_tasks`
+(refer, identify, detect, count, grounded) as records ``{img, prompt, label, kind, prompt_boxes,
+label_boxes}``; DIOR-RSVG's English ``description`` of a refer/identify object is kept as-is in
+``expression_en`` beside the rule-built Chinese expression (its translation is not done here).
+With ``tile``, an image larger than a tile is cut (:mod:`~remoteglm.data.tiles`) and each tile with
+a task is written as an image file under ``OUT/tiles/`` (a record's boxes are on its tile; the
+record's ``source`` names the original and the window), so training needs nothing new.
+The original images are registered in the split registry (:mod:`~remoteglm.data.splits`).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import RemoteGLMError
+from ..io import check_writable, read_json, write_bytes_atomic
+from .annotations import MAX_SIDE, AnnotatedImage, read_bounded
+from .build import check_no_leak, image_path
+from .coco import read_coco
+from .datasets import SPLITS, split_name
+from .dota import read_dota
+from .glossary import object_name_zh
+from .import_summary import IMPORT_VERSION, ImportSummary, write_if_changed
+from .jobs import STAMP, build_stamp, say
+from .referring import grounding_tasks
+from .splits import Registry, Source, SplitCheck, default_registry
+from .tiles import tile
+from .voc import read_voc
+
+FORMATS = ("voc", "dota", "coco")
+DOTA_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # DOTA's images are PNG; others are tried after
+_COCO_SPLIT = re.compile(r"(?:^|[-_.])(?P<split>train|val|valid|validation|test)(?:\d{4})?\.json$", re.IGNORECASE)
+
+
+@dataclass
+class DetectionConfig:
+    format: str  # one of FORMATS
+    annotations: Path  # folder of per-image files (voc, dota) or of per-split JSON files (coco)
+    images: Path
+    name: str
+    split_files: Path | None = None  # voc/dota: folder with train.txt ...; default: the one holding annotations
+    out_dir: Path | None = None  # default data/<name>_grounding
+    tile: int | None = None
+    overlap: int = 200
+    names: Path | None = None  # JSON {category: Chinese name} for categories the glossary lacks
+    splits: Path | None = None  # the split registry; default: splits.json beside out_dir
+    command: str = ""
+
+
+@dataclass
+class SetImage:
+    annotated: AnnotatedImage
+    path: Path  # the image file
+    split: str
+
+
+def _open(path: Path) -> Image.Image:
+    """The image (lazily: the header only until its pixels are used); DOTA's largest are past PIL's
+    decompression-bomb limit, so it is raised to the largest size an annotation may give."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
+    try:
+        return Image.open(path)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise RemoteGLMError(f"{path}: not a readable image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    with _open(path) as im:
+        return im.size
+
+
+def _folder(path: Path, option: str, what: str) -> Path:
+    if not path.is_dir():
+        raise RemoteGLMError(f"{option} {path}: no such folder ({what})")
+    return path
+
+
+def split_ids(folder: Path) -> dict[str, list[str]]:
+    """Split -> ids of the official lists ``train.txt``, ``val.txt``, ``test.txt`` in ``folder``
+    (blank lines and ``#`` comments skipped); an id in two lists is one line."""
+    _folder(folder, "--split_files", "the one holding train.txt, val.txt, test.txt")
+    out: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        f = folder / f"{split}.txt"
+        if not f.is_file():
+            continue
+        ids = []
+        for line in read_bounded(f, "split list").splitlines():
+            i = line.split("#")[0].strip()
+            if not i or i in ids:
+                continue
+            if i in seen:
+                raise RemoteGLMError(f"{f}: id {i!r} is also in {seen[i]}.txt: the splits would leak; fix the lists")
+            seen[i] = split
+            ids.append(i)
+        out[split] = ids
+    if not out:
+        raise RemoteGLMError(f"{folder}: no split list (train.txt, val.txt, test.txt, one image id a line); "
+                             "pass --split_files the folder that holds them")
+    return out
+
+
+def _image(cfg: DetectionConfig, name: str, annotation: Path, size: tuple[int, int] | None = None) -> Path:
+    """The image ``name`` of ``annotation``: it exists and has the annotated size, else one line."""
+    p = cfg.images / name
+    if not p.is_file():
+        raise RemoteGLMError(f"{annotation}: its image {p} not found; pass --images the folder that holds it")
+    if size is not None and header_size(p) != size:
+        w, h = header_size(p)
+        raise RemoteGLMError(f"{annotation}: annotated for a {size[0]} x {size[1]} image, but {p} is {w} x {h}; "
+                             "is it the annotation of another image?")
+    return p
+
+
+def _per_image(cfg: DetectionConfig) -> list[SetImage]:
+    ann = _folder(cfg.annotations, "--annotations", "one annotation file per image")
+    lists = split_ids(cfg.split_files or ann.parent)
+    out = []
+    for split, ids in lists.items():
+        for i in ids:
+            f = ann / (f"{i}.xml" if cfg.format == "voc" else f"{i}.txt")
+            if not f.is_file():
+                raise RemoteGLMError(f"{split}.txt: id {i!r} has no annotation file {f}")
+            if cfg.format == "voc":
+                a = read_voc(f)
+                out.append(SetImage(a, _image(cfg, a.image, f, (a.width, a.height)), split))
+                continue
+            found = [cfg.images / f"{i}{ext}" for ext in DOTA_EXTS if (cfg.images / f"{i}{ext}").is_file()]
+            if not found:
+                raise RemoteGLMError(f"{split}.txt: id {i!r} has no image {cfg.images / (i + '.png')}; pass --images "
+                                     "the folder that holds it")
+            out.append(SetImage(read_dota(f, header_size(found[0]), found[0].name), found[0], split))
+    return out
+
+
+def _coco(cfg: DetectionConfig) -> list[SetImage]:
+    if cfg.split_files:
+        raise RemoteGLMError("--split_files is for voc and dota; a COCO-style set has one JSON file per split")
+    ann = _folder(cfg.annotations, "--annotations", "one COCO-style JSON file per split, e.g. DIOR_train.json")
+    files: dict[str, Path] = {}
+    for p in sorted(ann.iterdir()):
+        m = _COCO_SPLIT.search(p.name)
+        if m and p.is_file():
+            split = split_name(m["split"])
+            if split in files:
+                raise RemoteGLMError(f"{ann}: {files[split].name} and {p.name} are both the {split} split; keep one")
+            files[split] = p
+    if not files:
+        raise RemoteGLMError(f"{ann}: no COCO-style split file (*train.json, *val.json, *test.json)")
+    return [SetImage(a, _image(cfg, a.image, f, (a.width, a.height)), split)
+            for split, f in sorted(files.items(), key=lambda kv: SPLITS.index(kv[0]))
+            for a in read_coco(f)]
+
+
+def _names(cfg: DetectionConfig, images: list[SetImage]):
+    """Category -> Chinese name: the --names file first, then the glossary; a category with
+    neither is one line (its objects could never be named, counted or listed)."""
+    extra: dict = {}
+    if cfg.names:
+        extra = read_json(cfg.names, "--names file", require_object=True)
+        bad = [k for k, v in extra.items() if not (isinstance(v, str) and v.strip())]
+        if bad:
+            raise RemoteGLMError(f"{cfg.names}: the name of {bad[0]!r} is not a Chinese name (a non-empty string)")
+
+    def names(cat: str) -> str | None:
+        return extra.get(cat) or object_name_zh(cat)
+
+    missing = sorted({o.category for im in images for o in im.annotated.objects if not names(o.category)})
+    if missing:
+        raise RemoteGLMError(f"{len(missing)} categor{'y has' if len(missing) == 1 else 'ies have'} no Chinese name "
+                             f"({', '.join(missing[:8])}): give them in a --names JSON file, e.g. "
+                             f"{{\"{missing[0]}\": \"...\"}}")
+    return names
+
+
+def _units(images: list[SetImage], size: int | None, overlap: int):
+    """(source image, its annotation or a tile's, window or None) per image or tile with objects."""
+    for im in images:
+        a = im.annotated
+        if size is None or (a.width <= size and a.height <= size):
+            yield im, a, None
+            continue
+        for window, t in tile(a, size, overlap):
+            if t.objects:
+                yield im, t, window
+
+
+def _records(im: SetImage, a: AnnotatedImage, window, names, out_dir: Path) -> tuple[list[dict], int]:
+    """The records of one image or tile, and how many of its English descriptions they keep."""
+    img = (image_path(out_dir / "tiles", a.image, out_dir) if window else image_path(im.path.parent, im.path.name,
+                                                                                     out_dir))
+    english = {o.box.xyxy: o.text for o in a.objects if o.text}
+    out, kept = [], set()
+    for t in grounding_tasks(a, names):
+        d = t.to_dict(img)
+        box = (t.answer_boxes if t.kind == "refer" else t.question_boxes if t.kind == "identify" else ())
+        if box and box[0].xyxy in english:
+            d["expression_en"] = english[box[0].xyxy]
+            kept.add(box[0].xyxy)
+        if window:
+            d["source"] = {"img": image_path(im.path.parent, im.path.name, out_dir), "window": list(window)}
+        out.append(d)
+    return out, len(kept)
+
+
+def _write_tiles(pieces: dict[Path, tuple[Path, tuple]], up_to_date: bool) -> None:
+    """Crop each tile from its image (each image opened once) and write it atomically."""
+    if up_to_date and all(p.exists() for p in pieces):
+        return
+    by_source: dict[Path, list] = {}
+    for p, (src, window) in pieces.items():
+        by_source.setdefault(src, []).append((p, window))
+    for src, wanted in by_source.items():
+        with _open(src) as im:
+            fmt = im.format
+            for p, window in wanted:
+                buf = io.BytesIO()
+                im.crop(window).save(buf, format=fmt)
+                write_bytes_atomic(p, buf.getvalue())
+
+
+def import_detection(cfg: DetectionConfig) -> ImportSummary:
+    """A detection or referring set -> grounding fine-tune files (see the module docstring)."""
+    t0 = time.time()
+    if cfg.format not in FORMATS:
+        raise RemoteGLMError(f"--format {cfg.format!r}: choose one of {', '.join(FORMATS)}")
+    if cfg.tile is None and cfg.overlap != 200:
+        raise RemoteGLMError("--overlap is the overlap of --tile windows; give --tile SIZE too")
+    if cfg.tile is not None:
+        tile(AnnotatedImage("", 1, 1), cfg.tile, cfg.overlap)  # the window checks, before any reading
+    _folder(cfg.images, "--images", "the image files")
+    images = _coco(cfg) if cfg.format == "coco" else _per_image(cfg)
+    where: dict[Path, str] = {}
+    for im in images:
+        key = im.path.resolve()
+        if where.setdefault(key, im.split) != im.split:
+            raise RemoteGLMError(f"{im.path} is in both the {where[key]} and the {im.split} split: they would leak")
+    names = _names(cfg, images)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cfg.name}_grounding"
+    check_writable(out_dir, "--out_dir")
+    reg = Registry(cfg.splits or default_registry(out_dir))
+    check = SplitCheck(reg, Source(out_dir, f"{cfg.name} grounding", cfg.command or f"(rerun the {cfg.name} import)"),
+                       images, lambda im: im.path, lambda im: True, say)
+    records: dict[str, list[dict]] = {}
+    counts: dict[str, dict] = {}
+    pieces: dict[Path, tuple[Path, tuple]] = {}
+    described = kept = idle = 0
+    kept_ids = {id(im) for im in check.kept}
+    for im in sorted(images, key=lambda im: SPLITS.index(im.split)):
+        records.setdefault(im.split, [])
+        counts.setdefault(im.split, {"images": 0, "records": 0})
+        if id(im) not in kept_ids:
+            continue
+        described += sum(1 for o in im.annotated.objects if o.text)
+        for _, a, window in _units([im], cfg.tile, cfg.overlap):
+            recs, n = _records(im, a, window, names, out_dir)
+            kept += n
+            if not recs:
+                idle += 1
+                continue
+            if window:
+                pieces[out_dir / "tiles" / a.image] = (im.path, window)
+            records[im.split].extend(recs)
+            counts[im.split]["images"] += 1
+            counts[im.split]["records"] += len(recs)
+    check_no_leak(records)
+    s = ImportSummary(cfg.name, "grounding", items=len(check.kept), split_counts=counts)
+    s.detail = (f"detection: {cfg.name} ({cfg.format}), {len(check.kept)} images"
+                + (f", {len(pieces)} tiles of {cfg.tile} px written to {out_dir / 'tiles'}" if cfg.tile else "")
+                + (f", {idle} image(s)/tile(s) gave no task (difficult or too many objects)" if idle else "")
+                + (f"; {kept} of {described} English descriptions kept in expression_en (not translated here)"
+                   if described else ""))
+    files = {out_dir / f"{cfg.name}_{split}.json": recs for split, recs in records.items()}
+    sources = sorted({(str(src), src.stat().st_size, src.stat().st_mtime_ns) for src, _ in pieces.values()})
+    stamp = build_stamp(IMPORT_VERSION, "detection", records, sources, str(out_dir.absolute()))
+    stamp_file = out_dir / STAMP
+    same = stamp_file.is_file() and stamp_file.read_text(encoding="utf-8").strip() == stamp
+    _write_tiles(pieces, same)
+    write_if_changed(s, out_dir, stamp, files)
+    check.register()
+    s.seconds = time.time() - t0
+    return s
