@@ -110,17 +110,20 @@ class HFFamily(Family):
 
     def serving_pixels(self, path: Path, min_pixels: int | None, max_pixels: int | None) -> tuple:
         """(min, max) pixels to serve ``path`` at: the given ones, else the ones its run was trained
-        at (``remoteglm_base.json`` "settings"), else (None) the folder's. Where this family's
-        boxes depend on the resolution (Qwen2.5-VL: pixels of the resized image), serving a run
-        at another one than it was trained at is refused in one line: its boxes would be shifted."""
+        at (``remoteglm_base.json``: its box codec's, else its "settings"), else (None) the folder's.
+        Where this family's boxes depend on the resolution (Qwen2.5-VL: pixels of the resized
+        image), serving a run at another one than it was trained at is refused in one line: its
+        boxes would be shifted."""
         from remoteglm.io import read_json
         from remoteglm.model.hf_folder import BASE_RECORD, folder_pixel_range
 
         rec = Path(path) / BASE_RECORD
-        settings = read_json(rec, require_object=True).get("settings") if rec.is_file() else None
-        if not isinstance(settings, dict) or not {"min_pixels", "max_pixels"} & settings.keys():
+        data = read_json(rec, require_object=True) if rec.is_file() else {}
+        settings, codec = (data.get(k) if isinstance(data.get(k), dict) else {} for k in ("settings", "box_codec"))
+        written = codec if {"min_pixels", "max_pixels"} <= codec.keys() else settings  # the range it resolved to, first
+        if not {"min_pixels", "max_pixels"} & written.keys():
             return min_pixels, max_pixels  # no record of the run's resolution
-        recorded = (settings.get("min_pixels"), settings.get("max_pixels"))
+        recorded = (written.get("min_pixels"), written.get("max_pixels"))
         if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0) for v in recorded):
             raise RemoteGLMError(f"{rec}: settings min_pixels / max_pixels {recorded} are not pixel counts")
         trained = tuple(r or f for r, f in zip(recorded, folder_pixel_range(path)))

@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from remoteglm.errors import RemoteGLMError
 from remoteglm.serve.generation import Reply
-from remoteglm.serve.grounding import answer_boxes, upright_size
+from remoteglm.serve.grounding import answer_boxes
 from remoteglm.serve.sampling import CHAT_DEFAULTS, GenerationConfig
 
 __all__ = ["EMPTY_ANSWER", "Engine", "LoadedImage", "Row", "display_text", "strip_control"]
@@ -258,7 +258,7 @@ class Engine(ABC):
         The ``LoadedImage`` goes to ``stream`` like its source and keeps the source's place in
         the embeddings cache (a source encoded there already is not decoded again). Anything else
         (None, a PIL image, a pixel tensor) comes back as it is."""
-        from remoteglm.model.image import load_image
+        from remoteglm.model.image import image_size, load_image
 
         if not isinstance(image, (str, Path, bytes, bytearray)):
             return image
@@ -269,20 +269,24 @@ class Engine(ABC):
             key = None
         size = self._sizes.get(key)
         if size is not None and key in self._cache:  # these bytes, or this unchanged file, decoded and encoded before
-            return LoadedImage(None, key, size, src, upright_size(src))
+            return LoadedImage(None, key, size, src, image_size(src))
         pixels = load_image(src, fit=self.image_fit)
         try:
-            return LoadedImage(pixels, self._key(src), pixels.size, original=upright_size(src))
+            return LoadedImage(pixels, self._key(src), pixels.size, original=image_size(src))
         except OSError as e:
             raise RemoteGLMError(f"cannot read image {image}: {e.strerror or e}") from None
 
     def boxes(self, text: str, image) -> tuple[list, int]:
         """(the boxes of answer ``text`` about ``image``, in the original image's pixels; how many
         could not be read), through ``box_codec``: ([], 0) without a codec or an image."""
+        from remoteglm.model.image import image_size
+
         if isinstance(image, LoadedImage):
             return answer_boxes(self.box_codec, text, image.original or image.size, image.size)
-        if isinstance(image, (str, Path, bytes, bytearray)) or hasattr(image, "getexif"):  # a source, a PIL image
-            return answer_boxes(self.box_codec, text, upright_size(image))
+        if isinstance(image, (str, Path, bytes, bytearray)):
+            return answer_boxes(self.box_codec, text, image_size(image))
+        if hasattr(image, "getexif"):  # a PIL image, used as it is
+            return answer_boxes(self.box_codec, text, image.size)
         return [], 0  # no image, or pixel tensors (no original to measure boxes in)
 
     def check_image(self, image) -> None:

@@ -8,14 +8,10 @@ how each front end shows them: lines for the terminal (``box_lines``), the API's
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from remoteglm.boxes import Box
 
 Size = tuple[int, int]
 
-# EXIF orientations that turn the image a quarter (the decoded, upright image has width and height swapped)
-_QUARTER_TURNS = (5, 6, 7, 8)
 _FONTS = ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
           "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc", "/System/Library/Fonts/PingFang.ttc",
           "C:/Windows/Fonts/msyh.ttc")
@@ -35,22 +31,6 @@ def answer_boxes(codec, text: str, original: Size, seen: Size | None = None) -> 
     if (sx, sy) != (1, 1):
         boxes = [Box(b.x1 * sx, b.y1 * sy, b.x2 * sx, b.y2 * sy, b.label) for b in boxes]
     return boxes, failures
-
-
-def upright_size(src) -> Size:
-    """(width, height) of an image as the toolkit decodes it (upright, after its EXIF orientation),
-    from its header only: ``src`` a path, bytes or a PIL image."""
-    from remoteglm.model.image import open_image
-
-    if not isinstance(src, (str, Path, bytes, bytearray)):
-        return tuple(src.size)
-    img = open_image(src)
-    try:
-        w, h = img.size
-        turned = img.getexif().get(0x0112) in _QUARTER_TURNS
-    finally:
-        img.close()
-    return (h, w) if turned else (w, h)
 
 
 def _num(v: float) -> float | int:

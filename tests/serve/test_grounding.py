@@ -156,6 +156,13 @@ def test_a_run_is_served_at_its_training_resolution(tmp_path):
         qwen25.serving_pixels(tmp_path, None, 1003520)
     # relative coordinates do not move with the resize: another resolution is the user's choice
     assert qwen3.serving_pixels(tmp_path, None, 1003520) == (3136, 1003520)
+    # the range the run's box codec resolved to (the trainer's record) comes first
+    (tmp_path / "remoteglm_base.json").write_text(json.dumps(
+        {"base": "x", "settings": {"min_pixels": None, "max_pixels": None},
+         "box_codec": {"min_pixels": 6272, "max_pixels": 401408}}))
+    assert qwen25.serving_pixels(tmp_path, None, None) == (6272, 401408)
+    with pytest.raises(RemoteGLMError, match="trained at min_pixels 6272, max_pixels 401408"):
+        qwen25.serving_pixels(tmp_path, 3136, None)
     # a folder that is not a run (or a run from before the record) keeps what was asked
     (tmp_path / "remoteglm_base.json").write_text(json.dumps({"base": "x"}))
     assert qwen25.serving_pixels(tmp_path, None, 1003520) == (None, 1003520)
