@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from .voc import read_voc
 
 FORMATS = ("voc", "dota", "coco")
 DOTA_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")  # DOTA's images are PNG; others are tried after
+_TILE = re.compile(r"__\d+_\d+\.[^.]+$")  # tiles.tile_name's "P0001__1024_512.png"
 _COCO_SPLIT = re.compile(r"(?:^|[-_.])(?P<split>train|val|valid|validation|test)(?:\d{4})?\.json$", re.IGNORECASE)
 
 
@@ -222,10 +224,15 @@ def _records(im: SetImage, a: AnnotatedImage, window, names, out_dir: Path) -> t
     return out, len(kept)
 
 
-def _write_tiles(pieces: dict[Path, tuple[Path, tuple]], up_to_date: bool) -> None:
-    """Crop each tile from its image (each image opened once) and write it atomically."""
+def _write_tiles(tiles: Path, pieces: dict[Path, tuple[Path, tuple]], up_to_date: bool) -> None:
+    """Crop each tile from its image (each image opened once) and write it atomically; the tiles
+    of an earlier run that this one has not (other --tile settings) are removed."""
     if up_to_date and all(p.exists() for p in pieces):
         return
+    if tiles.is_dir():
+        for p in tiles.iterdir():
+            if p not in pieces and _TILE.search(p.name) and p.is_file():
+                p.unlink()
     by_source: dict[Path, list] = {}
     for p, (src, window) in pieces.items():
         by_source.setdefault(src, []).append((p, window))
@@ -258,7 +265,7 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cfg.name}_grounding"
     check_writable(out_dir, "--out_dir")
     reg = Registry(cfg.splits or default_registry(out_dir))
-    check = SplitCheck(reg, Source(out_dir, f"{cfg.name} grounding", cfg.command or f"(rerun the {cfg.name} import)"),
+    check = SplitCheck(reg, Source(out_dir, f"{cfg.name} grounding", cfg.command or _command(cfg, out_dir)),
                        images, lambda im: im.path, lambda im: True, say)
     records: dict[str, list[dict]] = {}
     counts: dict[str, dict] = {}
@@ -294,8 +301,21 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     stamp = build_stamp(IMPORT_VERSION, "detection", records, sources, str(out_dir.absolute()))
     stamp_file = out_dir / STAMP
     same = stamp_file.is_file() and stamp_file.read_text(encoding="utf-8").strip() == stamp
-    _write_tiles(pieces, same)
+    _write_tiles(out_dir / "tiles", pieces, same)
     write_if_changed(s, out_dir, stamp, files)
     check.register()
     s.seconds = time.time() - t0
     return s
+
+
+def _command(cfg: DetectionConfig, out_dir: Path) -> str:
+    """The command line that reruns this import (for a DetectionConfig made in code)."""
+    args = ["python", "-m", "remoteglm.data.importers", "detection", "--format", cfg.format, "--name", cfg.name,
+            "--annotations", str(cfg.annotations), "--images", str(cfg.images), "--out_dir", str(out_dir)]
+    for flag, value in (("--split_files", cfg.split_files), ("--tile", cfg.tile), ("--names", cfg.names),
+                        ("--splits", cfg.splits)):
+        if value is not None:
+            args += [flag, str(value)]
+    if cfg.tile is not None:
+        args += ["--overlap", str(cfg.overlap)]
+    return shlex.join(args)

@@ -146,6 +146,13 @@ def test_a_large_dota_image_is_cut_into_tiles_with_its_boxes_moved(tmp_path, cap
     before = snapshot(tmp_path / "data")
     rc, err = run(capsys, *args)
     assert rc == 0 and "up to date" in err and snapshot(tmp_path / "data") == before
+    # other tile settings: the earlier tiles go, only the new ones are left
+    args[args.index("--tile") + 1] = "600"
+    rc, err = run(capsys, *args)
+    assert rc == 0, err
+    now = {r["img"] for r in load(out / "dota_train.json")}
+    assert now and now != set(tiles)
+    assert {f"tiles/{p.name}" for p in (out / "tiles").iterdir()} == now
 
 
 def test_a_coco_set_keeps_the_split_of_each_file(tmp_path, capsys):
