@@ -44,7 +44,7 @@ def _history(path: Path, i: int, value: Any) -> tuple[tuple[str, str], ...]:
     return tuple((q, a) for q, a in value)
 
 
-def _boxes(path: Path, i: int, item: dict, key: str, text: str) -> tuple[Box, ...]:
+def read_boxes(path: Path, i: int, item: dict, key: str, text: str) -> tuple[Box, ...]:
     """A record's ``key`` box list, checked: numbers, x1 < x2, y1 < y2, none negative (the image's
     far edges are checked when its size is read), and as many boxes as ``text`` has BOX markers."""
     value = item.get(key) or []
@@ -119,8 +119,8 @@ def load_records(path: str | Path, split: str = "train", seed: int = 42,
                 raise RemoteGLMError(f"{path}: item {i} 'kind' must be a string")
             records.append(Record(resolve_image(str(item["img"]), base), prompt, label,
                                   _history(path, i, item.get("history")),
-                                  _boxes(path, i, item, "prompt_boxes", prompt),
-                                  _boxes(path, i, item, "label_boxes", label), kind))
+                                  read_boxes(path, i, item, "prompt_boxes", prompt),
+                                  read_boxes(path, i, item, "label_boxes", label), kind))
     elif isinstance(data, dict) and isinstance(data.get("images"), list):
         rng = random.Random(seed)
         for im in data["images"]:

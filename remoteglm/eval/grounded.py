@@ -12,7 +12,6 @@ texts with the boxes taken out.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ from remoteglm.eval.metrics import LEVELS, score_captions
 KINDS = ("refer", "identify", "grounded", "detect", "count")
 BOX_KINDS = ("detect", "count")  # answered by a set of boxes
 TEXT_KINDS = ("identify", "grounded")  # answered by text (boxes, if any, taken out before scoring)
-_MARKERS = re.compile(rf"(?:{re.escape(BOX)}\s*)+")
 # every text form a codec writes or reads (remoteglm/box_codec.py): fenced JSON, {"bbox_2d": ...}
 # objects, box tokens, [[...]] lists; taken out so the words alone are scored
 _BOX_TEXT = re.compile(r"```(?:json)?.*?```|\{[^{}]*bbox_2d[^{}]*\}|<\|(?:begin|end)_of_box\|>|\[\[[^\[\]]*(?:\][^\[\]]*\[[^\[\]]*)*\]\]",
@@ -45,30 +43,14 @@ class GroundingItem:
     label_boxes: list[Box]
 
 
-def _boxes(path, i, rec, field: str, text: str) -> list[Box]:
-    raw = rec.get(field) or []
-    if not isinstance(raw, list):
-        raise RemoteGLMError(f"{path}: item {i} ({rec['kind']}): {field!r} must be a list of boxes [x1, y1, x2, y2]")
-    out = []
-    for j, b in enumerate(raw):
-        ok = isinstance(b, list) and len(b) in (4, 5) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in b[:4])
-        if not ok or not (b[2] > b[0] and b[3] > b[1]) or (len(b) == 5 and not isinstance(b[4], str)):
-            raise RemoteGLMError(f"{path}: item {i} ({rec['kind']}): {field}[{j}] = {b!r} is not a box "
-                                 "[x1, y1, x2, y2] or [x1, y1, x2, y2, \"label\"] with x2 > x1 and y2 > y1")
-        out.append(Box(*(float(v) for v in b[:4]), b[4] if len(b) == 5 else None))
-    if text.count(BOX) != len(out):
-        raise RemoteGLMError(f"{path}: item {i} ({rec['kind']}): {text.count(BOX)} {BOX} marker(s) in the "
-                             f"{'prompt' if field == 'prompt_boxes' else 'label'} but {len(out)} {field}")
-    return out
-
-
 def read_item(path, i: int, rec: dict, key: str, img_path: Path) -> GroundingItem:
     """One grounding record, checked (one line per problem)."""
     kind = rec["kind"]
     prompt, label = str(rec["prompt"]), str(rec["label"])
-    item = GroundingItem(f"g{i}", key, img_path, kind, prompt, label, _boxes(path, i, rec, "prompt_boxes", prompt),
-                         _boxes(path, i, rec, "label_boxes", label))
+    from remoteglm.data.records import read_boxes  # the one reading of a record's boxes (training's too)
+
+    item = GroundingItem(f"g{i}", key, img_path, kind, prompt, label, list(read_boxes(path, i, rec, "prompt_boxes", prompt)),
+                         list(read_boxes(path, i, rec, "label_boxes", label)))
     if kind == "refer" and len(item.label_boxes) != 1:
         raise RemoteGLMError(f"{path}: item {i} (refer) needs exactly one label box, has {len(item.label_boxes)}")
     if kind in TEXT_KINDS and not strip_boxes(label).strip():
@@ -76,29 +58,15 @@ def read_item(path, i: int, rec: dict, key: str, img_path: Path) -> GroundingIte
     return item
 
 
-def render(text: str, boxes: list[Box], codec, size: tuple[int, int]) -> str:
-    """``text`` with each run of BOX markers replaced by the codec's text for its boxes."""
-    it = iter(boxes)
-
-    def group(m: re.Match) -> str:
-        return codec.encode([next(it) for _ in range(m.group().count(BOX))], size)
-
-    return _MARKERS.sub(group, text)
-
-
 def strip_boxes(text: str) -> str:
     """The words of an answer or label without its boxes (markers or any codec's text)."""
     return re.sub(r"\s+", " ", _BOX_TEXT.sub(" ", text.replace(BOX, " "))).strip()
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    from remoteglm.model.image import load_image
-
-    return load_image(path).size
-
-
 def prompts(items: list[GroundingItem], codec, sizes: dict[Path, tuple[int, int]]) -> list[str]:
-    return [render(it.prompt, it.prompt_boxes, codec, sizes[it.path]) for it in items]
+    from remoteglm.data.box_text import render_boxes  # the training's own rendering: the same text at test time
+
+    return [render_boxes(it.prompt, it.prompt_boxes, codec, sizes[it.path]) for it in items]
 
 
 def score_grounding(items: list[GroundingItem], answers: list[str], codec,

@@ -15,7 +15,8 @@ from remoteglm.eval.anchors import anchor_table, detect_benchmark
 from remoteglm.eval.answer_log import (AnswerLog, Query, checkpoint_fingerprint, generate_answers, logged_codec,
                                        read_answers, saved_answers)
 from remoteglm.eval.classify import ClassParser, evaluate_classification
-from remoteglm.eval.grounded import BOX_KINDS, TEXT_KINDS, image_size, prompts, score_grounding
+from remoteglm.eval.grounded import BOX_KINDS, TEXT_KINDS, prompts, score_grounding
+from remoteglm.model.image import image_size
 from remoteglm.eval.evalset import EvalSet, find_leaks, load_eval_set, recorded_train_data, training_images
 from remoteglm.eval.metrics import CIDER_NOTE, LEVEL_NOTES, LEVELS, METEOR_VARIANT, METRICS, score_captions
 from remoteglm.eval.vqa import evaluate_vqa

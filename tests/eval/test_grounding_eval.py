@@ -113,7 +113,7 @@ def test_marker_count_mismatch_is_one_line(tmp_path, capsys):
     f = _answers(tmp_path)
     assert main(["--predictions", str(f), "--family", "glm4v", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "1 <box> marker(s) in the label but 2 label_boxes" in err, err
+    assert len(err.splitlines()) == 1 and "has 2 box(es) but its label has 1 <box> marker(s)" in err, err
 
 
 def _qwen25_log(tmp_path, settings):
