@@ -17,6 +17,7 @@ problem message in the language of their prompt.
   terms) that the paragraph lost; ``invented_nouns`` the other way.
 - ``invented_attributes``: colour, shape and position words (``ATTRIBUTES``) no source says, in
   Chinese or in English (the grounding check of the instruction data, ``grounding.py``).
+- ``names_object``: whether a referring expression still names its object's category.
 - ``length_problem``: a paragraph much shorter than the distinct content of its sources, or much
   longer than all of them together; ``translation_length_problem`` for one sentence.
 
@@ -261,6 +262,13 @@ def invented_attributes(text: str, sources: list[str], english: str = "") -> lis
 def term_forms(term: str) -> frozenset[str]:
     """The Chinese forms that count as a glossary term (路 for 道路, 车 for 汽车); the term alone if unknown."""
     return _term_forms().get(term, frozenset({term}))
+
+
+def names_object(text: str, name: str) -> bool:
+    """Whether ``text`` names the object ``name`` (an object category's Chinese name, 车辆): by the name
+    or a form that counts as the same term (汽车, 车), so a referring expression cannot lose its category."""
+    forms = {name} | {f for fs in _term_forms().values() if name in fs for f in fs}
+    return any(f in text for f in forms)
 
 
 # -- length ----------------------------------------------------------------------------------

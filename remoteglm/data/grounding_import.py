@@ -23,7 +23,7 @@ import io
 import re
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -38,7 +38,10 @@ from .dota import read_dota
 from .glossary import object_name_zh
 from .import_summary import IMPORT_VERSION, ImportSummary, write_if_changed
 from .jobs import STAMP, build_stamp, say
-from .referring import grounding_tasks
+from .grounding_translate import ExpressionConfig, failures, raise_unfinished, translate_expressions, translated
+from .jobs import write_failures
+from .referring import grounding_tasks, refer_tasks
+from .translate import normalise
 from .splits import Registry, Source, SplitCheck, default_registry
 from .tiles import tile
 from .voc import read_voc
@@ -62,6 +65,7 @@ class DetectionConfig:
     names: Path | None = None  # JSON {category: Chinese name} for categories the glossary lacks
     splits: Path | None = None  # the split registry; default: splits.json beside out_dir
     command: str = ""
+    expressions: ExpressionConfig = field(default_factory=ExpressionConfig)  # translating expression_en
 
 
 @dataclass
@@ -206,13 +210,30 @@ def _units(images: list[SetImage], size: int | None, overlap: int):
                 yield im, t, window
 
 
-def _records(im: SetImage, a: AnnotatedImage, window, names, out_dir: Path) -> tuple[list[dict], int]:
+def _tasks(a: AnnotatedImage, names, tr) -> list:
+    """The rule-built tasks, an object's refer/identify pair made with the translation of its English
+    description where there is one (also for an object no rule-built expression singles out)."""
+    zh = {o.box.xyxy: (o.box, e) for o in a.objects
+          if o.text and not o.difficult and (e := translated(tr, o.text, names(o.category)))}
+    out, done = [], set()
+    for t in grounding_tasks(a, names):
+        key = (t.answer_boxes if t.kind == "refer" else t.question_boxes if t.kind == "identify" else ())
+        if key and key[0].xyxy in zh:
+            if key[0].xyxy not in done:
+                done.add(key[0].xyxy)
+                out.extend(refer_tasks(zh[key[0].xyxy][1], zh[key[0].xyxy][0]))
+            continue
+        out.append(t)
+    return out + [t for k, (box, e) in zh.items() if k not in done for t in refer_tasks(e, box)]
+
+
+def _records(im: SetImage, a: AnnotatedImage, window, names, out_dir: Path, tr=None) -> tuple[list[dict], int]:
     """The records of one image or tile, and how many of its English descriptions they keep."""
     img = (image_path(out_dir / "tiles", a.image, out_dir) if window else image_path(im.path.parent, im.path.name,
                                                                                      out_dir))
     english = {o.box.xyxy: o.text for o in a.objects if o.text}
     out, kept = [], set()
-    for t in grounding_tasks(a, names):
+    for t in _tasks(a, names, tr):
         d = t.to_dict(img)
         box = (t.answer_boxes if t.kind == "refer" else t.question_boxes if t.kind == "identify" else ())
         if box and box[0].xyxy in english:
@@ -264,6 +285,12 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     names = _names(cfg, images)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cfg.name}_grounding"
     check_writable(out_dir, "--out_dir")
+    s = ImportSummary(cfg.name, "grounding")
+    if cfg.expressions.dry_run:
+        s.items = len(images)
+        s.estimate = {"sentences": 0, "calls": 0, "tokens_in": 0, "tokens_out": 0}
+        translate_expressions(cfg.expressions, _described(images, names), s)
+        return s
     reg = Registry(cfg.splits or default_registry(out_dir))
     check = SplitCheck(reg, Source(out_dir, f"{cfg.name} grounding", cfg.command or _command(cfg, out_dir)),
                        images, lambda im: im.path, lambda im: True, say)
@@ -272,6 +299,7 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     pieces: dict[Path, tuple[Path, tuple]] = {}
     described = kept = idle = 0
     kept_ids = {id(im) for im in check.kept}
+    tr = translate_expressions(cfg.expressions, _described(check.kept, names), s)
     for im in sorted(images, key=lambda im: SPLITS.index(im.split)):
         records.setdefault(im.split, [])
         counts.setdefault(im.split, {"images": 0, "records": 0})
@@ -279,7 +307,7 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
             continue
         described += sum(1 for o in im.annotated.objects if o.text)
         for _, a, window in _units([im], cfg.tile, cfg.overlap):
-            recs, n = _records(im, a, window, names, out_dir)
+            recs, n = _records(im, a, window, names, out_dir, tr)
             kept += n
             if not recs:
                 idle += 1
@@ -290,11 +318,12 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
             counts[im.split]["images"] += 1
             counts[im.split]["records"] += len(recs)
     check_no_leak(records)
-    s = ImportSummary(cfg.name, "grounding", items=len(check.kept), split_counts=counts)
+    s.items, s.split_counts = len(check.kept), counts
     s.detail = (f"detection: {cfg.name} ({cfg.format}), {len(check.kept)} images"
                 + (f", {len(pieces)} tiles of {cfg.tile} px written to {out_dir / 'tiles'}" if cfg.tile else "")
                 + (f", {idle} image(s)/tile(s) gave no task (difficult or too many objects)" if idle else "")
-                + (f"; {kept} of {described} English descriptions kept in expression_en (not translated here)"
+                + (f"; {kept} of {described} English descriptions kept in expression_en"
+                   + (" (translated: --base_url)" if tr else " (not translated: no --base_url)")
                    if described else ""))
     files = {out_dir / f"{cfg.name}_{split}.json": recs for split, recs in records.items()}
     sources = sorted({(str(src), src.stat().st_size, src.stat().st_mtime_ns) for src, _ in pieces.values()})
@@ -304,8 +333,21 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     _write_tiles(out_dir / "tiles", pieces, same)
     write_if_changed(s, out_dir, stamp, files)
     check.register()
+    where: dict[str, list[str]] = {}
+    for im in check.kept:
+        for o in im.annotated.objects:
+            if o.text:
+                where.setdefault(normalise(o.text), []).append(im.split)
+    found = failures(tr, where)
+    failures_file = write_failures(out_dir, found, s.outputs)
     s.seconds = time.time() - t0
+    raise_unfinished(s, tr, found, failures_file)
     return s
+
+
+def _described(images: list[SetImage], names) -> list[tuple[str, str, str]]:
+    """(English description, category, Chinese name) of each described object of ``images``."""
+    return [(o.text, o.category, names(o.category)) for im in images for o in im.annotated.objects if o.text]
 
 
 def _command(cfg: DetectionConfig, out_dir: Path) -> str:

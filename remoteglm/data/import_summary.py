@@ -16,7 +16,7 @@ IMPORT_VERSION = "import-v1"  # bump when what the importers write changes: outp
 @dataclass
 class ImportSummary:
     name: str
-    kind: str  # "vqa" or "classify"
+    kind: str  # "vqa", "classify" or "grounding"
     items: int = 0  # questions / images imported
     distinct: int = 0
     cache_hits: int = 0
@@ -50,13 +50,18 @@ def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Pa
 def print_import_summary(s: ImportSummary) -> None:
     if s.estimate is not None:
         e = s.estimate
-        say(f"dry run: {s.name}, {s.items} questions, {s.distinct} distinct, {s.cache_hits} cached")
-        say(f"  would translate {e['sentences']} questions in ~{e['calls']} calls, "
-             f"~{e['tokens_in']:,} tokens in / ~{e['tokens_out']:,} out (rough); answers need no LLM")
+        what = "English expressions" if s.kind == "grounding" else "questions"
+        say(f"dry run: {s.name}, {s.items} {'images' if s.kind == 'grounding' else 'questions'}, {s.distinct} "
+            f"distinct {what}, {s.cache_hits} cached")
+        say(f"  would translate {e['sentences']} {what} in ~{e['calls']} calls, "
+             f"~{e['tokens_in']:,} tokens in / ~{e['tokens_out']:,} out (rough); "
+            + ("the rule-built records need no LLM" if s.kind == "grounding" else "answers need no LLM"))
         return
-    if s.kind == "vqa":
+    if s.kind == "vqa" or s.distinct:
         u = s.usage
-        say(f"translate: {s.name}, {s.items} questions, {s.distinct} distinct: {s.cache_hits} from cache, "
+        say(f"translate: {s.name}, {s.distinct} distinct English expressions: {s.cache_hits} from cache, "
+            f"{s.translated} new, {s.failed} failed (those keep the rule-built expression)" if s.kind == "grounding" else
+            f"translate: {s.name}, {s.items} questions, {s.distinct} distinct: {s.cache_hits} from cache, "
              f"{s.translated} new, {s.failed} failed; answers by rule (no LLM)")
         say(f"LLM: {u.calls} calls ({u.retries} retries), tokens in {u.tokens_in:,} / out {u.tokens_out:,}")
     if s.detail:

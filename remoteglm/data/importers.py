@@ -5,7 +5,8 @@
   records; questions through the cached translator, answers by rule).
 * ``scenes``: folder-per-class scene sets (``scenes.py``; classification records, no LLM).
 * ``detection``: detection and referring sets with boxes (``grounding_import.py``; grounding
-  records by rule, no LLM).
+  records by rule; with ``--base_url`` DIOR-RSVG's English expressions through the cached
+  translator, ``grounding_translate.py``).
 
 All write atomically, skip a rebuild when nothing changed, give each image the split its content
 has in the other builders' outputs (:mod:`~remoteglm.data.splits`), and report bad layouts as one
@@ -26,10 +27,12 @@ from .cli import endpoint_configs
 from .cli import parser as caption_parser
 from .glossary import SCENE_SETS
 from .grounding_import import FORMATS, DetectionConfig, import_detection
+from .grounding_translate import ExpressionConfig
 from .import_summary import print_import_summary
 from .llm_keys import redact
 from .rsvqa_records import RSVQAConfig, import_rsvqa
 from .scenes import ScenesConfig, import_scenes
+from .translate import TranslateConfig
 
 EPILOG = """examples:
   # RSVQA-LR / RSVQA-HR: questions translated (cached, resumable), answers mapped by rule
@@ -39,9 +42,11 @@ EPILOG = """examples:
   # folder-per-class scene sets: no LLM needed
   python -m remoteglm.data.importers scenes --root data/AID
   python -m remoteglm.data.importers scenes --root data/NWPU-RESISC45 --split_files data/resisc45
-  # detection / referring sets with boxes: grounding records by rule, no LLM
+  # detection / referring sets with boxes: grounding records by rule; with --base_url DIOR-RSVG's
+  # English expressions are translated (cached, resumable) and used as the refer/identify expression
   python -m remoteglm.data.importers detection --format voc --name DIOR-RSVG --annotations data/DIOR-RSVG/Annotations \
-      --images data/DIOR-RSVG/JPEGImages --split_files data/DIOR-RSVG
+      --images data/DIOR-RSVG/JPEGImages --split_files data/DIOR-RSVG --base_url https://api.deepseek.com/v1 \
+      --model deepseek-chat --api_key_env DEEPSEEK_API_KEY
   python -m remoteglm.data.importers detection --format dota --name DOTA --annotations data/DOTA/labelTxt \
       --images data/DOTA/images --split_files data/DOTA --tile 1024 --overlap 200
 
@@ -90,12 +95,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seeded_split", action="store_true", help="ignore split lists: seeded 80/10/10 split per class")
     s.add_argument("--val", type=float, default=0.1, help="val fraction of the seeded split (default: %(default)s)")
     s.add_argument("--test", type=float, default=0.1, help="test fraction of the seeded split (default: %(default)s)")
-    d = sub.add_parser("detection", help="detection / referring sets with boxes -> grounding records",
+    d = sub.add_parser("detection", parents=[_llm_parent()],
+                       help="detection / referring sets with boxes -> grounding records",
                        description="A detection or referring set (DIOR and DIOR-RSVG VOC XML, DOTA labelTxt, COCO-style "
                        "JSON) -> Chinese grounding fine-tune files <name>_<split>.json (refer, identify, detect, count, "
-                       "grounded tasks by rule; no LLM). The official splits are kept. DIOR-RSVG's English descriptions "
-                       "are kept as-is in each refer/identify record's 'expression_en', beside the rule-built Chinese "
-                       "expression; this command does not translate them (that is the LLM translation pipeline's job).")
+                       "grounded tasks by rule). The official splits are kept. DIOR-RSVG's English descriptions "
+                       "are kept in each refer/identify record's 'expression_en'; with --base_url they are translated "
+                       "(cached, checked: the category named, no number or position invented) and the translation is "
+                       "the refer/identify expression; one still failing keeps the rule-built Chinese expression and "
+                       "is listed in failures.json (a rerun asks only for those).")
+    d.set_defaults(base_url=None)  # translating is asked for: no --base_url, the rule-built expressions only
+    d.add_argument("--no_translate", action="store_true", help="do not translate the English descriptions, even "
+                   "with --base_url")
+    d.add_argument("--dry_run", action="store_true", help="estimate calls and tokens; call nothing, write nothing")
+    d.add_argument("--no_progress", action="store_true", help="no progress bar")
     d.add_argument("--format", choices=FORMATS, required=True, help="voc: one XML per image (DIOR, DIOR-RSVG); dota: "
                    "one labelTxt per image; coco: one COCO-style JSON per split")
     d.add_argument("--annotations", type=Path, required=True,
@@ -125,9 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     command = shlex.join(["python", "-m", "remoteglm.data.importers", *(sys.argv[1:] if argv is None else argv)])
     if a.command == "detection":
-        print_import_summary(import_detection(DetectionConfig(
-            a.format, a.annotations, a.images, a.name, a.split_files, a.out_dir, a.tile, a.overlap, a.names, a.splits,
-            command)))
+        llm, translate = endpoint_configs(a) if a.base_url and not a.no_translate else (None, None)
+        expressions = ExpressionConfig(llm, translate or TranslateConfig(), a.cache, a.dry_run, not a.no_progress)
+        try:
+            print_import_summary(import_detection(DetectionConfig(
+                a.format, a.annotations, a.images, a.name, a.split_files, a.out_dir, a.tile, a.overlap, a.names,
+                a.splits, command, expressions)))
+        except RemoteGLMError as e:  # whatever a server echoed back, no key is printed
+            raise RemoteGLMError(redact(str(e))) from None
         return 0
     if a.command == "scenes":
         print_import_summary(import_scenes(ScenesConfig(a.root, a.name, a.out_dir, a.split_files, a.seeded_split,

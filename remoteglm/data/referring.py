@@ -118,13 +118,17 @@ def _countable(image: AnnotatedImage, names: Names) -> dict[str, list[Annotation
             if names(cat) and not any(o.difficult for o in objs) and len(objs) <= MAX_ANSWER_BOXES}
 
 
+def refer_tasks(expr: str, box: Box) -> tuple[Task, Task]:
+    """The refer and identify tasks of the object at ``box`` that ``expr`` singles out."""
+    return (Task("refer", f"请框出图中{expr}的位置。", BOX, answer_boxes=(box,)),
+            Task("identify", f"图中{BOX}处是什么？", f"{expr}。", question_boxes=(box,)))
+
+
 def grounding_tasks(image: AnnotatedImage, names: Names = object_name_zh) -> list[Task]:
     """Every task the annotations of ``image`` answer by rule (see the module docstring)."""
     tasks = []
     for i, expr in expressions(image, names).items():
-        box = image.objects[i].box
-        tasks.append(Task("refer", f"请框出图中{expr}的位置。", BOX, answer_boxes=(box,)))
-        tasks.append(Task("identify", f"图中{BOX}处是什么？", f"{expr}。", question_boxes=(box,)))
+        tasks.extend(refer_tasks(expr, image.objects[i].box))
     groups = _countable(image, names)
     for cat, objs in groups.items():
         name, boxes = names(cat), tuple(o.box for o in objs)

@@ -76,22 +76,24 @@ def distinct_sentences(sentences: list[str]) -> list[str]:
     return list(dict.fromkeys(normalise(s) for s in sentences if normalise(s)))
 
 
-def glossary_line(sentences: list[str]) -> str:
-    terms: dict[str, str] = {}
+def glossary_line(sentences: list[str], extra: dict[str, str] | None = None) -> str:
+    terms: dict[str, str] = dict(extra or {})
     for s in sentences:
         terms.update(find_terms(s))
     return "; ".join(f"{en} = {zh}" for en, zh in sorted(terms.items())) or "(none in this batch)"
 
 
-def build_messages(sentences: list[str], notes: dict[int, str] | None = None) -> list[dict]:
-    """Chat messages for one batch: glossary in the system prompt, items as numbered JSON."""
+def build_messages(sentences: list[str], notes: dict[int, str] | None = None,
+                   terms: dict[str, str] | None = None) -> list[dict]:
+    """Chat messages for one batch: glossary (and ``terms``, English -> Chinese) in the system prompt,
+    items as numbered JSON."""
     items = {str(i + 1): s for i, s in enumerate(sentences)}
     user = "Translate these captions."
     if notes:
         fixes = "; ".join(f"{i}: {p}" for i, p in sorted(notes.items()))
         user += f" Your previous answer had problems - fix them: {fixes}."
     user += "\n" + json.dumps(items, ensure_ascii=False)
-    return [{"role": "system", "content": SYSTEM_PROMPT.format(terms=glossary_line(sentences))},
+    return [{"role": "system", "content": SYSTEM_PROMPT.format(terms=glossary_line(sentences, terms))},
             {"role": "user", "content": user}]
 
 
@@ -164,6 +166,19 @@ def check_translation(english: str, chinese: str) -> list[str]:
     return problems
 
 
+def check_expression(english: str, chinese: str, category: str, name: str) -> list[str]:
+    """Problems with the translation of a referring expression of an object of ``category`` (Chinese
+    ``name``): those of any translation, and it must name the category (the sentence alone may say
+    "the white one") and add no colour, shape or position the English does not say."""
+    problems = check_translation(english, chinese)
+    if not faithful.names_object(chinese, name):
+        problems.append(f"the object is a {category}: name it {name}")
+    invented = faithful.invented_attributes(chinese, [], english=english)
+    if invented:
+        problems.append(f"colour, shape or position the English does not say: {', '.join(invented)}")
+    return problems
+
+
 @functools.lru_cache(maxsize=1)
 def validator() -> str:
     """The version of the checks that accept a translation (cached answers of another are re-checked)."""
@@ -188,15 +203,26 @@ def estimate(todo: list[str], batch_size: int) -> dict[str, int]:
 
 
 class Translator:
-    """Translate normalised sentences through an LLM, cache-first."""
+    """Translate normalised sentences through an LLM, cache-first.
 
-    def __init__(self, client: LLMClient | None, cache: ResultCache, cfg: TranslateConfig, model: str):
+    ``objects``: sentence -> (category, Chinese name) for referring expressions: their translations
+    pass ``check_expression`` too (a cached one that does not is asked again) and the prompt gives
+    the category's name."""
+
+    def __init__(self, client: LLMClient | None, cache: ResultCache, cfg: TranslateConfig, model: str,
+                 objects: dict[str, tuple[str, str]] | None = None):
         self.client, self.cache, self.cfg, self.model = client, cache, cfg, model
+        self.objects = objects or {}
+
+    def problems(self, english: str, chinese: str) -> list[str]:
+        if english in self.objects:
+            return check_expression(english, chinese, *self.objects[english])
+        return check_translation(english, chinese)
 
     def cached(self, sentences: list[str]) -> dict[str, str]:
         """Cached translations; those accepted by older checks are checked again (failing ones are asked again)."""
         hits = self.cache.get_checked(KIND, self.model, PROMPT_VERSION, sentences, validator(), _still_valid)
-        return {s: r for s, (r, _) in hits.items()}
+        return {s: r for s, (r, _) in hits.items() if s not in self.objects or not self.problems(s, r)}
 
     def pending(self, distinct: list[str]) -> tuple[dict[str, str], list[str]]:
         """(cached translations, the sentences still to ask in their order): one cache read for all."""
@@ -214,7 +240,8 @@ class Translator:
         Accepted ones are cached now."""
         batch, notes = job
         try:
-            reply = self.client.chat(build_messages(batch, notes))
+            reply = self.client.chat(build_messages(batch, notes, dict(self.objects[s] for s in batch
+                                                                       if s in self.objects)))
         except LLMUnavailable as e:
             return {}, {s: (str(e), "") for s in batch}, e
         try:
@@ -226,7 +253,7 @@ class Translator:
             if zh is None:
                 bad[en] = ("missing from the reply", "")
                 continue
-            problems = check_translation(en, zh)
+            problems = self.problems(en, zh)
             if problems:
                 bad[en] = ("; ".join(problems), zh[:SAMPLE_CHARS])
             else:

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from remoteglm.data.importers import main
+from scripted_server import ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[2]
 ANN = ROOT / "tests" / "fixtures" / "annotations"
@@ -103,6 +104,117 @@ def test_english_descriptions_are_kept_beside_the_chinese_expression(tmp_path, c
     assert got[(40, 40, 200, 200)][1] == objects[0][2] and "储油罐" in got[(40, 40, 200, 200)][0]
     assert got[(600, 600, 640, 640)][1] == objects[1][2]
     assert "2 of 2 English descriptions kept in expression_en" in err
+
+
+# DIOR-RSVG-like: each object with an English description; the scripted endpoint's replies per
+# description, in turn (the last one repeats): the first reply of each is bad, the next good.
+RSVG_OBJECTS = [("storagetank", (40, 40, 200, 200), "a large storage tank on the upper left"),
+                ("storagetank", (600, 600, 640, 640), "the small storage tank at the bottom right"),
+                ("vehicle", (380, 380, 420, 420), "the car in the middle")]
+REPLIES = {"a large storage tank on the upper left": ["左上方的一个大罐子。", "左上方的一个大储油罐。"],  # no category
+           "the small storage tank at the bottom right": ["右下角的小储油罐。"],
+           "the car in the middle": ["中间的3辆车。", "中间的汽车。"]}  # a number the English does not say
+
+
+def rsvg_set(tmp_path: Path, objects=RSVG_OBJECTS) -> list:
+    ann, images = tmp_path / "Annotations", tmp_path / "JPEGImages"
+    ann.mkdir(), images.mkdir()
+    Image.new("RGB", (800, 800)).save(images / "00001.jpg")
+    body = "".join(f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+                   f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox><description>{d}</description></object>"
+                   for n, b, d in objects)
+    (ann / "00001.xml").write_text(f"<annotation><filename>00001.jpg</filename><size><width>800</width>"
+                                   f"<height>800</height></size>{body}</annotation>")
+    (tmp_path / "train.txt").write_text("00001\n")
+    return ["--format", "voc", "--name", "rsvg", "--annotations", ann, "--images", images, "--out_dir",
+            tmp_path / "out", "--cache", tmp_path / "cache.sqlite", "--model", "m", "--no_progress", "--retries", "0"]
+
+
+class Scripted(ScriptedServer):
+    """Answers each numbered description with its next reply in ``REPLIES``; logs what it was asked."""
+
+    def __init__(self, down_after: int | None = None):
+        self.asked, self.requests, self.down_after = [], [], down_after
+        super().__init__(self.answer)
+        self.httpd.handle_error = lambda *a: None  # a dropped connection is the point, not a traceback
+
+    def answer(self, body: dict, items: dict) -> str:
+        if self.down_after is not None and len(self.requests) >= self.down_after:
+            raise ConnectionAbortedError("the endpoint went down")  # the connection drops, no reply
+        self.requests.append(body["messages"])
+        out = {}
+        for k, en in items.items():
+            n = self.asked.count(en)
+            self.asked.append(en)
+            out[k] = REPLIES[en][min(n, len(REPLIES[en]) - 1)]
+        return json.dumps(out, ensure_ascii=False)
+
+
+def _refer(out: Path) -> dict:
+    return {tuple(r["label_boxes"][0]): r["prompt"] for r in load(out / "rsvg_train.json") if r["kind"] == "refer"}
+
+
+def test_translated_expressions_are_checked_for_their_category_and_numbers_and_used(tmp_path, capsys):
+    args = rsvg_set(tmp_path)
+    srv = Scripted()
+    try:
+        rc, err = run(capsys, *args, "--base_url", srv.base_url, "--batch_size", "1")
+    finally:
+        srv.close()
+    assert rc == 0, err
+    refer = _refer(tmp_path / "out")
+    assert refer[(40, 40, 200, 200)] == "请框出图中左上方的一个大储油罐的位置。"
+    assert refer[(600, 600, 640, 640)] == "请框出图中右下角的小储油罐的位置。"
+    # the lone vehicle has no rule-built expression beyond 车辆; its translated one is used
+    assert refer[(380, 380, 420, 420)] == "请框出图中中间的汽车的位置。"
+    identify = [r for r in load(tmp_path / "out" / "rsvg_train.json") if r["kind"] == "identify"]
+    assert {r["label"] for r in identify} == {"左上方的一个大储油罐。", "右下角的小储油罐。", "中间的汽车。"}
+    # each bad reply was refused and asked again, with the problem said; the good one was asked once
+    assert sorted(srv.asked) == sorted([*REPLIES] + ["a large storage tank on the upper left", "the car in the middle"])
+    again = " ".join(m[-1]["content"] for m in srv.requests[3:])
+    assert "储油罐" in again and "3" in again
+    assert any("vehicle = 车辆" in m[0]["content"] for m in srv.requests)
+    assert "3 distinct English expressions: 0 from cache, 3 new, 0 failed" in err
+    assert not (tmp_path / "out" / "failures.json").exists()
+
+
+def test_an_endpoint_down_midway_keeps_rule_built_expressions_and_a_rerun_finishes(tmp_path, capsys):
+    args = rsvg_set(tmp_path, RSVG_OBJECTS[1:])
+    srv = Scripted(down_after=1)
+    try:
+        rc, err = run(capsys, *args, "--base_url", srv.base_url, "--batch_size", "1", "--concurrency", "1")
+    finally:
+        srv.close()
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert rc == 2 and len(lines) == 1 and "still not translated" in lines[0] and "Traceback" not in err, err
+    failed = load(tmp_path / "out" / "failures.json")
+    assert [(f["objects"], f["splits"]) for f in failed] == [(1, ["train"])]
+    # the records are written: translated where the reply came back, else the rule-built expression
+    assert _refer(tmp_path / "out") == {(600, 600, 640, 640): "请框出图中右下角的小储油罐的位置。",
+                                        (380, 380, 420, 420): "请框出图中车辆的位置。"}
+    assert [f["expression"] for f in failed] == ["the car in the middle"]
+    srv = Scripted()
+    try:
+        rc, err = run(capsys, *args, "--base_url", srv.base_url, "--batch_size", "1")
+    finally:
+        srv.close()
+    assert rc == 0, err
+    assert srv.asked == ["the car in the middle"] * 2  # the cached one is not asked again (this one: bad, then good)
+    assert _refer(tmp_path / "out") == {(600, 600, 640, 640): "请框出图中右下角的小储油罐的位置。",
+                                        (380, 380, 420, 420): "请框出图中中间的汽车的位置。"}
+    assert not (tmp_path / "out" / "failures.json").exists()
+
+
+def test_a_dry_run_estimates_the_calls_and_writes_nothing(tmp_path, capsys):
+    args = rsvg_set(tmp_path)
+    srv = Scripted()
+    try:
+        rc, err = run(capsys, *args, "--base_url", srv.base_url, "--dry_run")
+    finally:
+        srv.close()
+    assert rc == 0 and "would translate 3 English expressions in ~1 calls" in err, err
+    assert srv.requests == [] and not (tmp_path / "out").exists() and not (tmp_path / "cache.sqlite").exists()
+    assert not (tmp_path / "splits.json").exists()
 
 
 def dota_set(tmp_path: Path) -> tuple[list, Path, Path]:
