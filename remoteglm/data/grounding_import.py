@@ -1,4 +1,4 @@
-"""Detection and referring sets with boxes -> Chinese grounding fine-tune files, no LLM involved
+"""Detection and referring sets with boxes -> Chinese grounding fine-tune files
 (``python -m remoteglm.data.importers detection``).
 
 Formats: ``voc`` (DIOR, DIOR-RSVG: one XML per image, :mod:`~remoteglm.data.voc`), ``dota`` (one
@@ -9,8 +9,9 @@ line), COCO's split is the file's (``..._train.json``, ``instances_val2017.json`
 
 Every image gives the rule-built tasks of :func:`~remoteglm.data.referring.grounding_tasks`
 (refer, identify, detect, count, grounded) as records ``{img, prompt, label, kind, prompt_boxes,
-label_boxes}``; DIOR-RSVG's English ``description`` of a refer/identify object is kept as-is in
-``expression_en`` beside the rule-built Chinese expression (its translation is not done here).
+label_boxes}``; DIOR-RSVG's English ``description`` of an object is kept in ``expression_en``, and
+with an endpoint its checked translation (:mod:`~remoteglm.data.grounding_translate`) is the object's
+refer/identify expression (the rule-built one where it is still missing).
 With ``tile``, an image larger than a tile is cut (:mod:`~remoteglm.data.tiles`) and each tile with
 a task is written as an image file under ``OUT/tiles/`` (a record's boxes are on its tile; the
 record's ``source`` names the original and the window), so training needs nothing new.

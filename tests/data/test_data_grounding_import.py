@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from remoteglm.data.importers import main
+from remoteglm.data.translate import check_expression
 from scripted_server import ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +177,15 @@ def test_translated_expressions_are_checked_for_their_category_and_numbers_and_u
     assert any("vehicle = 车辆" in m[0]["content"] for m in srv.requests)
     assert "3 distinct English expressions: 0 from cache, 3 new, 0 failed" in err
     assert not (tmp_path / "out" / "failures.json").exists()
+
+
+def test_an_expression_must_name_its_category_and_invent_no_number_or_position():
+    assert check_expression("the car in the middle", "中间的汽车。", "vehicle", "车辆") == []
+    assert check_expression("the car in the middle", "中间的车辆。", "vehicle", "车辆") == []
+    assert any("name it 储油罐" in p for p in check_expression("the tank on the left", "左侧的罐子。", "storagetank",
+                                                                "储油罐"))
+    assert check_expression("the car in the middle", "中间的2辆汽车。", "vehicle", "车辆")
+    assert check_expression("the car in the middle", "左上角的汽车。", "vehicle", "车辆")
 
 
 def test_an_endpoint_down_midway_keeps_rule_built_expressions_and_a_rerun_finishes(tmp_path, capsys):
