@@ -59,12 +59,11 @@ def position(obj: Annotation, width: int, height: int) -> str:
     return GRID[min(int(3 * cy / height), 2)][min(int(3 * cx / width), 2)]
 
 
-def size_word(obj: Annotation, peers: list[Annotation]) -> str:
-    """大型 / 小型 against the median area of its category in the image (itself among ``peers``),
-    "" when it is neither or has no peer."""
-    if len(peers) < 2:
+def size_word(obj: Annotation, median: float | None) -> str:
+    """大型 / 小型 against ``median``, the median area of its category in the image (None when it
+    has no peer), "" when it is neither."""
+    if median is None:
         return ""
-    median = statistics.median(p.area for p in peers)
     if obj.area >= SIZE_RATIO * median:
         return "大型"
     if obj.area * SIZE_RATIO <= median:
@@ -87,7 +86,8 @@ def expressions(image: AnnotatedImage, names: Names = object_name_zh) -> dict[in
         members = [(i, o) for i, o in enumerate(image.objects) if o.category == cat]
         peers = [o for _, o in members]
         sized = not name.startswith(_SIZE_WORDS)  # "大型车辆" takes no second size word
-        attrs = {i: (position(o, image.width, image.height), size_word(o, peers) if sized else "")
+        median = statistics.median(p.area for p in peers) if len(peers) > 1 else None  # once per category
+        attrs = {i: (position(o, image.width, image.height), size_word(o, median) if sized else "")
                  for i, o in members}
         for i, o in members:
             if o.difficult:
