@@ -105,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
                        "the refer/identify expression; one still failing keeps the rule-built Chinese expression and "
                        "is listed in failures.json (a rerun asks only for those).")
     d.set_defaults(base_url=None)  # translating is asked for: no --base_url, the rule-built expressions only
+    next(x for x in d._actions if x.dest == "base_url").help = (
+        "OpenAI-compatible base URL, usually ending in /v1: translate DIOR-RSVG's English descriptions there "
+        "(default: none, the rule-built Chinese expressions only)")
     d.add_argument("--no_translate", action="store_true", help="do not translate the English descriptions, even "
                    "with --base_url")
     d.add_argument("--dry_run", action="store_true", help="estimate calls and tokens; call nothing, write nothing")
