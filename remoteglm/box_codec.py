@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -43,7 +44,7 @@ def relative(n: int) -> Frame:
 
 
 @dataclass(frozen=True)
-class BoxCodec:
+class BoxCodec(ABC):
     """``frame(width, height)``: the extent the family's numbers span on an image of that size
     (its resized pixels, or a fixed 0..n grid). ``settings``: what the frame depends on (the
     resolution a run used), for the stages to record and compare."""
@@ -70,8 +71,9 @@ class BoxCodec:
         return f"{v:0{self.digits}d}" if self.digits else str(v)
 
     # ---- text -------------------------------------------------------------------------------
+    @abstractmethod
     def encode(self, boxes: list[Box], image_size: Size) -> str:
-        raise NotImplementedError
+        """The family's text for ``boxes`` (original pixels) on an image of ``image_size``."""
 
     def decode(self, text: str, image_size: Size) -> tuple[list[Box], int]:
         """(boxes in original pixels, in the order written; how many boxes could not be read)."""
