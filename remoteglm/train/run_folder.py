@@ -62,7 +62,7 @@ def write_summary(run_dir: Path, opts, family, *, losses: list, eval_losses: lis
         "train_iters": opts.train_iters, "resumed_from": resumed_from or None,
         "first_loss": losses[0][1] if losses else math.nan, "last_loss": sum(tail) / len(tail) if tail else math.nan,
         "eval_loss": eval_losses[-1][1] if eval_losses else None, "eval_losses": [list(x) for x in eval_losses],
-        "seconds": round(seconds, 1), "train_seconds": round(train_seconds, 2), "world_size": world,
+        "seconds": round(seconds, 1), "train_seconds": round(train_seconds, 3), "world_size": world,
         "batch_size": opts.batch_size, "gradient_accumulation_steps": opts.gradient_accumulation_steps,
         "samples_per_second": round(samples / train_seconds, 3) if train_seconds > 0 else None,
         "tokens_per_second": round(tokens * world / train_seconds, 1) if tokens and train_seconds > 0 else None,
