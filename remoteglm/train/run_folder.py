@@ -75,7 +75,8 @@ def write_summary(run_dir: Path, opts, family, *, losses: list, eval_losses: lis
     }
     write_json_atomic(run_dir / SUMMARY, summary)
     ev = f", eval loss {summary['eval_loss']:.4f}" if summary["eval_loss"] is not None else ""
-    print(f"done: loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}{ev} in {summary['seconds']} s; "
-          f"checkpoint: {run_dir}", flush=True)
+    fell = (f"loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}" if losses else
+            f"no loss logged (--log_interval {opts.log_interval} is more than the steps run)")
+    print(f"done: {fell}{ev} in {summary['seconds']} s; checkpoint: {run_dir}", flush=True)
     print(f"chat with it: python cli_demo.py --from_pretrained {run_dir}", flush=True)
     return summary
