@@ -34,10 +34,6 @@ class HFFamily(Family):
     train_options: frozenset[str] = frozenset({"min_pixels", "max_pixels", "max_length", "use_dora", "tune_merger"})
     priority: int = 0
 
-    @property
-    def model_type(self) -> str:
-        return self.name
-
     # ---- what differs per family (tiny folders) ---------------------------------------------------
     def tiny_config(self, ids: dict[str, int], vocab: int, text: dict, vision: dict, size: str):
         """The family's config object: ``text``/``vision`` sizes, special-token ``ids``."""

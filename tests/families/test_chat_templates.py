@@ -74,7 +74,7 @@ def _text(proc, ids) -> str:
 def test_a_training_sample_is_the_published_layout_with_the_loss_on_the_answer_only(proc):
     from PIL import Image
 
-    family = proc.family.model_type
+    family = proc.family.name
     pix = proc.images([Image.new("RGB", (120, 90), "green")])
     rec = Record(img="x.png", prompt=Q2, label=A2, history=[(Q1, A1)])
     item = HFEncoder(proc).encode(rec, pix["image_grid_thw"])
@@ -87,7 +87,7 @@ def test_a_training_sample_is_the_published_layout_with_the_loss_on_the_answer_o
 
 
 def test_serving_prompts_put_the_system_message_in_its_role_and_never_a_repr(proc):
-    family = proc.family.model_type
+    family = proc.family.name
     assert proc.render(chat_messages(Q1, system=SYS), add_generation_prompt=True) == WITH_SYSTEM[family]
     text = proc.render(chat_messages(Q2, [(Q1, A1)], image=False, system=SYS), add_generation_prompt=True)
     assert "{'" not in text and "[{" not in text and text.count(SYS) == 1 and A1 in text
