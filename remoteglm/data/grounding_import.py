@@ -42,6 +42,7 @@ from .jobs import STAMP, build_stamp, say
 from .grounding_translate import ExpressionConfig, failures, raise_unfinished, translate_expressions, translated
 from .jobs import write_failures
 from .referring import grounding_tasks, refer_tasks
+from .rerun import RerunStamp, input_key
 from .translate import normalise
 from .splits import Registry, Source, SplitCheck, default_registry
 from .tiles import tile
@@ -277,6 +278,14 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     if cfg.tile is not None:
         tile(AnnotatedImage("", 1, 1), cfg.tile, cfg.overlap)  # the window checks, before any reading
     _folder(cfg.images, "--images", "the image files")
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cfg.name}_grounding"
+    rerun = None if cfg.expressions.dry_run else _rerun_stamp(cfg, out_dir)
+    if rerun and rerun.fresh():  # nothing read, nothing written
+        s = ImportSummary(cfg.name, "grounding", up_to_date=True)
+        s.seconds = time.time() - t0
+        s.quick = (f"up to date: {out_dir} (annotations, images, split lists, options and outputs unchanged since "
+                   f"its last build; nothing read; {s.seconds:.1f} s)")
+        return s
     images = _coco(cfg) if cfg.format == "coco" else _per_image(cfg)
     where: dict[Path, str] = {}
     for im in images:
@@ -284,7 +293,6 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
         if where.setdefault(key, im.split) != im.split:
             raise RemoteGLMError(f"{im.path} is in both the {where[key]} and the {im.split} split: they would leak")
     names = _names(cfg, images)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("data") / f"{cfg.name}_grounding"
     check_writable(out_dir, "--out_dir")
     s = ImportSummary(cfg.name, "grounding")
     if cfg.expressions.dry_run:
@@ -331,6 +339,10 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     stamp = build_stamp(IMPORT_VERSION, "detection", records, sources, str(out_dir.absolute()))
     stamp_file = out_dir / STAMP
     same = stamp_file.is_file() and stamp_file.read_text(encoding="utf-8").strip() == stamp
+    if rerun.outputs_edited():  # by hand, since the last build: all written again
+        same = False
+        stamp_file.unlink(missing_ok=True)
+    rerun.clear()  # until this build has finished
     _write_tiles(out_dir / "tiles", pieces, same)
     write_if_changed(s, out_dir, stamp, files)
     check.register()
@@ -343,7 +355,23 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     failures_file = write_failures(out_dir, found, s.outputs)
     s.seconds = time.time() - t0
     raise_unfinished(s, tr, found, failures_file)
+    rerun.record(files, pieces, [reg.path, failures_file])
     return s
+
+
+def _rerun_stamp(cfg: DetectionConfig, out_dir: Path) -> RerunStamp:
+    """What this import reads, listed (not read): the annotation and image folders, the split lists,
+    the --names file, and the options its outputs depend on (:mod:`~remoteglm.data.rerun`)."""
+    llm, cache = cfg.expressions.llm, Path(cfg.expressions.cache).absolute()
+    registry = Path(cfg.splits or default_registry(out_dir)).absolute()
+    options = {"format": cfg.format, "name": cfg.name, "tile": cfg.tile, "overlap": cfg.overlap,
+               "out_dir": str(out_dir.absolute()), "splits": str(registry),
+               "translate": llm and [llm.base_url, llm.model, llm.temperature, str(cache)]}
+    lists = [] if cfg.format == "coco" else [(cfg.split_files or cfg.annotations.parent) / f"{split}.txt"
+                                             for split in SPLITS]
+    skip = [out_dir, registry, *(Path(f"{cache}{end}") for end in ("", "-wal", "-shm", "-journal"))]
+    return RerunStamp(out_dir, input_key(IMPORT_VERSION, options, [cfg.annotations, cfg.images],
+                                         lists + ([cfg.names] if cfg.names else []), skip))
 
 
 def _described(images: list[SetImage], names) -> list[tuple[str, str, str]]:

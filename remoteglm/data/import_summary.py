@@ -30,6 +30,7 @@ class ImportSummary:
     seconds: float = 0.0
     up_to_date: bool = False
     detail: str = ""  # one line about the source (split source, classes)
+    quick: str = ""  # the one line of a rerun that found everything up to date before reading anything
 
 
 def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Path, object]) -> None:
@@ -48,6 +49,9 @@ def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Pa
 
 
 def print_import_summary(s: ImportSummary) -> None:
+    if s.quick:
+        say(s.quick)
+        return
     if s.estimate is not None:
         e = s.estimate
         what = "English expressions" if s.kind == "grounding" else "questions"

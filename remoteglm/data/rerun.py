@@ -1,0 +1,131 @@
+"""The stamp that lets an up-to-date rerun skip even reading its inputs (``OUT/.rerun_stamp.json``).
+
+A job whose inputs are thousands of small files (DIOR-RSVG: 17,402 XML files and as many images)
+spends a rerun re-reading them before its output stamp (:data:`~remoteglm.data.jobs.STAMP`) can
+find that nothing changed. So before reading, the job lists its input folders and files as
+(relative path, size, mtime_ns) - what make and rsync compare - and digests that listing with its
+options, its version and the listing of this package's own modules (an upgrade rebuilds), through
+:func:`~remoteglm.data.jobs.build_stamp`. After a finished build it records that digest with the
+SHA-256 of each output file (large ones, image tiles, by size and mtime) and the state of the
+files it keeps besides (the split registry; ``failures.json``, which must be absent). A rerun that
+finds the same digest and every output and kept file as recorded reads nothing and writes nothing;
+any difference - an input touched, edited or replaced, another option, an output deleted or
+edited, the registry rewritten, a run left unfinished - makes it a full build.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import RemoteGLMError
+from ..io import file_digest, read_json, write_json_atomic
+from .jobs import build_stamp
+
+STAMP_FILE = ".rerun_stamp.json"
+PACKAGE = Path(__file__).resolve().parents[1]  # remoteglm/
+
+
+def _temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")  # an atomic writer's temp file (remoteglm.io)
+
+
+def listing(folder: Path, skip: Iterable[Path] = (), suffix: str = "") -> list[tuple[str, int, int]]:
+    """(path relative to ``folder``, size, mtime_ns) of every file under it, sorted; folders in
+    ``skip`` (outputs kept inside an input folder) and atomic writers' temp files left out."""
+    skipped = {os.path.abspath(p) for p in skip}
+    out, todo = [], [os.path.abspath(folder)]
+    base = len(todo[0]) + 1
+    while todo:
+        try:
+            entries = list(os.scandir(todo.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            if e.path in skipped or _temp(e.name):
+                continue
+            try:
+                if e.is_dir():
+                    todo.append(e.path)
+                elif e.name.endswith(suffix):
+                    st = e.stat()
+                    out.append((e.path[base:], st.st_size, st.st_mtime_ns))
+            except OSError:  # gone meanwhile: not an input any more
+                continue
+    return sorted(out)
+
+
+def state(path: Path) -> list[int] | None:
+    """[size, mtime_ns] of a file, None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def input_key(version: str, options: dict, folders: Iterable[Path], files: Iterable[Path],
+              skip: Iterable[Path] = ()) -> str:
+    """The digest of everything a build reads: ``options``, each folder's :func:`listing`, the
+    :func:`state` of each file, and this package's modules."""
+    skip = list(skip)
+    return build_stamp(version, options, [(str(Path(f).absolute()), listing(f, skip)) for f in folders],
+                       [(str(Path(f).absolute()), state(f)) for f in files], listing(PACKAGE, suffix=".py"))
+
+
+class RerunStamp:
+    """``fresh()`` before reading anything, ``record(...)`` after a build that left nothing unfinished."""
+
+    def __init__(self, out_dir: Path, key: str):
+        self.out_dir, self.key = Path(out_dir), key
+        self.path = self.out_dir / STAMP_FILE
+
+    def _read(self) -> dict | None:
+        try:
+            return read_json(self.path, require_object=True)
+        except RemoteGLMError:  # none yet, or damaged: the build's own record, so it is rebuilt
+            return None
+
+    def _outputs_as_recorded(self, obj: dict) -> bool:
+        try:
+            for name, (size, digest) in obj["hashed"].items():
+                p = self.out_dir / name
+                if state(p) is None or os.path.getsize(p) != size or file_digest(p) != digest:
+                    return False
+            return all(state(self.out_dir / name) == st for name, st in obj["stat"].items())
+        except (KeyError, TypeError, ValueError, AttributeError, OSError):  # not what record wrote
+            return False
+
+    def fresh(self) -> bool:
+        """Whether the last build had these inputs and options, and left its outputs and kept files
+        as they are now (outputs compared by content, tiles by size and mtime)."""
+        obj = self._read()
+        if obj is None or obj.get("key") != self.key or not self._outputs_as_recorded(obj):
+            return False
+        try:
+            return all(state(Path(p)) == st for p, st in obj["kept"].items())
+        except (TypeError, ValueError, AttributeError, KeyError):
+            return False
+
+    def outputs_edited(self) -> bool:
+        """Whether an output of the last finished build was edited or removed since (whatever its
+        inputs): the build writes them all again, even where its own output stamp sees no change."""
+        obj = self._read()
+        return obj is not None and not self._outputs_as_recorded(obj)
+
+    def record(self, hashed: Iterable[Path], stat: Iterable[Path], kept: Iterable[Path]) -> None:
+        """Write the stamp: ``hashed`` outputs by content, ``stat`` outputs by size and mtime (paths
+        inside the output folder), ``kept`` files anywhere by state (None: it must stay absent)."""
+        rel = lambda p: Path(p).relative_to(self.out_dir).as_posix()  # noqa: E731
+        write_json_atomic(self.path, {
+            "key": self.key,
+            "hashed": {rel(p): [os.path.getsize(p), file_digest(p)] for p in hashed},
+            "stat": {rel(p): state(p) for p in stat},
+            "kept": {str(Path(p).absolute()): state(p) for p in kept},
+        })
+
+    def clear(self) -> None:
+        """Forget the last build (a run that leaves work unfinished must never be skipped)."""
+        if self.path.exists():
+            self.path.unlink()
