@@ -1,5 +1,5 @@
 """Command line of the importers for the sets users already have, written as fine-tune records:
-``python -m remoteglm.data.importers {rsvqa,scenes,detection} --help``.
+``python -m remoteglm.data.importers {rsvqa,scenes,detection,vrsbench} --help``.
 
 * ``rsvqa``: RSVQA-LR / RSVQA-HR (``rsvqa.py`` reads them, ``rsvqa_records.py`` writes the VQA
   records; questions through the cached translator, answers by rule).
@@ -7,6 +7,8 @@
 * ``detection``: detection and referring sets with boxes (``grounding_import.py``; grounding
   records by rule; with ``--base_url`` DIOR-RSVG's English expressions through the cached
   translator, ``grounding_translate.py``).
+* ``vrsbench``: VRSBench's referring files (``vrsbench.py``; refer records, boxes from its 0-100
+  numbers to pixels; with ``--base_url`` the English expressions through the cached translator).
 
 All write atomically, skip a rebuild when nothing changed, give each image the split its content
 has in the other builders' outputs (:mod:`~remoteglm.data.splits`), and report bad layouts as one
@@ -33,6 +35,7 @@ from .llm_keys import redact
 from .rsvqa_records import RSVQAConfig, import_rsvqa
 from .scenes import ScenesConfig, import_scenes
 from .translate import TranslateConfig
+from .vrsbench import VRSBenchConfig, import_vrsbench
 
 EPILOG = """examples:
   # RSVQA-LR / RSVQA-HR: questions translated (cached, resumable), answers mapped by rule
@@ -49,6 +52,9 @@ EPILOG = """examples:
       --model deepseek-chat --api_key_env DEEPSEEK_API_KEY
   python -m remoteglm.data.importers detection --format dota --name DOTA --annotations data/DOTA/labelTxt \
       --images data/DOTA/images --split_files data/DOTA --tile 1024 --overlap 200
+  # VRSBench's referring expressions (eval file -> test, train file's [refer] turns -> train)
+  python -m remoteglm.data.importers vrsbench --root data/VRSBench --base_url https://api.deepseek.com/v1 \
+      --model deepseek-chat --api_key_env DEEPSEEK_API_KEY
 
 All rebuild nothing when nothing changed; a bad layout is one error line."""
 
@@ -68,9 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="python -m remoteglm.data.importers",
         description="Import RSVQA-LR/HR, folder-per-class scene sets (AID, NWPU-RESISC45, UCM, WHU-RS19) and detection "
-        "sets with boxes (DIOR, DIOR-RSVG, DOTA, COCO-style) as Chinese "
+        "sets with boxes (DIOR, DIOR-RSVG, DOTA, COCO-style) and VRSBench's referring files as Chinese "
         "VisualGLM fine-tune files.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{rsvqa,scenes,detection}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{rsvqa,scenes,detection,vrsbench}")
     v = sub.add_parser("rsvqa", parents=[_llm_parent()], help="RSVQA-LR / RSVQA-HR JSON files -> VQA records",
                        description="RSVQA-LR / RSVQA-HR -> Chinese VQA fine-tune files: questions through the cached "
                        "translator, yes/no, numbers, areas and rural/urban answers by rule.")
@@ -129,20 +135,64 @@ def parser() -> argparse.ArgumentParser:
                    "(default: %(default)s)")
     d.add_argument("--names", type=Path, default=None, help="JSON file {category: Chinese name} for categories the "
                    "glossary lacks")
-    for sp in (v, s, d):
+    r = _vrsbench_parser(sub)
+    for sp in (v, s, d, r):
         sp.add_argument("--splits", type=Path, default=None,
                         help="split registry shared with the other builders: one split per image content across all "
                         "of them (default: splits.json beside the output folder, i.e. data/splits.json)")
     return p
 
 
+def _vrsbench_parser(sub) -> argparse.ArgumentParser:
+    r = sub.add_parser("vrsbench", parents=[_llm_parent()], help="VRSBench's referring files -> refer records",
+                       description="VRSBench (github.com/lx709/VRSBench, huggingface.co/datasets/xiang709/VRSBench) "
+                       "-> Chinese refer records vrsbench_refer_<split>.json: VRSBench_EVAL_referring.json is the test "
+                       "split, the [refer] turns of VRSBench_train.json the train split. Boxes, given in hundredths "
+                       "of the image's width and height ({<x1><y1><x2><y2>}), become pixels of the image (size read "
+                       "from its header). The English expression is kept in 'expression_en'; with --base_url it is "
+                       "translated (cached, checked; an eval expression must name its obj_cls) and the prompt says "
+                       "it in Chinese, else the prompt quotes the English. A rerun with nothing changed writes nothing.")
+    r.set_defaults(base_url=None)
+    next(x for x in r._actions if x.dest == "base_url").help = (
+        "OpenAI-compatible base URL, usually ending in /v1: translate the English expressions there (default: "
+        "none, the records keep English)")
+    r.add_argument("--root", type=Path, required=True, help="the VRSBench folder: VRSBench_EVAL_referring.json, "
+                   "VRSBench_train.json, Images_val/, Images_train/ (as unpacked)")
+    r.add_argument("--only", choices=("eval", "train"), default=None, help="import that file alone (default: both)")
+    r.add_argument("--eval_file", type=Path, default=None, help="default: ROOT/VRSBench_EVAL_referring.json")
+    r.add_argument("--train_file", type=Path, default=None, help="default: ROOT/VRSBench_train.json")
+    r.add_argument("--images_val", type=Path, default=None, help="images of the eval file (default: ROOT/Images_val, "
+                   "or the Images_val folder inside it)")
+    r.add_argument("--images_train", type=Path, default=None, help="images of the train file (default: "
+                   "ROOT/Images_train, or the Images_train folder inside it)")
+    r.add_argument("--out_dir", type=Path, default=None, help="output folder (default: data/vrsbench)")
+    r.add_argument("--skip_bad_boxes", action="store_true", help="leave out entries whose box is empty (no width or "
+                   "height) or outside its image, and count them (default: such a box is an error)")
+    r.add_argument("--no_translate", action="store_true", help="do not translate, even with --base_url")
+    r.add_argument("--dry_run", action="store_true", help="estimate calls and tokens; call nothing, write nothing")
+    r.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return r
+
+
+def _expressions(a: argparse.Namespace) -> ExpressionConfig:
+    llm, translate = endpoint_configs(a) if a.base_url and not a.no_translate else (None, None)
+    return ExpressionConfig(llm, translate or TranslateConfig(), a.cache, a.dry_run, not a.no_progress)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     command = shlex.join(["python", "-m", "remoteglm.data.importers", *(sys.argv[1:] if argv is None else argv)])
+    if a.command == "vrsbench":
+        try:
+            print_import_summary(import_vrsbench(VRSBenchConfig(
+                a.root, a.eval_file, a.train_file, a.images_val, a.images_train, a.only, a.out_dir, a.skip_bad_boxes,
+                a.splits, command, _expressions(a))))
+        except RemoteGLMError as e:  # whatever a server echoed back, no key is printed
+            raise RemoteGLMError(redact(str(e))) from None
+        return 0
     if a.command == "detection":
-        llm, translate = endpoint_configs(a) if a.base_url and not a.no_translate else (None, None)
-        expressions = ExpressionConfig(llm, translate or TranslateConfig(), a.cache, a.dry_run, not a.no_progress)
+        expressions = _expressions(a)
         try:
             print_import_summary(import_detection(DetectionConfig(
                 a.format, a.annotations, a.images, a.name, a.split_files, a.out_dir, a.tile, a.overlap, a.names,
