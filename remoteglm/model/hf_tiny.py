@@ -91,6 +91,22 @@ def _match_image_scale(model, family) -> None:
             last.bias.mul_(want / emb.std())
 
 
+def _trained_scale(model) -> None:
+    """Give the language model the weight scale of a trained one. The config's N(0, 0.02) init
+    suits 4096-wide layers; at width 64 attention is near uniform and the head moves logits by
+    about +-1, so LoRA (which cannot touch the head) plateaus near the uniform loss on any answer
+    the pre-training did not show, e.g. box coordinates. Matrices at std 1/sqrt(fan_in) and a
+    larger head let a short LoRA run fit new answers, as with the tiny VisualGLM."""
+    import torch
+
+    text = model.model.language_model
+    with torch.no_grad():
+        for name, w in text.named_parameters():
+            if w.dim() == 2 and "embed" not in name:
+                w.normal_(0.0, w.shape[1] ** -0.5)
+        model.lm_head.weight.mul_(8.0)
+
+
 def _pretrain(model, tok, family, steps: int, seed: int) -> None:
     """Full-parameter steps on the sample's (prompt, caption) pairs as text-only chats: a stand-in
     for a pretrained model, so a short LoRA run only has to learn which caption fits which image."""
@@ -146,6 +162,7 @@ def create_tiny_hf(family, out_dir: str | Path, seed: int = 0, pretrain_steps: i
         pretrain_steps = 0
     else:
         model = getattr(tf, family.model_class)(cfg).eval()
+        _trained_scale(model)
         _match_image_scale(model, family)
     if pretrain_steps:
         _pretrain(model, tok, family, pretrain_steps, seed)

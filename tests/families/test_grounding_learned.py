@@ -1,11 +1,8 @@
-"""Grounding end to end on real boxes: the detection importer turns the real NEON tree boxes into
-Chinese referring records, a LoRA run of the tiny VisualGLM learns them, and its answers come back
-as boxes in original-image pixels through cli_demo, the API and the evaluation (Acc@0.5 on the training
-expressions).
-
-Only VisualGLM here: its tiny model learns a box answer in 300 steps (about 10 s); the tiny
-transformers models, pre-trained on captions only, do not yet (their loss stays near 5.5 after 600
-steps), so their grounding is checked through the codecs and the serving/eval tests instead."""
+"""Grounding end to end on real boxes, for every registered family: the detection importer turns
+the real NEON tree boxes into Chinese referring records, a short LoRA run of each family's tiny
+model learns them in the family's own box text (its codec), and the answers come back as boxes in
+original-image pixels through cli_demo, the API and the evaluation (Acc@0.5 on the training
+expressions). The runs start at once, one process per family, as ``hf_bases`` does."""
 
 import base64
 import json
@@ -19,7 +16,7 @@ import pytest
 
 from remoteglm.boxes import Box, iou
 from remoteglm.compat import free_port
-from tests.families.conftest import ROOT, env
+from tests.families.conftest import ALL_FAMILIES, ROOT, env
 from tests.serve.conftest import ServerProcess
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -31,8 +28,8 @@ def run(args, **kw):
 
 
 @pytest.fixture(scope="module")
-def refer_run(tiny_checkpoint, tmp_path_factory):
-    """(the run folder, the refer records it trained on)."""
+def refer_records(tmp_path_factory):
+    """(the refer records file, its records): four expressions on SOAP_061, built by the importer."""
     tmp = tmp_path_factory.mktemp("grounding_learned")
     ann, img = tmp / "ann", tmp / "img"
     ann.mkdir()
@@ -50,11 +47,31 @@ def refer_run(tiny_checkpoint, tmp_path_factory):
     assert len(refer) == 4 and all(r["label"] == "<box>" and len(r["label_boxes"]) == 1 for r in refer)
     train = tmp / "out" / "refer_train.json"
     train.write_text(json.dumps(refer, ensure_ascii=False), encoding="utf-8")
-    r = run(["finetune_visualglm.py", "--from_pretrained", tiny_checkpoint, "--train_data", train, "--save", tmp / "runs",
-             "--train_iters", 300, "--lr", "1e-2", "--batch_size", 4, "--lora_alpha", 10, "--num_workers", 0,
-             "--feature_cache", tmp / "cache"])
-    assert r.returncode == 0, r.stderr[-3000:]
-    return (tmp / "runs" / "LAST_RUN").read_text().strip(), train, refer
+    return train, refer
+
+
+@pytest.fixture(scope="module")
+def refer_runs(refer_records, family_bases, tmp_path_factory) -> dict[str, str]:
+    """A LoRA run per family on the refer records (VisualGLM: 300 steps; the others: 150)."""
+    train, _ = refer_records
+    tmp = tmp_path_factory.mktemp("grounding_runs")
+    procs = {}
+    for fam, base in family_bases.items():
+        steps, extra = (300, ["--lora_alpha", 10, "--feature_cache", tmp / "cache"]) if fam == "visualglm" else (150, [])
+        args = ["finetune_visualglm.py", "--from_pretrained", base, "--train_data", train, "--save", tmp / fam,
+                "--train_iters", steps, "--lr", "1e-2", "--batch_size", 4, "--num_workers", 0, *extra]
+        procs[fam] = subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    for fam, p in procs.items():
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    return {fam: (tmp / fam / "LAST_RUN").read_text().strip() for fam in procs}
+
+
+@pytest.fixture(params=ALL_FAMILIES)
+def refer_run(request, refer_runs, refer_records):
+    """(the family's run folder, the refer records file, its records)."""
+    return (refer_runs[request.param], *refer_records)
 
 
 def test_the_run_answers_a_training_expression_with_its_box_in_cli_demo(refer_run):
@@ -62,7 +79,7 @@ def test_the_run_answers_a_training_expression_with_its_box_in_cli_demo(refer_ru
     rec = refer[0]
     image = train.parent / rec["img"]
     r = run(["cli_demo.py", "--from_pretrained", run_dir, "--image", image, "--prompt", rec["prompt"], "--greedy",
-             "--max_new_tokens", 24])
+             "--max_new_tokens", 64])
     assert r.returncode == 0, r.stderr[-2000:]
     got = [tuple(map(float, m.groups())) for m in re.finditer(r"box 1: (?:.*? )?(\d+),(\d+),(\d+),(\d+)", r.stdout)]
     assert got, r.stdout  # printed in original-image pixels, after the family's own box text
@@ -72,7 +89,7 @@ def test_the_run_answers_a_training_expression_with_its_box_in_cli_demo(refer_ru
 def test_the_evaluation_scores_the_learned_boxes(refer_run, tmp_path):
     run_dir, train, refer = refer_run
     r = run(["-m", "remoteglm.eval", "--from_pretrained", run_dir, "--data", train, "--out", tmp_path / "eval",
-             "--max_new_tokens", 24, "--allow_leak"])
+             "--max_new_tokens", 64, "--allow_leak"])
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
     g = m["models"][0]["grounding"]
@@ -86,7 +103,7 @@ def test_the_api_returns_the_learned_box_in_original_pixels(refer_run):
     rec = refer[1]
     port = free_port()
     srv = ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", run_dir, "--port", str(port),
-                         "--max_new_tokens", "24"], env=env(), cwd=ROOT, ready_marker="serving ")
+                         "--max_new_tokens", "64"], env=env(), cwd=ROOT, ready_marker="serving ")
     try:
         srv.wait_ready("API server")
         c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
