@@ -77,9 +77,12 @@ def distinct_sentences(sentences: list[str]) -> list[str]:
 
 
 def glossary_line(sentences: list[str], extra: dict[str, str] | None = None) -> str:
-    terms: dict[str, str] = dict(extra or {})
+    """The prompt's term pairs: the glossary terms of ``sentences``, then ``extra`` (an expression's
+    object category and its name, which its check asks for: ship = 船舶 over the glossary's 船)."""
+    terms: dict[str, str] = {}
     for s in sentences:
         terms.update(find_terms(s))
+    terms.update(extra or {})
     return "; ".join(f"{en} = {zh}" for en, zh in sorted(terms.items())) or "(none in this batch)"
 
 
