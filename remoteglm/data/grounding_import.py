@@ -215,7 +215,7 @@ def _units(images: list[SetImage], size: int | None, overlap: int):
 def _tasks(a: AnnotatedImage, names, tr) -> list:
     """The rule-built tasks, an object's refer/identify pair made with the translation of its English
     description where there is one (also for an object no rule-built expression singles out)."""
-    zh = {o.box.xyxy: (o.box, e) for o in a.objects
+    zh = {o.box.xyxy: (o, e) for o in a.objects
           if o.text and not o.difficult and (e := translated(tr, o.text, names(o.category)))}
     out, done = [], set()
     for t in grounding_tasks(a, names):
@@ -223,10 +223,11 @@ def _tasks(a: AnnotatedImage, names, tr) -> list:
         if key and key[0].xyxy in zh:
             if key[0].xyxy not in done:
                 done.add(key[0].xyxy)
-                out.extend(refer_tasks(zh[key[0].xyxy][1], zh[key[0].xyxy][0]))
+                o, e = zh[key[0].xyxy]
+                out.extend(refer_tasks(e, o.box, o.category, o.polygon))
             continue
         out.append(t)
-    return out + [t for k, (box, e) in zh.items() if k not in done for t in refer_tasks(e, box)]
+    return out + [t for k, (o, e) in zh.items() if k not in done for t in refer_tasks(e, o.box, o.category, o.polygon)]
 
 
 def _records(im: SetImage, a: AnnotatedImage, window, names, out_dir: Path, tr=None) -> tuple[list[dict], int]:

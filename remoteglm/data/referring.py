@@ -40,13 +40,20 @@ class Task:
     answer: str
     question_boxes: tuple[Box, ...] = ()
     answer_boxes: tuple[Box, ...] = ()
+    category: str | None = None  # the source's category of the object(s) the task is about
+    expression: str | None = None  # the referring text that singles the object out (refer, identify)
+    polygon: tuple[float, ...] | None = None  # the object's rotated box (x1, y1, ..., x4, y4) where the source has one
 
     def to_dict(self, image: str) -> dict:
         """The fine-tune record of this task on ``image`` (``remoteglm.data.records``: prompt and
-        label with BOX markers, boxes as [x1, y1, x2, y2] or [x1, y1, x2, y2, "label"] pixels)."""
-        return {"img": image, "prompt": self.question, "label": self.answer, "kind": self.kind,
-                "prompt_boxes": [_box_list(b) for b in self.question_boxes],
-                "label_boxes": [_box_list(b) for b in self.answer_boxes]}
+        label with BOX markers, boxes as [x1, y1, x2, y2] or [x1, y1, x2, y2, "label"] pixels), with
+        ``category``, ``expression`` and ``polygon`` (original pixels) where the task has them."""
+        d = {"img": image, "prompt": self.question, "label": self.answer, "kind": self.kind,
+             "prompt_boxes": [_box_list(b) for b in self.question_boxes],
+             "label_boxes": [_box_list(b) for b in self.answer_boxes]}
+        extra = {"category": self.category, "expression": self.expression,
+                 "polygon": list(self.polygon) if self.polygon else None}
+        return d | {k: v for k, v in extra.items() if v is not None}
 
 
 def _box_list(b: Box) -> list:
@@ -118,22 +125,27 @@ def _countable(image: AnnotatedImage, names: Names) -> dict[str, list[Annotation
             if names(cat) and not any(o.difficult for o in objs) and len(objs) <= MAX_ANSWER_BOXES}
 
 
-def refer_tasks(expr: str, box: Box) -> tuple[Task, Task]:
-    """The refer and identify tasks of the object at ``box`` that ``expr`` singles out."""
-    return (Task("refer", f"请框出图中{expr}的位置。", BOX, answer_boxes=(box,)),
-            Task("identify", f"图中{BOX}处是什么？", f"{expr}。", question_boxes=(box,)))
+def refer_tasks(expr: str, box: Box, category: str | None = None,
+                polygon: tuple[float, ...] | None = None) -> tuple[Task, Task]:
+    """The refer and identify tasks of the object at ``box`` (of ``category``, rotated box
+    ``polygon``) that ``expr`` singles out."""
+    about = dict(category=category, expression=expr, polygon=polygon)
+    return (Task("refer", f"请框出图中{expr}的位置。", BOX, answer_boxes=(box,), **about),
+            Task("identify", f"图中{BOX}处是什么？", f"{expr}。", question_boxes=(box,), **about))
 
 
 def grounding_tasks(image: AnnotatedImage, names: Names = object_name_zh) -> list[Task]:
     """Every task the annotations of ``image`` answer by rule (see the module docstring)."""
     tasks = []
     for i, expr in expressions(image, names).items():
-        tasks.extend(refer_tasks(expr, image.objects[i].box))
+        obj = image.objects[i]
+        tasks.extend(refer_tasks(expr, obj.box, obj.category, obj.polygon))
     groups = _countable(image, names)
     for cat, objs in groups.items():
         name, boxes = names(cat), tuple(o.box for o in objs)
-        tasks.append(Task("detect", f"找出图中所有的{name}。", BOX * len(boxes), answer_boxes=boxes))
-        tasks.append(Task("count", f"图中有几个{name}？", f"{len(boxes)}个：{BOX * len(boxes)}", answer_boxes=boxes))
+        tasks.append(Task("detect", f"找出图中所有的{name}。", BOX * len(boxes), answer_boxes=boxes, category=cat))
+        tasks.append(Task("count", f"图中有几个{name}？", f"{len(boxes)}个：{BOX * len(boxes)}", answer_boxes=boxes,
+                          category=cat))
     every = len(groups) == len({o.category for o in image.objects})  # else the scene is told in part
     if groups and every and sum(map(len, groups.values())) <= MAX_ANSWER_BOXES:
         parts = [f"{len(objs)}个{names(cat)}{BOX * len(objs)}" for cat, objs in groups.items()]

@@ -91,3 +91,19 @@ def test_the_real_tree_boxes_give_distinct_expressions():
     assert got and len(set(got.values())) == len(got)
     assert all(v.endswith("树") for v in got.values())
     assert grounding_tasks(image) == []  # "Tree" is no category of the glossary
+
+
+def test_records_carry_category_expression_and_the_rotated_box_where_the_source_has_one():
+    """The neutral record form: pixel boxes plus the object's category, its referring text and (DOTA)
+    its rotated box's 4 corners - so a consumer need not parse the Chinese prompt to get them."""
+    image = read_dota(FIX / "P0001.txt", (1000, 1000), "P0001.png")
+    recs = [t.to_dict("P0001.png") for t in grounding_tasks(image)]
+    plane = next(o for o in image.objects if o.category == "plane")
+    refer = [r for r in recs if r["kind"] in ("refer", "identify") and r.get("category") == "plane"]
+    assert refer and all(r["polygon"] == list(plane.polygon) and r["expression"] in r["prompt"] + r["label"]
+                         for r in refer), refer
+    assert [430.5, 380.0, 470.0, 395.5, 460.0, 420.0, 420.5, 405.0] == refer[0]["polygon"]
+    detect = [r for r in recs if r["kind"] in ("detect", "count")]
+    assert detect and "plane" in {r["category"] for r in detect} <= {o.category for o in image.objects}
+    voc = [t.to_dict("x.png") for t in grounding_tasks(read_voc(FIX / "SOAP_061.xml"), {"Alive": "活树", "Dead": "枯树"}.get)]
+    assert voc and all("polygon" not in r for r in voc)  # VOC has no rotated box: no key, not a null
