@@ -125,12 +125,23 @@ def _countable(image: AnnotatedImage, names: Names) -> dict[str, list[Annotation
             if names(cat) and not any(o.difficult for o in objs) and len(objs) <= MAX_ANSWER_BOXES}
 
 
+def refer_prompt(expr: str) -> str:
+    """The refer question: where is the object ``expr`` singles out (training records and the
+    scene job ask it in these words)."""
+    return f"请框出图中{expr}的位置。"
+
+
+def detect_prompt(name: str) -> str:
+    """The detect question: every object called ``name`` (a category's Chinese name)."""
+    return f"找出图中所有的{name}。"
+
+
 def refer_tasks(expr: str, box: Box, category: str | None = None,
                 polygon: tuple[float, ...] | None = None) -> tuple[Task, Task]:
     """The refer and identify tasks of the object at ``box`` (of ``category``, rotated box
     ``polygon``) that ``expr`` singles out."""
     about = dict(category=category, expression=expr, polygon=polygon)
-    return (Task("refer", f"请框出图中{expr}的位置。", BOX, answer_boxes=(box,), **about),
+    return (Task("refer", refer_prompt(expr), BOX, answer_boxes=(box,), **about),
             Task("identify", f"图中{BOX}处是什么？", f"{expr}。", question_boxes=(box,), **about))
 
 
@@ -143,7 +154,7 @@ def grounding_tasks(image: AnnotatedImage, names: Names = object_name_zh) -> lis
     groups = _countable(image, names)
     for cat, objs in groups.items():
         name, boxes = names(cat), tuple(o.box for o in objs)
-        tasks.append(Task("detect", f"找出图中所有的{name}。", BOX * len(boxes), answer_boxes=boxes, category=cat))
+        tasks.append(Task("detect", detect_prompt(name), BOX * len(boxes), answer_boxes=boxes, category=cat))
         tasks.append(Task("count", f"图中有几个{name}？", f"{len(boxes)}个：{BOX * len(boxes)}", answer_boxes=boxes,
                           category=cat))
     every = len(groups) == len({o.category for o in image.objects})  # else the scene is told in part
