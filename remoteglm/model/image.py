@@ -8,9 +8,10 @@ Input modes are brought to 8-bit RGB first:
 - with transparency (RGBA, LA, PA, palette with a transparent colour): composited on white, so
   transparent no-data areas look the way image viewers show them instead of keeping whatever
   colour the hidden pixels happen to hold;
-- 16-bit integer (I;16*, or I with values in 0..65535): scaled by 255/65535, the full 16-bit range,
-  not clipped at 255; 32-bit integer beyond that range and float images are min-max stretched
-  (float images already in [0, 1] are scaled by 255).
+- 16/32-bit integer (I;16*, I) and float (F): the scene reader's stretch
+  (``remoteglm.scene.raster.stretch``), 2nd to 98th percentile of the finite pixels -> 0..255, so a
+  16-bit satellite export (reflectance in a few thousand of 65535) is not drawn black;
+  a flat image is black, or white where above its value (e.g. a few bright pixels).
 Multi-frame files (some TIFFs) use the first frame. The EXIF orientation is applied (phone and
 drone JPEGs are stored sideways with a tag saying how to turn them).
 
@@ -157,20 +158,14 @@ def _reduced(img: Image.Image, fit: Fit) -> Image.Image:
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """High-bit-depth single-band pixels -> uint8, by range (see module doc)."""
-    if arr.dtype.kind in "iu":
-        lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
-        if lo >= 0 and hi <= 65535:
-            return np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-    arr = arr.astype(np.float64)
-    finite = np.isfinite(arr)
-    if not finite.any():
+    """High-bit-depth single-band pixels -> uint8 by the percentile stretch (see module doc)."""
+    # imported here: rasterio (GDAL) loads in ~0.2 s, which plain 8-bit pictures never need
+    from remoteglm.scene.raster import stretch, stretch_limits
+
+    limits = stretch_limits(arr)
+    if limits is None:  # no finite pixel
         return np.zeros(arr.shape, np.uint8)
-    lo, hi = float(arr[finite].min()), float(arr[finite].max())
-    if lo >= 0.0 and hi <= 1.0:
-        lo, hi = 0.0, 1.0
-    scaled = (np.where(finite, arr, lo) - lo) / (hi - lo if hi > lo else 1.0)
-    return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return stretch(arr, *limits)
 
 
 def to_rgb(img: Image.Image, name: str = "image") -> Image.Image:

@@ -120,22 +120,24 @@ def test_multi_frame_tiff_uses_first_frame(tmp_path):
     assert (np.asarray(load_image(path)) == [1, 2, 3]).all()
 
 
-def test_16_bit_is_scaled_not_clipped(tmp_path):
-    values = np.array([[0, 300, 32768, 65535]], dtype=np.uint16)
+def test_16_bit_is_stretched_like_scenes_not_black(tmp_path):
+    # a 16-bit satellite export: reflectance 300..1500 of 65535; by range (255/65535) it was
+    # all 0..6, i.e. black. Now the scene stretch: 2nd..98th percentile (324..1476) -> 0..255.
+    values = np.linspace(300, 1500, 101).round().astype(np.uint16)[None]
     for name in ("g16.png", "g16.tif"):
         path = tmp_path / name
         Image.fromarray(values).save(path)
         with Image.open(path) as im:
             assert im.mode.startswith("I")  # really a 16-bit file
         out = np.asarray(load_image(path))[0, :, 0]
-        # value * 255 / 65535: 300 is dark (1), not clipped to 255; 65535 is white
-        assert out.tolist() == [0, 1, 128, 255]
-    # 32-bit values beyond 16 bits are stretched to the full range
+        assert out[[0, 1, 50, 99, 100]].tolist() == [0, 0, 128, 255, 255]  # 900 -> (900-324)/1152*255 = 127.5
+        assert (np.diff(out.astype(int)) >= 0).all() and len(set(out.tolist())) > 90
+    # 32-bit values beyond 16 bits: the same stretch (percentiles 3995.2 .. 196000)
     wide = Image.fromarray(np.array([[-5, 100000, 200000]], dtype=np.int32), mode="I")
-    assert np.asarray(load_image(wide))[0, :, 0].tolist() == [0, 128, 255]  # (100000 + 5) / 200005 * 255 = 127.5006
-    # float images already in [0, 1]
-    f = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
-    assert np.asarray(load_image(f))[0, :, 0].tolist() == [0, 128, 255]
+    assert np.asarray(load_image(wide))[0, :, 0].tolist() == [0, 128, 255]
+    # float: non-finite pixels are black and left out of the limits (2nd..98th percentile of the finite ones)
+    f = Image.fromarray(np.array([[0.0, np.nan, 0.25, 0.5, 1.0]], dtype=np.float32), mode="F")
+    assert np.asarray(load_image(f))[0, :, 0].tolist() == [0, 0, 63, 130, 255]
     assert preprocess_image(tmp_path / "g16.png").shape == (3, 224, 224)
 
 
