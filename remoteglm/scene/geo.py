@@ -41,13 +41,13 @@ def _ccw(ring: list[Point]) -> list[Point]:
 def to_map(box: Box, transform: Affine) -> list[Point]:
     """The box's four corners in CRS units as a closed ring of 5 points (counterclockwise)."""
     corners = [(box.x1, box.y1), (box.x1, box.y2), (box.x2, box.y2), (box.x2, box.y1), (box.x1, box.y1)]
-    return _ccw([tuple(map(float, transform * c)) for c in corners])
+    return _ccw([tuple(map(float, transform @ c)) for c in corners])
 
 
 def to_pixels(ring: Sequence[Point], transform: Affine) -> Box:
     """The pixel box a ring from ``to_map`` came from (the bounds of its inverse-mapped points)."""
     inverse = ~transform
-    pts = [inverse * (float(x), float(y)) for x, y in ring]
+    pts = [inverse @ (float(x), float(y)) for x, y in ring]
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     return Box(min(xs), min(ys), max(xs), max(ys))
 

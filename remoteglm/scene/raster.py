@@ -8,8 +8,9 @@ else installed). Nothing here ever holds a whole scene in memory:
   sampling, at most ``SAMPLE_SIDE`` pixels a side), done in chunks of at most ``CHUNK`` output
   pixels a side. GDAL serves such a read from the file's overviews when it has them (COGs do);
   without them it still decodes block by block, so memory stays that of the output. A chunk that
-  fails to decode (a corrupt tile) is left out of the limits and drawn black in the overview, so
-  one bad tile costs its own window (``read_rgb`` names it), not the scene;
+  fails to decode is halved down to the file's blocks; the corrupt tile is then left out of the
+  limits and drawn black in the overview, so it costs its own window (``read_rgb`` names it),
+  not the scene;
 - GDAL's block cache is held to ``GDAL_CACHE_BYTES`` while we read (its default is 5 % of RAM).
 
 Bands: ``--bands 3,2,1`` picks red, green, blue by 1-based index (one band: grey). Without it:
@@ -56,8 +57,18 @@ def _env() -> rasterio.Env:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0].strip() if text else type(e).__name__
+    """GDAL's own words, one line: rasterio raises "Read failed. See previous exception" with
+    GDAL's errors chained below it; the first of those and the innermost (the codec's) are kept."""
+    said: list[str] = []
+    while e is not None and len(said) < 8:
+        lines = str(e).strip().splitlines()
+        text = lines[0].strip() if lines else ""
+        if text and "see previous exception" not in text.lower() and text not in said:
+            said.append(text)
+        e = e.__cause__ or e.__context__
+    if not said:
+        return "unknown GDAL error"
+    return said[0] if len(said) == 1 else f"{said[0]} ({said[-1]})"
 
 
 def parse_bands(text: str) -> tuple[int, ...]:
@@ -180,10 +191,14 @@ class Scene:
         self.bands = bands
         self.stretch = stretch_method
         self._sample: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._failed = 0  # parts of the last decimated read that failed to decode
         data, valid = self._decimated(SAMPLE_SIDE)
         limits = [stretch_limits(data[i], valid[i], stretch_method) for i in range(len(bands))]
         if any(lim is None for lim in limits):
             self.close()
+            if self._failed:
+                raise RemoteGLMError(f"cannot read {path}: GDAL failed to decode {self._failed} part(s) of it and found "
+                                     "no valid pixel elsewhere (a corrupt file?); re-download or repair it")
             what = f"nodata value {self.nodata:g}" if self.nodata is not None else "masked or not finite"
             raise RemoteGLMError(f"all-nodata scene: {path} has no valid pixels in band(s) "
                                  f"{','.join(str(bands[i]) for i, lim in enumerate(limits) if lim is None)} "
@@ -217,27 +232,45 @@ class Scene:
         return data, _pixels_valid(data, masks)
 
     def _decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-        """The whole scene at most ``max_side`` pixels a side, read in chunks; chunks that fail
-        to decode are all invalid. The last sample is kept (limits and overview share it)."""
+        """The whole scene at most ``max_side`` pixels a side, read in chunks; parts that fail
+        to decode stay invalid. The last sample is kept (limits and overview share it)."""
         if self._sample is not None and self._sample[0] == max_side:
             return self._sample[1], self._sample[2]
         scale = max(1.0, max(self.width, self.height) / max_side)
         ow, oh = max(1, round(self.width / scale)), max(1, round(self.height / scale))
         data = np.zeros((len(self.bands), oh, ow), dtype=self._src.dtypes[self.bands[0] - 1])
         valid = np.zeros((len(self.bands), oh, ow), dtype=bool)
-        cols = [(a, min(a + CHUNK, ow)) for a in range(0, ow, CHUNK)]
-        rows = [(a, min(a + CHUNK, oh)) for a in range(0, oh, CHUNK)]
-        for r0, r1 in rows:
-            y0, y1 = round(r0 * self.height / oh), round(r1 * self.height / oh)
-            for c0, c1 in cols:
-                x0, x1 = round(c0 * self.width / ow), round(c1 * self.width / ow)
-                try:
-                    d, v = self._read(Window(x0, y0, x1 - x0, y1 - y0), (r1 - r0, c1 - c0), Resampling.nearest)
-                except (RasterioError, OSError):
-                    continue  # a corrupt tile: left out here, named by read_rgb of its window
-                data[:, r0:r1, c0:c1], valid[:, r0:r1, c0:c1] = d, v
+        self._failed = 0
+        for r0 in range(0, oh, CHUNK):
+            for c0 in range(0, ow, CHUNK):
+                self._read_part(data, valid, (c0, r0, min(c0 + CHUNK, ow), min(r0 + CHUNK, oh)))
         self._sample = (max_side, data, valid)
         return data, valid
+
+    def _read_part(self, data: np.ndarray, valid: np.ndarray, part: Window4) -> None:
+        """Fill ``part`` (c0, r0, c1, r1 of the sample) from its scene window; a part that fails
+        to decode is halved until it is one block of the file, so a corrupt tile costs about itself."""
+        c0, r0, c1, r1 = part
+        oh, ow = data.shape[1:]
+        x0, x1 = round(c0 * self.width / ow), round(c1 * self.width / ow)
+        y0, y1 = round(r0 * self.height / oh), round(r1 * self.height / oh)
+        try:
+            d, v = self._read(Window(x0, y0, x1 - x0, y1 - y0), (r1 - r0, c1 - c0), Resampling.nearest)
+        except (RasterioError, OSError):
+            bh, bw = self._src.block_shapes[self.bands[0] - 1]
+            if c1 - c0 > 1 and x1 - x0 > bw and (c1 - c0 >= r1 - r0 or y1 - y0 <= bh):
+                m = (c0 + c1) // 2
+                halves = [(c0, r0, m, r1), (m, r0, c1, r1)]
+            elif r1 - r0 > 1 and y1 - y0 > bh:
+                m = (r0 + r1) // 2
+                halves = [(c0, r0, c1, m), (c0, m, c1, r1)]
+            else:
+                self._failed += 1  # a corrupt tile: invalid here, named by read_rgb of its window
+                return
+            for half in halves:
+                self._read_part(data, valid, half)
+            return
+        data[:, r0:r1, c0:c1], valid[:, r0:r1, c0:c1] = d, v
 
     def _to_rgb(self, data: np.ndarray, valid: np.ndarray) -> Image.Image:
         planes = [stretch(data[i], lo, hi, valid[i]) for i, (lo, hi) in enumerate(self.limits)]
