@@ -1,5 +1,5 @@
 """Command line of the importers for the sets users already have, written as fine-tune records:
-``python -m remoteglm.data.importers {rsvqa,scenes,detection,vrsbench} --help``.
+``python -m remoteglm.data.importers {rsvqa,scenes,detection,vrsbench,scene,rsgpt,rsgpt4v} --help``.
 
 * ``rsvqa``: RSVQA-LR / RSVQA-HR (``rsvqa.py`` reads them, ``rsvqa_records.py`` writes the VQA
   records; questions through the cached translator, answers by rule).
@@ -9,6 +9,11 @@
   translator, ``grounding_translate.py``).
 * ``vrsbench``: VRSBench's referring files (``vrsbench.py``; refer records, boxes from its 0-100
   numbers to pixels; with ``--base_url`` the English expressions through the cached translator).
+* ``scene``: one annotated scene (GeoTIFF/COG/JPEG 2000; boxes as GeoJSON or pixel boxes;
+  ``scene_tiles.py``): tiles and grounding records with spatial splits (no test area in a train tile).
+* ``rsgpt`` / ``rsgpt4v``: RSGPT's RSICap (train) and RSIEval (test: captions + VQA the evaluation
+  scores) and RS-GPT4V's LLaVA-style instruction files (``rsgpt.py``, ``rsgpt4v.py``; texts through the
+  cached translator sentence by sentence, ``paragraphs.py``).
 
 All write atomically, skip a rebuild when nothing changed, give each image the split its content
 has in the other builders' outputs (:mod:`~remoteglm.data.splits`), and report bad layouts as one
@@ -32,7 +37,11 @@ from .grounding_import import FORMATS, DetectionConfig, import_detection
 from .grounding_translate import ExpressionConfig
 from .import_summary import print_import_summary
 from .llm_keys import redact
+from .paragraphs import TextConfig
+from .rsgpt import PARTS as RSGPT_PARTS, RSGPTConfig, import_rsgpt
+from .rsgpt4v import SCALES, RSGPT4VConfig, import_rsgpt4v
 from .rsvqa_records import RSVQAConfig, import_rsvqa
+from .scene_tiles import BLOCK_TILES, OVERLAP, TILE, SceneTilesConfig, import_scene
 from .scenes import ScenesConfig, import_scenes
 from .translate import TranslateConfig
 from .vrsbench import VRSBenchConfig, import_vrsbench
@@ -55,6 +64,15 @@ EPILOG = """examples:
   # VRSBench's referring expressions (eval file -> test, train file's [refer] turns -> train)
   python -m remoteglm.data.importers vrsbench --root data/VRSBench --base_url https://api.deepseek.com/v1 \
       --model deepseek-chat --api_key_env DEEPSEEK_API_KEY
+  # one annotated scene (GeoJSON or pixel boxes) -> 512 px PNG tiles and grounding records, split by area
+  python -m remoteglm.data.importers scene --scene data/scenes/s2.tif --boxes data/scenes/s2_ships.geojson \
+      --names data/scenes/names.json --tile 512 --overlap 64 --split_block 1024
+  # RSGPT: RSICap -> train descriptions, RSIEval -> test captions + VQA (score it with python -m remoteglm.eval)
+  python -m remoteglm.data.importers rsgpt --root RSGPT/dataset --base_url https://api.deepseek.com/v1 \
+      --model deepseek-chat --api_key_env DEEPSEEK_API_KEY
+  # RS-GPT4V's LLaVA-style files (boxes [x1, y1, x2, y2] in fractions of the image)
+  python -m remoteglm.data.importers rsgpt4v --train data/RS-GPT4V/train.json --test data/RS-GPT4V/test.json \
+      --images data/RS-GPT4V/images --boxes normalized --dry_run
 
 All rebuild nothing when nothing changed; a bad layout is one error line."""
 
@@ -76,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
         description="Import RSVQA-LR/HR, folder-per-class scene sets (AID, NWPU-RESISC45, UCM, WHU-RS19) and detection "
         "sets with boxes (DIOR, DIOR-RSVG, DOTA, COCO-style) and VRSBench's referring files as Chinese "
         "VisualGLM fine-tune files.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{rsvqa,scenes,detection,vrsbench}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{rsvqa,scenes,detection,vrsbench,scene,rsgpt,rsgpt4v}")
     v = sub.add_parser("rsvqa", parents=[_llm_parent()], help="RSVQA-LR / RSVQA-HR JSON files -> VQA records",
                        description="RSVQA-LR / RSVQA-HR -> Chinese VQA fine-tune files: questions through the cached "
                        "translator, yes/no, numbers, areas and rural/urban answers by rule.")
@@ -136,7 +154,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--names", type=Path, default=None, help="JSON file {category: Chinese name} for categories the "
                    "glossary lacks")
     r = _vrsbench_parser(sub)
-    for sp in (v, s, d, r):
+    g = _scene_parser(sub)
+    rg, r4 = _rsgpt_parsers(sub)
+    for sp in (v, s, d, r, g, rg, r4):
         sp.add_argument("--splits", type=Path, default=None,
                         help="split registry shared with the other builders: one split per image content across all "
                         "of them (default: splits.json beside the output folder, i.e. data/splits.json)")
@@ -174,6 +194,80 @@ def _vrsbench_parser(sub) -> argparse.ArgumentParser:
     return r
 
 
+def _scene_parser(sub) -> argparse.ArgumentParser:
+    from remoteglm.scene.raster import STRETCHES
+
+    g = sub.add_parser("scene", help="an annotated scene (GeoTIFF, COG, JPEG 2000) -> tiles and grounding records",
+                       description="One scene and its boxes -> 8-bit PNG tiles under <out_dir>/tiles/ and Chinese "
+                       "grounding fine-tune files <name>_<split>.json (refer, identify, detect, count, grounded tasks "
+                       "by rule; boxes on the tile). Splits are spatial: the scene is cut into blocks of about "
+                       "--split_block pixels, each block train, val or test (seeded), and a tile reaching into blocks "
+                       "of two splits is left out, so no val/test pixel is in a train tile. The tiles are registered "
+                       "in the split registry. A rerun with nothing changed writes nothing.")
+    g.add_argument("--scene", type=Path, required=True, help="the scene: GeoTIFF, COG or JPEG 2000")
+    g.add_argument("--boxes", type=Path, required=True, help="its boxes: a GeoJSON FeatureCollection (polygons or "
+                   "other geometries -> their bounding boxes; CRS from its 'crs' member, else WGS84 lon/lat; "
+                   "property 'category') or a JSON list [{\"box\": [x1, y1, x2, y2], \"category\": ...}] in pixels")
+    g.add_argument("--names", type=Path, default=None, help="JSON file {category: Chinese name} for categories the "
+                   "glossary lacks")
+    g.add_argument("--name", default=None, help="output files <name>_train.json ... (default: the scene's file name)")
+    g.add_argument("--out_dir", type=Path, default=None, help="output folder (default: data/<name>_grounding)")
+    g.add_argument("--tile", type=int, default=TILE, metavar="SIZE", help="tile size in scene pixels "
+                   "(default: %(default)s)")
+    g.add_argument("--overlap", type=int, default=OVERLAP, metavar="N", help="overlap of neighbouring tiles in pixels "
+                   "(default: %(default)s)")
+    g.add_argument("--bands", default=None, help="1-based bands for red,green,blue, e.g. 3,2,1, or one band (grey) "
+                   "(default: from the band descriptions, else the first three)")
+    g.add_argument("--stretch", choices=STRETCHES, default="percentile", help="to 8-bit: the 2-98 %% percentiles or "
+                   "min/max of the scene (default: %(default)s)")
+    g.add_argument("--split_block", type=int, default=None, metavar="PIXELS", help="side of the split blocks "
+                   f"(default: {BLOCK_TILES} tiles); larger blocks leave fewer tiles out at split boundaries")
+    g.add_argument("--val", type=float, default=0.1, help="fraction of the blocks for val (default: %(default)s)")
+    g.add_argument("--test", type=float, default=0.1, help="fraction of the blocks for test (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the blocks' splits (default: %(default)s)")
+    g.add_argument("--skip_bad_boxes", action="store_true", help="leave out features with no area (points, lines) "
+                   "or wholly outside the scene, and count them (default: such a feature is an error)")
+    return g
+
+
+def _rsgpt_parsers(sub) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    g = sub.add_parser("rsgpt", parents=[_llm_parent()], help="RSGPT's RSICap / RSIEval -> description, caption "
+                       "and VQA records", description="RSGPT (github.com/Lavender105/RSGPT, dataset/ as of commit "
+                       "d3fd7fc) -> Chinese records: RSICap/captions.json -> rsicap_train.json (detailed descriptions), "
+                       "RSIEval/annotations.json -> rsieval_test.json (captions with references, VQA: yes/no, counts "
+                       "and rural/urban answers by rule and scored by python -m remoteglm.eval, other answers "
+                       "translated as task vqa_open). Texts are translated sentence by sentence (cached, checked).")
+    g.add_argument("--root", type=Path, required=True, help="RSGPT's dataset/ folder: RSICap/{captions.json,images/}, "
+                   "RSIEval/{annotations.json,images/}")
+    g.add_argument("--only", choices=tuple(RSGPT_PARTS), default=None, help="import that part alone (default: both)")
+    g.add_argument("--out_dir", type=Path, default=None, help="output folder (default: data/rsgpt)")
+    g.add_argument("--seed", type=int, default=42, help="seed of the description prompt per image (default: 42)")
+    r4 = sub.add_parser("rsgpt4v", parents=[_llm_parent()], help="RS-GPT4V's LLaVA-style instruction files -> "
+                        "records", description="RS-GPT4V (arXiv:2406.12479; its files are not published in a "
+                        "repository, so LLaVA-1.5's layout is read: [{id, image, conversations: [{from: human|gpt, "
+                        "value}]}], JSON or JSON Lines) -> Chinese records rsgpt4v_{train,test}.json: the last turn "
+                        "is prompt/label, earlier turns history; boxes [x1, y1, x2, y2] in the texts become <box> "
+                        "markers with pixel boxes. Texts are translated sentence by sentence (cached, checked).")
+    r4.add_argument("--train", type=Path, nargs="+", default=[], help="files of the train split")
+    r4.add_argument("--test", type=Path, nargs="+", default=[], help="files of the test split")
+    r4.add_argument("--images", type=Path, required=True, help="the folder the files' image paths start in")
+    r4.add_argument("--boxes", choices=SCALES, default=None, help="the scale of the box numbers in the texts "
+                    "(RS-GPT4V does not publish it): normalized = fractions of width/height (LLaVA-1.5), per_mille = "
+                    "0-1000, pixels; needed only when a text holds a box")
+    r4.add_argument("--task", default="instruction", help="task of a single-turn record without boxes (default: "
+                    "%(default)s; several turns: conversation)")
+    r4.add_argument("--out_dir", type=Path, default=None, help="output folder (default: data/rsgpt4v)")
+    for sp in (g, r4):
+        sp.add_argument("--dry_run", action="store_true", help="estimate calls and tokens; call nothing, write nothing")
+        sp.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return g, r4
+
+
+def _texts(a: argparse.Namespace) -> TextConfig:
+    llm, translate = endpoint_configs(a)
+    return TextConfig(llm, translate, a.cache, a.dry_run, not a.no_progress)
+
+
 def _expressions(a: argparse.Namespace) -> ExpressionConfig:
     llm, translate = endpoint_configs(a) if a.base_url and not a.no_translate else (None, None)
     return ExpressionConfig(llm, translate or TranslateConfig(), a.cache, a.dry_run, not a.no_progress)
@@ -199,6 +293,20 @@ def main(argv: list[str] | None = None) -> int:
                 a.splits, command, expressions)))
         except RemoteGLMError as e:  # whatever a server echoed back, no key is printed
             raise RemoteGLMError(redact(str(e))) from None
+        return 0
+    if a.command in ("rsgpt", "rsgpt4v"):
+        try:
+            print_import_summary(import_rsgpt(RSGPTConfig(a.root, a.only, a.out_dir, a.seed, a.splits, command,
+                                                          _texts(a))) if a.command == "rsgpt" else
+                                 import_rsgpt4v(RSGPT4VConfig(a.train, a.test, a.images, a.boxes, a.task, a.out_dir,
+                                                              a.splits, command, _texts(a))))
+        except RemoteGLMError as e:  # whatever a server echoed back, no key is printed
+            raise RemoteGLMError(redact(str(e))) from None
+        return 0
+    if a.command == "scene":
+        print_import_summary(import_scene(SceneTilesConfig(
+            a.scene, a.boxes, a.name, a.out_dir, a.tile, a.overlap, a.bands, a.stretch, a.split_block, a.val, a.test,
+            a.seed, a.names, a.splits, a.skip_bad_boxes, command)))
         return 0
     if a.command == "scenes":
         print_import_summary(import_scenes(ScenesConfig(a.root, a.name, a.out_dir, a.split_files, a.seeded_split,
