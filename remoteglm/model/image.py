@@ -9,7 +9,7 @@ Input modes are brought to 8-bit RGB first:
   transparent no-data areas look the way image viewers show them instead of keeping whatever
   colour the hidden pixels happen to hold;
 - 16/32-bit integer (I;16*, I) and float (F): the scene reader's stretch
-  (``remoteglm.scene.raster.stretch``), 2nd to 98th percentile of the finite pixels -> 0..255, so a
+  (``remoteglm.stretch``), 2nd to 98th percentile of the finite pixels -> 0..255, so a
   16-bit satellite export (reflectance in a few thousand of 65535) is not drawn black;
   a flat image is black, or white where above its value (e.g. a few bright pixels).
 Multi-frame files (some TIFFs) use the first frame. The EXIF orientation is applied (phone and
@@ -34,6 +34,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.stretch import stretch, stretch_limits
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -159,9 +160,6 @@ def _reduced(img: Image.Image, fit: Fit) -> Image.Image:
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """High-bit-depth single-band pixels -> uint8 by the percentile stretch (see module doc)."""
-    # imported here: rasterio (GDAL) loads in ~0.2 s, which plain 8-bit pictures never need
-    from remoteglm.scene.raster import stretch, stretch_limits
-
     limits = stretch_limits(arr)
     if limits is None:  # no finite pixel
         return np.zeros(arr.shape, np.uint8)

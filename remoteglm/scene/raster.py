@@ -17,11 +17,9 @@ Bands: ``--bands 3,2,1`` picks red, green, blue by 1-based index (one band: grey
 the bands whose description or colour interpretation says red / green / blue (Sentinel-2's
 "B04", "B03", "B02"; "Red Edge" is not red), else the first three, else band 1 as grey.
 
-Stretch (the one used everywhere, also for 16-bit PNG/TIFF in chat, ``remoteglm.model.image``):
-per band, ``lo``..``hi`` maps linearly to 0..255, clipped; the limits are the 2nd and 98th
-percentiles of the valid pixels ("percentile", the usual true-colour stretch of GIS viewers) or
-their minimum and maximum ("minmax"). Valid = not masked by GDAL (nodata value, internal mask or
-alpha band) and finite; invalid pixels are black and left out of the limits.
+Stretch: ``remoteglm.stretch`` (percentile 2-98 or min/max per band, the one chat's 16-bit
+path uses too), over the valid pixels: not masked by GDAL (nodata value, internal mask or alpha
+band) and finite; invalid pixels are black and left out of the limits.
 """
 
 from __future__ import annotations
@@ -40,9 +38,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from remoteglm.errors import RemoteGLMError
+from remoteglm.stretch import STRETCHES, stretch, stretch_limits
 
-PERCENTILES = (2.0, 98.0)
-STRETCHES = ("percentile", "minmax")
 SAMPLE_SIDE = 1024  # the decimated read behind the limits (and the default overview)
 CHUNK = 256  # output pixels a side per read of the decimated sample
 GDAL_CACHE_BYTES = 128 * 1024 * 1024
@@ -81,39 +78,6 @@ def parse_bands(text: str) -> tuple[int, ...]:
     if min(bands) < 1:
         raise RemoteGLMError(f"--bands {text!r}: band numbers start at 1; {_BANDS_HELP}")
     return bands
-
-
-def stretch_limits(arr: np.ndarray, valid: np.ndarray | None = None,
-                   method: str = "percentile") -> tuple[float, float] | None:
-    """(lo, hi) of one band's valid, finite pixels by ``method``; None when there are none."""
-    if method not in STRETCHES:
-        raise RemoteGLMError(f"stretch {method!r} is not one of {', '.join(STRETCHES)}")
-    ok = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, bool)
-    if valid is not None:
-        ok &= valid
-    values = arr[ok]
-    if values.size == 0:
-        return None
-    if method == "minmax":
-        return float(values.min()), float(values.max())
-    lo, hi = np.percentile(values, PERCENTILES)
-    return float(lo), float(hi)
-
-
-def stretch(arr: np.ndarray, lo: float, hi: float, valid: np.ndarray | None = None) -> np.ndarray:
-    """``lo``..``hi`` -> 0..255 (clipped, rounded) as uint8; invalid or non-finite pixels -> 0.
-    ``hi <= lo`` (a flat band): pixels above ``lo`` are 255, the rest 0."""
-    a = np.asarray(arr, dtype=np.float64)
-    bad = ~np.isfinite(a)
-    if valid is not None:
-        bad |= ~valid
-    if hi > lo:
-        out = np.clip((a - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
-        out = np.rint(np.where(bad, 0.0, out))
-    else:
-        out = np.where(a > lo, 255.0, 0.0)
-    out[bad] = 0.0
-    return out.astype(np.uint8)
 
 
 def _band_role(description: str | None, interp: ColorInterp) -> str | None:

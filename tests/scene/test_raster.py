@@ -17,7 +17,8 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
 from remoteglm.errors import RemoteGLMError
-from remoteglm.scene.raster import is_scene, open_scene, parse_bands, stretch, stretch_limits
+from remoteglm.scene.raster import is_scene, open_scene, parse_bands
+from remoteglm.stretch import stretch, stretch_limits
 
 ROOT = Path(__file__).resolve().parents[2]
 S2_CROP = ROOT / "tests" / "fixtures" / "scenes" / "s2_crop_384.tif"
