@@ -16,7 +16,7 @@ IMPORT_VERSION = "import-v1"  # bump when what the importers write changes: outp
 @dataclass
 class ImportSummary:
     name: str
-    kind: str  # "vqa", "classify" or "grounding"
+    kind: str  # "vqa", "classify", "grounding" or "text" (free texts sentence by sentence: paragraphs.py)
     items: int = 0  # questions / images imported
     distinct: int = 0
     cache_hits: int = 0
@@ -54,14 +54,20 @@ def print_import_summary(s: ImportSummary) -> None:
         return
     if s.estimate is not None:
         e = s.estimate
-        what = "English expressions" if s.kind == "grounding" else "questions"
-        say(f"dry run: {s.name}, {s.items} {'images' if s.kind == 'grounding' else 'questions'}, {s.distinct} "
+        what = {"grounding": "English expressions", "text": "English sentences"}.get(s.kind, "questions")
+        say(f"dry run: {s.name}, {s.items} {'questions' if s.kind == 'vqa' else 'images'}, {s.distinct} "
             f"distinct {what}, {s.cache_hits} cached")
         say(f"  would translate {e['sentences']} {what} in ~{e['calls']} calls, "
              f"~{e['tokens_in']:,} tokens in / ~{e['tokens_out']:,} out (rough); "
-            + ("the rule-built records need no LLM" if s.kind == "grounding" else "answers need no LLM"))
+            + {"grounding": "the rule-built records need no LLM", "text": "closed answers need no LLM"}.get(
+                s.kind, "answers need no LLM"))
         return
-    if s.kind == "vqa" or s.distinct:
+    if s.kind == "text":
+        say(f"translate: {s.name}, {s.distinct} distinct English sentences: {s.cache_hits} from cache, "
+            f"{s.translated} new, {s.failed} failed (their texts' records are left out)")
+        say(f"LLM: {s.usage.calls} calls ({s.usage.retries} retries), tokens in {s.usage.tokens_in:,} / "
+            f"out {s.usage.tokens_out:,}")
+    elif s.kind == "vqa" or s.distinct:
         u = s.usage
         say(f"translate: {s.name}, {s.distinct} distinct English expressions: {s.cache_hits} from cache, "
             f"{s.translated} new, {s.failed} failed (those keep the rule-built expression)" if s.kind == "grounding" else

@@ -1,0 +1,107 @@
+"""Free English texts of the instruction sets (RSICap's ~60-word captions, RSIEval's questions and
+answers, RS-GPT4V's descriptions and conversation turns) through the cached, checked sentence
+translator of ``translate.py``.
+
+A text is cut into sentences; each sentence is translated and checked on its own (the glossary,
+the faithfulness checks, the numbers), cached as it arrives and shared by every text that has it;
+the text's translation is its sentences' translations in order. A text with a sentence still failing
+after every round has no translation (its record is left out and listed in ``failures.json``): no
+half-translated paragraph is ever written. A text may hold boxes: the pieces between them are
+translated and the boxes become ``<box>`` markers (``pieces`` / ``text_zh``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import ResultCache
+from .import_summary import ImportSummary
+from .llm import LLMClient, LLMConfig
+from .referring import BOX
+from .translate import TranslateConfig, TranslateResult, Translator, distinct_sentences, normalise
+
+# A sentence ends at . ! ? (and a closing quote or bracket) before a space and a capital or digit.
+_END = re.compile(r"[.!?]+[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_ABBREVIATIONS = {"e.g", "i.e", "etc", "approx", "no", "st", "dr", "mr", "mrs", "vs", "fig", "u.s", "ca"}
+_LETTERS = re.compile(r"[A-Za-z]")
+
+
+@dataclass
+class TextConfig:
+    """The endpoint and translation settings of an importer that translates free texts."""
+
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    translate: TranslateConfig = field(default_factory=TranslateConfig)
+    cache: Path = Path("data/cache/llm_cache.sqlite")
+    dry_run: bool = False
+    progress: bool = True
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of an English text, in order ("e.g." and the like do not end one)."""
+    text = re.sub(r"\s+", " ", text).strip()
+    out, start = [], 0
+    for m in _END.finditer(text):
+        word = text[start:m.start() + 1].rsplit(" ", 1)[-1].rstrip(".!?").lower()
+        if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
+            continue
+        out.append(text[start:m.end()].strip())
+        start = m.end()
+    if text[start:].strip():
+        out.append(text[start:].strip())
+    return out
+
+
+def pieces(text: str, boxes: re.Pattern | None = None) -> list[str]:
+    """The texts to translate in ``text``: its sentences, and with a ``boxes`` pattern (one without
+    groups) those of each piece between two boxes (a piece without a letter, such as ", ", is not
+    translated)."""
+    parts = boxes.split(text) if boxes is not None else [text]
+    return [s for part in parts if _LETTERS.search(part) for s in split_sentences(part)]
+
+
+def translate_texts(cfg: TextConfig, texts: list[str], s: ImportSummary) -> TranslateResult | None:
+    """Translate the sentences of ``texts`` (``pieces`` already taken); None for a dry run, which
+    fills ``s.estimate`` and calls nothing."""
+    sentences = [x for t in texts for x in split_sentences(t)]
+    cache = ResultCache(cfg.cache, readonly=cfg.dry_run)
+    try:
+        translator = Translator(None, cache, cfg.translate, cfg.llm.model)
+        if cfg.dry_run:
+            s.distinct, s.cache_hits, s.estimate = translator.plan(distinct_sentences(sentences))
+            return None
+        client = LLMClient(cfg.llm)  # connects only when something is not cached
+        translator.client = client
+        s.usage = client.usage
+        tr = translator.run(sentences, progress=cfg.progress)
+    finally:
+        cache.close()
+    s.distinct, s.cache_hits, s.translated, s.failed = tr.distinct, tr.cache_hits, tr.new, len(tr.failed)
+    return tr
+
+
+def text_zh(tr: TranslateResult, text: str, boxes: re.Pattern | None = None) -> str | None:
+    """The Chinese of ``text`` (its sentences' translations joined; each box a BOX marker, the piece
+    before it without its closing full stop), or None while one of its sentences is not translated."""
+    parts = boxes.split(text) if boxes is not None else [text]
+    out = []
+    for k, part in enumerate(parts):
+        if _LETTERS.search(part):
+            zh = [tr.translations.get(normalise(x)) for x in split_sentences(part)]
+            if None in zh:
+                return None
+            joined = "".join(zh)
+            out.append(re.sub(r"[\s。.]+$", "", joined) if k + 1 < len(parts) else joined)
+        else:  # no letter (", " between boxes, a closing "."): punctuation dropped, so boxes side by side are one group
+            out.append(re.sub(r"^[\s.,;:]+|[\s.,;:]+$", "", part).replace("?", "？"))
+        if k + 1 < len(parts):
+            out.append(BOX)
+    return "".join(out)
+
+
+def untranslated(tr: TranslateResult, text: str, boxes: re.Pattern | None = None) -> list[tuple[str, str]]:
+    """(sentence, problem) of each sentence of ``text`` still failing."""
+    return [(x, tr.failed.get(normalise(x), tr.aborted or "not translated")) for x in pieces(text, boxes)
+            if normalise(x) not in tr.translations]
