@@ -26,6 +26,7 @@ JOBS = {
     "convert": ("remoteglm.commands.convert", "VisualGLM sat <-> HF layout"),
     "tiny": ("remoteglm.commands.tiny", "make a tiny random model of a family (tests, trying the pipeline)"),
     "recipe": ("remoteglm.commands.recipe", "the fine-tune defaults a model folder's family gives (finetune.sh)"),
+    "scene": ("remoteglm.commands.scene", "answer a whole GeoTIFF / JP2 scene tile by tile -> GeoJSON, quicklook, summary"),
 }
 
 
