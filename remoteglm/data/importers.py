@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RemoteGLMError, cli_entry
+from ..stretch import STRETCHES
 from .cli import endpoint_configs
 from .cli import parser as caption_parser
 from .glossary import SCENE_SETS
@@ -195,8 +196,6 @@ def _vrsbench_parser(sub) -> argparse.ArgumentParser:
 
 
 def _scene_parser(sub) -> argparse.ArgumentParser:
-    from remoteglm.scene.raster import STRETCHES
-
     g = sub.add_parser("scene", help="an annotated scene (GeoTIFF, COG, JPEG 2000) -> tiles and grounding records",
                        description="One scene and its boxes -> 8-bit PNG tiles under <out_dir>/tiles/ and Chinese "
                        "grounding fine-tune files <name>_<split>.json (refer, identify, detect, count, grounded tasks "
