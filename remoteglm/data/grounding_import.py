@@ -111,7 +111,7 @@ def split_ids(folder: Path) -> dict[str, list[str]]:
         f = folder / f"{split}.txt"
         if not f.is_file():
             continue
-        ids = []
+        ids: dict[str, None] = {}  # an ordered set (a list's "in" made 12,000 train ids take 0.8 s)
         for line in read_bounded(f, "split list").splitlines():
             i = line.split("#")[0].strip()
             if not i or i in ids:
@@ -119,8 +119,8 @@ def split_ids(folder: Path) -> dict[str, list[str]]:
             if i in seen:
                 raise RemoteGLMError(f"{f}: id {i!r} is also in {seen[i]}.txt: the splits would leak; fix the lists")
             seen[i] = split
-            ids.append(i)
-        out[split] = ids
+            ids[i] = None
+        out[split] = list(ids)
     if not out:
         raise RemoteGLMError(f"{folder}: no split list (train.txt, val.txt, test.txt, one image id a line); "
                              "pass --split_files the folder that holds them")
@@ -372,7 +372,7 @@ def _rerun_stamp(cfg: DetectionConfig, out_dir: Path) -> RerunStamp:
                                              for split in SPLITS]
     skip = [out_dir, registry, *(Path(f"{cache}{end}") for end in ("", "-wal", "-shm", "-journal"))]
     return RerunStamp(out_dir, input_key(IMPORT_VERSION, options, [cfg.annotations, cfg.images],
-                                         lists + ([cfg.names] if cfg.names else []), skip))
+                                         lists + ([cfg.names] if cfg.names else []), skip, __name__))
 
 
 def _described(images: list[SetImage], names) -> list[tuple[str, str, str]]:

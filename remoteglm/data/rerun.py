@@ -4,8 +4,8 @@ A job whose inputs are thousands of small files (DIOR-RSVG: 17,402 XML files and
 spends a rerun re-reading them before its output stamp (:data:`~remoteglm.data.jobs.STAMP`) can
 find that nothing changed. So before reading, the job lists its input folders and files as
 (relative path, size, mtime_ns) - what make and rsync compare - and digests that listing with its
-options, its version and the listing of this package's own modules (an upgrade rebuilds), through
-:func:`~remoteglm.data.jobs.build_stamp`. After a finished build it records that digest with the
+options, its version and the listing of the modules its code is made of (:func:`sources`: an
+upgrade that touches them rebuilds), through :func:`~remoteglm.data.jobs.build_stamp`. After a finished build it records that digest with the
 SHA-256 of each output file (large ones, image tiles, by size and mtime) and the state of the
 files it keeps besides (the split registry; ``failures.json``, which must be absent). A rerun that
 finds the same digest and every output and kept file as recorded reads nothing and writes nothing;
@@ -16,6 +16,7 @@ edited, the registry rewritten, a run left unfinished - makes it a full build.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -24,14 +25,15 @@ from ..io import file_digest, read_json, write_json_atomic
 from .jobs import build_stamp
 
 STAMP_FILE = ".rerun_stamp.json"
-PACKAGE = Path(__file__).resolve().parents[1]  # remoteglm/
+ROOT = Path(__file__).resolve().parents[2]  # the folder holding the remoteglm package
+_FROM = re.compile(r"^[ \t]*from[ \t]+(\.+|remoteglm\b\.?)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.MULTILINE)
 
 
 def _temp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")  # an atomic writer's temp file (remoteglm.io)
 
 
-def listing(folder: Path, skip: Iterable[Path] = (), suffix: str = "") -> list[tuple[str, int, int]]:
+def listing(folder: Path, skip: Iterable[Path] = ()) -> list[tuple[str, int, int]]:
     """(path relative to ``folder``, size, mtime_ns) of every file under it, sorted; folders in
     ``skip`` (outputs kept inside an input folder) and atomic writers' temp files left out."""
     skipped = {os.path.abspath(p) for p in skip}
@@ -48,7 +50,7 @@ def listing(folder: Path, skip: Iterable[Path] = (), suffix: str = "") -> list[t
             try:
                 if e.is_dir():
                     todo.append(e.path)
-                elif e.name.endswith(suffix):
+                else:
                     st = e.stat()
                     out.append((e.path[base:], st.st_size, st.st_mtime_ns))
             except OSError:  # gone meanwhile: not an input any more
@@ -65,13 +67,50 @@ def state(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _source(module: str) -> Path | None:
+    path = ROOT.joinpath(*module.split("."))
+    for f in (path.with_suffix(".py"), path / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def sources(module: str) -> list[tuple[str, int, int]]:
+    """(file, size, mtime_ns) of ``module``'s source and of every module of this package it imports,
+    transitively, as its ``from .x import y`` / ``from remoteglm.x import y`` lines name them (the
+    packages' ``__init__`` files too). Not the others: a change elsewhere in the package rebuilds
+    nothing."""
+    out, todo, seen = [], [module], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not name.startswith("remoteglm"):
+            continue
+        seen.add(name)
+        todo.append(name.rpartition(".")[0])  # its package's __init__ runs first
+        f = _source(name)
+        if f is None:  # a class or function imported by name, not a module
+            continue
+        st = f.stat()
+        out.append((f.relative_to(ROOT).as_posix(), st.st_size, st.st_mtime_ns))
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        for dots, mod, names in _FROM.findall(f.read_text(encoding="utf-8")):
+            base = package if dots.startswith(".") else "remoteglm"
+            for _ in range(len(dots) - 1 if dots.startswith(".") else 0):
+                base = base.rpartition(".")[0]
+            base = f"{base}.{mod}" if mod else base
+            todo.append(base)
+            names = re.sub(r"#[^\n]*", "", names).strip("()")
+            todo.extend(f"{base}.{n.split()[0]}" for n in names.split(",") if n.strip())  # from . import faithful
+    return sorted(out)
+
+
 def input_key(version: str, options: dict, folders: Iterable[Path], files: Iterable[Path],
-              skip: Iterable[Path] = ()) -> str:
+              skip: Iterable[Path] = (), code: str = "") -> str:
     """The digest of everything a build reads: ``options``, each folder's :func:`listing`, the
-    :func:`state` of each file, and this package's modules."""
+    :func:`state` of each file, and the :func:`sources` of the module ``code`` (its builder)."""
     skip = list(skip)
     return build_stamp(version, options, [(str(Path(f).absolute()), listing(f, skip)) for f in folders],
-                       [(str(Path(f).absolute()), state(f)) for f in files], listing(PACKAGE, suffix=".py"))
+                       [(str(Path(f).absolute()), state(f)) for f in files], sources(code) if code else [])
 
 
 class RerunStamp:

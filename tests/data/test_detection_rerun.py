@@ -207,3 +207,15 @@ def test_a_run_left_unfinished_is_never_up_to_date_and_a_finished_one_asks_nothi
         assert rc == 0 and reads and sorted(srv.asked) == sorted(GOOD), err
     finally:
         srv.close()
+
+
+def test_the_stamp_covers_the_modules_the_import_is_made_of_and_no_others():
+    from remoteglm.data.rerun import sources
+
+    files = {f for f, _, _ in sources(gi.__name__)}
+    # its readers, rule builders, translation checks, and the packages' __init__ files
+    assert {"remoteglm/data/voc.py", "remoteglm/data/dota.py", "remoteglm/data/referring.py",
+            "remoteglm/data/faithful.py", "remoteglm/boxes.py", "remoteglm/__init__.py"} <= files
+    # not the command line, the other importers or other stages: editing them rebuilds nothing
+    assert not files & {"remoteglm/data/importers.py", "remoteglm/data/scenes.py", "remoteglm/data/pipeline.py"}
+    assert not any(f.startswith(("remoteglm/serve/", "remoteglm/train/")) for f in files)
