@@ -17,6 +17,7 @@ an unknown host only makes the user wait.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -115,8 +116,12 @@ class _Bad(Exception):
 class LLMClient:
     """``chat(messages) -> text`` with bounded retries; counts calls and tokens."""
 
-    def __init__(self, cfg: LLMConfig):
+    def __init__(self, cfg: LLMConfig, in_flight: int | None = None):
         self.cfg = cfg
+        # At most this many HTTP requests out at once, whatever the callers' threads: one waiting to
+        # be retried (Retry-After, backoff) holds no slot, so callers may run more threads than this.
+        self.in_flight = in_flight
+        self._slots = threading.Semaphore(in_flight) if in_flight else contextlib.nullcontext()
         self._openai = None
         self._clients: dict[int, object] = {}  # SDK client per retry budget, sharing one connection pool
         self.usage = Usage()
@@ -144,10 +149,14 @@ class LLMClient:
                         self.inner = httpx2.HTTPTransport()
 
                     def handle_request(self, request):
-                        try:
-                            return self.inner.handle_request(request)
-                        except (httpx2.ConnectError, httpx2.ConnectTimeout) as e:
-                            raise client._cannot_connect(request, e) from e
+                        with client._slots:
+                            try:
+                                response = self.inner.handle_request(request)
+                            except (httpx2.ConnectError, httpx2.ConnectTimeout) as e:
+                                raise client._cannot_connect(request, e) from e
+                            if client.in_flight:
+                                response.read()  # the whole reply inside the slot
+                            return response
 
                     def close(self):
                         self.inner.close()
@@ -315,6 +324,8 @@ def _cause_text(e: BaseException) -> str:
 
 def parallel(fn, jobs: list, concurrency: int, on_result) -> None:
     """Run ``fn(job)`` with at most ``concurrency`` in flight; ``on_result(job, result)`` in this thread.
+    ``on_result`` may return more jobs: they run after those already given (a re-ask starts while
+    the last first asks are still out, not after them).
 
     A RemoteGLMError (bad key, wrong URL) or Ctrl-C stops everything not yet started.
     """
@@ -329,6 +340,7 @@ def parallel(fn, jobs: list, concurrency: int, on_result) -> None:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 job = pending.pop(fut)
-                on_result(job, fut.result())
+                for more in on_result(job, fut.result()) or ():
+                    pending[pool.submit(fn, more)] = more
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

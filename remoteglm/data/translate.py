@@ -238,10 +238,10 @@ class Translator:
         todo = self.pending(distinct)[1]
         return len(distinct), len(distinct) - len(todo), estimate(todo, self.cfg.batch_size)
 
-    def _ask(self, job: tuple[list[str], dict[int, str]]):
+    def _ask(self, job: tuple[list[str], dict[int, str], int]):
         """One request: (accepted, failed -> (problem, bad answer), endpoint error or None).
         Accepted ones are cached now."""
-        batch, notes = job
+        batch, notes = job[0], job[1]
         try:
             reply = self.client.chat(build_messages(batch, notes, dict(self.objects[s] for s in batch
                                                                        if s in self.objects)))
@@ -265,6 +265,10 @@ class Translator:
         return ok, bad, None
 
     def run(self, sentences: list[str], progress: bool = True) -> TranslateResult:
+        """Each sentence is asked at most ``rounds`` times: first in batches of ``batch_size``, each
+        re-ask (with the problem of its last answer) in batches half the size of its last. Re-asks
+        go out as soon as a batch of them is full, while other asks are still out: no round waits
+        for the slowest request of the one before."""
         distinct = distinct_sentences(sentences)
         done, todo = self.pending(distinct)
         res = TranslateResult(translations=dict(done), distinct=len(distinct), cache_hits=len(done))
@@ -272,36 +276,53 @@ class Translator:
             return res
         bar = tqdm(total=len(todo), unit="sent", desc="translate", disable=not progress, dynamic_ncols=True,
                    mininterval=1.0)
-        problems: dict[str, tuple[str, str]] = {}
-        size = self.cfg.batch_size
-        for rnd in range(self.cfg.rounds):
-            if not todo or res.aborted:
-                break
-            # Re-asks go in smaller batches: a wrong item count usually comes from long batches.
-            jobs = [(b, {i + 1: problems[s][0] for i, s in enumerate(b) if s in problems}) for b in _batches(todo, size)]
-            failed: dict[str, tuple[str, str]] = {}
+        rounds = max(1, self.cfg.rounds)
+        sizes = [max(1, self.cfg.batch_size >> r) for r in range(rounds)]  # halved for each re-ask
+        problems: dict[str, tuple[str, str]] = {}  # sentence -> (problem, bad answer) of its last answer
+        out = [0] * rounds  # jobs of each round not answered yet
+        waiting: list[list[str]] = [[] for _ in range(rounds)]  # failed sentences to ask in round r
 
-            def on_result(job, result):
-                ok, bad, endpoint_error = result
-                res.translations.update(ok)
-                res.new += len(ok)
-                for en, (problem, sample) in bad.items():  # keep the last real answer seen for the report
-                    failed[en] = (problem, sample or problems.get(en, ("", ""))[1])
-                if endpoint_error is not None and not res.aborted:
-                    res.aborted, res.aborted_kind = str(endpoint_error), getattr(endpoint_error, "kind", "")
-                bar.update(len(ok))
-                bar.set_postfix(retry=len(failed), refresh=False)
+        def job(r: int, batch: list[str]):
+            out[r] += 1
+            return batch, {i + 1: problems[s][0] for i, s in enumerate(batch) if s in problems}, r
 
-            def ask(job):
-                if res.aborted:  # the endpoint is down: do not hammer it with the rest
-                    return {}, {s: (res.aborted, "") for s in job[0]}, None
-                return self._ask(job)
+        def on_result(job_, result):
+            ok, bad, endpoint_error = result
+            r = job_[2]
+            out[r] -= 1
+            res.translations.update(ok)
+            res.new += len(ok)
+            for en, (problem, sample) in bad.items():  # keep the last real answer seen for the report
+                problems[en] = (problem, sample or problems.get(en, ("", ""))[1])
+            if endpoint_error is not None and not res.aborted:
+                res.aborted, res.aborted_kind = str(endpoint_error), getattr(endpoint_error, "kind", "")
+            if r + 1 < rounds and not res.aborted:  # the endpoint down: no re-asks to hammer it with
+                waiting[r + 1].extend(bad)
+            bar.update(len(ok))
+            bar.set_postfix(retry=sum(map(len, waiting)), refresh=False)
+            if res.aborted:
+                return []
+            more = []
+            for k in range(1, rounds):  # full batches now; the last, short one once nothing can add to it
+                closed = all(out[j] == 0 and not (j and waiting[j]) for j in range(k))
+                while waiting[k] and (len(waiting[k]) >= sizes[k] or closed):
+                    batch, waiting[k] = waiting[k][:sizes[k]], waiting[k][sizes[k]:]
+                    more.append(job(k, batch))
+            return more
 
-            parallel(ask, jobs, self.cfg.concurrency, on_result)
-            problems = failed
-            todo = [s for s in todo if s in failed]
-            size = max(1, size // 2)
+        def ask(job_):
+            if res.aborted:
+                return {}, {s: (res.aborted, "") for s in job_[0]}, None
+            return self._ask(job_)
+
+        # A client that holds the requests in flight to --concurrency gets twice the threads: those
+        # waiting to retry (Retry-After, backoff) leave their request slot to the others meanwhile.
+        # (Not at --concurrency 1: there the requests go strictly one after another, in order.)
+        c = self.cfg.concurrency
+        threads = 2 * c if c > 1 and getattr(self.client, "in_flight", None) else c
+        parallel(ask, [job(0, b) for b in _batches(todo, sizes[0])], threads, on_result)
         bar.close()
-        res.failed = {s: problems[s][0] for s in todo}
-        res.samples = {s: problems[s][1] for s in todo if problems[s][1]}
+        left = [s for s in todo if s not in res.translations]
+        res.failed = {s: problems[s][0] for s in left}
+        res.samples = {s: problems[s][1] for s in left if problems[s][1]}
         return res

@@ -1,0 +1,74 @@
+"""A re-ask goes out while other first asks are still out: no round of re-asks waits for the
+slowest request of the round before (with faults, one slow request held every re-ask back).
+
+A scripted endpoint on 127.0.0.1, the real openai client: one sentence's answer takes a second,
+another's first answer names no category, so it is asked again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from remoteglm.data.cache import ResultCache
+from remoteglm.data.llm import LLMClient, LLMConfig
+from remoteglm.data.translate import TranslateConfig, Translator
+from scripted_server import ScriptedServer
+
+SLOW, BAD, GOOD = "the storage tank on the left", "the car in the middle", "the bridge on the right"
+ANSWERS = {SLOW: ["左侧的储油罐。"], BAD: ["中间的东西。", "中间的汽车。"], GOOD: ["右侧的桥梁。"]}
+OBJECTS = {SLOW: ("storagetank", "储油罐"), BAD: ("vehicle", "车辆"), GOOD: ("bridge", "桥梁")}
+
+
+class Endpoint(ScriptedServer):
+    def __init__(self):
+        self.log: list[tuple[str, float, float]] = []  # (sentence, asked at, answered at)
+        self.lock = threading.Lock()
+        super().__init__(self.answer)
+
+    def answer(self, body: dict, items: dict) -> str:
+        t = time.monotonic()
+        (en,) = items.values()
+        with self.lock:
+            n = sum(1 for e, _, _ in self.log if e == en)
+        if en == SLOW:
+            time.sleep(1.0)
+        with self.lock:
+            self.log.append((en, t, time.monotonic()))
+        return json.dumps({k: ANSWERS[en][min(n, len(ANSWERS[en]) - 1)] for k in items}, ensure_ascii=False)
+
+
+def test_a_reask_does_not_wait_for_the_slowest_first_ask(tmp_path):
+    srv = Endpoint()
+    try:
+        with ResultCache(tmp_path / "c.sqlite") as cache:
+            tr = Translator(LLMClient(LLMConfig(base_url=srv.base_url, model="m", max_retries=0)), cache,
+                            TranslateConfig(batch_size=1, concurrency=2), "m", objects=OBJECTS)
+            res = tr.run([SLOW, BAD, GOOD], progress=False)
+    finally:
+        srv.close()
+    assert res.translations == {SLOW: "左侧的储油罐。", BAD: "中间的汽车。", GOOD: "右侧的桥梁。"} and not res.failed
+    assert [e for e, _, _ in srv.log].count(BAD) == 2 and len(srv.log) == 4  # only the bad answer asked again
+    slow_done = next(done for e, _, done in srv.log if e == SLOW)
+    reask = [asked for e, asked, _ in srv.log if e == BAD][1]
+    assert reask < slow_done - 0.5  # asked again while the slow one was still out
+
+
+def test_a_request_waiting_to_be_retried_leaves_its_slot_to_the_others(tmp_path, fake_llm):
+    """--concurrency 2: the first two requests get 429 with Retry-After: 1; while their retries
+    wait, other sentences go out, two at a time at most (the client never has three out)."""
+    srv = fake_llm(latency=0.05, counts={"rate_limit": 2}, retry_after=["1"])
+    sentences = ["there are many cars on the road", "a river runs through the forest",
+                 "some white houses are next to a lawn", "a long bridge is over the river",
+                 "many trees are around the pond", "a red roof is beside the road"]
+    with ResultCache(tmp_path / "c.sqlite") as cache:
+        client = LLMClient(LLMConfig(base_url=srv.base_url, model="m", max_retries=2), in_flight=2)
+        res = Translator(client, cache, TranslateConfig(batch_size=1, concurrency=2), "m").run(sentences,
+                                                                                              progress=False)
+    assert len(res.translations) == 6 and not res.failed
+    assert srv.max_in_flight <= 2 and srv.requests == 8
+    limited = {srv.log[0].items[0], srv.log[1].items[0]}
+    assert srv.log[0].status == srv.log[1].status == 429
+    assert {c.items[0] for c in srv.log[2:6]}.isdisjoint(limited)  # others meanwhile, not the retries
+    assert {c.items[0] for c in srv.log[-2:]} == limited  # the retries, once their second was up
