@@ -16,6 +16,8 @@ import sys
 JOBS = {
     "translate": ("remoteglm.data.cli", "English captions -> checked Chinese dataset (translation_en2zh.py)"),
     "import": ("remoteglm.data.importers", "RSVQA / scene-folder / detection downloads -> instruction records"),
+    "export": ("remoteglm.commands.export", "records -> LLaMA-Factory / ms-swift / Qwen fine-tune files (boxes in the family's form)"),
+    "import_chat": ("remoteglm.commands.import_chat", "LLaMA-Factory / ms-swift / Qwen / OpenAI chat files -> records"),
     "finetune": ("remoteglm.train.finetune", "LoRA / QLoRA / DoRA fine-tuning of any family (finetune.sh)"),
     "merge": ("remoteglm.train.merge", "fold a LoRA run into plain weights"),
     "chat": ("remoteglm.serve.cli", "chat in the terminal (cli_demo.py)"),
