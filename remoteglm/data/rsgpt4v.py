@@ -8,9 +8,10 @@ numbers could NOT be read from a released file. What is supported is therefore t
 paper's own training reads - it fine-tunes LLaVA-1.5 - as LLaVA documents it
 (github.com/haotian-liu/LLaVA, docs/Finetune_Custom_Data.md): a JSON list (or JSON Lines, one object a
 line) of ``{"id", "image": <path under --images>, "conversations": [{"from": "human", "value":
-"<image>\\n..."}, {"from": "gpt", "value": "..."}, ...]}``, which is also how a third-party loader
-reads an RS-GPT4V file (LISAt's VQADataset, ``RS-GPT4V_EarthGPT.json``: ``image`` + ``conversations``
-with human / gpt turns). Captions, local and global descriptions and multi-turn QA all have this shape.
+"<image>\\n..."}, {"from": "gpt", "value": "..."}, ...]}``, which is also how the one public loader of
+an RS-GPT4V-derived file found reads it (a LISA-style ``VQADataset`` reading ``RS-GPT4V_EarthGPT.json``
+as ``image`` + ``conversations`` with human / gpt turns; its repository could not be identified).
+The paper's tasks (captions, local / global descriptions, multi-turn QA, grounding) all fit it.
 
 Records (``rsgpt4v_{train,test}.json``; the files passed as ``--train`` / ``--test`` are the release's
 split): the last turn is ``prompt`` / ``label``, the earlier turns are ``history`` ([[question, answer],
@@ -201,7 +202,8 @@ def _record(c: Conv, out_dir: Path, tr, task: str) -> tuple[dict | None, dict | 
     """(record, None) or (None, its failures entry) when a turn is not completely translated."""
     zh = [(text_zh(tr, q, BOX_TEXT), text_zh(tr, a, BOX_TEXT)) for q, a in c.turns]
     if any(x is None for pair in zh for x in pair):
-        bad = [{"sentence": s, "problem": p} for q, a in c.turns for t in (q, a) for s, p in untranslated(tr, t, BOX_TEXT)]
+        bad = [{"sentence": s, "problem": p} for q, a in c.turns for t in (q, a)
+               for s, p in untranslated(tr, t, BOX_TEXT)]
         return None, {"image": str(c.path), "split": c.split, "entry": c.where, "sentences": bad}
     *history, (prompt, label) = zh
     rec: dict = {"img": image_path(c.path.parent, c.path.name, out_dir), "prompt": prompt, "label": label}

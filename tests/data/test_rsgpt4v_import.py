@@ -61,13 +61,16 @@ TEST = [conv("test/small.png", REFER_Q, "[0.25, 0.5, 0.5, 0.75]", id_="t1"),
 
 
 class Scripted(ScriptedServer):
-    def __init__(self):
+    """Answers each numbered English sentence from REPLIES (``bad``: sentences answered in English)."""
+
+    def __init__(self, bad: frozenset = frozenset()):
         self.asked: list[str] = []
+        self.bad = set(bad)
         super().__init__(self.answer)
 
     def answer(self, body: dict, items: dict) -> str:
         self.asked += items.values()
-        return json.dumps({k: REPLIES[en] for k, en in items.items()}, ensure_ascii=False)
+        return json.dumps({k: en if en in self.bad else REPLIES[en] for k, en in items.items()}, ensure_ascii=False)
 
 
 @pytest.fixture
@@ -160,6 +163,21 @@ def test_per_mille_and_pixel_boxes(tmp_path, capsys, srv):
     assert rc == 0, err
     (rec,) = load(tmp_path / "data" / "rsgpt4v" / "rsgpt4v_train.json")
     assert rec["label_boxes"] == [[100.0, 200.0, 300.0, 400.0]]
+
+
+def test_a_turn_failing_every_round_leaves_its_conversation_out(tmp_path, capsys):
+    release(tmp_path)
+    srv = Scripted(frozenset({normalise("Where are they?")}))
+    try:
+        rc, err = run(capsys, tmp_path, srv, "--boxes", "normalized")
+    finally:
+        srv.close()
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert rc == 2 and len(lines) == 1 and "1 conversations still not translated" in lines[0], err
+    out = tmp_path / "data" / "rsgpt4v"
+    assert "conv_1" not in {r["source_id"] for r in load(out / "rsgpt4v_train.json")}
+    (failure,) = load(out / "failures.json")
+    assert [s["sentence"] for s in failure["sentences"]] == ["Where are they?"]
 
 
 def test_a_dry_run_estimates_and_writes_nothing(tmp_path, capsys, srv):
