@@ -11,7 +11,8 @@ One JSON object per line, UTF-8:
     {"overview": "...", "run": 2}                                         the whole scene's caption
 
 ``boxes`` are in scene pixels (already mapped from the tile, merged only when the outputs are
-written). Lines are appended with one ``write`` per batch and fsync'd, so a kill (SIGKILL, a
+written). Lines are appended with one ``write`` per answered batch and fsync'd (skipped tiles,
+cheap to redo, at least every couple of seconds), so a kill (SIGKILL, a
 power cut) can only cut the last line: it is dropped, and the file is cut back to the last
 whole line before anything is appended. A later line for the same tile wins (a failed tile
 answered by a rerun). A run whose settings differ from the first line's is refused: answers
