@@ -72,7 +72,8 @@ def translate_texts(cfg: TextConfig, texts: list[str], s: ImportSummary) -> Tran
         if cfg.dry_run:
             s.distinct, s.cache_hits, s.estimate = translator.plan(distinct_sentences(sentences))
             return None
-        client = LLMClient(cfg.llm)  # connects only when something is not cached
+        # connects only when something is not cached; --concurrency is the requests in flight
+        client = LLMClient(cfg.llm, in_flight=cfg.translate.concurrency)
         translator.client = client
         s.usage = client.usage
         tr = translator.run(sentences, progress=cfg.progress)
