@@ -385,7 +385,7 @@ def _rerun_stamp(cfg: SceneTilesConfig, name: str, out_dir: Path, block: int) ->
                "split_block": block, "val": cfg.val, "test": cfg.test, "seed": cfg.seed, "splits": str(registry),
                "skip_bad_boxes": cfg.skip_bad_boxes, "out_dir": str(out_dir.absolute())}
     files = [Path(cfg.scene), Path(cfg.boxes)] + ([Path(cfg.names)] if cfg.names else [])
-    return RerunStamp(out_dir, input_key(IMPORT_VERSION, options, [], files))
+    return RerunStamp(out_dir, input_key(IMPORT_VERSION, options, [], files, code=__name__))
 
 
 def _command(cfg: SceneTilesConfig, name: str, out_dir: Path, block: int) -> str:
