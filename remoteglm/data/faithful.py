@@ -144,7 +144,7 @@ def invented_nouns(paragraph: str, sources: list[str], skip: list[str] = ()) -> 
 
 # Chinese forms that count as the same glossary term in a paragraph (besides ACCEPTED's forms).
 _ZH_VARIANTS = (
-    ("建筑", "建筑物"), ("草地", "草坪", "草皮"), ("灌木", "灌木丛"), ("桥梁", "桥"), ("河流", "河"),
+    ("建筑", "建筑物"), ("草地", "草坪", "草皮"), ("灌木", "灌木丛"), ("桥梁", "桥"), ("船舶", "船"), ("河流", "河"),
     ("山地", "山"), ("房屋", "房子", "住房"), ("汽车", "车辆", "车"), ("十字路口", "路口"), ("池塘", "水塘"),
     ("住宅区", "居民区", "居住区"), ("海洋", "海"), ("农田", "田地"),
 )

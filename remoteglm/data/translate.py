@@ -24,6 +24,7 @@ from .numerals import number_problems
 PROMPT_VERSION = "translate-v1"  # bump when the prompt changes: old cached answers are then not reused
 KIND = "translate"
 SAMPLE_CHARS = 300  # of a bad answer, kept for the failures file
+SPARE = 2  # asks beyond --rounds for a sentence whose answers were lost in replies unusable as a whole
 
 SYSTEM_PROMPT = """You translate English captions of remote-sensing (aerial / satellite) images into Simplified Chinese.
 Rules:
@@ -239,36 +240,38 @@ class Translator:
         return len(distinct), len(distinct) - len(todo), estimate(todo, self.cfg.batch_size)
 
     def _ask(self, job: tuple[list[str], dict[int, str], int]):
-        """One request: (accepted, failed -> (problem, bad answer), endpoint error or None).
-        Accepted ones are cached now."""
+        """One request: (accepted, failed -> (problem, bad answer, whether the answer was the
+        sentence's own), endpoint error or None). Accepted ones are cached now."""
         batch, notes = job[0], job[1]
         try:
             reply = self.client.chat(build_messages(batch, notes, dict(self.objects[s] for s in batch
                                                                        if s in self.objects)))
         except LLMUnavailable as e:
-            return {}, {s: (str(e), "") for s in batch}, e
+            return {}, {s: (str(e), "", False) for s in batch}, e
         try:
             outs = parse_reply(reply, len(batch))
-        except ReplyError as e:
-            return {}, {s: (str(e), reply[:SAMPLE_CHARS]) for s in batch}, None
+        except ReplyError as e:  # a refusal, broken or renumbered JSON: it says nothing of any one sentence
+            return {}, {s: (str(e), reply[:SAMPLE_CHARS], False) for s in batch}, None
         ok, bad = {}, {}
         for en, zh in zip(batch, outs):
             if zh is None:
-                bad[en] = ("missing from the reply", "")
+                bad[en] = ("missing from the reply", "", False)
                 continue
             problems = self.problems(en, zh)
             if problems:
-                bad[en] = ("; ".join(problems), zh[:SAMPLE_CHARS])
+                bad[en] = ("; ".join(problems), zh[:SAMPLE_CHARS], True)
             else:
                 ok[en] = zh
         self.cache.put_many(KIND, self.model, PROMPT_VERSION, ok, validator=validator())
         return ok, bad, None
 
     def run(self, sentences: list[str], progress: bool = True) -> TranslateResult:
-        """Each sentence is asked at most ``rounds`` times: first in batches of ``batch_size``, each
-        re-ask (with the problem of its last answer) in batches half the size of its last. Re-asks
-        go out as soon as a batch of them is full, while other asks are still out: no round waits
-        for the slowest request of the one before."""
+        """Each sentence is given up after ``rounds`` answers of its own that failed the checks, or
+        after ``rounds`` + SPARE asks in all (a reply unusable as a whole - a refusal, broken or
+        renumbered JSON, the sentence left out - is no answer of its own). The first ask goes in
+        batches of ``batch_size``, each re-ask (with the problem of the last answer) in batches half
+        the size of the one before. Re-asks go out as soon as a batch of them is full, while other
+        asks are still out: none waits for the slowest request of the asks before."""
         distinct = distinct_sentences(sentences)
         done, todo = self.pending(distinct)
         res = TranslateResult(translations=dict(done), distinct=len(distinct), cache_hits=len(done))
@@ -277,42 +280,45 @@ class Translator:
         bar = tqdm(total=len(todo), unit="sent", desc="translate", disable=not progress, dynamic_ncols=True,
                    mininterval=1.0)
         rounds = max(1, self.cfg.rounds)
-        sizes = [max(1, self.cfg.batch_size >> r) for r in range(rounds)]  # halved for each re-ask
+        asks = rounds + SPARE
+        sizes = [max(1, self.cfg.batch_size >> k) for k in range(asks)]  # the k-th ask of a sentence
         problems: dict[str, tuple[str, str]] = {}  # sentence -> (problem, bad answer) of its last answer
-        out = [0] * rounds  # jobs of each round not answered yet
-        waiting: list[list[str]] = [[] for _ in range(rounds)]  # failed sentences to ask in round r
+        strikes: dict[str, int] = {}  # sentence -> failed answers of its own
+        out = [0] * asks  # jobs of each ask not answered yet
+        waiting: list[list[str]] = [[] for _ in range(asks)]  # sentences to ask a k-th time
 
-        def job(r: int, batch: list[str]):
-            out[r] += 1
-            return batch, {i + 1: problems[s][0] for i, s in enumerate(batch) if s in problems}, r
+        def job(k: int, batch: list[str]):
+            out[k] += 1
+            return batch, {i + 1: problems[s][0] for i, s in enumerate(batch) if s in problems}, k
 
         def on_result(job_, result):
             ok, bad, endpoint_error = result
-            r = job_[2]
-            out[r] -= 1
+            k = job_[2]
+            out[k] -= 1
             res.translations.update(ok)
             res.new += len(ok)
-            for en, (problem, sample) in bad.items():  # keep the last real answer seen for the report
+            for en, (problem, sample, own) in bad.items():  # keep the last real answer seen for the report
                 problems[en] = (problem, sample or problems.get(en, ("", ""))[1])
+                strikes[en] = strikes.get(en, 0) + own
+                if k + 1 < asks and strikes[en] < rounds and endpoint_error is None and not res.aborted:
+                    waiting[k + 1].append(en)  # the endpoint down: no re-asks to hammer it with
             if endpoint_error is not None and not res.aborted:
                 res.aborted, res.aborted_kind = str(endpoint_error), getattr(endpoint_error, "kind", "")
-            if r + 1 < rounds and not res.aborted:  # the endpoint down: no re-asks to hammer it with
-                waiting[r + 1].extend(bad)
             bar.update(len(ok))
             bar.set_postfix(retry=sum(map(len, waiting)), refresh=False)
             if res.aborted:
                 return []
             more = []
-            for k in range(1, rounds):  # full batches now; the last, short one once nothing can add to it
-                closed = all(out[j] == 0 and not (j and waiting[j]) for j in range(k))
-                while waiting[k] and (len(waiting[k]) >= sizes[k] or closed):
-                    batch, waiting[k] = waiting[k][:sizes[k]], waiting[k][sizes[k]:]
-                    more.append(job(k, batch))
+            for n in range(1, asks):  # full batches now; the last, short one once nothing can add to it
+                closed = all(out[j] == 0 and not (j and waiting[j]) for j in range(n))
+                while waiting[n] and (len(waiting[n]) >= sizes[n] or closed):
+                    batch, waiting[n] = waiting[n][:sizes[n]], waiting[n][sizes[n]:]
+                    more.append(job(n, batch))
             return more
 
         def ask(job_):
             if res.aborted:
-                return {}, {s: (res.aborted, "") for s in job_[0]}, None
+                return {}, {s: (res.aborted, "", False) for s in job_[0]}, None
             return self._ask(job_)
 
         # A client that holds the requests in flight to --concurrency gets twice the threads: those

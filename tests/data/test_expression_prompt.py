@@ -46,3 +46,13 @@ def test_ship_and_bridge_expressions_are_translated_with_their_category_names(tm
              if r["kind"] == "refer"}
     assert "灰色船舶" in refer[(40, 40, 200, 200)] and "桥梁" in refer[(400, 400, 600, 600)]
     assert srv.requests == 1  # both accepted at the first answer
+
+
+def test_a_ship_named_with_the_glossarys_word_is_named():
+    """The glossary's 船 (ship) names an object of category ship (船舶), as 桥 names a 桥梁: a re-ask's
+    note "glossary term missing: ship->船" then never contradicts "name it 船舶"."""
+    from remoteglm.data.translate import check_expression
+
+    assert check_expression("a ship in the middle", "中间的一艘船。", "ship", "船舶") == []
+    assert check_expression("the long bridge on the left", "左边的长桥。", "bridge", "桥梁") == []
+    assert any("name it 船舶" in p for p in check_expression("a ship in the middle", "中间的一个东西。", "ship", "船舶"))

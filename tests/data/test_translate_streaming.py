@@ -72,3 +72,20 @@ def test_a_request_waiting_to_be_retried_leaves_its_slot_to_the_others(tmp_path,
     assert srv.log[0].status == srv.log[1].status == 429
     assert {c.items[0] for c in srv.log[2:6]}.isdisjoint(limited)  # others meanwhile, not the retries
     assert {c.items[0] for c in srv.log[-2:]} == limited  # the retries, once their second was up
+
+
+def test_replies_unusable_as_a_whole_do_not_use_up_a_sentences_rounds(tmp_path, fake_llm):
+    """--rounds 2: two refusals say nothing about the sentence, so a third ask gets its answer; an
+    endpoint that only refuses is given up after rounds + SPARE asks; answers that fail the checks
+    still count: one that keeps an English word is asked rounds times."""
+    from remoteglm.data.translate import SPARE
+
+    for counts, asked, done in (({"refuse": 2}, 3, True), ({"refuse": 99}, 2 + SPARE, False),
+                                ({"english": 99}, 2, False)):
+        srv = fake_llm(counts=counts)
+        with ResultCache(tmp_path / f"{len(srv.base_url)}-{asked}-{done}.sqlite") as cache:
+            client = LLMClient(LLMConfig(base_url=srv.base_url, model="m", max_retries=0))
+            res = Translator(client, cache, TranslateConfig(batch_size=1, concurrency=1, rounds=2), "m").run(
+                ["a long runway"], progress=False)
+        assert srv.sentence_requests["a long runway"] == asked, counts
+        assert bool(res.translations) is done and bool(res.failed) is not done
