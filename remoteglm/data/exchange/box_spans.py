@@ -111,6 +111,8 @@ def _json_runs(text: str, reader: Reader, where: str) -> tuple[str, tuple[Box, .
         if objs is None:
             i = j + 1
             continue
+        if isinstance(value, dict) and text[done:j].rstrip()[-1:] in ("[", ","):  # inside a list that did not parse
+            raise RemoteGLMError(f"{where}: box text that is not a readable JSON box list: {text[:80]!r}")
         start, stop = j, end
         head, tail = _FENCE_OPEN.search(text, done, j), _FENCE_CLOSE.match(text, end)
         if head and tail:
