@@ -20,6 +20,7 @@ The original images are registered in the split registry (:mod:`~remoteglm.data.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import shlex
@@ -230,10 +231,15 @@ def _tasks(a: AnnotatedImage, names, tr) -> list:
     return out + [t for k, (o, e) in zh.items() if k not in done for t in refer_tasks(e, o.box, o.category, o.polygon)]
 
 
+@functools.lru_cache(maxsize=64)
+def _in(folder: Path, out_dir: Path) -> str:
+    """``build.image_path`` of the files in ``folder`` less their names: once for the thousands there."""
+    return image_path(folder, "_", out_dir)[:-1]
+
+
 def _records(im: SetImage, a: AnnotatedImage, window, names, out_dir: Path, tr=None) -> tuple[list[dict], int]:
     """The records of one image or tile, and how many of its English descriptions they keep."""
-    img = (image_path(out_dir / "tiles", a.image, out_dir) if window else image_path(im.path.parent, im.path.name,
-                                                                                     out_dir))
+    img = _in(out_dir / "tiles", out_dir) + a.image if window else _in(im.path.parent, out_dir) + im.path.name
     english = {o.box.xyxy: o.text for o in a.objects if o.text}
     out, kept = [], set()
     for t in _tasks(a, names, tr):
@@ -243,7 +249,7 @@ def _records(im: SetImage, a: AnnotatedImage, window, names, out_dir: Path, tr=N
             d["expression_en"] = english[box[0].xyxy]
             kept.add(box[0].xyxy)
         if window:
-            d["source"] = {"img": image_path(im.path.parent, im.path.name, out_dir), "window": list(window)}
+            d["source"] = {"img": _in(im.path.parent, out_dir) + im.path.name, "window": list(window)}
         out.append(d)
     return out, len(kept)
 
@@ -345,7 +351,7 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
         stamp_file.unlink(missing_ok=True)
     rerun.clear()  # until this build has finished
     _write_tiles(out_dir / "tiles", pieces, same)
-    write_if_changed(s, out_dir, stamp, files)
+    write_if_changed(s, out_dir, stamp, files, one_a_line=True)
     check.register()
     where: dict[str, list[str]] = {}
     for im in check.kept:

@@ -3,6 +3,7 @@ and the atomic, skip-if-unchanged write of its files."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,18 @@ class ImportSummary:
     quick: str = ""  # the one line of a rerun that found everything up to date before reading anything
 
 
-def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Path, object]) -> None:
-    """Write ``files`` (path -> JSON object) atomically unless the last build wrote the same ones."""
+def records_text(records: list) -> str:
+    """A JSON list with one item a line: the same JSON as ``write_json_atomic`` writes, made by the
+    C encoder (indenting takes the pure-Python one: 2.3 times as long for DIOR-RSVG's records)."""
+    if not records:
+        return "[]\n"
+    return "[\n" + ",\n".join(map(json.JSONEncoder(ensure_ascii=False).encode, records)) + "\n]\n"
+
+
+def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Path, object],
+                     one_a_line: bool = False) -> None:
+    """Write ``files`` (path -> JSON object) atomically unless the last build wrote the same ones;
+    ``one_a_line``: lists of records as :func:`records_text`."""
     stamp_file, counts_file = out_dir / STAMP, out_dir / ".split_counts.json"
     if (all(p.exists() for p in files) and stamp_file.exists()
             and stamp_file.read_text(encoding="utf-8").strip() == stamp):
@@ -43,7 +54,8 @@ def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Pa
         s.outputs.extend(files)
         return
     for p, obj in files.items():
-        s.outputs.append(write_json_atomic(p, obj))
+        s.outputs.append(write_text_atomic(p, records_text(obj)) if one_a_line and isinstance(obj, list)
+                         else write_json_atomic(p, obj))
     write_json_atomic(counts_file, s.split_counts)
     write_text_atomic(stamp_file, stamp + "\n")
 

@@ -97,6 +97,9 @@ def test_an_up_to_date_rerun_reads_nothing_writes_nothing_and_says_one_line(rsvg
     assert snapshot(rsvg["out"].parent) == before  # the registry and every output untouched
     # the files the first build wrote are still what it wrote (the same records as a rebuild would give)
     assert set(records(rsvg["out"])) == {"rsvg_train.json", "rsvg_test.json"}
+    # one record a line (the C encoder writes them: an indented file takes the pure-Python one)
+    train = (rsvg["out"] / "rsvg_train.json").read_text(encoding="utf-8").splitlines()
+    assert train[0] == "[" and train[-1] == "]" and len(train) == len(records(rsvg["out"])["rsvg_train.json"]) + 2
 
 
 def _touch(p: Path) -> None:
