@@ -37,8 +37,8 @@ def add_target_args(ap: argparse.ArgumentParser) -> None:
 
 
 def codec_for(fmt: str, a: argparse.Namespace):
-    """(the box codec in the frame ``fmt``'s tool shows the model or None, the pixel settings the
-    boxes depend on or None)."""
+    """(the family or None, the box codec in the frame ``fmt``'s tool shows the model or None, the
+    pixel settings the boxes depend on or None)."""
     from remoteglm.data.exchange import llamafactory, qwen
 
     for v, name in ((a.min_pixels, "--min_pixels"), (a.max_pixels, "--max_pixels"),
@@ -52,7 +52,7 @@ def codec_for(fmt: str, a: argparse.Namespace):
         if a.min_pixels or a.max_pixels:
             raise RemoteGLMError("--min_pixels / --max_pixels set the frame of a family's boxes: name the family "
                                  "(--family or --model)")
-        return None, None
+        return None, None, None
     from remoteglm.registry import family_named, family_of
 
     fam = family_of(a.model) if a.model else family_named(a.family)
@@ -64,7 +64,7 @@ def codec_for(fmt: str, a: argparse.Namespace):
     if fmt == "llamafactory":
         codec = llamafactory.tool_frame(codec, a.image_max_pixels or llamafactory.IMAGE_MAX_PIXELS,
                                         a.image_min_pixels or llamafactory.IMAGE_MIN_PIXELS)
-    return codec, pixels
+    return fam, codec, pixels
 
 
 def size_of(src):

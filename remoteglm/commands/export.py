@@ -48,12 +48,11 @@ then run the tool itself (export prints the command for your file):
 LF_TEMPLATES = {"qwen2_5_vl": "qwen2_vl", "qwen3_vl": "qwen3_vl_nothink", "glm4v": "glm4v"}
 
 
-def next_step(fmt: str, a, out: Path, pixels: dict | None) -> str:
+def next_step(fmt: str, a, fam, out: Path, pixels: dict | None, objects: int) -> str:
     """The command that trains on ``out`` with the tool itself (the settings the boxes were written for)."""
     model = shlex.quote(a.model) if a.model else "MODEL"
-    family = a.family or ""
     if fmt == "llamafactory":
-        template = LF_TEMPLATES.get(family, "TEMPLATE")
+        template = LF_TEMPLATES.get(fam.name if fam else "", "TEMPLATE")
         imax = a.image_max_pixels or 768 * 768
         imin = a.image_min_pixels or 32 * 32
         return (f"llamafactory-cli train --stage sft --do_train --model_name_or_path {model} --template {template} "
@@ -61,7 +60,7 @@ def next_step(fmt: str, a, out: Path, pixels: dict | None) -> str:
                 f"--mask_history true --image_max_pixels {imax} --image_min_pixels {imin} --finetuning_type lora "
                 "--output_dir saves/remoteglm")
     if fmt == "swift":
-        env = "QWENVL_BBOX_FORMAT=new " if family.startswith("qwen") or a.model else ""
+        env = "QWENVL_BBOX_FORMAT=new " if objects else ""
         if pixels:
             env += f"MIN_PIXELS={pixels['min_pixels']} MAX_PIXELS={pixels['max_pixels']} "
         return f"{env}swift sft --model {model} --dataset {shlex.quote(str(out.absolute()))} --train_type lora"
@@ -94,14 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     from remoteglm.data.exchange.files import export_file
 
     out = Path(a.out)
-    codec, pixels = codec_for(a.format, a)
+    fam, codec, pixels = codec_for(a.format, a)
     rel = None if a.relative is None else Path(a.relative or out.parent)
     s = export_file(a.format, a.records, out, codec, size_of, split=a.split, seed=a.seed, image_root=a.image_root,
                     relative_to=rel, dataset_name=a.dataset_name, swift_objects=a.swift_boxes == "objects",
                     pixels=pixels)
     print(f"wrote {s.samples} samples to {out} ({s.with_boxes} with boxes, {s.conversations} conversations)"
           + (f"; dataset {a.dataset_name or out.stem!r} in {s.info}" if s.info else ""))
-    print(f"next: {next_step(a.format, a, out, pixels)}")
+    print(f"next: {next_step(a.format, a, fam, out, pixels, s.objects)}")
     return 0
 
 

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from remoteglm.data.exchange.files import import_file
 
-    codec, pixels = codec_for(a.format, a)
+    _, codec, pixels = codec_for(a.format, a)
     s = import_file(a.format, a.file, a.records, codec, size_of, image_root=a.image_root,
                     drop_system=a.drop_system, pixels=pixels)
     print(f"wrote {s.samples} records to {a.records} ({s.with_boxes} with boxes, {s.conversations} conversations"

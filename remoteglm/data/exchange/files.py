@@ -33,6 +33,7 @@ class Summary:
     with_boxes: int
     conversations: int
     images_stored: int = 0
+    objects: int = 0  # ms-swift samples whose boxes are objects (placeholders)
     info: Path | None = None  # LLaMA-Factory's dataset_info.json, when written
 
 
@@ -74,7 +75,8 @@ def export_file(fmt: str, src: str | Path, out: str | Path, codec: Any, size_of:
         llamafactory.write_info(out.parent, info)
     return Summary(len(rows), sum(1 for r, _ in items if r.prompt_boxes or r.label_boxes),
                    sum(1 for r, _ in items if r.history),
-                   info=out.parent / llamafactory.INFO if info is not None else None)
+                   info=out.parent / llamafactory.INFO if info is not None else None,
+                   objects=sum(1 for r in rows if "objects" in r))
 
 
 def import_file(fmt: str, src: str | Path, out: str | Path, codec: Any, size_of: SizeOf, *,

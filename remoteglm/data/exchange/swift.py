@@ -17,7 +17,9 @@
 - Other families (GLM-4.1V, VisualGLM): ms-swift's default box text ``[(x1,y1),(x2,y2)]`` is not
   theirs, so their box text is written into the messages as the family's codec writes it ("use the
   data format of the grounding task corresponding to the model"); so is any record whose box label
-  JSON would have to escape. ``--swift_boxes text`` asks for that form for the Qwen families too.
+  JSON would have to escape. ``--swift_boxes text`` asks for that form for the Qwen families too
+  (Qwen2.5-VL's numbers are then fixed by MIN_PIXELS/MAX_PIXELS: leave ms-swift's generic
+  ``--max_pixels`` pre-resize off, which objects survive: Command-line-parameters.md ``norm_bbox``).
 - ``chat_template_kwargs: {"min_pixels", "max_pixels"}`` (ms-swift >= 4.3.0, per sample) carries the
   pixel settings the boxes were written for, where they were named.
 """
