@@ -13,7 +13,7 @@ formats:
 Each sample becomes one record: its earlier turns the record's history, the last turn its prompt
 and label. Box text in the family's form (--family / --model and the pixel settings the file was
 made for, as for export) is read back to original pixels as <box> markers with prompt_boxes /
-label_boxes. One image per sample: a sample with none or several is refused in one line, as are
+label_boxes. We train one image per sample: a sample with none or several is refused in one line, as are
 unknown roles, missing images, boxes off the image and empty files; nothing is written then.
 Fields in a sample's "remoteglm" object (written by `remoteglm export`) come back as record fields.
 """

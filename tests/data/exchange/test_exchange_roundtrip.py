@@ -149,3 +149,15 @@ def test_karpathy_dataset_exports_its_split(tmp_path):
     assert export.main(["swift", str(tmp_path / "dataset_x_zh.json"), str(out), "--split", "train"]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["messages"][1]["content"] for r in rows] == ["一片农田。", "绿色的田地。"]
+
+
+@pytest.mark.parametrize("main, words", [
+    (export.main, ["llamafactory", "dataset_info.json", "sharegpt", "<ref-object>", "QWENVL_BBOX_FORMAT=new",
+                   "qwen-vl-finetune", "--image_max_pixels", "llamafactory-cli train", "swift sft", "--mask_history"]),
+    (import_chat.main, ["openai", "image_url", "history", "one image per sample", "--drop_system", "--family"]),
+])
+def test_help_explains_the_formats_and_the_tools_commands(capsys, main, words):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(w in out for w in words), [w for w in words if w not in out]
