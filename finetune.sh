@@ -21,6 +21,8 @@
 #   LAYER_RANGE   ChatGLM layer indices, e.g. "0 14"          [all layers]
 #   TRAIN_ITERS   optimizer steps                             [300; tiny transformers models 150]
 #   BATCH_SIZE    micro-batch per GPU                         [VisualGLM 4; others 1 (their tiny ones: 4)]
+#   VRAM          the card's memory in GiB (12, 16, 24, ...): the largest max_pixels and BATCH_SIZE that fit
+#                 (a BATCH_SIZE you set wins); `bash finetune.sh --plan_only` prints the table and stops [unset]
 #   LR            peak learning rate                          [1e-4; tiny models 1e-2]
 #   MAX_SOURCE_LEN / MAX_TARGET_LEN   prompt text / answer tokens (image slots extra) [128 / 256]
 #   DEMO_IMAGE    image for the closing chat answer           [data/sample/images/s2_farmland.png; tiny transformers models: SOAP_031.png]
@@ -49,6 +51,7 @@ recipe_args=("$MODEL_DIR" --train_data $TRAIN_DATA)
 recipe=$(python -m remoteglm recipe "${recipe_args[@]}") || exit 2
 eval "$recipe"
 TRAIN_ITERS=${TRAIN_ITERS:-$RECIPE_TRAIN_ITERS}
+USER_BATCH_SIZE=${BATCH_SIZE:-}
 BATCH_SIZE=${BATCH_SIZE:-$RECIPE_BATCH_SIZE}
 LR=${LR:-$RECIPE_LR}
 LORA_RANK=${LORA_RANK:-$RECIPE_LORA_RANK}
@@ -58,9 +61,18 @@ DEMO_IMAGE=${DEMO_IMAGE:-$RECIPE_DEMO_IMAGE}
 [[ -n "$RECIPE_THREADS" ]] && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$RECIPE_THREADS}
 SAVE_INTERVAL=${SAVE_INTERVAL:-}
 
+# with a card size (VRAM or --vram) the planner picks the batch, unless BATCH_SIZE was set
+planned=0; plan_only=0
+[[ -n "${VRAM:-}" ]] && planned=1
+for a in "$@"; do
+  [[ "$a" == --vram || "$a" == --vram=* ]] && planned=1
+  [[ "$a" == --plan_only ]] && plan_only=1
+done
 args=(--from_pretrained "$MODEL_DIR" --train_data $TRAIN_DATA --save "$SAVE_DIR"
-      --train_iters "$TRAIN_ITERS" --batch_size "$BATCH_SIZE" --lr "$LR" --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA"
+      --train_iters "$TRAIN_ITERS" --lr "$LR" --lora_rank "$LORA_RANK" --lora_alpha "$LORA_ALPHA"
       --max_source_length "$MAX_SOURCE_LEN" --max_target_length "$MAX_TARGET_LEN" --keep_checkpoints "$KEEP_CHECKPOINTS")
+[[ "$planned" == 0 || -n "$USER_BATCH_SIZE" ]] && args+=(--batch_size "$BATCH_SIZE")
+[[ -n "${VRAM:-}" ]] && args+=(--vram "$VRAM")
 [[ -n "$VALID_DATA" ]] && args+=(--valid_data $VALID_DATA --eval_iters 4)
 [[ -n "$SAVE_INTERVAL" ]] && args+=(--save_interval "$SAVE_INTERVAL")
 [[ -n "$LAYER_RANGE" ]] && args+=(--layer_range $LAYER_RANGE)
@@ -94,6 +106,9 @@ else
   fi
 fi
 
+if [[ "$plan_only" == 1 ]]; then  # the memory table only: no launcher, no demo
+  exec python finetune_visualglm.py "${args[@]}" "$@"
+fi
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   printf '%q ' "${launch[@]}" "${args[@]}" "$@"; echo
   exit 0

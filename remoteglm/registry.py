@@ -85,6 +85,11 @@ class Family(ABC):
         (``min_pixels``/``max_pixels`` as given to fine-tuning or serving; None: the folder's own)."""
         raise RemoteGLMError(f"{self.label} has no box format in this toolkit")
 
+    def memory_facts(self, path: Path | None = None):
+        """The numbers ``remoteglm.train.planner``'s memory model needs (a ``planner.ModelFacts``) for
+        the model at ``path``; None: the family's published full-size model."""
+        raise RemoteGLMError(f"{self.label} has no memory model for --vram / --plan_only: set --batch_size yourself")
+
     @abstractmethod
     def make_tiny(self, out: Path, seed: int = 0, pretrain_steps: int | None = None, **opts) -> Path:
         """A tiny model of the real architecture saved in the real on-disk format at ``out``

@@ -97,6 +97,40 @@ class VisualGLM(Family):
 
         return BracketCodec(frame=relative(999), digits=3)
 
+    def memory_facts(self, path: Path | None = None):
+        """The planner's numbers (``remoteglm.train.planner.ModelFacts``) from the folder's config (None:
+        VisualGLM-6B's), by the layout sat builds: ChatGLM layers (query_key_value, dense, dense_h_to_4h,
+        dense_4h_to_h, with biases, two LayerNorms), an untied lm_head, EVA-CLIP's ViT (CLS, position
+        table, patch conv), the Q-Former (cross-attention every ``cross_attention_freq`` layers, its
+        queries) and glm_proj. VisualGLM-6B comes to 7.8 B parameters, ChatGLM-6B 6.2 B (THUDM/VisualGLM-6B
+        README: "整体模型共78亿参数", "具有 62 亿参数" - without its output head). LoRA is sat's: query_key_value and dense. The image
+        is always 224 x 224 -> 32 query tokens, so there is no pixel budget to choose."""
+        from remoteglm.model.config import get_config
+        from remoteglm.train.planner import ModelFacts
+
+        c = self.config(path) if path is not None else get_config("visualglm-6b")
+        h, i, L, v = c.hidden_size, c.inner_hidden_size or 4 * c.hidden_size, c.num_layers, c.vocab_size
+        vit, qf = c.vit, c.qformer
+
+        def block(d: int, inner: int) -> tuple[int, int]:  # (Linear weights, biases + LayerNorms) of one layer
+            return 4 * d * d + 2 * d * inner, 9 * d + inner
+
+        lin, rest = block(h, i)
+        vw, vr = block(vit.hidden_size, vit.inner_hidden_size)
+        qi = qf.inner_hidden_size or 4 * qf.hidden_size
+        qw, qr = block(qf.hidden_size, qi)
+        hv, hq = vit.hidden_size, qf.hidden_size
+        cross = sum(qf.is_decoder) * (2 * hq * hq + 2 * hq * hv + 6 * hq)
+        qformer = qf.num_layers * (qw + qr) + cross + qf.num_query_tokens * hq + 2 * hq + h * hq + h
+        vision = (vit.num_layers * (vw + vr) + hv * (vit.in_channels * vit.patch_size ** 2 + 1) + 2 * hv
+                  + hv * (vit.num_patches + 2) + qformer)
+        return ModelFacts(label=self.label, layers=L, hidden=h, intermediate=i, vocab=v, llm_linear=L * lin,
+                          llm_other=L * rest + 2 * v * h + 2 * h, vision=vision, vision_hidden=hv,
+                          vision_intermediate=vit.inner_hidden_size, lora_io=L * 6 * h, lora_out=L * 4 * h,
+                          largest_linear=h * i, extra_trainable=qformer, patch=vit.patch_size, spatial_merge=1,
+                          fixed_image_tokens=c.image_length, fixed_patches=vit.num_patches + 1, template_tokens=4,
+                          state_bytes=20, qlora_float_bytes=None, feature_cache=True)
+
     def finetune(self, opts) -> Path:
         from remoteglm.train.sat_trainer import run
 

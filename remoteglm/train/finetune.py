@@ -22,8 +22,15 @@ def main(argv: list[str] | None = None, prog: str = "remoteglm finetune") -> int
 
     compat.single_process_env()  # one process: an in-memory process group, no TCPStore listening on every interface
     family = family_of(opts.from_pretrained)
+    given = {k: getattr(opts, k) is not None for k in ("max_pixels", "batch_size")}  # the user's (before the recipe)
     resolve(opts, family)
     validate(opts)
+    if opts.vram is not None or opts.plan_only:
+        from remoteglm.train.planner import plan_run
+
+        plan_run(opts, family, given)
+        if opts.plan_only:
+            return 0
     family.finetune(opts)
     return 0
 

@@ -239,7 +239,9 @@ def run(opts, fam) -> Path:
                                                   "train_data": [str(Path(f).resolve()) for f in opts.train_data],
                                                   "settings": run_settings(opts, world),
                                                   # what serving passes to fam.box_codec to write boxes as trained
-                                                  "box_codec": codec.settings if codec else None})
+                                                  "box_codec": codec.settings if codec else None,
+                                                  # --vram: what the planner chose (remoteglm.train.planner)
+                                                  "memory_plan": getattr(opts, "memory_plan", None)})
         for f in PROCESSOR_FILES:
             if (base / f).is_file():
                 shutil.copyfile(base / f, run_dir / f)

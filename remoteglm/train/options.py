@@ -21,6 +21,9 @@ EXAMPLES = """examples:
   # Qwen2.5-VL-7B, QLoRA at 448 px on one card
   remoteglm finetune --from_pretrained checkpoints/Qwen2.5-VL-7B-Instruct --train_data data/ucm/ucm_train.json \\
       --use_qlora --max_pixels 200704
+  # the largest image budget and batch a 16 GB card holds (the table only: --plan_only)
+  remoteglm finetune --from_pretrained checkpoints/Qwen2.5-VL-7B-Instruct --train_data data/ucm/ucm_train.json \\
+      --use_qlora --vram 16
   # continue a run that stopped (same settings; --train_iters may be raised)
   remoteglm finetune ... --resume checkpoints/finetune-visualglm-11-22-10-00-00
 """
@@ -68,6 +71,10 @@ def build_parser(prog: str = "remoteglm finetune") -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--train_iters", type=int, default=None, help="optimizer steps [300; tiny transformers models 150]")
     g.add_argument("--batch_size", type=int, default=None, help="micro-batch per GPU [VisualGLM 4, others 1]")
+    g.add_argument("--vram", default=None, metavar="GIB",
+                   help="the card's memory, e.g. 12, 16, 24: choose the largest --max_pixels and --batch_size that fit "
+                        "(given ones win) from the memory model in remoteglm/train/planner.py, print the table, record it")
+    g.add_argument("--plan_only", action="store_true", help="print the memory table (with --vram: the plan) and stop")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1)
     g.add_argument("--lr", type=float, default=None, help="peak learning rate [1e-4; tiny models 1e-2]")
     g.add_argument("--warmup", type=float, default=0.02, help="fraction of steps with linear warmup [0.02]")

@@ -69,6 +69,8 @@ def write_summary(run_dir: Path, opts, family, *, losses: list, eval_losses: lis
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "trainable_parameters": trainable, "total_parameters": total, "qlora": bool(opts.use_qlora),
+        # --vram: the planner's choice and its predicted peak, to compare with peak_gpu_memory_bytes
+        "memory_plan": getattr(opts, "memory_plan", None),
         # the evaluation's leakage guard reads these
         "train_data": [str(Path(p).resolve()) for p in opts.train_data],
         "losses": [list(x) for x in losses], **(extra or {}),
