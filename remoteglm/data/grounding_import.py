@@ -20,7 +20,6 @@ The original images are registered in the split registry (:mod:`~remoteglm.data.
 
 from __future__ import annotations
 
-import functools
 import io
 import re
 import shlex
@@ -33,16 +32,16 @@ from PIL import Image
 from ..errors import RemoteGLMError
 from ..io import check_writable, read_json, write_bytes_atomic
 from .annotations import MAX_SIDE, AnnotatedImage, read_bounded
-from .build import check_no_leak, image_path
+from .build import check_no_leak
 from .coco import read_coco
 from .datasets import SPLITS, split_name
 from .dota import read_dota
 from .glossary import object_name_zh
 from .import_summary import IMPORT_VERSION, ImportSummary, write_if_changed
 from .jobs import STAMP, build_stamp, say
-from .grounding_translate import ExpressionConfig, failures, raise_unfinished, translate_expressions, translated
+from .grounding_records import RuleBuilt, unit_records
+from .grounding_translate import ExpressionConfig, failures, raise_unfinished, translate_expressions
 from .jobs import write_failures
-from .referring import grounding_tasks, refer_tasks
 from .rerun import RerunStamp, input_key
 from .translate import normalise
 from .splits import Registry, Source, SplitCheck, default_registry
@@ -201,59 +200,6 @@ def _names(cfg: DetectionConfig, images: list[SetImage]):
     return names
 
 
-def _units(images: list[SetImage], size: int | None, overlap: int):
-    """(source image, its annotation or a tile's, window or None) per image or tile with objects."""
-    for im in images:
-        a = im.annotated
-        if size is None or (a.width <= size and a.height <= size):
-            yield im, a, None
-            continue
-        for window, t in tile(a, size, overlap):
-            if t.objects:
-                yield im, t, window
-
-
-def _tasks(a: AnnotatedImage, names, tr) -> list:
-    """The rule-built tasks, an object's refer/identify pair made with the translation of its English
-    description where there is one (also for an object no rule-built expression singles out)."""
-    zh = {o.box.xyxy: (o, e) for o in a.objects
-          if o.text and not o.difficult and (e := translated(tr, o.text, names(o.category)))}
-    out, done = [], set()
-    for t in grounding_tasks(a, names):
-        key = (t.answer_boxes if t.kind == "refer" else t.question_boxes if t.kind == "identify" else ())
-        if key and key[0].xyxy in zh:
-            if key[0].xyxy not in done:
-                done.add(key[0].xyxy)
-                o, e = zh[key[0].xyxy]
-                out.extend(refer_tasks(e, o.box, o.category, o.polygon))
-            continue
-        out.append(t)
-    return out + [t for k, (o, e) in zh.items() if k not in done for t in refer_tasks(e, o.box, o.category, o.polygon)]
-
-
-@functools.lru_cache(maxsize=64)
-def _in(folder: Path, out_dir: Path) -> str:
-    """``build.image_path`` of the files in ``folder`` less their names: once for the thousands there."""
-    return image_path(folder, "_", out_dir)[:-1]
-
-
-def _records(im: SetImage, a: AnnotatedImage, window, names, out_dir: Path, tr=None) -> tuple[list[dict], int]:
-    """The records of one image or tile, and how many of its English descriptions they keep."""
-    img = _in(out_dir / "tiles", out_dir) + a.image if window else _in(im.path.parent, out_dir) + im.path.name
-    english = {o.box.xyxy: o.text for o in a.objects if o.text}
-    out, kept = [], set()
-    for t in _tasks(a, names, tr):
-        d = t.to_dict(img)
-        box = (t.answer_boxes if t.kind == "refer" else t.question_boxes if t.kind == "identify" else ())
-        if box and box[0].xyxy in english:
-            d["expression_en"] = english[box[0].xyxy]
-            kept.add(box[0].xyxy)
-        if window:
-            d["source"] = {"img": _in(im.path.parent, out_dir) + im.path.name, "window": list(window)}
-        out.append(d)
-    return out, len(kept)
-
-
 def _write_tiles(tiles: Path, pieces: dict[Path, tuple[Path, tuple]], up_to_date: bool) -> None:
     """Crop each tile from its image (each image opened once) and write it atomically; the tiles
     of an earlier run that this one has not (other --tile settings) are removed."""
@@ -315,24 +261,24 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     pieces: dict[Path, tuple[Path, tuple]] = {}
     described = kept = idle = 0
     kept_ids = {id(im) for im in check.kept}
+    ordered = sorted(images, key=lambda im: SPLITS.index(im.split))
+    rule = RuleBuilt([im for im in ordered if id(im) in kept_ids], cfg.tile, cfg.overlap, names)  # meanwhile
     tr = translate_expressions(cfg.expressions, _described(check.kept, names), s)
-    for im in sorted(images, key=lambda im: SPLITS.index(im.split)):
+    for im in ordered:
         records.setdefault(im.split, [])
         counts.setdefault(im.split, {"images": 0, "records": 0})
-        if id(im) not in kept_ids:
+        described += sum(1 for o in im.annotated.objects if o.text) if id(im) in kept_ids else 0
+    for (im, a, window), tasks in rule.result():
+        recs, n = unit_records((im, a, window), tasks, names, out_dir, tr)
+        kept += n
+        if not recs:
+            idle += 1
             continue
-        described += sum(1 for o in im.annotated.objects if o.text)
-        for _, a, window in _units([im], cfg.tile, cfg.overlap):
-            recs, n = _records(im, a, window, names, out_dir, tr)
-            kept += n
-            if not recs:
-                idle += 1
-                continue
-            if window:
-                pieces[out_dir / "tiles" / a.image] = (im.path, window)
-            records[im.split].extend(recs)
-            counts[im.split]["images"] += 1
-            counts[im.split]["records"] += len(recs)
+        if window:
+            pieces[out_dir / "tiles" / a.image] = (im.path, window)
+        records[im.split].extend(recs)
+        counts[im.split]["images"] += 1
+        counts[im.split]["records"] += len(recs)
     check_no_leak(records)
     s.items, s.split_counts = len(check.kept), counts
     s.detail = (f"detection: {cfg.name} ({cfg.format}), {len(check.kept)} images"

@@ -89,3 +89,42 @@ def test_replies_unusable_as_a_whole_do_not_use_up_a_sentences_rounds(tmp_path, 
                 ["a long runway"], progress=False)
         assert srv.sentence_requests["a long runway"] == asked, counts
         assert bool(res.translations) is done and bool(res.failed) is not done
+
+
+def test_the_rule_built_tasks_are_made_while_the_expressions_are_translated(tmp_path, capsys, monkeypatch):
+    """The detection importer: grounding_tasks runs in a thread of its own during the translation,
+    which only waits on the endpoint (here 1 s per request), not after it."""
+    from PIL import Image
+
+    import remoteglm.data.grounding_records as gr
+    from remoteglm.data.importers import main
+
+    made, rule = [], gr.grounding_tasks
+    monkeypatch.setattr(gr, "grounding_tasks", lambda a, names: made.append(
+        (time.monotonic(), threading.current_thread() is threading.main_thread())) or rule(a, names))
+    answered = []
+
+    def answer(body, items):
+        time.sleep(1.0)
+        answered.append(time.monotonic())
+        return json.dumps({k: ANSWERS[en][-1] for k, en in items.items()}, ensure_ascii=False)
+
+    ann, images = tmp_path / "Annotations", tmp_path / "JPEGImages"
+    ann.mkdir(), images.mkdir()
+    for i, (en, (cat, _)) in enumerate(OBJECTS.items()):
+        Image.new("RGB", (800, 800), (i, 0, 0)).save(images / f"{i}.png")
+        (ann / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.png</filename><size><width>800</width><height>800</height></size><object>"
+            f"<name>{cat}</name><bndbox><xmin>10</xmin><ymin>10</ymin><xmax>90</xmax><ymax>90</ymax></bndbox>"
+            f"<description>{en}</description></object></annotation>")
+    (tmp_path / "train.txt").write_text("0\n1\n2\n")
+    srv = ScriptedServer(answer)
+    try:
+        rc = main(["detection", "--format", "voc", "--name", "r", "--annotations", str(ann), "--images", str(images),
+                   "--out_dir", str(tmp_path / "out"), "--cache", str(tmp_path / "c.sqlite"), "--model", "m",
+                   "--base_url", srv.base_url, "--no_progress"])
+    finally:
+        srv.close()
+    assert rc == 0, capsys.readouterr().err
+    assert len(made) == 3 and not any(main_thread for _, main_thread in made)
+    assert max(t for t, _ in made) < min(answered)  # all made before the endpoint's first answer
