@@ -16,6 +16,11 @@ class GLM41V(HFFamily):
 
         return BracketCodec(frame=relative(1000), open="<|begin_of_box|>", close="<|end_of_box|>")
 
+    def pixel_kwargs(self, min_pixels, max_pixels):
+        """GLM-4.1V's image processor has no min/max_pixels arguments, only ``size`` (transformers'
+        ``Glm4vImageProcessorKwargs``); its values count an image as two frames, as its config does."""
+        return {"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
+
     def tiny_config(self, ids, vocab, text, vision, size):
         from transformers import Glm4vConfig
 
@@ -44,6 +49,7 @@ FAMILY = register(GLM41V(
               "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>",
               "<|end_of_video|>", "<|image|>", "<|video|>"),
     frames_in_budget=2, tiny_dir="checkpoints/glm4.1v-tiny",
+    video_processor="Glm4vVideoProcessor",  # zai-org/GLM-4.1V-9B-Thinking ships video_preprocessor_config.json
     # config.json of zai-org/GLM-4.1V-9B-Thinking
     full_sizes=dict(
         text=dict(hidden_size=4096, intermediate_size=13696, num_hidden_layers=40, num_attention_heads=32,

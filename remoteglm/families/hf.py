@@ -29,6 +29,7 @@ class HFFamily(Family):
     spatial_merge: int = 2   # patches merged per side into one LLM token
     frames_in_budget: int = 1  # GLM-4.1V's resize counts an image as 2 frames against max/min_pixels
     template_file: str = "chat_template.jinja"  # where the real folder keeps its template
+    video_processor: str | None = None  # the real folder's video_preprocessor_config.json names this class (if it has one)
     tiny_dir: str | None = None
     full_sizes: dict = field(default_factory=dict)  # published text/vision config sizes (benchmarks)
     train_options: frozenset[str] = frozenset({"min_pixels", "max_pixels", "max_length", "use_dora", "tune_merger"})
@@ -104,6 +105,24 @@ class HFFamily(Family):
         engine.box_codec = self.box_codec(path, min_pixels=lo, max_pixels=hi)
         return engine, memory_summary(model)
 
+    def pixel_kwargs(self, min_pixels: int, max_pixels: int) -> dict:
+        """The image processor's keyword arguments for a resolution, as vLLM's
+        ``--mm-processor-kwargs`` / SGLang's ``--mm-process-config`` pass them: Qwen2-VL's image
+        processor takes ``min_pixels`` / ``max_pixels`` (vllm/model_executor/models/qwen2_vl.py,
+        ``Qwen2VLProcessingInfo._get_image_processor_kwargs``)."""
+        return {"min_pixels": min_pixels, "max_pixels": max_pixels}
+
+    def video_config(self, image_pc: dict) -> dict | None:
+        """video_preprocessor_config.json for a folder that has an image processor config but no
+        video one, in the layout of the family's real file (zai-org/GLM-4.1V-9B-Thinking,
+        Qwen/Qwen3-VL-8B-Instruct: size, patch sizes, mean / std, ``video_processor_type``); None
+        where the real folder has none. Servers build these families' processors with a video
+        processor. The size is the image's: video is not what a run here learns."""
+        if not self.video_processor:
+            return None
+        keep = ("size", "patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std", "do_rescale")
+        return {**{k: image_pc[k] for k in keep if k in image_pc}, "video_processor_type": self.video_processor}
+
     def serving_pixels(self, path: Path, min_pixels: int | None, max_pixels: int | None) -> tuple:
         """(min, max) pixels to serve ``path`` at: the given ones, else the ones its run was trained
         at (``remoteglm_base.json``: its box codec's, else its "settings"), else (None) the folder's.
@@ -133,17 +152,68 @@ class HFFamily(Family):
                     "would shift them: leave out --min_pixels / --max_pixels (the run's are used)")
         return served
 
+    def memory_facts(self, path: Path | None = None):
+        """The planner's numbers (``remoteglm.train.planner.ModelFacts``), counted exactly on the meta
+        device (no memory, well under a second) from the folder's config.json, or with ``path`` None
+        from the published full-size config (``full_sizes``, at Qwen2-VL's processor range in this
+        family's cells: 4 to 16,384 image tokens). The LoRA targets are the trainer's own."""
+        import re
+        from types import SimpleNamespace
+
+        import torch
+        import transformers
+
+        from remoteglm.model.hf_folder import adapter_base, folder_pixel_range
+        from remoteglm.model.hf_tiny import TEXT, VISION
+        from remoteglm.train.hf_trainer import lora_config
+        from remoteglm.train.planner import ModelFacts
+
+        cell = self.frames_in_budget * (self.patch * self.spatial_merge) ** 2
+        if path is None:
+            ids = {s: i for i, s in enumerate(self.specials)}
+            cfg = self.tiny_config(ids, self.full_sizes["text"]["vocab_size"], dict(TEXT), dict(VISION), "full")
+            pixels = (4 * cell, 16384 * cell)
+        else:
+            base = adapter_base(Path(path)) or Path(path)
+            cfg = transformers.AutoConfig.from_pretrained(str(base), local_files_only=True, trust_remote_code=False)
+            pixels = folder_pixel_range(path)
+        with torch.device("meta"):
+            model = getattr(transformers, self.model_class)._from_config(cfg, dtype=torch.bfloat16)
+        opts = SimpleNamespace(layer_range=None, lora_rank=1, lora_alpha=1, lora_dropout=0, use_dora=False, tune_merger=False)
+        target = re.compile(lora_config(opts).target_modules)
+        n = dict(linear=0, vision=0, merger=0, io=0, out=0, largest=0)
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear) and ".language_model.layers." in f".{name}":
+                n["linear"] += m.weight.numel()
+                n["largest"] = max(n["largest"], m.weight.numel())
+                if target.fullmatch(name):
+                    n["io"] += m.in_features + m.out_features
+                    n["out"] += m.out_features
+        for name, p in model.named_parameters():
+            if name.startswith("model.visual."):
+                n["vision"] += p.numel()
+                n["merger"] += p.numel() if name.startswith("model.visual.merger.") else 0
+        total = sum(p.numel() for p in model.parameters())
+        text, vision = cfg.text_config, cfg.vision_config
+        return ModelFacts(label=self.label, layers=text.num_hidden_layers, hidden=text.hidden_size,
+                          intermediate=text.intermediate_size, vocab=text.vocab_size, llm_linear=n["linear"],
+                          llm_other=total - n["linear"] - n["vision"], vision=n["vision"], vision_hidden=vision.hidden_size,
+                          vision_intermediate=vision.intermediate_size, lora_io=n["io"], lora_out=n["out"],
+                          largest_linear=n["largest"], extra_trainable=n["merger"], patch=self.patch,
+                          spatial_merge=self.spatial_merge, frames_in_budget=self.frames_in_budget, pixel_range=pixels)
+
     def finetune(self, opts) -> Path:
         from remoteglm.train.hf_trainer import run
 
         return run(opts, self)
 
-    def merge(self, src: Path, dst: Path, dtype: str | None = None, tokenizer: str | None = None) -> Path:
+    def merge(self, src: Path, dst: Path, dtype: str | None = None, tokenizer: str | None = None,
+              max_shard_size: str | None = None) -> Path:
         from remoteglm.train.merge import merge_adapter
 
         if tokenizer:
             raise RemoteGLMError(f"--tokenizer is for VisualGLM runs; a {self.label} run brings its own tokenizer")
-        return merge_adapter(src, dst, self, dtype)
+        return merge_adapter(src, dst, self, dtype, max_shard_size)
 
     def quantize(self, src: Path, dst: Path, bits: int, **opts) -> Path:
         raise RemoteGLMError(f"{src} is a {self.label} folder: it is quantised as it loads; pass --quant {bits} to "

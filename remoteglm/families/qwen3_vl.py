@@ -55,6 +55,7 @@ FAMILY = register(Qwen3VL(
     specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
               "<|video_pad|>"),
     eos_token="<|im_end|>", patch=16, template_file="chat_template.json", tiny_dir="checkpoints/qwen3-vl-tiny",
+    video_processor="Qwen3VLVideoProcessor",  # Qwen/Qwen3-VL-8B-Instruct ships video_preprocessor_config.json
     # config.json of Qwen/Qwen3-VL-8B-Instruct
     full_sizes=dict(
         text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,

@@ -183,6 +183,9 @@ def create_tiny_hf(family, out_dir: str | Path, seed: int = 0, pretrain_steps: i
     else:
         write_text_atomic(tmp / family.template_file, template)
     build_image_processor(family).save_pretrained(tmp)
+    video = family.video_config(read_json(tmp / "preprocessor_config.json", require_object=True))
+    if video is not None:  # as the real folder: its processor is built with a video processor
+        write_json_atomic(tmp / "video_preprocessor_config.json", video, indent=2)
     tmp.replace(out) if not out.exists() else _swap(tmp, out)
     return out
 
