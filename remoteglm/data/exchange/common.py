@@ -198,6 +198,7 @@ class Importer:
     out_dir: Path       # the records' image paths are written relative to it
     image_dir: Path     # where images that came as bytes are stored (their content's name)
     images: dict = field(default_factory=dict)  # bytes to store: path -> data
+    sizes: dict = field(default_factory=dict)   # image path -> size, read once
 
     def record(self, s: Sample) -> dict:
         img = self._image(s)
@@ -238,10 +239,12 @@ class Importer:
         return img
 
     def _size(self, s: Sample, img: Path) -> tuple[int, int]:
-        try:
-            return self.size_of(s.image if isinstance(s.image, bytes) else img)
-        except RemoteGLMError as e:
-            raise RemoteGLMError(f"{s.where}: {e}") from None
+        if img not in self.sizes:
+            try:
+                self.sizes[img] = self.size_of(s.image if isinstance(s.image, bytes) else img)
+            except RemoteGLMError as e:
+                raise RemoteGLMError(f"{s.where}: {e}") from None
+        return self.sizes[img]
 
 
 def _box_lists(boxes: Sequence[Box]) -> list[list]:
