@@ -20,6 +20,7 @@ The original images are registered in the split registry (:mod:`~remoteglm.data.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import shlex
@@ -37,7 +38,7 @@ from .coco import read_coco
 from .datasets import SPLITS, split_name
 from .dota import read_dota
 from .glossary import object_name_zh
-from .import_summary import IMPORT_VERSION, ImportSummary, write_if_changed
+from .import_summary import IMPORT_VERSION, ImportSummary, records_text, write_if_changed
 from .jobs import STAMP, build_stamp, say
 from .grounding_records import RuleBuilt, unit_records
 from .grounding_translate import ExpressionConfig, failures, raise_unfinished, translate_expressions
@@ -287,9 +288,10 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
                 + (f"; {kept} of {described} English descriptions kept in expression_en"
                    + (" (translated: --base_url)" if tr else " (not translated: no --base_url)")
                    if described else ""))
-    files = {out_dir / f"{cfg.name}_{split}.json": recs for split, recs in records.items()}
+    files = {out_dir / f"{cfg.name}_{split}.json": records_text(recs) for split, recs in records.items()}
     sources = sorted({(str(src), src.stat().st_size, src.stat().st_mtime_ns) for src, _ in pieces.values()})
-    stamp = build_stamp(IMPORT_VERSION, "detection", records, sources, str(out_dir.absolute()))
+    stamp = build_stamp(IMPORT_VERSION, "detection", {p.name: hashlib.sha256(text.encode()).hexdigest()
+                                                      for p, text in files.items()}, sources, str(out_dir.absolute()))
     stamp_file = out_dir / STAMP
     same = stamp_file.is_file() and stamp_file.read_text(encoding="utf-8").strip() == stamp
     if rerun.outputs_edited():  # by hand, since the last build: all written again
@@ -297,7 +299,7 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
         stamp_file.unlink(missing_ok=True)
     rerun.clear()  # until this build has finished
     _write_tiles(out_dir / "tiles", pieces, same)
-    write_if_changed(s, out_dir, stamp, files, one_a_line=True)
+    write_if_changed(s, out_dir, stamp, files)
     check.register()
     where: dict[str, list[str]] = {}
     for im in check.kept:

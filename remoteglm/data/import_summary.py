@@ -42,10 +42,9 @@ def records_text(records: list) -> str:
     return "[\n" + ",\n".join(map(json.JSONEncoder(ensure_ascii=False).encode, records)) + "\n]\n"
 
 
-def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Path, object],
-                     one_a_line: bool = False) -> None:
-    """Write ``files`` (path -> JSON object) atomically unless the last build wrote the same ones;
-    ``one_a_line``: lists of records as :func:`records_text`."""
+def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Path, object]) -> None:
+    """Write ``files`` (path -> JSON object, or its text: :func:`records_text`) atomically unless the
+    last build wrote the same ones."""
     stamp_file, counts_file = out_dir / STAMP, out_dir / ".split_counts.json"
     if (all(p.exists() for p in files) and stamp_file.exists()
             and stamp_file.read_text(encoding="utf-8").strip() == stamp):
@@ -54,8 +53,7 @@ def write_if_changed(s: ImportSummary, out_dir: Path, stamp: str, files: dict[Pa
         s.outputs.extend(files)
         return
     for p, obj in files.items():
-        s.outputs.append(write_text_atomic(p, records_text(obj)) if one_a_line and isinstance(obj, list)
-                         else write_json_atomic(p, obj))
+        s.outputs.append(write_text_atomic(p, obj) if isinstance(obj, str) else write_json_atomic(p, obj))
     write_json_atomic(counts_file, s.split_counts)
     write_text_atomic(stamp_file, stamp + "\n")
 
