@@ -7,7 +7,7 @@ OpenAI-compatible API (``api.py``) and evaluation (``remoteglm.eval``).
     engine.reply(None, "你好").text                           # text only: the official 问：…\n答： prompt
     engine.batch(images, queries, max_new_tokens=64)          # evaluation: greedy, batched
 
-``Engine`` is the family-neutral part: locking, the worker thread, the image-embeddings cache and
+``Engine`` is the family-neutral part: locking (``turns.FairLock``: first come first served), the worker thread, the image-embeddings cache and
 the request settings. A model family subclasses it and implements its abstract hooks
 (``weights_label``, ``speaker``, ``_encode_images``, ``_generate_rows``, ``batch_key``, ``_batch``,
 ``prompt_tokens``, ``context_length``, ``image_fit``): ``visualglm_engine.VisualGLMEngine`` for
@@ -62,6 +62,7 @@ from remoteglm.errors import RemoteGLMError
 from remoteglm.serve.generation import Reply
 from remoteglm.serve.grounding import answer_boxes
 from remoteglm.serve.sampling import CHAT_DEFAULTS, GenerationConfig
+from remoteglm.serve.turns import FairLock
 
 __all__ = ["EMPTY_ANSWER", "Engine", "LoadedImage", "Row", "display_text", "strip_control"]
 
@@ -130,7 +131,7 @@ class Engine(ABC):
         self.defaults = dict(defaults or CHAT_DEFAULTS)
         self.max_new_tokens = max_new_tokens
         self.generator = generator
-        self.lock = threading.Lock()
+        self.lock = FairLock()  # first come first served: a long job's batches and chat requests take turns
         self._cache: OrderedDict = OrderedDict()
         self._sizes: dict = {}  # the loaded size of cached images (load_image needs no decode for them)
         self._cache_size = cache_images
