@@ -271,7 +271,8 @@ class Translator:
         renumbered JSON, the sentence left out - is no answer of its own). The first ask goes in
         batches of ``batch_size``, each re-ask (with the problem of the last answer) in batches half
         the size of the one before. Re-asks go out as soon as a batch of them is full, while other
-        asks are still out: none waits for the slowest request of the asks before."""
+        asks are still out, and in a short batch once fewer than --concurrency are out: none waits
+        for the slowest request of the asks before."""
         distinct = distinct_sentences(sentences)
         done, todo = self.pending(distinct)
         res = TranslateResult(translations=dict(done), distinct=len(distinct), cache_hits=len(done))
@@ -309,8 +310,9 @@ class Translator:
             if res.aborted:
                 return []
             more = []
+            idle = sum(out) < self.cfg.concurrency  # the last asks are out: a short batch now, not after them
             for n in range(1, asks):  # full batches now; the last, short one once nothing can add to it
-                closed = all(out[j] == 0 and not (j and waiting[j]) for j in range(n))
+                closed = idle or all(out[j] == 0 and not (j and waiting[j]) for j in range(n))
                 while waiting[n] and (len(waiting[n]) >= sizes[n] or closed):
                     batch, waiting[n] = waiting[n][:sizes[n]], waiting[n][sizes[n]:]
                     more.append(job(n, batch))

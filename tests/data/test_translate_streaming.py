@@ -55,6 +55,38 @@ def test_a_reask_does_not_wait_for_the_slowest_first_ask(tmp_path):
     assert reask < slow_done - 0.5  # asked again while the slow one was still out
 
 
+PLAIN = {"a long runway": "一条长跑道。", "a beach": "一片海滩。", "many trees": "许多树。", "a river": "一条河流。",
+         "a bridge": "一座桥。", "some houses": "一些房屋。", "a parking lot": "一个停车场。", "a pond": "一个池塘。"}
+
+
+def test_a_short_batch_of_reasks_goes_out_once_the_last_asks_are_out(tmp_path):
+    """--batch_size 4, --concurrency 4, 8 sentences: two first asks, one of them slow (1 s). The
+    other's bad answer is asked again at once, alone, not after the slow one: a slot was free."""
+    asked: list[tuple[list[str], float]] = []
+    slow_done: list[float] = []
+
+    def answer(body, items):
+        asked.append((list(items.values()), time.monotonic()))
+        if "a long runway" in items.values():
+            time.sleep(1.0)
+            slow_done.append(time.monotonic())
+        first = sum(1 for batch, _ in asked if "a pond" in batch) == 1
+        return json.dumps({k: "一个东西。" if en == "a pond" and first else PLAIN[en] for k, en in items.items()},
+                          ensure_ascii=False)
+
+    srv = ScriptedServer(answer)
+    try:
+        with ResultCache(tmp_path / "c.sqlite") as cache:
+            client = LLMClient(LLMConfig(base_url=srv.base_url, model="m", max_retries=0))
+            res = Translator(client, cache, TranslateConfig(batch_size=4, concurrency=4), "m").run(
+                list(PLAIN), progress=False)
+    finally:
+        srv.close()
+    assert res.translations == PLAIN and len(asked) == 3
+    (reask,) = [t for batch, t in asked if batch == ["a pond"]]
+    assert reask < slow_done[0] - 0.5
+
+
 def test_a_request_waiting_to_be_retried_leaves_its_slot_to_the_others(tmp_path, fake_llm):
     """--concurrency 2: the first two requests get 429 with Retry-After: 1; while their retries
     wait, other sentences go out, two at a time at most (the client never has three out)."""
