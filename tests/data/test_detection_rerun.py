@@ -222,3 +222,15 @@ def test_the_stamp_covers_the_modules_the_import_is_made_of_and_no_others():
     # not the command line, the other importers or other stages: editing them rebuilds nothing
     assert not files & {"remoteglm/data/importers.py", "remoteglm/data/scenes.py", "remoteglm/data/pipeline.py"}
     assert not any(f.startswith(("remoteglm/serve/", "remoteglm/train/")) for f in files)
+
+
+@pytest.mark.parametrize("how", ["the same file", "a symlink to it"])
+def test_an_image_in_two_splits_is_one_line_however_it_is_named(rsvg, capsys, how):
+    name = "00001.png"
+    if how == "a symlink to it":
+        name = "link.png"
+        (rsvg["images"] / name).symlink_to(rsvg["images"] / "00001.png")
+    (rsvg["ann"] / "00002.xml").write_text(voc(name, OBJECTS["00001"]))  # the test split's id names it
+    rc, err = run(capsys, *rsvg["args"])
+    assert rc != 0 and "is in both the train and the test split: they would leak" in err, err
+    assert not rsvg["out"].exists()
