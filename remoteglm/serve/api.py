@@ -2,6 +2,9 @@
 
     POST /v1/chat/completions   OpenAI chat format, streaming (SSE, ending in ``data: [DONE]``) or not
     GET  /v1/models             the model served and its aliases; GET /v1/models/{id}: one of them
+    POST /v1/scenes             a whole raster (GeoTIFF / COG / JPEG 2000 upload, or a path under
+                                --scene_root) answered tile by tile: GeoJSON, summary, quicklook
+                                (``api_scene``; GET/DELETE /v1/scenes/{id}, .../quicklook.png)
     GET  /docs, /openapi.json   the OpenAPI description (no key needed: it holds no data)
 
 A message's ``content`` is a string or a list of ``{"type": "text"}`` / ``{"type": "image_url"}``
@@ -42,6 +45,14 @@ Limits (command-line flags, defaults in brackets):
 - ``--max_queue`` [16]: requests waiting for the model behind the batch being answered; more get
   429 with Retry-After (when the running batch will end, at its pace so far), before their body
   is read.
+- Scenes (``api_scene``, ``scene_jobs``): ``--max_scene_mb`` [2048] the upload, streamed to a
+  file in ``--scene_dir`` [the system's temp folder; not a tmpfs for large scenes], never held in
+  memory; ``--timeout_scene_upload`` [1800 s] to send it (instead of --timeout_body);
+  ``--max_scene_jobs`` [4] queued, running or uploading, more get 429; ``--scene_keep_minutes``
+  [60] results kept after a job ends; ``--scene_root DIR`` (repeatable; default none) lets JSON
+  requests name rasters under DIR instead of uploading them. A job takes the model one batch of
+  tiles at a time, first come first served with the chat batches, so chat is never held up for
+  more than one batch of tiles.
 - ``--max_batch`` [8]: answers generated together. When the model is free, the waiting requests
   start as one batch (one forward pass per token for all; those with the same sampling settings,
   first come first; ``n`` choices are ``n`` rows), each still streamed and ended on its own.
@@ -88,6 +99,8 @@ from remoteglm.serve.api_state import (API_KEY_ENV, DEFAULT_MAX_BATCH, DEFAULT_M
 from remoteglm.serve.api_transport import (DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT_BODY, DEFAULT_TIMEOUT_HEADER,
                                            DEFAULT_TIMEOUT_KEEP_ALIVE, make_server)
 from remoteglm.serve.bootstrap import start_engine
+from remoteglm.serve.scene_jobs import (DEFAULT_MAX_SCENE_JOBS, DEFAULT_MAX_SCENE_MB, DEFAULT_SCENE_KEEP_S,
+                                        DEFAULT_SCENE_UPLOAD_TIMEOUT, SceneLimits)
 
 PUBLIC_HOSTS_WARNING = (
     "warning: --host {host} makes the server reachable from other machines; anyone who can reach "
@@ -97,7 +110,7 @@ PUBLIC_HOSTS_WARNING = (
 
 # ---- command line -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    ap = Parser(prog="python -m remoteglm.serve.api", description="OpenAI-compatible API for any model family: POST /v1/chat/completions, GET /v1/models.")
+    ap = Parser(prog="python -m remoteglm.serve.api", description="OpenAI-compatible API for any model family: POST /v1/chat/completions, GET /v1/models; whole scenes: POST /v1/scenes.")
     add_model_args(ap)
     add_host_arg(ap)
     ap.add_argument("--port", type=int, default=8000, help="port (0: any free port; the URL is printed)")
@@ -128,7 +141,41 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"on SIGTERM / Ctrl-C, seconds the answer being generated gets to finish (default {DEFAULT_SHUTDOWN_GRACE:g})")
     ap.add_argument("--cors_origin", dest="cors_origin", action="append", default=[], metavar="ORIGIN",
                     help="let browser pages from ORIGIN (e.g. http://localhost:5173; * for any) call the API (repeatable; default: none)")
+    s = ap.add_argument_group("scenes (POST /v1/scenes)")
+    s.add_argument("--max_scene_mb", type=float, default=DEFAULT_MAX_SCENE_MB,
+                   help=f"largest raster upload, MB, streamed to disk (default {DEFAULT_MAX_SCENE_MB:g})")
+    s.add_argument("--scene_dir", metavar="DIR", default=None,
+                   help="folder for uploads and scene results (default: the system's temp folder; avoid a tmpfs)")
+    s.add_argument("--scene_root", action="append", default=[], metavar="DIR",
+                   help="folder whose rasters JSON requests may name by path instead of uploading (repeatable; default: none)")
+    s.add_argument("--max_scene_jobs", type=int, default=DEFAULT_MAX_SCENE_JOBS,
+                   help=f"scene jobs queued, running or uploading at once; more get 429 (default {DEFAULT_MAX_SCENE_JOBS})")
+    s.add_argument("--scene_keep_minutes", type=float, default=DEFAULT_SCENE_KEEP_S / 60,
+                   help=f"results kept after a job ends (default {DEFAULT_SCENE_KEEP_S / 60:g})")
+    s.add_argument("--timeout_scene_upload", type=float, default=DEFAULT_SCENE_UPLOAD_TIMEOUT,
+                   help=f"seconds a client has to send a scene upload (default {DEFAULT_SCENE_UPLOAD_TIMEOUT:g})")
     return ap
+
+
+def _scene_limits(args) -> SceneLimits:
+    if args.max_scene_mb <= 0 or args.max_scene_jobs < 1 or args.scene_keep_minutes <= 0 or args.timeout_scene_upload <= 0:
+        raise RemoteGLMError("--max_scene_mb, --scene_keep_minutes and --timeout_scene_upload must be positive, "
+                             "--max_scene_jobs >= 1")
+    roots = []
+    for d in args.scene_root:
+        p = Path(d).expanduser()
+        if not p.is_dir():
+            raise RemoteGLMError(f"--scene_root {d}: not a directory")
+        roots.append(p.resolve())
+    folder = None
+    if args.scene_dir is not None:
+        from remoteglm.io import check_writable
+
+        folder = Path(args.scene_dir).expanduser().resolve()
+        check_writable(folder, "--scene_dir")
+    return SceneLimits(max_bytes=int(args.max_scene_mb * 2**20), folder=folder, roots=tuple(roots),
+                       max_jobs=args.max_scene_jobs, keep_s=args.scene_keep_minutes * 60,
+                       upload_timeout=args.timeout_scene_upload)
 
 
 def _check_args(args) -> list[Path]:
@@ -161,6 +208,7 @@ def _setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     allowed = _check_args(args)
+    scenes = _scene_limits(args)
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
     from remoteglm.serve.sampling import CHAT_DEFAULTS
 
@@ -168,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     engine, _, _ = start_engine(args, name=name, defaults=CHAT_DEFAULTS, max_new_tokens=args.max_new_tokens)
     app = create_app(engine, api_key=key, allowed=allowed, max_request_bytes=int(args.max_request_mb * 2**20),
                      max_queue=args.max_queue, shutdown_grace=args.shutdown_grace, cors_origins=args.cors_origin,
-                     model_aliases=args.model_alias, max_batch=args.max_batch)
+                     model_aliases=args.model_alias, max_batch=args.max_batch, scenes=scenes)
     server = make_server(app, args.host, args.port, timeout_header=args.timeout_header, timeout_body=args.timeout_body,
                          timeout_keep_alive=args.timeout_keep_alive, max_connections=args.max_connections,
                          **app.state.remoteglm.server_options())

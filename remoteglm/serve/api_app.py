@@ -1,6 +1,7 @@
 """The API's application (``create_app``): FastAPI with the error handler, the ``Guard``
 middleware and the routes: GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions (a
-request is checked in a worker thread, queued, answered in a batch, streamed or not). Serve it
+request is checked in a worker thread, queued, answered in a batch, streamed or not), and the
+scene routes of ``api_scene`` (POST /v1/scenes ...). Serve it
 with ``api_transport.make_server(app, host, port, **app.state.remoteglm.server_options())``."""
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from remoteglm.serve.api_errors import APIError, handle_error
 from remoteglm.serve.api_guard import Guard
+from remoteglm.serve.api_scene import add_scene_routes
 from remoteglm.serve.api_queue import Job
 from remoteglm.serve.api_replies import completion, events
 from remoteglm.serve.api_state import (CHAT_PATH, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, DEFAULT_MAX_REQUEST_MB,
                                        DEFAULT_SHUTDOWN_GRACE, PLACE_KEY, APIState)
 from remoteglm.serve.openai_schema import ERROR_RESPONSES, ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from remoteglm.serve.scene_jobs import SceneLimits
 
 PREPARING = 2  # requests read and checked at once (worker threads: image decoding takes memory)
 
@@ -29,13 +32,15 @@ PREPARING = 2  # requests read and checked at once (worker threads: image decodi
 def create_app(engine, *, api_key: str | None = None, allowed: Sequence[Path] = (),
                max_request_bytes: int = int(DEFAULT_MAX_REQUEST_MB * 2**20), max_queue: int = DEFAULT_MAX_QUEUE,
                shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE, cors_origins: Sequence[str] = (),
-               model_aliases: Sequence[str] = (), max_batch: int = DEFAULT_MAX_BATCH) -> FastAPI:
+               model_aliases: Sequence[str] = (), max_batch: int = DEFAULT_MAX_BATCH,
+               scenes: SceneLimits = SceneLimits()) -> FastAPI:
     """The ASGI app (FastAPI) around ``engine`` (the ``Engine`` interface: ``name``, ``model``,
     ``tokenizer``, ``stream``, ``check_image``, ``config``, ``lock``). Its state is
-    ``app.state.remoteglm`` (an ``APIState``), whose ``server_options()`` go to ``make_server``."""
+    ``app.state.remoteglm`` (an ``APIState``), whose ``server_options()`` go to ``make_server``.
+    ``scenes``: the limits of the scene routes (``api_scene``)."""
     api = APIState(engine, api_key=api_key, allowed=allowed, max_request_bytes=max_request_bytes, max_queue=max_queue,
                    shutdown_grace=shutdown_grace, cors_origins=cors_origins, model_aliases=model_aliases,
-                   max_batch=max_batch)
+                   max_batch=max_batch, scenes=scenes)
     app = FastAPI(title="remoteglm: OpenAI-compatible", version="1",
                   description="OpenAI-format chat completions (text and one image per conversation) from a model of any family. "
                               "Errors are OpenAI's JSON; send `Authorization: Bearer KEY` when the server has a key.",
@@ -87,6 +92,7 @@ def create_app(engine, *, api_key: str | None = None, allowed: Sequence[Path] = 
             watcher.cancel()
         return JSONResponse(completion(api.engine.name, req, [lasts.get(k) for k in range(job.n)], api.engine))
 
+    add_scene_routes(app, api)
     return app
 
 

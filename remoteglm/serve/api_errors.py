@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-ROUTES_HINT = "this server has GET /v1/models and POST /v1/chat/completions (docs: GET /docs)"
+ROUTES_HINT = "this server has GET /v1/models, POST /v1/chat/completions and POST /v1/scenes (docs: GET /docs)"
 
 
 class APIError(StarletteHTTPException):

@@ -46,18 +46,19 @@ def _content_type_error(value: str | None) -> APIError | None:
 
 
 class _LimitedReceive:
-    """The body as it streams in, refused (413) once past the limit: nothing beyond it is read."""
+    """The body as it streams in, refused (413) once past the limit: nothing beyond it is read.
+    ``hint``: the flag that sets the limit and what to send instead."""
 
-    def __init__(self, receive, limit: int):
-        self.receive, self.limit, self.total = receive, limit, 0
+    def __init__(self, receive, limit: int, hint: str = "--max_request_mb; send a smaller image"):
+        self.receive, self.limit, self.hint, self.total = receive, limit, hint, 0
 
     async def __call__(self):
         message = await self.receive()
         if message["type"] == "http.request":
             self.total += len(message.get("body", b""))
             if self.total > self.limit:
-                raise APIError(413, f"the request body is over this server's {self.limit / 2**20:g} MB limit (--max_request_mb); "
-                                    "send a smaller image", code="request_too_large")
+                raise APIError(413, f"the request body is over this server's {self.limit / 2**20:g} MB limit ({self.hint})",
+                               code="request_too_large")
         return message
 
 
@@ -87,10 +88,11 @@ class Guard:
             except ValueError:
                 return error_response(APIError(400, "invalid HTTP request: bad Content-Length", code="invalid_http_request",
                                                headers={"Connection": "close"}))
-            if n > api.max_request_bytes:
-                close = {"Connection": "close"} if n > drain_cap(api.max_request_bytes) else None
+            limit, hint = api.body_limit(method, path)
+            if n > limit:
+                close = {"Connection": "close"} if n > drain_cap(api.max_request_bytes) else None  # (what the transport drains)
                 return error_response(APIError(413, f"the request body is {n / 2**20:.1f} MB, over this server's "
-                                                    f"{api.max_request_bytes / 2**20:g} MB limit (--max_request_mb); send a smaller image",
+                                                    f"{limit / 2**20:g} MB limit ({hint})",
                                                code="request_too_large", headers=close))
         if method == "POST" and path == CHAT_PATH:
             err = _content_type_error(headers.get("content-type"))
@@ -124,7 +126,8 @@ class Guard:
                 await early(scope, receive, send_logged)
                 return
             try:
-                await self.app(scope, _LimitedReceive(receive, self.api.max_request_bytes), send_logged)
+                await self.app(scope, _LimitedReceive(receive, *self.api.body_limit(scope["method"], scope["path"])),
+                               send_logged)
             except APIError as err:  # raised outside a route's handler (e.g. the body limit)
                 if started:
                     raise

@@ -1,7 +1,8 @@
 """What the API's application shares (``APIState``): the engine and its queue, the key, the
 allowed image folders and limits, the model ids, the CORS origins; the checks a chat request
 passes before it queues (``prepare``), CORS answers, and the options the transport takes from it
-(``server_options``). The defaults of the limits are here, the command line's too."""
+(``server_options``), the scene jobs (``scenes``) and each route's body limit (``body_limit``).
+The defaults of the limits are here, the command line's too."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from remoteglm.serve.api_errors import APIError, error_response
 from remoteglm.serve.api_queue import Generations
 from remoteglm.serve.api_request import ChatRequest, parse_chat_request
 from remoteglm.serve.openai_schema import ChatCompletionRequest
+from remoteglm.serve.scene_jobs import SceneJobs, SceneLimits
 
 DEFAULT_MAX_REQUEST_MB = 20.0
 DEFAULT_MAX_QUEUE = 16
@@ -25,6 +27,7 @@ DEFAULT_MAX_BATCH = 8
 DEFAULT_SHUTDOWN_GRACE = 10.0
 API_KEY_ENV = "REMOTEGLM_API_KEY"
 CHAT_PATH = "/v1/chat/completions"
+SCENES_PATH = "/v1/scenes"  # POST: a raster upload, up to its own limit (serve.api_scene)
 PLACE_KEY = "remoteglm.place"  # the ASGI scope key of a chat request's reserved queue place
 
 
@@ -33,7 +36,7 @@ class APIState:
 
     def __init__(self, engine, *, api_key: str | None, allowed: Sequence[Path], max_request_bytes: int, max_queue: int,
                  shutdown_grace: float, cors_origins: Sequence[str], model_aliases: Sequence[str],
-                 max_batch: int = DEFAULT_MAX_BATCH):
+                 max_batch: int = DEFAULT_MAX_BATCH, scenes: SceneLimits = SceneLimits()):
         self.engine = engine
         self.api_key = api_key or None
         self.allowed = [Path(d).expanduser().resolve() for d in allowed]
@@ -44,15 +47,25 @@ class APIState:
         self.model_ids = list(dict.fromkeys([engine.name, *model_aliases]))
         self.created = int(time.time())
         self.preparing: anyio.CapacityLimiter | None = None  # made on the event loop
+        self.scenes = SceneJobs(engine, scenes)
 
     def card(self, model_id: str) -> dict:
         return {"id": model_id, "object": "model", "created": self.created, "owned_by": "remoteglm"}
 
+    def body_limit(self, method: str, path: str) -> tuple[int, str]:
+        """(the most body bytes a request may send, what to send instead): a scene upload has its
+        own limit (--max_scene_mb), every other request --max_request_mb."""
+        if method == "POST" and path == SCENES_PATH:
+            return self.scenes.limits.max_bytes, "--max_scene_mb; send a smaller raster"
+        return self.max_request_bytes, "--max_request_mb; send a smaller image"
+
     def begin_shutdown(self) -> None:
         self.generations.begin_shutdown(self.shutdown_grace)
+        self.scenes.begin_shutdown()
 
     def close(self, timeout: float = 10.0) -> None:
         self.generations.stop_all(timeout)
+        self.scenes.close(timeout)
 
     def prepare(self, body: ChatCompletionRequest) -> ChatRequest:
         """Everything checked before a request queues (in a worker thread: it reads files and
@@ -87,7 +100,8 @@ class APIState:
         """What ``api_transport.make_server`` takes from the app: the body limit, the grace
         period, and ``begin_shutdown`` to call when the server stops."""
         return {"max_request_bytes": self.max_request_bytes, "shutdown_grace": self.shutdown_grace,
-                "on_shutdown": self.begin_shutdown}
+                "on_shutdown": self.begin_shutdown,
+                "body_timeouts": ((SCENES_PATH, self.scenes.limits.upload_timeout, "--timeout_scene_upload"),)}
 
     # CORS (only with --cors_origin)
     def cors_headers(self, origin: str | None) -> list[tuple[bytes, bytes]]:

@@ -46,6 +46,15 @@ class ServerLimits:
     timeout_header: float = DEFAULT_TIMEOUT_HEADER
     timeout_body: float = DEFAULT_TIMEOUT_BODY
     drain_bytes: int = MIN_DRAIN_BYTES
+    # (path, seconds, flag): a body sent to that path gets its own deadline (a large upload)
+    body_timeouts: tuple[tuple[str, float, str], ...] = ()
+
+    def body_deadline(self, path: str | None) -> tuple[float, str]:
+        """(seconds, the flag that sets them) for the body of a request to ``path``."""
+        for where, seconds, flag in self.body_timeouts:
+            if path == where:
+                return seconds, flag
+        return self.timeout_body, "--timeout_body"
 
 
 class _Connection(h11.Connection):
@@ -123,6 +132,7 @@ class GuardedH11Protocol(H11Protocol):
         self._phase: str | None = None
         self._bytes = 0  # of the request being received
         self._drained = 0
+        self._body_deadline = (self.limits.timeout_body, "--timeout_body")
 
     # deadlines
     def _arm(self, phase: str, seconds: float) -> None:
@@ -145,7 +155,8 @@ class GuardedH11Protocol(H11Protocol):
             self._refuse(APIError(408, f"the request line and headers did not arrive within {self.limits.timeout_header:g} s "
                                        "(--timeout_header)", code="request_timeout"), "(request headers too slow)")
         elif phase == "body" and self.cycle is not None and not self.cycle.response_started:
-            self._refuse(APIError(408, f"the request body did not arrive within {self.limits.timeout_body:g} s (--timeout_body)",
+            seconds, flag = self._body_deadline
+            self._refuse(APIError(408, f"the request body did not arrive within {seconds:g} s ({flag})",
                                   code="request_timeout"), "(request body too slow)")
             self.cycle.disconnected = True  # the app's reply, if any, goes nowhere
             self.cycle.message_event.set()
@@ -219,7 +230,8 @@ class GuardedH11Protocol(H11Protocol):
         if state is h11.SEND_BODY:
             if self._phase != "body":
                 self._drained = 0
-                self._arm("body", self.limits.timeout_body)
+                self._body_deadline = self.limits.body_deadline((self.scope or {}).get("path"))
+                self._arm("body", self._body_deadline[0])
         elif state is h11.IDLE:
             if self._phase != "headers":
                 self._bytes = 0
@@ -294,14 +306,17 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000, *, timeout_heade
                 timeout_body: float = DEFAULT_TIMEOUT_BODY, timeout_keep_alive: float = DEFAULT_TIMEOUT_KEEP_ALIVE,
                 max_connections: int = DEFAULT_MAX_CONNECTIONS, max_idle: int = DEFAULT_MAX_IDLE,
                 backlog: int = BACKLOG, max_request_bytes: int | None = None, shutdown_grace: float = 0.0,
-                on_shutdown: Callable[[], None] | None = None) -> APIServer:
+                on_shutdown: Callable[[], None] | None = None,
+                body_timeouts: tuple[tuple[str, float, str], ...] = ()) -> APIServer:
     """Bind ``host:port`` (0: any free port) and return the uvicorn server for the ASGI ``app``
     with these transport limits (``max_connections``: requests answered at once; ``max_idle``:
     connections kept open without one; ``max_request_bytes``: the app's body limit, which sets
-    how much of a refused body is still drained). On shutdown ``on_shutdown()`` runs, then the
+    how much of a refused body is still drained; ``body_timeouts``: ``(path, seconds, flag)``, a
+    body deadline of its own for requests to ``path``). On shutdown ``on_shutdown()`` runs, then the
     answers in flight get ``shutdown_grace`` seconds (+5 for uvicorn's own wait). ``server.url``
     is its base URL; ``server.run()`` serves until SIGTERM / Ctrl-C (or ``server.should_exit = True``)."""
-    limits = ServerLimits(timeout_header, timeout_body, drain_cap(max_request_bytes) if max_request_bytes else MIN_DRAIN_BYTES)
+    limits = ServerLimits(timeout_header, timeout_body, drain_cap(max_request_bytes) if max_request_bytes else MIN_DRAIN_BYTES,
+                          tuple(body_timeouts))
     protocol = type("RemoteGLMProtocol", (GuardedH11Protocol,),
                     {"limits": limits, "idle": IdleConnections(max(1, max_idle))})
     config = uvicorn.Config(
