@@ -1,6 +1,7 @@
 """Browser demo for any model family (gradio 6): ``python web_demo.py --from_pretrained DIR``.
 
-Upload a remote-sensing image (PNG / JPEG / TIFF) or pick a bundled example, then chat about it:
+Upload a remote-sensing image (PNG / JPEG / TIFF) or pick a bundled example, then chat about it
+(the "整景 / Scene" tab answers a whole GeoTIFF tile by tile: ``web_scene``):
 answers stream in, the history is kept per browser tab, sliders set temperature / top_p /
 top_k / max_length / max_new_tokens (``--max_new_tokens`` sets that slider's start, 512 unless
 given). Answers are post-processed like the official chat's (full-width punctuation next to
@@ -34,6 +35,7 @@ from remoteglm.errors import RemoteGLMError, cli_entry  # noqa: E402
 from remoteglm.options import Parser, add_host_arg, add_model_args  # noqa: E402
 from remoteglm.serve.sampling import DEMO_DEFAULTS  # noqa: E402
 from remoteglm.serve.web_guard import FileScope, LoginThrottle, UploadDir, WebGuard  # noqa: E402
+from remoteglm.serve.web_scene import DEFAULT_MAX_SCENE_MB, scene_tab  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "data" / "sample" / "images"
@@ -132,10 +134,11 @@ def boxes_picture(engine, state, max_side: int = 2 * PREVIEW_SIZE):
 
 
 def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples_dir: Path | None = EXAMPLES_DIR,
-               device: str = "cpu", memory: str = ""):
+               device: str = "cpu", memory: str = "", max_scene_mb: float = DEFAULT_MAX_SCENE_MB):
     """The gradio Blocks app around an ``engine.Engine`` (model + lock). Not launched. The
     max-new-tokens slider starts at ``engine.defaults["max_new_tokens"]``. Uploads are not
-    deleted here: ``main`` gives them a folder of their own and sweeps it (``web_guard.UploadDir``)."""
+    deleted here: ``main`` gives them a folder of their own and sweeps it (``web_guard.UploadDir``).
+    Two tabs: the chat, and "整景 / Scene" (``web_scene.scene_tab``: a whole raster tile by tile)."""
     import gradio as gr
 
     max_bytes = int(max_upload_mb * 2**20)
@@ -170,34 +173,37 @@ def build_demo(engine, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples
         gr.Markdown(
             f"模型 / Model: **{engine.name}** · 量化 / Quantisation: **{engine.quant or 'none'}** · "
             f"设备 / Device: **{device}**" + (f" · 内存 / Memory: {memory}" if memory else ""), elem_id="model-info")
-        with gr.Row():
-            with gr.Column(scale=2):
-                preview = gr.Image(label="图像预览 / Image preview", type="pil", interactive=False, height=320, elem_id="preview")
-                # no file_types: gradio's check of them says so in English only; check_upload does it
-                upload = gr.File(label=f"上传图像 / Upload image (PNG·JPEG·TIFF, ≤ {max_upload_mb:g} MB)",
-                                 type="filepath", elem_id="upload")
-                if examples_dir is not None and Path(examples_dir).is_dir():
-                    files = sorted(p for p in Path(examples_dir).iterdir() if p.suffix.lower() in IMAGE_TYPES)
-                    if files:
-                        gr.Examples([[str(p)] for p in files], inputs=[upload], label="示例图像 / Example images",
-                                    example_labels=[p.stem for p in files], examples_per_page=12)
-                with gr.Accordion("生成参数 / Generation settings", open=False):
-                    temperature = gr.Slider(0, 1.5, value=d["temperature"], step=0.05, label="温度 / Temperature (0 = greedy)")
-                    top_p = gr.Slider(0.05, 1, value=d["top_p"], step=0.05, label="Top-p")
-                    top_k = gr.Slider(0, 200, value=d["top_k"], step=1, label="Top-k (0 = off)")
-                    max_length = gr.Slider(32, max_seq, value=min(d["max_length"], max_seq), step=1,
-                                           label="最大长度 / Max length (prompt + answer tokens)")
-                    max_new = gr.Slider(0, max_seq, value=min(d["max_new_tokens"] or 0, max_seq), step=1,
-                                        label="最多新 token / Max new tokens (0 = only max length)")
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="对话 / Chat", elem_id="answer-box", height=460, render_markdown=False)
-                question = gr.Textbox(label="问题 / Question", placeholder="例如：描述这张图片。 / e.g. Describe the image.",
-                                      lines=2, elem_id="question")
+        with gr.Tab("对话 / Chat", elem_id="tab-chat"):
                 with gr.Row():
-                    send = gr.Button("发送 / Send", variant="primary", elem_id="send")
-                    clear = gr.Button("清空对话 / Clear chat", elem_id="clear")
-                drawn = gr.Image(label="框选结果 / Boxes in the answer", type="pil", interactive=False, elem_id="boxes")
-                gr.Markdown(NOTICE)
+                    with gr.Column(scale=2):
+                        preview = gr.Image(label="图像预览 / Image preview", type="pil", interactive=False, height=320, elem_id="preview")
+                        # no file_types: gradio's check of them says so in English only; check_upload does it
+                        upload = gr.File(label=f"上传图像 / Upload image (PNG·JPEG·TIFF, ≤ {max_upload_mb:g} MB)",
+                                         type="filepath", elem_id="upload")
+                        if examples_dir is not None and Path(examples_dir).is_dir():
+                            files = sorted(p for p in Path(examples_dir).iterdir() if p.suffix.lower() in IMAGE_TYPES)
+                            if files:
+                                gr.Examples([[str(p)] for p in files], inputs=[upload], label="示例图像 / Example images",
+                                            example_labels=[p.stem for p in files], examples_per_page=12)
+                        with gr.Accordion("生成参数 / Generation settings", open=False):
+                            temperature = gr.Slider(0, 1.5, value=d["temperature"], step=0.05, label="温度 / Temperature (0 = greedy)")
+                            top_p = gr.Slider(0.05, 1, value=d["top_p"], step=0.05, label="Top-p")
+                            top_k = gr.Slider(0, 200, value=d["top_k"], step=1, label="Top-k (0 = off)")
+                            max_length = gr.Slider(32, max_seq, value=min(d["max_length"], max_seq), step=1,
+                                                   label="最大长度 / Max length (prompt + answer tokens)")
+                            max_new = gr.Slider(0, max_seq, value=min(d["max_new_tokens"] or 0, max_seq), step=1,
+                                                label="最多新 token / Max new tokens (0 = only max length)")
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(label="对话 / Chat", elem_id="answer-box", height=460, render_markdown=False)
+                        question = gr.Textbox(label="问题 / Question", placeholder="例如：描述这张图片。 / e.g. Describe the image.",
+                                              lines=2, elem_id="question")
+                        with gr.Row():
+                            send = gr.Button("发送 / Send", variant="primary", elem_id="send")
+                            clear = gr.Button("清空对话 / Clear chat", elem_id="clear")
+                        drawn = gr.Image(label="框选结果 / Boxes in the answer", type="pil", interactive=False, elem_id="boxes")
+                        gr.Markdown(NOTICE)
+        with gr.Tab("整景 / Scene", elem_id="tab-scene"):
+            scene_tab(engine, max_scene_mb)
         upload.change(on_image, [upload, state], [preview, chatbot, state], api_name="upload_image", concurrency_limit=4)
         ask_args = dict(fn=on_ask, inputs=[question, chatbot, state, temperature, top_p, top_k, max_length, max_new],
                         outputs=[chatbot, question, state], concurrency_limit=1, concurrency_id="generate")
@@ -221,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--upload_ttl_minutes", type=float, default=DEFAULT_UPLOAD_TTL_S / 60,
                     help="delete uploaded images this long after upload (and all at shutdown) [%(default)g]")
     ap.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest image upload, MB")
+    ap.add_argument("--max_scene_mb", type=float, default=DEFAULT_MAX_SCENE_MB,
+                    help="largest scene upload (the Scene tab's GeoTIFF), MB [%(default)g]")
     ap.add_argument("--max_new_tokens", type=int, default=DEMO_DEFAULTS["max_new_tokens"],
                     help=f"answer-token limit the page starts with (its slider; default {DEMO_DEFAULTS['max_new_tokens']}, "
                          "0: only max_length)")
@@ -265,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     auth = read_auth(args.auth, args.auth_file)
     if args.upload_ttl_minutes <= 0:
         raise RemoteGLMError("--upload_ttl_minutes must be positive")
-    if args.max_upload_mb <= 0:
-        raise RemoteGLMError("--max_upload_mb must be positive")
+    if args.max_upload_mb <= 0 or args.max_scene_mb <= 0:
+        raise RemoteGLMError("--max_upload_mb and --max_scene_mb must be positive")
     if args.max_new_tokens < 0:
         raise RemoteGLMError("--max_new_tokens must be >= 0 (0: only max_length limits the answer)")
     if args.share:
@@ -305,7 +313,7 @@ def _serve(args, auth, engine, device: str, memory: str, uploads: UploadDir) -> 
     import gradio as gr
     from starlette.middleware import Middleware
 
-    demo = build_demo(engine, max_upload_mb=args.max_upload_mb, device=device, memory=memory)
+    demo = build_demo(engine, max_upload_mb=args.max_upload_mb, device=device, memory=memory, max_scene_mb=args.max_scene_mb)
     demo.queue(default_concurrency_limit=1)
     uploads.keep = {p for files in demo.temp_file_sets for p in files}  # the example copies made while building
     uploads.tracked = list(demo.temp_file_sets)
@@ -323,7 +331,7 @@ def _serve(args, auth, engine, device: str, memory: str, uploads: UploadDir) -> 
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                     auth_message=AUTH_MESSAGE if auth else None, app_kwargs={"middleware": middleware},
-                    allowed_paths=allowed, max_file_size=int(args.max_upload_mb * 2**20), ssr_mode=False,
+                    allowed_paths=allowed, max_file_size=int(max(args.max_upload_mb, args.max_scene_mb) * 2**20), ssr_mode=False,
                     show_error=False, footer_links=[], theme=gr.themes.Soft(), css=CSS, prevent_thread_lock=True)
         stop.wait()
         print("stopping (SIGTERM) ...", file=sys.stderr, flush=True)
