@@ -231,8 +231,9 @@ def test_a_waiting_client_that_goes_away_cancels_its_job(http, server, scene_dir
         end = time.monotonic() + 30
         while not (new := {f.name for f in job_folders(scene_dir)} - before) and time.monotonic() < end:
             time.sleep(0.05)
-        job_id = new.pop()
-        while http.get(f"/v1/scenes/{job_id}").json()["progress"]["finished"] < 1 and time.monotonic() < end:
+        job_id = new.pop()  # (its folder is made before the upload is read: 404 until the job queues)
+        while (http.get(f"/v1/scenes/{job_id}").json().get("progress") or {}).get("finished", 0) < 1 \
+                and time.monotonic() < end:
             time.sleep(0.05)
     while (job := http.get(f"/v1/scenes/{job_id}").json())["status"] == "running" and time.monotonic() < end:
         time.sleep(0.05)
