@@ -29,6 +29,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from PIL import Image
 
@@ -187,21 +188,21 @@ def _coco(cfg: DetectionConfig) -> list[SetImage]:
             for a in read_coco(f)]
 
 
-def _names(cfg: DetectionConfig, images: list[SetImage]):
-    """Category -> Chinese name: the --names file first, then the glossary; a category with
-    neither is one line (its objects could never be named, counted or listed)."""
+def category_names(names_file: Path | None, categories: Iterable[str]):
+    """Category -> Chinese name: the ``--names`` JSON file first, then the glossary; one of
+    ``categories`` with neither is one line (its objects could never be named, counted or listed)."""
     extra: dict = {}
-    if cfg.names:
-        extra = read_json(cfg.names, "--names file", require_object=True)
+    if names_file:
+        extra = read_json(names_file, "--names file", require_object=True)
         bad = [k for k, v in extra.items() if not (isinstance(v, str) and v.strip())]
         if bad:
-            raise RemoteGLMError(f"{cfg.names}: the name of {bad[0]!r} is not a Chinese name (a non-empty string)")
+            raise RemoteGLMError(f"{names_file}: the name of {bad[0]!r} is not a Chinese name (a non-empty string)")
 
     @functools.lru_cache(maxsize=None)  # asked for every object, again and again
     def names(cat: str) -> str | None:
         return extra.get(cat) or object_name_zh(cat)
 
-    missing = sorted({o.category for im in images for o in im.annotated.objects if not names(o.category)})
+    missing = sorted({c for c in categories if not names(c)})
     if missing:
         raise RemoteGLMError(f"{len(missing)} categor{'y has' if len(missing) == 1 else 'ies have'} no Chinese name "
                              f"({', '.join(missing[:8])}): give them in a --names JSON file, e.g. "
@@ -254,7 +255,7 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
         key = os.path.realpath(im.path) if im.path.is_symlink() else os.path.join(_real(im.path.parent), im.path.name)
         if where.setdefault(key, im.split) != im.split:
             raise RemoteGLMError(f"{im.path} is in both the {where[key]} and the {im.split} split: they would leak")
-    names = _names(cfg, images)
+    names = category_names(cfg.names, (o.category for im in images for o in im.annotated.objects))
     check_writable(out_dir, "--out_dir")
     s = ImportSummary(cfg.name, "grounding")
     if cfg.expressions.dry_run:

@@ -53,7 +53,7 @@ from ..io import check_writable, read_json, write_bytes_atomic
 from .annotations import AnnotatedImage, Annotation, number
 from .build import check_no_leak, image_path
 from .datasets import SPLITS
-from .grounding_import import DetectionConfig, SetImage, _names
+from .grounding_import import category_names
 from .import_summary import IMPORT_VERSION, ImportSummary, write_if_changed
 from .jobs import STAMP, build_stamp, say
 from .referring import grounding_tasks
@@ -306,8 +306,7 @@ def import_scene(cfg: SceneTilesConfig) -> ImportSummary:
     with open_scene(scene_path, bands, cfg.stretch) as scene:
         objects, clipped, left_out = read_scene_boxes(Path(cfg.boxes), scene, cfg.skip_bad_boxes)
         annotated = AnnotatedImage(f"{scene_path.stem}.png", scene.width, scene.height, tuple(objects))
-        names = _names(DetectionConfig("voc", Path(cfg.boxes), scene_path.parent, name, names=cfg.names),
-                       [SetImage(annotated, scene_path, "train")])
+        names = category_names(cfg.names, (o.category for o in objects))
         check_writable(out_dir, "--out_dir")
         reg = Registry(cfg.splits or default_registry(out_dir))
         check_writable(reg.path, "--splits", folder=False)
