@@ -16,8 +16,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import RemoteGLMError
 from .cache import ResultCache
-from .import_summary import ImportSummary
+from .import_summary import IMPORT_VERSION, ImportSummary, print_import_summary, write_if_changed
+from .jobs import build_stamp, failure_advice, write_failures
 from .llm import LLMClient, LLMConfig
 from .referring import BOX
 from .translate import TranslateConfig, TranslateResult, Translator, distinct_sentences, normalise
@@ -106,3 +108,21 @@ def untranslated(tr: TranslateResult, text: str, boxes: re.Pattern | None = None
     """(sentence, problem) of each sentence of ``text`` still failing."""
     return [(x, tr.failed.get(normalise(x), tr.aborted or "not translated")) for x in pieces(text, boxes)
             if normalise(x) not in tr.translations]
+
+
+def finish_import(s: ImportSummary, out_dir: Path, name: str, records: dict, outputs: dict, check, failed: list,
+                  tr, what: str) -> ImportSummary:
+    """The end of a free-text import: write ``outputs`` (files left alone where unchanged), register
+    the split (``check``), list ``failed`` texts in ``failures.json``, and raise one line while any
+    of them (``what``: "texts", "conversations") is still untranslated; ``s`` otherwise."""
+    if outputs:
+        write_if_changed(s, out_dir, build_stamp(IMPORT_VERSION, name, records, str(out_dir.absolute())), outputs)
+        check.register()
+    failures_file = write_failures(out_dir, failed, s.outputs)
+    if failed:
+        print_import_summary(s)
+        raise RemoteGLMError(
+            f"{len(failed)} {what} still not translated after every round (their records are left out; each is "
+            f"listed in {failures_file}): " + failure_advice(tr.aborted_kind if tr.aborted else "", tr.aborted,
+                                                             [x["problem"] for f in failed for x in f["sentences"]]))
+    return s

@@ -38,11 +38,11 @@ from ..io import check_writable, read_json
 from .annotations import MAX_SET_FILE_BYTES
 from .build import check_no_leak, image_path
 from .datasets import SPLITS
-from .import_summary import IMPORT_VERSION, ImportSummary, print_import_summary, write_if_changed
+from .import_summary import ImportSummary
 from .instructions import DESCRIPTION_PROMPTS, pick
-from .jobs import build_stamp, failure_advice, say, write_failures
+from .jobs import say
 from .numerals import english_numbers
-from .paragraphs import TextConfig, text_zh, translate_texts, untranslated
+from .paragraphs import TextConfig, finish_import, text_zh, translate_texts, untranslated
 from .rsvqa import answer_zh, question_zh
 from .splits import Registry, Source, SplitCheck, default_registry
 
@@ -271,18 +271,8 @@ def import_rsgpt(cfg: RSGPTConfig) -> ImportSummary:
                 f"scored by rule (yes/no, counts, rural/urban), {tasks.count('vqa_open')} open questions (task "
                 "vqa_open: translated answers, not scored)")
     outputs = {out_dir / PARTS[p][3]: records[PARTS[p][0]] for p in parts if records.get(PARTS[p][0])}
-    if outputs:
-        write_if_changed(s, out_dir, build_stamp(IMPORT_VERSION, NAME, records, str(out_dir.absolute())), outputs)
-        check.register()
-    failures_file = write_failures(out_dir, failed, s.outputs)
     s.seconds = time.time() - t0
-    if failed:
-        print_import_summary(s)
-        raise RemoteGLMError(
-            f"{len(failed)} texts still not translated after every round (their records are left out; each is "
-            f"listed in {failures_file}): " + failure_advice(tr.aborted_kind if tr.aborted else "", tr.aborted,
-                                                             [x["problem"] for f in failed for x in f["sentences"]]))
-    return s
+    return finish_import(s, out_dir, NAME, records, outputs, check, failed, tr, "texts")
 
 
 def _command(cfg: RSGPTConfig, out_dir: Path) -> str:

@@ -43,9 +43,9 @@ from .annotations import MAX_SET_FILE_BYTES, on_image
 from .build import check_no_leak, image_path
 from .datasets import SPLITS
 from .grounding_import import header_size
-from .import_summary import IMPORT_VERSION, ImportSummary, print_import_summary, write_if_changed
-from .jobs import build_stamp, failure_advice, say, write_failures
-from .paragraphs import TextConfig, pieces, text_zh, translate_texts, untranslated
+from .import_summary import ImportSummary
+from .jobs import say
+from .paragraphs import TextConfig, finish_import, pieces, text_zh, translate_texts, untranslated
 from .referring import BOX
 from .splits import Registry, Source, SplitCheck, default_registry
 
@@ -268,18 +268,8 @@ def import_rsgpt4v(cfg: RSGPT4VConfig) -> ImportSummary:
                 + ", ".join(f"{k} {kinds.count(k)}" for k in dict.fromkeys(kinds))
                 + (f"; {earlier} conversations with boxes before their last turn left out" if earlier else ""))
     outputs = {out_dir / f"{NAME}_{split}.json": recs for split, recs in records.items()}
-    if outputs:
-        write_if_changed(s, out_dir, build_stamp(IMPORT_VERSION, NAME, records, str(out_dir.absolute())), outputs)
-        check.register()
-    failures_file = write_failures(out_dir, failed, s.outputs)
     s.seconds = time.time() - t0
-    if failed:
-        print_import_summary(s)
-        raise RemoteGLMError(
-            f"{len(failed)} conversations still not translated after every round (left out; each is listed in "
-            f"{failures_file}): " + failure_advice(tr.aborted_kind if tr.aborted else "", tr.aborted,
-                                                   [x["problem"] for f in failed for x in f["sentences"]]))
-    return s
+    return finish_import(s, out_dir, NAME, records, outputs, check, failed, tr, "conversations")
 
 
 def _command(cfg: RSGPT4VConfig, out_dir: Path) -> str:
