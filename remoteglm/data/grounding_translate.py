@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RemoteGLMError
-from .cache import ResultCache
 from .faithful import names_object
 from .import_summary import ImportSummary, print_import_summary
 from .jobs import failure_advice
-from .llm import LLMClient, LLMConfig
-from .translate import TranslateConfig, TranslateResult, Translator, distinct_sentences, normalise
+from .llm import LLMConfig
+from .translate import TranslateConfig, TranslateResult, normalise, translate_cached
 
 
 @dataclass
@@ -52,21 +51,8 @@ def translate_expressions(cfg: ExpressionConfig, objects, s: ImportSummary) -> T
     if cfg.llm is None:
         return None
     texts, cats = described(objects)
-    cache = ResultCache(cfg.cache, readonly=cfg.dry_run)
-    try:
-        translator = Translator(None, cache, cfg.translate, cfg.llm.model, objects=cats)
-        if cfg.dry_run:
-            s.distinct, s.cache_hits, s.estimate = translator.plan(distinct_sentences(texts))
-            return None
-        # connects only when something is not cached; --concurrency is the requests in flight
-        client = LLMClient(cfg.llm, in_flight=cfg.translate.concurrency)
-        translator.client = client
-        s.usage = client.usage
-        tr = translator.run(texts, progress=cfg.progress)
-    finally:
-        cache.close()
-    s.distinct, s.cache_hits, s.translated, s.failed = tr.distinct, tr.cache_hits, tr.new, len(tr.failed)
-    return tr
+    return translate_cached(texts, cfg.llm, cfg.cache, cfg.translate, s, objects=cats, dry_run=cfg.dry_run,
+                            progress=cfg.progress)
 
 
 def translated(tr: TranslateResult | None, text: str, name: str) -> str | None:

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RemoteGLMError
-from .cache import ResultCache
 from .import_summary import IMPORT_VERSION, ImportSummary, print_import_summary, write_if_changed
 from .jobs import build_stamp, failure_advice, write_failures
-from .llm import LLMClient, LLMConfig
+from .llm import LLMConfig
 from .referring import BOX
-from .translate import TranslateConfig, TranslateResult, Translator, distinct_sentences, normalise
+from .translate import TranslateConfig, TranslateResult, normalise, translate_cached
 
 # A sentence ends at . ! ? (and a closing quote or bracket) before a space and a capital or digit.
 _END = re.compile(r"[.!?]+[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -68,21 +67,8 @@ def translate_texts(cfg: TextConfig, texts: list[str], s: ImportSummary) -> Tran
     """Translate the sentences of ``texts`` (``pieces`` already taken); None for a dry run, which
     fills ``s.estimate`` and calls nothing."""
     sentences = [x for t in texts for x in split_sentences(t)]
-    cache = ResultCache(cfg.cache, readonly=cfg.dry_run)
-    try:
-        translator = Translator(None, cache, cfg.translate, cfg.llm.model)
-        if cfg.dry_run:
-            s.distinct, s.cache_hits, s.estimate = translator.plan(distinct_sentences(sentences))
-            return None
-        # connects only when something is not cached; --concurrency is the requests in flight
-        client = LLMClient(cfg.llm, in_flight=cfg.translate.concurrency)
-        translator.client = client
-        s.usage = client.usage
-        tr = translator.run(sentences, progress=cfg.progress)
-    finally:
-        cache.close()
-    s.distinct, s.cache_hits, s.translated, s.failed = tr.distinct, tr.cache_hits, tr.new, len(tr.failed)
-    return tr
+    return translate_cached(sentences, cfg.llm, cfg.cache, cfg.translate, s, dry_run=cfg.dry_run,
+                            progress=cfg.progress)
 
 
 def text_zh(tr: TranslateResult, text: str, boxes: re.Pattern | None = None) -> str | None:

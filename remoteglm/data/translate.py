@@ -334,3 +334,24 @@ class Translator:
         res.failed = {s: problems[s][0] for s in left}
         res.samples = {s: problems[s][1] for s in left if problems[s][1]}
         return res
+
+
+def translate_cached(texts: list[str], llm, cache_path, cfg: TranslateConfig, s, *, objects: dict | None = None,
+                     dry_run: bool = False, progress: bool = True) -> TranslateResult | None:
+    """``texts`` through the cached, checked translator (``objects``: normalised text -> (category,
+    Chinese name), held to it), the counts into ``s`` (an ImportSummary); None for a dry run, which
+    fills ``s.estimate`` and calls nothing. Connects only when something is not cached;
+    ``cfg.concurrency`` is the requests in flight."""
+    cache = ResultCache(cache_path, readonly=dry_run)
+    try:
+        translator = Translator(None, cache, cfg, llm.model, objects=objects)
+        if dry_run:
+            s.distinct, s.cache_hits, s.estimate = translator.plan(distinct_sentences(texts))
+            return None
+        translator.client = LLMClient(llm, in_flight=cfg.concurrency)
+        s.usage = translator.client.usage
+        tr = translator.run(texts, progress=progress)
+    finally:
+        cache.close()
+    s.distinct, s.cache_hits, s.translated, s.failed = tr.distinct, tr.cache_hits, tr.new, len(tr.failed)
+    return tr

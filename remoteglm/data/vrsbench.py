@@ -47,17 +47,15 @@ from ..errors import RemoteGLMError
 from ..io import check_writable, read_json
 from .annotations import MAX_SET_FILE_BYTES, on_image
 from .build import check_no_leak, image_path
-from .cache import ResultCache
 from .datasets import SPLITS
 from .glossary import object_name_zh
 from .grounding_import import header_size
 from .grounding_translate import ExpressionConfig, expression_zh, failures, translated
 from .import_summary import IMPORT_VERSION, ImportSummary, print_import_summary, write_if_changed
 from .jobs import build_stamp, failure_advice, say, write_failures
-from .llm import LLMClient
 from .referring import refer_tasks
 from .splits import Registry, Source, SplitCheck, default_registry
-from .translate import TranslateResult, Translator, distinct_sentences, normalise
+from .translate import TranslateResult, normalise, translate_cached
 
 EVAL_FILE, TRAIN_FILE = "VRSBench_EVAL_referring.json", "VRSBench_train.json"
 PARTS = {"eval": ("test", EVAL_FILE, "Images_val"), "train": ("train", TRAIN_FILE, "Images_train")}
@@ -231,21 +229,9 @@ def _translate(cfg: ExpressionConfig, entries: list[Entry], s: ImportSummary) ->
     the train file has no category to be held to: it gets the plain translation checks."""
     if cfg.llm is None:
         return None
-    texts = [e.en for e in entries]
     cats = {normalise(e.en): (e.category, _name(e)) for e in entries if _name(e)}
-    cache = ResultCache(cfg.cache, readonly=cfg.dry_run)
-    try:
-        translator = Translator(None, cache, cfg.translate, cfg.llm.model, objects=cats)
-        if cfg.dry_run:
-            s.distinct, s.cache_hits, s.estimate = translator.plan(distinct_sentences(texts))
-            return None
-        translator.client = LLMClient(cfg.llm)  # connects only when something is not cached
-        s.usage = translator.client.usage
-        tr = translator.run(texts, progress=cfg.progress)
-    finally:
-        cache.close()
-    s.distinct, s.cache_hits, s.translated, s.failed = tr.distinct, tr.cache_hits, tr.new, len(tr.failed)
-    return tr
+    return translate_cached([e.en for e in entries], cfg.llm, cfg.cache, cfg.translate, s, objects=cats,
+                            dry_run=cfg.dry_run, progress=cfg.progress)
 
 
 def _zh(tr: TranslateResult | None, e: Entry) -> str | None:
