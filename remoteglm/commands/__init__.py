@@ -15,7 +15,7 @@ import sys
 # job -> (module, what it does); modules are imported only for the job that runs
 JOBS = {
     "translate": ("remoteglm.data.cli", "English captions -> checked Chinese dataset (translation_en2zh.py)"),
-    "import": ("remoteglm.data.importers", "RSVQA / scene-folder / detection downloads -> instruction records"),
+    "import": ("remoteglm.data.importers", "RSVQA, scene folders, detection / VRSBench / RSGPT / RS-GPT4V sets, annotated scenes -> records"),
     "export": ("remoteglm.commands.export", "records -> LLaMA-Factory / ms-swift / Qwen fine-tune files (boxes in the family's form)"),
     "import_chat": ("remoteglm.commands.import_chat", "LLaMA-Factory / ms-swift / Qwen / OpenAI chat files -> records"),
     "finetune": ("remoteglm.train.finetune", "LoRA / QLoRA / DoRA fine-tuning of any family (finetune.sh)"),
