@@ -5,7 +5,10 @@ Formats: ``voc`` (DIOR, DIOR-RSVG: one XML per image, :mod:`~remoteglm.data.voc`
 labelTxt per image, the size read from the image's header, :mod:`~remoteglm.data.dota`) and
 ``coco`` (one COCO-style JSON per split, :mod:`~remoteglm.data.coco`). The official splits are kept:
 VOC and DOTA ids come from ``train.txt`` / ``val.txt`` / ``test.txt`` (one id, the file stem, a
-line), COCO's split is the file's (``..._train.json``, ``instances_val2017.json``).
+line), COCO's split is the file's (``..._train.json``, ``instances_val2017.json``). DIOR-RSVG's own
+lists hold object indices instead (every line an integer, none an annotation file's stem): that
+mode (:mod:`~remoteglm.data.rsvg_splits`) gives each image the strictest split of its objects and
+makes only refer/identify records of the objects of that split, from their own descriptions.
 
 Every image gives the rule-built tasks of :func:`~remoteglm.data.referring.grounding_tasks`
 (refer, identify, detect, count, grounded) as records ``{img, prompt, label, kind, prompt_boxes,
@@ -43,10 +46,11 @@ from .dota import read_dota
 from .glossary import object_name_zh
 from .import_summary import IMPORT_VERSION, ImportSummary, records_text, write_if_changed
 from .jobs import STAMP, build_stamp, say
-from .grounding_records import RuleBuilt, unit_records
+from .grounding_records import RuleBuilt, described_records, unit_records
 from .grounding_translate import ExpressionConfig, failures, raise_unfinished, translate_expressions
 from .jobs import write_failures
 from .rerun import RerunStamp, input_key
+from .rsvg_splits import MODE, ObjectSplits, is_object_index, object_splits
 from .translate import normalise
 from .splits import Registry, Source, SplitCheck, default_registry
 from .tiles import tile
@@ -148,9 +152,15 @@ def _image(cfg: DetectionConfig, name: str, annotation: Path, size: tuple[int, i
     return p
 
 
-def _per_image(cfg: DetectionConfig) -> list[SetImage]:
+def _per_image(cfg: DetectionConfig) -> tuple[list[SetImage], ObjectSplits | None]:
     ann = _folder(cfg.annotations, "--annotations", "one annotation file per image")
     lists = split_ids(cfg.split_files or ann.parent)
+    if cfg.format == "voc" and is_object_index(lists, ann):
+        if cfg.tile is not None:
+            raise RemoteGLMError(f"--tile: the split lists are DIOR-RSVG's object indices ({MODE}), whose images "
+                                 "are 800 x 800; leave --tile out")
+        objs = object_splits(cfg.split_files or ann.parent, lists, ann, read_voc)
+        return [SetImage(a, _image(cfg, a.image, f, (a.width, a.height)), split) for f, a, split in objs.images], objs
     out = []
     for split, ids in lists.items():
         for i in ids:
@@ -166,7 +176,7 @@ def _per_image(cfg: DetectionConfig) -> list[SetImage]:
                 raise RemoteGLMError(f"{split}.txt: id {i!r} has no image {cfg.images / (i + '.png')}; pass --images "
                                      "the folder that holds it")
             out.append(SetImage(read_dota(f, header_size(found[0]), found[0].name), found[0], split))
-    return out
+    return out, None
 
 
 def _coco(cfg: DetectionConfig) -> list[SetImage]:
@@ -249,7 +259,7 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
         s.quick = (f"up to date: {out_dir} (annotations, images, split lists, options and outputs unchanged since "
                    f"its last build; nothing read; {s.seconds:.1f} s)")
         return s
-    images = _coco(cfg) if cfg.format == "coco" else _per_image(cfg)
+    images, objs = (_coco(cfg), None) if cfg.format == "coco" else _per_image(cfg)
     where: dict[str, str] = {}
     for im in images:
         key = os.path.realpath(im.path) if im.path.is_symlink() else os.path.join(_real(im.path.parent), im.path.name)
@@ -272,14 +282,18 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     described = kept = idle = 0
     kept_ids = {id(im) for im in check.kept}
     ordered = sorted(images, key=lambda im: SPLITS.index(im.split))
-    rule = RuleBuilt([im for im in ordered if id(im) in kept_ids], cfg.tile, cfg.overlap, names)  # meanwhile
+    rule = None if objs else RuleBuilt([im for im in ordered if id(im) in kept_ids], cfg.tile, cfg.overlap, names)
     tr = translate_expressions(cfg.expressions, _described(check.kept, names), s)
     for im in ordered:
         records.setdefault(im.split, [])
         counts.setdefault(im.split, {"images": 0, "records": 0})
         described += sum(1 for o in im.annotated.objects if o.text) if id(im) in kept_ids else 0
-    for (im, a, window), tasks in rule.result():
-        recs, n = unit_records((im, a, window), tasks, names, out_dir, tr)
+    units = rule.result() if rule else [((im, im.annotated, None), None) for im in ordered if id(im) in kept_ids]
+    for (im, a, window), tasks in units:
+        if rule:
+            recs, n = unit_records((im, a, window), tasks, names, out_dir, tr)
+        else:  # DIOR-RSVG's object-index splits: each object's own description, nothing built by rule
+            recs, n = described_records(im, names, out_dir, tr), len(a.objects)
         kept += n
         if not recs:
             idle += 1
@@ -295,8 +309,10 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
                 + (f", {len(pieces)} tiles of {cfg.tile} px written to {out_dir / 'tiles'}" if cfg.tile else "")
                 + (f", {idle} image(s)/tile(s) gave no task (difficult or too many objects)" if idle else "")
                 + (f"; {kept} of {described} English descriptions kept in expression_en"
-                   + (" (translated: --base_url)" if tr else " (not translated: no --base_url)")
-                   if described else ""))
+                   + (" (translated: --base_url)" if tr else " (not translated: the English quoted; pass --base_url URL "
+                      "--model NAME to translate)" if objs else " (not translated: no --base_url)")
+                   if described else "")
+                + (f"\n{objs.summary()}" if objs else ""))
     files = {out_dir / f"{cfg.name}_{split}.json": records_text(recs) for split, recs in records.items()}
     sources = sorted({(str(src), src.stat().st_size, src.stat().st_mtime_ns) for src, _ in pieces.values()})
     stamp = build_stamp(IMPORT_VERSION, "detection", {p.name: hashlib.sha256(text.encode()).hexdigest()
@@ -318,7 +334,7 @@ def import_detection(cfg: DetectionConfig) -> ImportSummary:
     found = failures(tr, where)
     failures_file = write_failures(out_dir, found, s.outputs)
     s.seconds = time.time() - t0
-    raise_unfinished(s, tr, found, failures_file)
+    raise_unfinished(s, tr, found, failures_file, *(["the English, quoted"] if objs else []))
     rerun.record(files, pieces, [reg.path, failures_file])
     return s
 
