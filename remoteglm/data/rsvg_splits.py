@@ -34,7 +34,7 @@ from .annotations import AnnotatedImage
 
 MODE = "object-index split (DIOR-RSVG)"
 STRICT = ("test", "val", "train")  # an image goes to the first of these that any of its objects is in
-_INTEGER = re.compile(r"\d+")
+_INDEX = re.compile(r"0|[1-9]\d*")  # an integer as Python's str() writes it: DIOR's image ids are "00001"
 
 
 def xml_files(ann: Path) -> list[Path]:
@@ -43,13 +43,15 @@ def xml_files(ann: Path) -> list[Path]:
 
 
 def is_object_index(lists: dict[str, list[str]], ann: Path) -> bool:
-    """Whether the split lists are object indices: every id an integer, and none the stem of an
-    annotation file (DIOR's own lists name images, ``00001``, by the stems of their XML files)."""
+    """Whether the split lists are object indices: every id an integer written without leading zeros,
+    and not every id the stem of an annotation file. (Image lists name their XML files' stems - DIOR's
+    ``00001`` - all of them. Some object indices may be stems too: DIOR-RSVG's files are named
+    ``00001.xml`` ... ``17402.xml``, so its indices 10000 to 17402 are.)"""
     ids = [i for got in lists.values() for i in got]
-    if not all(_INTEGER.fullmatch(i) for i in ids):
+    if not all(_INDEX.fullmatch(i) for i in ids):
         return False
     stems = {n[:-4] for n in os.listdir(ann) if n.endswith(".xml")}
-    return not any(i in stems for i in ids)
+    return not ids or not all(i in stems for i in ids)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from PIL import Image
 import remoteglm.data.grounding_import as gi
 from remoteglm.data.importers import main
 from remoteglm.data.grounding_import import split_ids
+from remoteglm.data.rsvg_splits import is_object_index
 from scripted_server import ScriptedServer
 
 OBJECTS = {  # stem -> [(category, box, description)]
@@ -46,10 +47,15 @@ ZH = {"the small storage tank at the bottom right": "右下角的小储油罐。
 
 
 def voc(image: str, objects) -> str:
-    body = "".join(f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
-                   f"<ymax>{b[3]}</ymax></bndbox><description>{d}</description></object>" for n, b, d in objects)
-    return (f"<annotation><filename>{image}</filename><size><width>800</width><height>800</height><depth>3</depth>"
-            f"</size>{body}</annotation>")
+    """One file as DIOR-RSVG's are (its RSVGD/Annotations/00001.xml in the same repository)."""
+    body = "".join(f"  <object>\n    <name>{n}</name>\n    <pose>Unspecified</pose>\n    <bndbox>\n"
+                   f"      <xmin>{b[0]}</xmin>\n      <ymin>{b[1]}</ymin>\n      <xmax>{b[2]}</xmax>\n"
+                   f"      <ymax>{b[3]}</ymax>\n    </bndbox>\n    <description>{d}</description>\n  </object>\n"
+                   for n, b, d in objects)
+    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<annotation>\n'
+            f"  <filename>{image}</filename>\n  <source>\n    <database>DIOR</database>\n  </source>\n"
+            "  <size>\n    <width>800</width>\n    <height>800</height>\n    <depth>3</depth>\n  </size>\n"
+            f"  <segmented>0</segmented>\n{body}</annotation>")
 
 
 def write_lists(root: Path, lists: dict[str, list]) -> None:
@@ -194,6 +200,17 @@ def test_broken_object_index_lists_are_one_line_and_write_nothing(rsvg, capsys, 
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert rc == 2 and len(lines) == 1 and says in lines[0] and "Traceback" not in err, err
     assert not rsvg["out"].parent.exists()
+
+
+def test_object_indices_are_told_from_image_ids_though_some_indices_are_file_stems(tmp_path):
+    """DIOR-RSVG's 17,402 files are 00001.xml ... 17402.xml: its object indices 10000 to 17402 are
+    stems as well; DIOR's image lists write every id as its file's stem, zero-padded."""
+    for stem in ("00001", "00002", "10000", "17402"):
+        (tmp_path / f"{stem}.xml").write_text("<annotation/>")
+    assert is_object_index({"train": ["3", "10000"], "test": ["0", "17402"]}, tmp_path)
+    assert not is_object_index({"train": ["00001", "10000"], "test": ["00002"]}, tmp_path)  # all stems
+    assert not is_object_index({"train": ["00001", "00003"]}, tmp_path)  # an image id: has no file (one line later)
+    assert not is_object_index({"train": ["P0001"]}, tmp_path)
 
 
 def test_image_stem_lists_of_integers_stay_image_lists(tmp_path, capsys):
