@@ -6,10 +6,15 @@ Sensing Data", TGRS 2023; https://github.com/ZhanYang-nwpu/RSVG-pytorch, README 
 38,320 image/expression/box triplets, 26,991 / 3,829 / 7,500 train / val / test, on DIOR's 800 x 800
 images, each ``object`` of its VOC XML with a ``description``. 17,402 images is the issue's figure:
 the sources at hand do not state it (RRSIS-D, built on DIOR-RSVG's images, lists 17,402 triplets).
-Its own split files list object indices (``data_loader.py`` counts the objects over all XML files),
-so one image may have expressions in several splits (the Hugging Face copy danielz01/DIOR-RSVG has
-14,748 / 3,457 / 6,125 images per split, 24,330 in all); this synthetic set gives each image one
-split, in the image-stem lists the importer reads, filled up to the official expression counts.
+Its own split files list object indices, one integer a line: ``data_loader.py`` (commit 0531211)
+numbers every ``<object>`` of the XML files in folder order from 0, and ``DIOR_RSVG/train.txt``
+(commit 461bcaf) starts 3, 4, 5, 7, ..., so the objects were split one by one at random and one
+image may have expressions in several splits (the Hugging Face copy danielz01/DIOR-RSVG has
+14,748 / 3,457 / 6,125 images per split, 24,330 in all). This set is written the same way: the
+objects numbered in file-name order, the official counts of them drawn at random for test and val,
+the rest train, in sorted ``train.txt`` / ``val.txt`` / ``test.txt`` of indices. The importer reads
+them as DIOR-RSVG's (``rsvg_splits``): each image in the strictest split of its objects, only the
+expressions of that split kept; the bench works out the same from its own draw and checks both.
 
 The set (written once into ``--work``, reused): 800 x 800 PNG files (a tiny blank image with a
 unique text chunk, as ``grounding_bench.py`` makes them) and one XML each with 1 + a geometric
@@ -29,7 +34,8 @@ once more (it must be up to date: no call, no reading).
 
 Prints the calls the server answered, the wall time of all the runs, the ideal time
 (calls x latency / concurrency), their ratio (goal <= 2.0), records/s and the import's peak RSS.
-Exit 1 if any expression is missing from the records after the reruns, the finished job's rerun
+Exit 1 if any kept expression is missing from the records (or is not in Chinese) after the
+reruns, the import's count of left-out expressions is not the bench's, the finished job's rerun
 is not up to date, or, at full scale, the ratio is above 2 (below it the fixed costs - a new
 process, the SDK's import, the last re-asks of the faultiest batches: about 3 s - weigh more).
 
@@ -61,7 +67,8 @@ from remoteglm.data.glossary import DETECTION_CLASSES, find_terms  # noqa: E402
 IMAGES = 17_402
 SPLITS = (("train", 26_991), ("val", 3_829), ("test", 7_500))
 EXPRESSIONS = sum(n for _, n in SPLITS)  # 38,320
-SET_VERSION = 2  # bump when the recipe changes: older copies are rewritten
+SET_VERSION = 3  # bump when the recipe changes: older copies are rewritten
+STRICT = ("test", "val", "train")  # an image's split: the first of these that any of its objects is in
 
 # How each DIOR category is said in a description (the annotation's spelling where no phrase of the
 # glossary or of the test server's word list names it).
@@ -104,14 +111,27 @@ def _counts(rng: random.Random, n_images: int, n_expr: int) -> list[int]:
     return out
 
 
-def rsvg_set(work: Path, scale: float) -> tuple[Path, int, int]:
-    """(root, images, expressions) of the synthetic set at ``scale`` under ``work`` (written once)."""
+def _kept(counts: list[int], split_of: list[str]) -> tuple[int, Counter]:
+    """(expressions kept, images per split): each image in the strictest split of its objects (the
+    objects numbered image by image), only the objects of that split kept."""
+    kept, images, first = 0, Counter(), 0
+    for k in counts:
+        mine = split_of[first:first + k]
+        split = next(s for s in STRICT if s in mine)
+        kept, first = kept + mine.count(split), first + k
+        images[split] += 1
+    return kept, images
+
+
+def rsvg_set(work: Path, scale: float) -> tuple[Path, dict]:
+    """(root, facts: images, expressions, kept, images per split) of the synthetic set at ``scale``
+    under ``work`` (written once)."""
     n_images, n_expr = max(1, round(IMAGES * scale)), max(1, round(EXPRESSIONS * scale))
     n_expr = max(n_expr, n_images)
     root = work / f"rsvg_{n_images}"
     marker, want = root / "done.json", {"version": SET_VERSION, "images": n_images, "expressions": n_expr}
-    if marker.is_file() and json.loads(marker.read_text()) == want:
-        return root, n_images, n_expr
+    if marker.is_file() and (facts := json.loads(marker.read_text())).get("set") == want:
+        return root, facts
     shutil.rmtree(root, ignore_errors=True)
     (root / "Annotations").mkdir(parents=True)
     (root / "JPEGImages").mkdir()
@@ -133,18 +153,22 @@ def rsvg_set(work: Path, scale: float) -> tuple[Path, int, int]:
         (root / "Annotations" / f"{i}.xml").write_text(
             f"<annotation><filename>{i}.png</filename><size><width>800</width><height>800</height><depth>3</depth>"
             f"</size>{''.join(objs)}</annotation>\n", encoding="utf-8")
-    start, done = 0, 0
-    for split, size in SPLITS:  # images in order until the split holds its share of the expressions
-        want_expr = round(size * n_expr / EXPRESSIONS) if split != "test" else n_expr - done
-        take = start
-        got = 0
-        while take < n_images and (got < want_expr or split == "test"):
-            got += counts[take]
-            take += 1
-        (root / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids[start:take]))
-        start, done = take, done + got
-    marker.write_text(json.dumps(want))
-    return root, n_images, n_expr
+    order = list(range(n_expr))  # object indices, numbered over the XML files in name order
+    rng.shuffle(order)
+    split_of = ["train"] * n_expr
+    n_test = max(1, round(dict(SPLITS)["test"] * n_expr / EXPRESSIONS))  # no list may be empty
+    n_val = max(1, round(dict(SPLITS)["val"] * n_expr / EXPRESSIONS))
+    for i in order[:n_test]:
+        split_of[i] = "test"
+    for i in order[n_test:n_test + n_val]:
+        split_of[i] = "val"
+    for split, _ in SPLITS:
+        (root / f"{split}.txt").write_text("".join(f"{i}\n" for i in range(n_expr) if split_of[i] == split))
+    kept, per_split = _kept(counts, split_of)
+    facts = {"set": want, "images": n_images, "expressions": n_expr, "kept": kept,
+             "objects": dict(Counter(split_of)), "image_splits": dict(per_split)}
+    marker.write_text(json.dumps(facts))
+    return root, facts
 
 
 def _described(root: Path) -> tuple[int, int]:
@@ -171,10 +195,13 @@ def main() -> int:
         print("--scale must be above 0, at most 1")
         return 2
     t0 = time.perf_counter()
-    root, n_images, n_expr = rsvg_set(a.work, a.scale)
+    root, facts = rsvg_set(a.work, a.scale)
+    n_images, want = facts["images"], facts["kept"]
     total, distinct = _described(root)
     print(f"DIOR-RSVG scale {a.scale:g}: {n_images:,} images of 800 x 800, {total:,} expressions ({distinct:,} distinct) "
           f"in {root} ({time.perf_counter() - t0:.1f} s to make or find)", flush=True)
+    print(f"object-index lists: {facts['objects']} objects; images by their strictest split {facts['image_splits']}; "
+          f"{want:,} expressions kept (their official split is their image's), {total - want:,} left out", flush=True)
     run = a.work / f"run_{n_images}"
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
@@ -201,18 +228,23 @@ def main() -> int:
         faults = Counter(srv.fault_log)
     records = [r for p in sorted(out.glob("DIOR-RSVG_*.json")) for r in json.loads(p.read_text(encoding="utf-8"))]
     kept = {(r["img"], tuple(r["label_boxes"][0])) for r in records if r["kind"] == "refer" and "expression_en" in r}
-    missing = total - len(kept)
+    missing = want - len(kept)
+    log = (run / f"import{runs}.log").read_text()
+    said = f"{total - want} official expressions left out"
+    chinese = sum(1 for r in records if r["kind"] == "refer" and not r["expression"].startswith("“"))
     ideal = calls * a.latency / a.concurrency
     ratio = wall / ideal if ideal else float("inf")
     print(f"calls made: {calls:,} in {runs} run(s); faults served: {dict(faults.most_common())}")
     print(f"wall time: {wall:.1f} s; ideal (calls x latency / concurrency): {ideal:.1f} s; ratio {ratio:.2f} "
           f"(goal <= 2.0 at full scale" + ("; below it the fixed costs, ~3 s, weigh more: not checked)" if a.scale < 1
                                            else ")"))
-    print(f"records: {len(records):,} ({len(records) / wall:,.0f} records/s over all runs); expressions missing from "
-          f"the records: {missing}; peak RSS of the import {peak:.0f} MiB")
+    print(f"records: {len(records):,} ({len(records) / wall:,.0f} records/s over all runs; kinds "
+          f"{dict(Counter(r['kind'] for r in records))}); kept expressions missing from the records: {missing}; in "
+          f"Chinese: {chinese:,}; the import said '{said}': {said in log}; peak RSS of the import {peak:.0f} MiB")
     print(f"rerun once finished: exit {rc2}, {rerun_calls} calls, {again:.1f} s: "
           f"{(run / 'rerun.log').read_text().strip()[:160]}")
-    ok = rc == 0 and missing == 0 and (ratio <= 2.0 or a.scale < 1) and rc2 == 0 and rerun_calls == 0
+    ok = (rc == 0 and missing == 0 and len(kept) == want and said in log and chinese == want
+          and (ratio <= 2.0 or a.scale < 1) and rc2 == 0 and rerun_calls == 0)
     return 0 if ok else 1
 
 
