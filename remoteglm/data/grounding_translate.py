@@ -72,14 +72,13 @@ def failures(tr: TranslateResult | None, where: dict[str, list[str]]) -> list[di
             for en, problem in tr.failed.items()]
 
 
-def raise_unfinished(s: ImportSummary, tr: TranslateResult, found: list[dict], failures_file: Path,
-                     kept: str = "the rule-built Chinese expression") -> None:
+def raise_unfinished(s: ImportSummary, tr: TranslateResult, found: list[dict], failures_file: Path) -> None:
     """One line (after the summary) when expressions are still not translated after every round
-    (their records keep ``kept``)."""
+    (their records keep ``s.kept_on_failure``)."""
     if not found:
         return
     print_import_summary(s)
     raise RemoteGLMError(
         f"{len(tr.failed) or 'some'} distinct expressions still not translated after every round (their records keep "
-        f"{kept}; each is listed in {failures_file}): "
+        f"{s.kept_on_failure}; each is listed in {failures_file}): "
         + failure_advice(tr.aborted_kind if tr.aborted else "", tr.aborted, [f["problem"] for f in found]))

@@ -31,6 +31,7 @@ class ImportSummary:
     seconds: float = 0.0
     up_to_date: bool = False
     detail: str = ""  # one line about the source (split source, classes)
+    kept_on_failure: str = "the rule-built Chinese expression"  # grounding: what an untranslated expression's records say
     quick: str = ""  # the one line of a rerun that found everything up to date before reading anything
 
 
@@ -80,7 +81,7 @@ def print_import_summary(s: ImportSummary) -> None:
     elif s.kind == "vqa" or s.distinct:
         u = s.usage
         say(f"translate: {s.name}, {s.distinct} distinct English expressions: {s.cache_hits} from cache, "
-            f"{s.translated} new, {s.failed} failed (those keep the rule-built expression)" if s.kind == "grounding" else
+            f"{s.translated} new, {s.failed} failed (those keep {s.kept_on_failure})" if s.kind == "grounding" else
             f"translate: {s.name}, {s.items} questions, {s.distinct} distinct: {s.cache_hits} from cache, "
              f"{s.translated} new, {s.failed} failed; answers by rule (no LLM)")
         say(f"LLM: {u.calls} calls ({u.retries} retries), tokens in {u.tokens_in:,} / out {u.tokens_out:,}")
