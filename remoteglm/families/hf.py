@@ -32,6 +32,7 @@ class HFFamily(Family):
     video_processor: str | None = None  # the real folder's video_preprocessor_config.json names this class (if it has one)
     tiny_dir: str | None = None
     full_sizes: dict = field(default_factory=dict)  # published text/vision config sizes (benchmarks)
+    published_pixels: tuple[int, int] | None = None  # min/max pixels of the published preprocessor_config.json
     train_options: frozenset[str] = frozenset({"min_pixels", "max_pixels", "max_length", "use_dora", "tune_merger"})
     priority: int = 0
 

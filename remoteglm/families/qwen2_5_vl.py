@@ -18,9 +18,10 @@ class Qwen25VL(HFFamily):
 
         lo, hi = folder_pixel_range(path) if path is not None else (None, None)
         lo, hi = min_pixels or lo, max_pixels or hi
-        if not lo or not hi:
+        if not lo and not hi:
             raise RemoteGLMError(f"{self.label} boxes are pixels of the resized image: give the model folder "
                                  "or its min/max pixels")
+        lo, hi = lo or self.published_pixels[0], hi or self.published_pixels[1]  # the one not given: as published
         if lo > hi:
             raise RemoteGLMError(f"min_pixels {lo} is more than max_pixels {hi}")
         return JsonCodec(frame=lambda w, h: resized_size(w, h, lo, hi, self),
@@ -51,6 +52,7 @@ FAMILY = register(Qwen25VL(
     specials=("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
               "<|video_pad|>"),
     eos_token="<|im_end|>", template_file="chat_template.json", tiny_dir="checkpoints/qwen2.5-vl-tiny",
+    published_pixels=(3136, 12845056),  # preprocessor_config.json of Qwen/Qwen2.5-VL-7B-Instruct
     # config.json of Qwen/Qwen2.5-VL-7B-Instruct
     full_sizes=dict(
         text=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,

@@ -215,3 +215,15 @@ def test_cut_off_or_garbled_answers_never_raise(name):
     for s in samples:
         got, failures = c.decode(s, SIZE)
         assert failures >= 0 and all(0 <= b.x1 <= b.x2 <= 800 and 0 <= b.y1 <= b.y2 <= 600 for b in got), s
+
+
+def test_qwen2_5_vl_codec_fills_the_pixel_bound_not_given_from_the_published_processor_config():
+    """``export --family qwen2_5_vl --max_pixels N`` alone: the min is the published 3136
+    (Qwen/Qwen2.5-VL-7B-Instruct preprocessor_config.json), and the resize is transformers' own."""
+    fam = family_named("qwen2_5_vl")
+    codec = fam.box_codec(None, max_pixels=12544)
+    assert codec.settings == {"min_pixels": 3136, "max_pixels": 12544}
+    h, w = qwen_resize(300, 500, factor=28, min_pixels=3136, max_pixels=12544)
+    assert codec.frame(500, 300) == (w, h)
+    with pytest.raises(RemoteGLMError, match="min/max pixels"):
+        fam.box_codec(None)
