@@ -68,50 +68,81 @@ def refer_runs(refer_records, family_bases, tmp_path_factory) -> dict[str, str]:
     return {fam: (tmp / fam / "LAST_RUN").read_text().strip() for fam in procs}
 
 
+def _popen(args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
+
+def _ask_api(port: int, run_dir: str, image: Path, rec: dict):
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+    data = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+    msgs = [{"role": "user", "content": [{"type": "text", "text": rec["prompt"]},
+                                         {"type": "image_url", "image_url": {"url": data}}]}]
+    return c.chat.completions.create(model=Path(run_dir).name, messages=msgs, temperature=0).choices[0].message
+
+
+@pytest.fixture(scope="module")
+def answers(refer_runs, refer_records, tmp_path_factory) -> dict[str, dict]:
+    """Every family's run asked through the three front ends at once (cli_demo and the evaluation as
+    processes, the real API server with the real openai client): family -> {"cli": (rc, stdout,
+    stderr), "eval": (rc, stderr, eval folder), "api": the reply message}."""
+    train, refer = refer_records
+    tmp = tmp_path_factory.mktemp("grounding_answers")
+    servers, procs = {}, {}
+    try:
+        for fam, run_dir in refer_runs.items():
+            port = free_port()
+            servers[fam] = (port, ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", run_dir,
+                                                 "--port", str(port), "--max_new_tokens", "64"], env=env(), cwd=ROOT,
+                                                ready_marker="serving "))
+            procs[fam, "cli"] = _popen(["cli_demo.py", "--from_pretrained", run_dir, "--image", train.parent / refer[0]["img"],
+                                        "--prompt", refer[0]["prompt"], "--greedy", "--max_new_tokens", 64])
+            procs[fam, "eval"] = _popen(["-m", "remoteglm.eval", "--from_pretrained", run_dir, "--data", train, "--out",
+                                         tmp / fam, "--max_new_tokens", 64, "--allow_leak"])
+        out: dict[str, dict] = {fam: {} for fam in refer_runs}
+        for (fam, what), p in procs.items():
+            stdout, stderr = p.communicate(timeout=600)
+            out[fam][what] = (p.returncode, stdout, stderr) if what == "cli" else (p.returncode, stderr, tmp / fam)
+        for fam, (port, srv) in servers.items():
+            srv.wait_ready("API server")
+            out[fam]["api"] = _ask_api(port, refer_runs[fam], train.parent / refer[1]["img"], refer[1])
+        return out
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        for _, srv in servers.values():
+            srv.stop()
+
+
 @pytest.fixture(params=ALL_FAMILIES)
-def refer_run(request, refer_runs, refer_records):
-    """(the family's run folder, the refer records file, its records)."""
-    return (refer_runs[request.param], *refer_records)
+def answered(request, answers, refer_records):
+    """(what the family's run answered through each front end, the refer records)."""
+    return answers[request.param], refer_records[1]
 
 
-def test_the_run_answers_a_training_expression_with_its_box_in_cli_demo(refer_run):
-    run_dir, train, refer = refer_run
-    rec = refer[0]
-    image = train.parent / rec["img"]
-    r = run(["cli_demo.py", "--from_pretrained", run_dir, "--image", image, "--prompt", rec["prompt"], "--greedy",
-             "--max_new_tokens", 64])
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = [tuple(map(float, m.groups())) for m in re.finditer(r"box 1: (?:.*? )?(\d+),(\d+),(\d+),(\d+)", r.stdout)]
-    assert got, r.stdout  # printed in original-image pixels, after the family's own box text
-    assert iou(Box(*got[0]), Box(*rec["label_boxes"][0])) >= 0.5, (got, rec)
+def test_the_run_answers_a_training_expression_with_its_box_in_cli_demo(answered):
+    got, refer = answered
+    rc, stdout, stderr = got["cli"]
+    assert rc == 0, stderr[-2000:]
+    boxes = [tuple(map(float, m.groups())) for m in re.finditer(r"box 1: (?:.*? )?(\d+),(\d+),(\d+),(\d+)", stdout)]
+    assert boxes, stdout  # printed in original-image pixels, after the family's own box text
+    assert iou(Box(*boxes[0]), Box(*refer[0]["label_boxes"][0])) >= 0.5, (boxes, refer[0])
 
 
-def test_the_evaluation_scores_the_learned_boxes(refer_run, tmp_path):
-    run_dir, train, refer = refer_run
-    r = run(["-m", "remoteglm.eval", "--from_pretrained", run_dir, "--data", train, "--out", tmp_path / "eval",
-             "--max_new_tokens", 64, "--allow_leak"])
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
+def test_the_evaluation_scores_the_learned_boxes(answered):
+    got, _ = answered
+    rc, stderr, folder = got["eval"]
+    assert rc == 0, stderr[-3000:]
+    m = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     g = m["models"][0]["grounding"]
     assert g["n"] == 4 and g["acc@0.5"] >= 0.75 and g["parse_failures"] == 0, g
 
 
-def test_the_api_returns_the_learned_box_in_original_pixels(refer_run):
+def test_the_api_returns_the_learned_box_in_original_pixels(answered):
     """The real API server and the real openai client: ``message.boxes`` holds the box in pixels of
     the uploaded image, whatever the family's own box text is."""
-    run_dir, train, refer = refer_run
-    rec = refer[1]
-    port = free_port()
-    srv = ServerProcess([sys.executable, "-m", "remoteglm.serve.api", "--from_pretrained", run_dir, "--port", str(port),
-                         "--max_new_tokens", "64"], env=env(), cwd=ROOT, ready_marker="serving ")
-    try:
-        srv.wait_ready("API server")
-        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=60)
-        data = "data:image/png;base64," + base64.b64encode((train.parent / rec["img"]).read_bytes()).decode()
-        msgs = [{"role": "user", "content": [{"type": "text", "text": rec["prompt"]},
-                                             {"type": "image_url", "image_url": {"url": data}}]}]
-        r = c.chat.completions.create(model=Path(run_dir).name, messages=msgs, temperature=0)
-        (got,) = r.choices[0].message.boxes
-        assert iou(Box(*got["bbox"]), Box(*rec["label_boxes"][0])) >= 0.5, (r.choices[0].message, rec)
-    finally:
-        srv.stop()
+    got, refer = answered
+    message = got["api"]
+    (box,) = message.boxes
+    assert iou(Box(*box["bbox"]), Box(*refer[1]["label_boxes"][0])) >= 0.5, (message, refer[1])
