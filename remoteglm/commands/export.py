@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {s.samples} samples to {out} ({s.with_boxes} with boxes, {s.conversations} conversations)"
           + (f"; dataset {a.dataset_name or out.stem!r} in {s.info}" if s.info else ""))
     print(f"next: {next_step(a.format, a, fam, out, pixels, s.objects)}")
+    if a.format == "llamafactory" and pixels and not a.model and s.with_boxes:
+        # LLaMA-Factory passes no pixel range to the processor: the model folder's own decides the resize
+        print(f"note: the boxes assume the model folder's preprocessor_config.json has min_pixels "
+              f"{pixels['min_pixels']} / max_pixels {pixels['max_pixels']}; export with --model MODEL to take its own")
     return 0
 
 

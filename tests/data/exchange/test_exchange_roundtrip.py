@@ -161,3 +161,12 @@ def test_help_explains_the_formats_and_the_tools_commands(capsys, main, words):
         main(["--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and all(w in out for w in words), [w for w in words if w not in out]
+
+
+def test_llamafactory_export_says_which_processor_range_its_boxes_assume(data_dir, capsys):
+    """LLaMA-Factory hands no pixel range to the processor (the model folder's own decides): boxes
+    exported for a range given by hand come with a note naming it; with the folder (--model) none."""
+    roundtrip(data_dir, "llamafactory", "--family", "qwen2_5_vl", *PIXELS)
+    note = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note:")]
+    assert note == [f"note: the boxes assume the model folder's preprocessor_config.json has min_pixels {MIN_PIXELS} "
+                    f"/ max_pixels {MAX_PIXELS}; export with --model MODEL to take its own"]
