@@ -1,4 +1,5 @@
-"""Tiled answers over a whole scene: the job behind ``remoteglm scene``, the API's ``/v1/scenes`` and the web demo's scene tab.
+"""Tiled answers over a whole scene: the job behind ``remoteglm scene``, the API's ``/v1/scenes``
+and the web demo's scene tab.
 
     job = check_job("scene.tif", scene_task("detect", category="储油罐"), out_dir="out")   # no model needed
     result = answer_scene(engine, "scene.tif", scene_task("detect", category="储油罐"), out_dir="out")
