@@ -38,3 +38,18 @@ class ScriptedServer:
 
     def close(self) -> None:
         self.httpd.shutdown()
+
+
+class TableServer(ScriptedServer):
+    """Answers each numbered English sentence from ``replies`` (English -> Chinese); the sentences in
+    ``bad`` are answered in English (a reply the checks refuse). ``asked``: every sentence asked."""
+
+    def __init__(self, replies: dict[str, str], bad: frozenset = frozenset()):
+        self.asked: list[str] = []
+        self.replies, self.bad = replies, set(bad)
+        super().__init__(self.answer)
+
+    def answer(self, body: dict, items: dict) -> str:
+        self.asked += items.values()
+        return json.dumps({k: en if en in self.bad else self.replies[en] for k, en in items.items()},
+                          ensure_ascii=False)

@@ -21,7 +21,7 @@ from remoteglm.boxes import Box
 from remoteglm.data.importers import main
 from remoteglm.data.translate import normalise
 from remoteglm.eval.evalset import load_eval_set
-from scripted_server import ScriptedServer
+from scripted_server import TableServer
 
 ZH = {"Describe this image in detail.": "详细描述这张图像。",
       "This is a satellite image of a harbor.": "这是一张港口的卫星图像。",
@@ -60,17 +60,9 @@ TEST = [conv("test/small.png", REFER_Q, "[0.25, 0.5, 0.5, 0.75]", id_="t1"),
         conv("test/small.png", "Describe this image in detail.", "Two ships are docked at the harbor.", id_="t2")]
 
 
-class Scripted(ScriptedServer):
-    """Answers each numbered English sentence from REPLIES (``bad``: sentences answered in English)."""
-
-    def __init__(self, bad: frozenset = frozenset()):
-        self.asked: list[str] = []
-        self.bad = set(bad)
-        super().__init__(self.answer)
-
-    def answer(self, body: dict, items: dict) -> str:
-        self.asked += items.values()
-        return json.dumps({k: en if en in self.bad else REPLIES[en] for k, en in items.items()}, ensure_ascii=False)
+def Scripted(bad: frozenset = frozenset()) -> TableServer:
+    """The endpoint answering from REPLIES (``bad``: sentences answered in English)."""
+    return TableServer(REPLIES, bad)
 
 
 @pytest.fixture

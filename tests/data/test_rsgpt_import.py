@@ -23,7 +23,7 @@ from remoteglm.data.paragraphs import split_sentences
 from remoteglm.data.rsgpt import closed_answer, count_answer
 from remoteglm.data.translate import normalise
 from remoteglm.eval.evalset import load_eval_set
-from scripted_server import ScriptedServer
+from scripted_server import ScriptedServer, TableServer
 
 RSICAP = [{"image_id": "0", "filename": "P0001_0001.png", "text_input": "Describe this image in detail.",
            "text_output": "This is an aerial image showing a parking lot. There are ten cars parked in the parking "
@@ -71,17 +71,9 @@ ZH = {"This is an aerial image showing a parking lot.": "这是一张显示停�
 REPLIES = {normalise(en): zh for en, zh in ZH.items()}
 
 
-class Scripted(ScriptedServer):
-    """Answers each numbered English sentence from REPLIES (``bad``: sentences answered in English)."""
-
-    def __init__(self, bad: frozenset = frozenset()):
-        self.asked: list[str] = []
-        self.bad = set(bad)
-        super().__init__(self.answer)
-
-    def answer(self, body: dict, items: dict) -> str:
-        self.asked += items.values()
-        return json.dumps({k: en if en in self.bad else REPLIES[en] for k, en in items.items()}, ensure_ascii=False)
+def Scripted(bad: frozenset = frozenset()) -> TableServer:
+    """The endpoint answering from REPLIES (``bad``: sentences answered in English)."""
+    return TableServer(REPLIES, bad)
 
 
 def dataset(tmp_path: Path) -> Path:
