@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +79,9 @@ def test_bad_settings_fail_in_one_line_before_loading(tmp_path, tiny_checkpoint)
     cases = [({"BATCH_SIZE": "0"}, "--batch_size must be"), ({"TRAIN_ITERS": "0"}, "--train_iters must be"),
              ({"LAYER_RANGE": "0 99"}, "indices 0..1"), ({"TRAIN_DATA": str(missing)}, "none of the 3 train images exist"),
              ({"LORA_RANK": "-1"}, "--lora_rank must be")]
-    for env, expected in cases:
-        r = sh({**base, **env})
+    with ThreadPoolExecutor(len(cases)) as pool:  # each fails in its own process before loading: side by side
+        results = list(pool.map(lambda case: sh({**base, **case[0]}), cases))
+    for (env, expected), r in zip(cases, results):
         assert r.returncode == 2, (env, r.stdout, r.stderr)
         assert expected in r.stderr and "Traceback" not in r.stderr, (env, r.stderr)
         assert "image features" not in r.stderr and "train data:" not in r.stderr  # nothing was loaded
@@ -87,13 +89,18 @@ def test_bad_settings_fail_in_one_line_before_loading(tmp_path, tiny_checkpoint)
 
 
 def test_resume_errors_stop_finetune_sh(tmp_path, tiny_checkpoint):
-    run = tmp_path / "run"
-    (run / "5").mkdir(parents=True)
     base = {"NUM_GPUS": "0", "MODEL_DIR": str(tiny_checkpoint), "SAVE_DIR": str(tmp_path / "out"), "VALID_DATA": ""}
-    for latest, expected in [("", "is 'empty'"), ("garbled\x00", "should hold a step number"),
-                             ("7", "names step 7 but"), ("5", "step 5 is incomplete")]:
+    cases = [("", "is 'empty'"), ("garbled\x00", "should hold a step number"), ("7", "names step 7 but"),
+             ("5", "step 5 is incomplete")]
+    runs = []
+    for i, (latest, _) in enumerate(cases):  # a run folder per case, so the cases run side by side
+        run = tmp_path / f"run{i}"
+        (run / "5").mkdir(parents=True)
         (run / "latest").write_text(latest)
-        r = sh(base, "--resume", str(run))
+        runs.append(run)
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = list(pool.map(lambda run: sh(base, "--resume", str(run)), runs))
+    for (latest, expected), r in zip(cases, results):
         assert r.returncode == 2 and expected in r.stderr and "Traceback" not in r.stderr, (latest, r.stderr)
         assert ">> done" not in r.stdout and not (tmp_path / "out" / "LAST_RUN").exists()
 
